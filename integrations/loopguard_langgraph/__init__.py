@@ -1,0 +1,1 @@
+"""loopguard adapter (see docs)."""

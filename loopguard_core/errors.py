@@ -1,0 +1,150 @@
+"""The one error tree of loopguard.
+
+::
+
+    LoopGuardError                      base of everything loopguard raises on purpose
+    ├── LoopGuardTripped (RuntimeError) a guarded call was refused before it ran
+    ├── IllegalTransition (RuntimeError) a state change the transition table forbids
+    ├── MissingExtra (ImportError)      an optional capability was used without its extra
+    ├── StoreError (RuntimeError)       the breaker store could not be reached or answered badly
+    └── SpecError (ValueError)          a spec is missing, vague or malformed
+
+``LoopGuardTripped`` subclasses ``RuntimeError`` on purpose: LangGraph's default ``RetryPolicy``
+retries plain ``Exception`` subclasses three times but not ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "IllegalTransition",
+    "LoopGuardError",
+    "LoopGuardTripped",
+    "LoopGuardWarning",
+    "MissingExtra",
+    "SpecError",
+    "StoreError",
+]
+
+
+class LoopGuardError(Exception):
+    """Base class of every error loopguard raises on purpose."""
+
+
+class LoopGuardWarning(UserWarning):
+    """A configuration that will probably not do what its author expects (e.g. a swallowed trip)."""
+
+
+# What a person should do about each reason; keeps the one-line message actionable.
+_ADVICE: Mapping[str, str] = MappingProxyType(
+    {
+        "turn_ceiling": "raise max_turns or narrow the task",
+        "token_ceiling": "raise max_tokens, lower the request's max_tokens, or narrow the task",
+        "cost_ceiling": "raise max_cost_usd or use a cheaper model",
+        "tool_ceiling": "raise max_tool_calls / max_calls_per_tool or check why the agent needs so many calls",
+        "loop": "the agent repeated a call that keeps returning the same thing; change the prompt or tool",
+        "failures": "the tool keeps failing; fix the tool or its credentials before retrying",
+        "wall_clock": "raise max_seconds or narrow the task",
+        "open": "the breaker is open after an earlier trip; wait for the recovery window or start a new run",
+    }
+)
+
+
+class LoopGuardTripped(LoopGuardError, RuntimeError):
+    """A guarded call was refused *before* it ran.
+
+    ``reason`` is a short stable string (``turn_ceiling``, ``token_ceiling``, ``cost_ceiling``,
+    ``tool_ceiling``, ``loop``, ``failures``, ``wall_clock``, ``open``); ``facts`` holds what led to it
+    (counts, limits, tool, agent, session). Frequently used facts are also attributes.
+    """
+
+    reason: str
+    facts: Mapping[str, Any]
+
+    def __init__(self, reason: str, message: str | None = None, **facts: Any) -> None:
+        self.reason = reason
+        self.facts = MappingProxyType(dict(facts))
+        super().__init__(message or self._default_message(reason, self.facts))
+
+    # Convenience accessors for the facts every reason may carry.
+    @property
+    def tool(self) -> str | None:
+        return self.facts.get("tool")
+
+    @property
+    def agent(self) -> str | None:
+        return self.facts.get("agent")
+
+    @property
+    def session_id(self) -> str | None:
+        return self.facts.get("session_id")
+
+    @property
+    def limit(self) -> Any:
+        return self.facts.get("limit")
+
+    @property
+    def observed(self) -> Any:
+        return self.facts.get("observed")
+
+    @property
+    def terminal(self) -> bool:
+        """True when the run cannot recover (a budget ceiling); False for health trips."""
+        return bool(self.facts.get("terminal", False))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep reason and facts across pickling (multiprocessing, Celery, Ray).
+        return (_rebuild_tripped, (type(self), self.reason, str(self), dict(self.facts)))
+
+    @staticmethod
+    def _default_message(reason: str, facts: Mapping[str, Any]) -> str:
+        where = ""
+        if facts.get("tool"):
+            where += f" on tool {facts['tool']!r}"
+        if facts.get("agent"):
+            where += f" by agent {facts['agent']!r}"
+        numbers = ""
+        if "observed" in facts and "limit" in facts:
+            numbers = f" ({facts['observed']} > limit {facts['limit']})"
+        advice = _ADVICE.get(reason, "inspect the run before continuing")
+        return f"loopguard tripped: {reason}{where}{numbers}; the call was not made. To continue: {advice}."
+
+
+def _rebuild_tripped(
+    cls: type[LoopGuardTripped], reason: str, message: str, facts: dict[str, Any]
+) -> LoopGuardTripped:
+    err = cls.__new__(cls)
+    LoopGuardTripped.__init__(err, reason, message, **facts)
+    return err
+
+
+class IllegalTransition(LoopGuardError, RuntimeError):
+    """A state change that the breaker's transition table does not allow."""
+
+    def __init__(self, source: object, target: object) -> None:
+        self.source = source
+        self.target = target
+        super().__init__(f"illegal breaker transition {source} -> {target}")
+
+
+class MissingExtra(LoopGuardError, ImportError):
+    """An optional capability was used without installing the extra that provides it."""
+
+    def __init__(self, extra: str, package: str, purpose: str) -> None:
+        self.extra = extra
+        self.package = package
+        super().__init__(
+            f"{purpose} needs the {package!r} package. "
+            f'Install it with: pip install "loopguard-core[{extra}]"'
+        )
+
+
+class StoreError(LoopGuardError, RuntimeError):
+    """The breaker store (e.g. Redis) could not be reached or gave an unusable answer."""
+
+
+class SpecError(LoopGuardError, ValueError):
+    """A spec is missing, incomplete, or too vague to check a run against."""

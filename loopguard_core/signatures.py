@@ -1,0 +1,186 @@
+"""Canonical call signatures and outcome digests, for any Python value.
+
+Tool arguments come from a model and from framework code: dicts in any key order, strings with cosmetic
+variation, and sometimes values that are not JSON at all (pydantic models, sets, bytes, cyclic objects,
+NaN, multi-megabyte strings). Everything here is total: it never raises on a value, and its cost depends
+only on the size of the value, never on the length of the session.
+
+``loose`` folding (the default for loop detection) treats as equal what a person would call the same
+request: key order, letter case, surrounding/inner whitespace, ``1`` vs ``1.0``, and the word order and
+filler words of free text ("best practices for X" == "X best practices"). It can only ever merge calls
+whose *results* are also identical before they count as a loop, which is what keeps it safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["call_signature", "canonical_text", "outcome_digest"]
+
+_MAX_DEPTH = 32
+_MAX_NODES = 20_000
+_FREE_TEXT_MAX = 2_048  # word-order folding only for prompt-sized text
+_HASH_ABOVE = 65_536  # longer strings are hashed, not normalised
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_WORD = re.compile(r"\w+")
+_STOPWORDS = frozenset(
+    "a an the of for to in on at by with and or about from into is are be please me my our your "
+    "what which how find search get show list".split()
+)
+
+
+def _fold_text(text: str, loose: bool) -> str:
+    if len(text) > _HASH_ABOVE:
+        return "h:" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    if not loose:
+        return text
+    if len(text) <= _FREE_TEXT_MAX:
+        return _fold_short(text)
+    return " ".join(text.casefold().split())
+
+
+@functools.lru_cache(maxsize=8192)
+def _fold_short(text: str) -> str:
+    # Agents in a loop send the same strings again and again: caching makes the repeat cheap.
+    folded = " ".join(text.casefold().split())
+    if " " in folded:
+        words = _WORD.findall(folded)
+        if len(words) >= 3:
+            content = sorted({w for w in words if w not in _STOPWORDS}) or sorted(set(words))
+            return "w:" + " ".join(content)
+    return folded
+
+
+class _Encoder:
+    __slots__ = ("loose", "nodes", "path")
+
+    def __init__(self, loose: bool) -> None:
+        self.loose = loose
+        self.nodes = 0
+        self.path: set[int] = set()
+
+    def encode(self, value: Any, depth: int = 0) -> str:
+        kind = type(value)
+        if kind is str:  # the common case first
+            return '"' + _fold_text(value, self.loose).replace('"', '\\"') + '"'
+        self.nodes += 1
+        if self.nodes > _MAX_NODES:
+            return "…"
+        if value is None or value is True or value is False:
+            return repr(value)
+        if isinstance(value, str):
+            return '"' + _fold_text(value, self.loose).replace('"', '\\"') + '"'
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            if math.isnan(value):
+                return "NaN"
+            if math.isinf(value):
+                return "Infinity" if value > 0 else "-Infinity"
+            if self.loose and value.is_integer():
+                return str(int(value))
+            return repr(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return "b:" + hashlib.blake2b(bytes(value), digest_size=16).hexdigest()
+        if depth >= _MAX_DEPTH:
+            return "…"
+        ident = id(value)
+        if ident in self.path:
+            return "<cycle>"
+        self.path.add(ident)
+        try:
+            return self._container(value, depth + 1)
+        finally:
+            self.path.discard(ident)
+
+    def _container(self, value: Any, depth: int) -> str:
+        if isinstance(value, Mapping):
+            items = sorted((self.encode(k, depth), self.encode(v, depth)) for k, v in value.items())
+            return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
+        if isinstance(value, (list, tuple)):
+            return "[" + ",".join(self.encode(v, depth) for v in value) + "]"
+        if isinstance(value, (set, frozenset)):
+            return "{" + ",".join(sorted(self.encode(v, depth) for v in value)) + "}"
+        dumped = _plain_form(value)
+        if dumped is not None:
+            return self.encode(dumped, depth)
+        return '"' + _fold_text(_safe_repr(value), self.loose) + '"'
+
+
+def _plain_form(value: Any) -> Any:
+    """A plain structure for well-known object kinds (pydantic models, dataclasses), else None."""
+    try:
+        if hasattr(value, "model_dump") and callable(value.model_dump):
+            return value.model_dump()
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    except Exception:
+        return None
+    return None
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<unrepresentable {type(value).__qualname__}>"
+    # Default reprs embed a memory address, which would make every call look new.
+    return _ADDRESS.sub("", text)
+
+
+def canonical_text(value: Any, *, loose: bool = True) -> str:
+    """A deterministic text form of ``value`` (see module docs). Never raises."""
+    if type(value) is dict:
+        flat = _flat_dict(value, loose)
+        if flat is not None:
+            return flat
+    return _Encoder(loose).encode(value)
+
+
+def _flat_dict(value: dict[Any, Any], loose: bool) -> str | None:
+    """Fast path for the usual tool args: a dict of str keys to str/int values (same output)."""
+    parts = []
+    for key, item in value.items():
+        if type(key) is not str:
+            return None
+        kind = type(item)
+        if kind is str:
+            text = '"' + _fold_text(item, loose).replace('"', '\\"') + '"'
+        elif kind is int:
+            text = str(item)
+        else:
+            return None
+        parts.append(('"' + _fold_text(key, loose).replace('"', '\\"') + '"', text))
+    parts.sort()
+    return "{" + ",".join(f"{k}:{v}" for k, v in parts) + "}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def call_signature(tool: str, args: Any, *, loose: bool = True) -> str:
+    """A 32-hex-digit signature of a tool call: equal for calls a person would call the same."""
+    name = " ".join(str(tool).split()).casefold() if loose else str(tool)
+    return _digest(name + "\x00" + canonical_text(args, loose=loose))
+
+
+def outcome_digest(result: Any = None, error: Any = None) -> str:
+    """A 32-hex-digit digest of what a call returned (or how it failed).
+
+    Results are compared with case and whitespace folded but word order kept: "5 failed" and
+    "4 failed" differ, which is how a test-fix loop shows progress.
+    """
+    if error is not None and error is not False:
+        if isinstance(error, BaseException):
+            error = f"{type(error).__name__}: {error}"
+        return _digest("E\x00" + canonical_text(error, loose=False).casefold())
+    if isinstance(result, str):
+        return _digest("R\x00" + " ".join(result.casefold().split()))
+    return _digest("R\x00" + canonical_text(result, loose=False))
