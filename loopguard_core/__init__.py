@@ -1,5 +1,61 @@
-"""loopguard: stop runaway AI-agent loops before they spend money."""
+"""loopguard: stop runaway AI-agent loops before they spend money.
+
+The public surface is re-exported here; everything else is an implementation detail.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from typing import Any
+
+from .breaker import Breaker
+from .clock import Clock, SystemClock
+from .errors import (
+    IllegalTransition,
+    LoopGuardError,
+    LoopGuardTripped,
+    LoopGuardWarning,
+    MissingExtra,
+    SpecError,
+    StoreError,
+)
+from .limits import Limits, LoopDetection
+from .pricing import GenaiPrices, StaticPrices
+from .signatures import call_signature, canonical_text, outcome_digest
+from .state import TRANSITIONS, BreakerState
+from .stores import MemoryStore, RunSnapshot, Store
+from .tokens import estimate_tokens
+
+__all__ = [
+    "TRANSITIONS",
+    "Breaker",
+    "BreakerState",
+    "Clock",
+    "GenaiPrices",
+    "IllegalTransition",
+    "Limits",
+    "LoopDetection",
+    "LoopGuardError",
+    "LoopGuardTripped",
+    "LoopGuardWarning",
+    "MemoryStore",
+    "MissingExtra",
+    "RunSnapshot",
+    "SpecError",
+    "StaticPrices",
+    "Store",
+    "StoreError",
+    "SystemClock",
+    "call_signature",
+    "canonical_text",
+    "estimate_tokens",
+    "outcome_digest",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The version comes from the installed metadata, so it can never disagree with the wheel.
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("loopguard-core")
+    raise AttributeError(f"module 'loopguard_core' has no attribute {name!r}")

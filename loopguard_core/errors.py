@@ -101,21 +101,43 @@ class LoopGuardTripped(LoopGuardError, RuntimeError):
 
     @staticmethod
     def _default_message(reason: str, facts: Mapping[str, Any]) -> str:
-        where = ""
-        if facts.get("tool"):
-            where += f" on tool {facts['tool']!r}"
-        if facts.get("agent"):
-            where += f" by agent {facts['agent']!r}"
-        numbers = ""
-        if "observed" in facts and "limit" in facts:
-            numbers = f" ({facts['observed']} > limit {facts['limit']})"
+        what = _WHAT.get(reason, "{reason}")
+        try:
+            detail = what.format_map(_Facts(facts, reason=reason))
+        except (ValueError, TypeError):  # a fact of an unexpected type: fall back, never fail here
+            detail = reason
+        where = f" (agent {facts['agent']!r})" if facts.get("agent") else ""
         advice = _ADVICE.get(reason, "inspect the run before continuing")
-        return f"loopguard tripped: {reason}{where}{numbers}; the call was not made. To continue: {advice}."
+        return f"loopguard refused the call [{reason}]{where}: {detail}; it was not made. To continue: {advice}."
 
 
-def _rebuild_tripped(
-    cls: type[LoopGuardTripped], reason: str, message: str, facts: dict[str, Any]
-) -> LoopGuardTripped:
+class _Facts(dict[str, Any]):
+    """format_map source that renders a missing fact as '?' instead of raising."""
+
+    def __init__(self, facts: Mapping[str, Any], **extra: Any) -> None:
+        super().__init__(facts)
+        self.update(extra)
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+_WHAT: Mapping[str, str] = MappingProxyType(
+    {
+        "turn_ceiling": "model turn {observed} would exceed max_turns={limit}",
+        "token_ceiling": "projected {observed} tokens would exceed max_tokens={limit} ({spent} already spent)",
+        "cost_ceiling": "projected {observed} USD would exceed max_cost_usd={limit} ({spent} USD already spent)",
+        "tool_ceiling": "tool {tool!r} call {observed} would exceed its limit of {limit}",
+        "loop": "{tool!r} was called again with the same arguments after returning the same result "
+        "{repeats} times in a row (limit {limit})",
+        "failures": "{tool!r} failed {observed} times in a row (limit {limit})",
+        "wall_clock": "the run has taken {observed} s, over max_seconds={limit}",
+        "open": "the breaker is open after an earlier {tripped_by} trip",
+    }
+)
+
+
+def _rebuild_tripped(cls: type[LoopGuardTripped], reason: str, message: str, facts: dict[str, Any]) -> LoopGuardTripped:
     err = cls.__new__(cls)
     LoopGuardTripped.__init__(err, reason, message, **facts)
     return err
@@ -137,8 +159,7 @@ class MissingExtra(LoopGuardError, ImportError):
         self.extra = extra
         self.package = package
         super().__init__(
-            f"{purpose} needs the {package!r} package. "
-            f'Install it with: pip install "loopguard-core[{extra}]"'
+            f'{purpose} needs the {package!r} package. Install it with: pip install "loopguard-core[{extra}]"'
         )
 
 

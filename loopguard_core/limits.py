@@ -122,9 +122,7 @@ class Limits:
         _positive_int("max_tokens", self.max_tokens)
         _positive_number("max_cost_usd", self.max_cost_usd)
         _positive_int("max_tool_calls", self.max_tool_calls)
-        object.__setattr__(
-            self, "max_calls_per_tool", _int_mapping("max_calls_per_tool", self.max_calls_per_tool)
-        )
+        object.__setattr__(self, "max_calls_per_tool", _int_mapping("max_calls_per_tool", self.max_calls_per_tool))
         _positive_number("max_seconds", self.max_seconds)
         _positive_int("max_consecutive_failures", self.max_consecutive_failures)
         _non_negative_int("output_reserve_tokens", self.output_reserve_tokens)

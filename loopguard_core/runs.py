@@ -1,0 +1,107 @@
+"""Per-run scoping: which run's counters a call belongs to.
+
+A run is one agent invocation (an ``invoke``, a ``kickoff``, a ``run``). Counts never leak from one run into
+the next unless the breaker is shared on purpose (an explicit ``scope``, or ``isolate_runs=False``).
+The current run travels in a context variable, so concurrent asyncio tasks and threads that copy their
+context (LangChain and asyncio executors do) each see their own run; code on a thread that did not copy
+the context falls back to the most recently started run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import uuid
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .breaker import Breaker
+    from .stores.base import RunSnapshot
+
+__all__ = ["RunHandle", "RunRegistry"]
+
+
+class RunRegistry:
+    """Tracks the active runs of one breaker and the run a context belongs to."""
+
+    def __init__(self, main_run_id: str) -> None:
+        self.main_run_id = main_run_id
+        self.latest = main_run_id
+        self._var: contextvars.ContextVar[str | None] = contextvars.ContextVar("loopguard_run", default=None)
+        self._active: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def current(self) -> str:
+        return self._var.get() or self.latest
+
+    def in_run(self) -> bool:
+        return self._var.get() is not None
+
+    def enter(self, run_id: str | None) -> tuple[str, contextvars.Token[str | None], str | None]:
+        """Start (or join) a run; returns its id, the context token, and a finished run to forget."""
+        rid = run_id or uuid.uuid4().hex
+        with self._lock:
+            finished = self.latest
+            self._active[rid] = self._active.get(rid, 0) + 1
+            self.latest = rid
+            forget = None
+            if finished not in (rid, self.main_run_id) and finished not in self._active:
+                forget = finished
+        return rid, self._var.set(rid), forget
+
+    def exit(self, run_id: str, token: contextvars.Token[str | None]) -> None:
+        try:
+            self._var.reset(token)
+        except ValueError:
+            # Closed from another context (e.g. a framework's after-hook): clear ours instead.
+            self._var.set(None)
+        with self._lock:
+            left = self._active.get(run_id, 0) - 1
+            if left > 0:
+                self._active[run_id] = left
+            else:
+                self._active.pop(run_id, None)
+
+
+class RunHandle:
+    """An open run. Use as ``with breaker.run():`` / ``async with breaker.run():`` or call ``close()``."""
+
+    def __init__(self, breaker: Breaker, run_id: str | None, *, join_current: bool) -> None:
+        self._breaker = breaker
+        self._requested = run_id
+        self._join = join_current
+        self._token: contextvars.Token[str | None] | None = None
+        self.run_id: str = breaker.session_id
+        self.result: RunSnapshot | None = None
+
+    def open(self) -> RunHandle:
+        if not self._join:
+            self.run_id, self._token, forget = self._breaker._runs.enter(self._requested)
+            if forget is not None:
+                self._breaker._forget_run(forget)
+        return self
+
+    def close(self) -> RunSnapshot:
+        """End the run (its counters stay readable as ``breaker.usage()`` until the next run starts)."""
+        self.result = self._breaker.usage(run_id=self.run_id)
+        if self._token is not None:
+            self._breaker._runs.exit(self.run_id, self._token)
+            self._token = None
+        return self.result
+
+    def __enter__(self) -> RunHandle:
+        return self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RunHandle:
+        return self.open()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,130 @@
+"""The store contract: where a breaker's per-run state lives, and the atomic steps it offers.
+
+Each method is one atomic step (one lock acquisition in memory, one Lua script round trip in Redis) that
+both decides and records, so two callers can never both take the last unit of a budget. The breaker
+computes signatures and prices before calling; the store only compares and counts integers and digests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..limits import Limits
+from ..state import BreakerState
+
+__all__ = [
+    "ModelRequest",
+    "ModelUsage",
+    "RunKey",
+    "RunSnapshot",
+    "Store",
+    "ToolOutcome",
+    "ToolRequest",
+    "Transition",
+    "Verdict",
+]
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """Identifies one run's state: ``scope`` groups runs (a crew, a tenant), ``run_id`` is the run."""
+
+    scope: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    tool: str
+    signature: str
+    now: float
+    call_id: str | None = None
+    agent: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    tool: str
+    signature: str
+    outcome: str
+    failed: bool
+    now: float
+    call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    projected_tokens: int
+    projected_cost_micros: int
+    now: float
+    call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    tokens: int
+    cost_micros: int
+    now: float
+    call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    source: BreakerState
+    target: BreakerState
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a store step decided. ``reason`` is set when the call is refused."""
+
+    admitted: bool
+    reason: str | None = None
+    terminal: bool = False
+    facts: dict[str, Any] = field(default_factory=dict)
+    transitions: tuple[Transition, ...] = ()
+    turn: int = 0
+    probe: bool = False
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """A read-only view of one run's counters and state."""
+
+    state: BreakerState
+    terminal: bool
+    trip_reason: str | None
+    turns: int
+    tokens: int
+    cost_micros: int
+    tool_calls: int
+    calls_per_tool: dict[str, int]
+    trips: int
+    started_at: float | None
+    opened_at: float | None
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_micros / 1_000_000
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Per-run breaker state. Implementations: :class:`MemoryStore`, ``RedisStore`` (extra ``redis``)."""
+
+    def admit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict: ...
+
+    def record_tool(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict: ...
+
+    def admit_model(self, run: RunKey, request: ModelRequest, limits: Limits) -> Verdict: ...
+
+    def record_model(self, run: RunKey, usage: ModelUsage, limits: Limits) -> Verdict: ...
+
+    def snapshot(self, run: RunKey) -> RunSnapshot: ...
+
+    def reset(self, run: RunKey) -> Verdict: ...
+
+    def drop(self, run: RunKey) -> None: ...

@@ -1,0 +1,62 @@
+"""The in-process store: a dict of run states behind one short-held lock."""
+
+from __future__ import annotations
+
+import threading
+
+from ..limits import Limits
+from ._run_state import RunState
+from .base import ModelRequest, ModelUsage, RunKey, RunSnapshot, ToolOutcome, ToolRequest, Verdict
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Breaker state in this process. Safe across threads and asyncio tasks.
+
+    The lock is held only while a step compares and counts (microseconds), never while a guarded
+    call runs, so calls through one breaker never serialise on each other.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[RunKey, RunState] = {}
+
+    def _state(self, run: RunKey) -> RunState:
+        state = self._runs.get(run)
+        if state is None:
+            state = self._runs[run] = RunState()
+        return state
+
+    def admit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict:
+        with self._lock:
+            return self._state(run).admit_tool(request, limits)
+
+    def record_tool(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict:
+        with self._lock:
+            return self._state(run).record_tool(outcome, limits)
+
+    def admit_model(self, run: RunKey, request: ModelRequest, limits: Limits) -> Verdict:
+        with self._lock:
+            return self._state(run).admit_model(request, limits)
+
+    def record_model(self, run: RunKey, usage: ModelUsage, limits: Limits) -> Verdict:
+        with self._lock:
+            return self._state(run).record_model(usage, limits)
+
+    def snapshot(self, run: RunKey) -> RunSnapshot:
+        with self._lock:
+            state = self._runs.get(run)
+            return (state or RunState()).snapshot()
+
+    def reset(self, run: RunKey) -> Verdict:
+        with self._lock:
+            return self._state(run).reset()
+
+    def drop(self, run: RunKey) -> None:
+        with self._lock:
+            self._runs.pop(run, None)
+
+    def __len__(self) -> int:
+        """Number of runs held (for tests of memory bounds)."""
+        return len(self._runs)
