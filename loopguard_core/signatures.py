@@ -30,40 +30,10 @@ _HASH_ABOVE = 65_536  # longer strings are hashed, not normalised
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _WORD = re.compile(r"\w+")
 _STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "for",
-        "to",
-        "in",
-        "on",
-        "at",
-        "by",
-        "with",
-        "and",
-        "or",
-        "about",
-        "from",
-        "into",
-        "is",
-        "are",
-        "be",
-        "please",
-        "me",
-        "my",
-        "our",
-        "your",
-        "what",
-        "which",
-        "how",
-        "find",
-        "search",
-        "get",
-        "show",
-        "list",
-    ]
+    (
+        "a an the of for to in on at by with and or about from into is are be please me my our your what "
+        "which how find search get show list"
+    ).split()
 )
 
 
