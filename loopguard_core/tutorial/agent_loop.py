@@ -22,14 +22,16 @@ __all__ = ["AgentLoop", "LLMClient", "LoopResult", "MessagesEndpoint"]
 class MessagesEndpoint(Protocol):
     """The one method the loop calls (Anthropic's ``client.messages``)."""
 
-    def create(self, *, model: str, max_tokens: int, system: str, messages: list[dict[str, Any]]) -> object: ...
+    # ``messages`` is typed loosely so that SDK clients with their own message types still match.
+    def create(self, *, model: str, max_tokens: int, system: str, messages: Any) -> object: ...
 
 
 @runtime_checkable
 class LLMClient(Protocol):
     """Anything with a ``.messages`` endpoint, such as ``anthropic.Anthropic()`` or a scripted fake."""
 
-    messages: MessagesEndpoint
+    @property
+    def messages(self) -> MessagesEndpoint: ...
 
 
 @dataclass(frozen=True)
