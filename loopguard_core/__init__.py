@@ -5,7 +5,7 @@ The public surface is re-exported here; everything else is an implementation det
 
 from __future__ import annotations
 
-from typing import Any
+import typing as _typing
 
 from .breaker import Breaker
 from .clock import Clock, SystemClock
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     # The version comes from the installed metadata, so it can never disagree with the wheel.
     if name == "__version__":
         from importlib.metadata import version

@@ -153,7 +153,8 @@ class Breaker:
         self._ledger_failure = ledger_failure
         self._on_trip = _callbacks("on_trip", on_trip)
         self._on_state_change = _callbacks("on_state_change", on_state_change)
-        self._runs = RunRegistry(session_id or uuid.uuid4().hex)
+        # Breakers that name the same scope share one run (and one ledger session) unless told otherwise.
+        self._runs = RunRegistry(session_id or scope or uuid.uuid4().hex)
         self._pending: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._pending_lock = threading.Lock()
         self._unpriced: set[str] = set()

@@ -130,12 +130,12 @@ class RunState:
         if over is not None:
             return self._remember(key, self._trip("wall_clock", req.now, moves, {**base, **over}))
         if limits.max_tool_calls is not None and self.tool_calls + 1 > limits.max_tool_calls:
-            facts = {**base, "observed": self.tool_calls + 1, "limit": limits.max_tool_calls, "scope": "all"}
+            facts = {**base, "observed": self.tool_calls + 1, "limit": limits.max_tool_calls, "applies_to": "all tools"}
             return self._remember(key, self._trip("tool_ceiling", req.now, moves, facts))
         per_tool = limits.max_calls_per_tool.get(req.tool)
         used = self.calls_per_tool.get(req.tool, 0)
         if per_tool is not None and used + 1 > per_tool:
-            facts = {**base, "observed": used + 1, "limit": per_tool, "scope": "tool"}
+            facts = {**base, "observed": used + 1, "limit": per_tool, "applies_to": "this tool"}
             return self._remember(key, self._trip("tool_ceiling", req.now, moves, facts))
         # A half-open probe may retry the failing tool: that is how recovery is tested.
         failed = self.failures.get(req.tool, 0)

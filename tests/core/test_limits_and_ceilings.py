@@ -1,0 +1,157 @@
+"""Hard ceilings: pre-flight, strict boundaries (reaching a limit is fine, exceeding trips), terminal."""
+
+from __future__ import annotations
+
+import pytest
+
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped, StaticPrices
+from loopguard_core.testing import FakeClock
+
+
+def test_turn_ceiling_allows_exactly_the_limit_and_refuses_the_next() -> None:
+    breaker = Breaker(max_turns=3)
+    for _ in range(3):
+        breaker.before_model()
+        breaker.after_model(input_tokens=1, output_tokens=1)
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_model()
+    assert info.value.reason == "turn_ceiling"
+    assert info.value.facts["limit"] == 3
+    assert info.value.terminal
+    assert breaker.usage().turns == 3
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_token_projection_refuses_the_call_that_would_cross_before_it_is_sent() -> None:
+    breaker = Breaker(max_tokens=1_000)
+    breaker.before_model(estimated_input_tokens=300, max_output_tokens=200)
+    breaker.after_model(input_tokens=300, output_tokens=200)
+    # 500 spent + 300 + 200 projected = 1000: reaching the limit exactly is allowed.
+    breaker.before_model(estimated_input_tokens=300, max_output_tokens=200)
+    breaker.after_model(input_tokens=250, output_tokens=150)  # 900 spent
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_model(estimated_input_tokens=50, max_output_tokens=100)  # 1050 projected
+    assert info.value.reason == "token_ceiling"
+    assert info.value.facts["observed"] == 1_050
+    assert info.value.facts["spent"] == 900
+
+
+def test_output_reserve_is_used_when_the_request_sets_no_cap() -> None:
+    breaker = Breaker(max_tokens=1_000, output_reserve_tokens=600)
+    with pytest.raises(LoopGuardTripped):
+        breaker.before_model(estimated_input_tokens=500)
+    breaker2 = Breaker(max_tokens=1_000, output_reserve_tokens=600)
+    breaker2.before_model(estimated_input_tokens=500, max_output_tokens=100)  # the request's cap wins
+
+
+def test_overspend_reported_after_the_call_is_recorded_and_the_next_call_refused() -> None:
+    breaker = Breaker(max_tokens=100)
+    breaker.before_model(estimated_input_tokens=10, max_output_tokens=10)
+    breaker.after_model(input_tokens=90, output_tokens=60)  # the provider used more than projected
+    assert breaker.usage().tokens == 150
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_model()
+    assert info.value.reason == "token_ceiling"
+
+
+def test_at_the_token_ceiling_exactly_a_further_call_is_refused() -> None:
+    breaker = Breaker(max_tokens=100)
+    breaker.before_model(estimated_input_tokens=50, max_output_tokens=50)
+    breaker.after_model(input_tokens=50, output_tokens=50)
+    with pytest.raises(LoopGuardTripped):
+        breaker.before_model()  # any call spends at least one token
+
+
+def test_cost_ceiling_projects_with_prices_and_records_explicit_cost() -> None:
+    prices = StaticPrices({"m": (1.0, 2.0)})  # USD per million tokens
+    breaker = Breaker(max_cost_usd=0.01, prices=prices)
+    breaker.before_model(model="m", estimated_input_tokens=2_000, max_output_tokens=1_000)  # 0.004
+    breaker.after_model(model="m", input_tokens=2_000, output_tokens=1_000)
+    assert breaker.usage().cost_micros == 4_000
+    breaker.before_model(model="m", estimated_input_tokens=1_000, max_output_tokens=500)
+    breaker.after_model(model="m", input_tokens=1, output_tokens=1, cost_usd=0.005)  # explicit wins
+    assert breaker.usage().cost_micros == 9_000
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_model(model="m", estimated_input_tokens=1_000, max_output_tokens=1_000)  # +0.003
+    assert info.value.reason == "cost_ceiling"
+    assert info.value.facts["limit"] == 0.01
+
+
+def test_cost_ceiling_with_genai_prices_uses_the_bundled_price_database() -> None:
+    pytest.importorskip("genai_prices", reason="needs the pricing extra: pip install 'loopguard-core[pricing]'")
+    breaker = Breaker(max_cost_usd=0.05)
+    breaker.before_model(model="claude-sonnet-4-5", estimated_input_tokens=1_000, max_output_tokens=500)
+    breaker.after_model(model="claude-sonnet-4-5", input_tokens=1_000, output_tokens=500)
+    # $3/M input + $15/M output -> 0.003 + 0.0075
+    assert breaker.usage().cost_micros == 10_500
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_model(model="claude-sonnet-4-5", estimated_input_tokens=10_000, max_output_tokens=2_000)
+    assert info.value.reason == "cost_ceiling"
+
+
+def test_tool_ceilings_total_and_per_tool() -> None:
+    breaker = Breaker(max_tool_calls=3, max_calls_per_tool={"search": 2})
+    breaker.before_tool("search", {"q": 1})
+    breaker.after_tool("search", {"q": 1}, result="a")
+    breaker.before_tool("search", {"q": 2})
+    breaker.after_tool("search", {"q": 2}, result="b")
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_tool("search", {"q": 3})
+    assert info.value.reason == "tool_ceiling"
+    assert info.value.tool == "search"
+    assert info.value.facts["applies_to"] == "this tool"
+
+    other = Breaker(max_tool_calls=2)
+    other.before_tool("a", {})
+    other.before_tool("b", {})
+    with pytest.raises(LoopGuardTripped) as info:
+        other.before_tool("c", {})
+    assert info.value.facts["applies_to"] == "all tools"
+    assert other.usage().tool_calls == 2
+
+
+def test_wall_clock_is_measured_with_the_injected_clock(clock: FakeClock) -> None:
+    breaker = Breaker(max_seconds=30, clock=clock)
+    breaker.before_model()
+    clock.advance(30)
+    breaker.before_tool("t", {})  # exactly at the limit: allowed
+    clock.advance(0.5)
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_tool("t", {"x": 1})
+    assert info.value.reason == "wall_clock"
+    assert info.value.terminal
+
+
+def test_budget_trips_are_terminal_and_never_half_open(clock: FakeClock) -> None:
+    breaker = Breaker(max_turns=1, clock=clock, recovery_seconds=1)
+    breaker.before_model()
+    with pytest.raises(LoopGuardTripped):
+        breaker.before_model()
+    clock.advance(3600)
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_tool("anything", {})
+    assert info.value.reason == "open"
+    assert info.value.facts["tripped_by"] == "turn_ceiling"
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_refused_calls_are_not_counted() -> None:
+    breaker = Breaker(max_turns=1)
+    breaker.before_model()
+    for _ in range(5):
+        with pytest.raises(LoopGuardTripped):
+            breaker.before_model()
+    assert breaker.usage().turns == 1
+
+
+def test_trip_message_is_one_actionable_line() -> None:
+    breaker = Breaker(max_turns=1)
+    breaker.before_model()
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_model(agent="writer")
+    text = str(info.value)
+    assert "\n" not in text
+    assert "max_turns=1" in text
+    assert "writer" in text
+    assert "To continue" in text
+    assert isinstance(info.value, RuntimeError)

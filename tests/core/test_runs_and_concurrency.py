@@ -1,0 +1,139 @@
+"""Per-run scoping, thread and asyncio safety, idempotency, and bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped, MemoryStore
+
+
+def test_a_new_run_starts_clean() -> None:
+    breaker = Breaker(max_turns=2)
+    with breaker.run() as first:
+        breaker.before_model()
+        breaker.before_model()
+        with pytest.raises(LoopGuardTripped):
+            breaker.before_model()
+    assert first.result is not None and first.result.turns == 2
+    assert breaker.state is BreakerState.OPEN  # the last run is still readable after it ends
+    with breaker.run():
+        breaker.before_model()  # fresh counts, closed breaker
+        assert breaker.usage().turns == 1
+
+
+def test_nested_runs_join_the_outer_run() -> None:
+    breaker = Breaker(max_turns=2)
+    with breaker.run():
+        breaker.before_model()
+        with breaker.run():  # a sub-agent shares the parent's budget
+            breaker.before_model()
+            with pytest.raises(LoopGuardTripped):
+                breaker.before_model()
+
+
+def test_explicit_scope_shares_state_across_runs_on_purpose() -> None:
+    store = MemoryStore()
+    a = Breaker(max_turns=3, store=store, scope="crew-42")
+    b = Breaker(max_turns=3, store=store, scope="crew-42")
+    with a.run():
+        a.before_model()
+    with b.run():
+        b.before_model()
+        b.before_model()
+        with pytest.raises(LoopGuardTripped):
+            b.before_model()
+
+
+def test_finished_runs_do_not_accumulate_in_memory() -> None:
+    store = MemoryStore()
+    breaker = Breaker(store=store)
+    for _ in range(1_000):
+        with breaker.run():
+            breaker.before_tool("t", {})
+    assert len(store) <= 2
+
+
+async def test_concurrent_asyncio_runs_are_isolated() -> None:
+    breaker = Breaker(max_turns=3)
+
+    async def one_run() -> int:
+        async with breaker.run():
+            for _ in range(3):
+                await breaker.abefore_model()
+                await asyncio.sleep(0)
+            return breaker.usage().turns
+
+    assert await asyncio.gather(*(one_run() for _ in range(20))) == [3] * 20
+
+
+def test_eight_threads_two_thousand_admissions_each_admit_exactly_the_limit() -> None:
+    breaker = Breaker(max_turns=5_000, isolate_runs=False)
+    admitted = [0] * 8
+    start = threading.Barrier(8)
+
+    def worker(i: int) -> None:
+        start.wait()
+        for _ in range(2_000):
+            try:
+                breaker.before_model()
+                admitted[i] += 1
+            except LoopGuardTripped:
+                pass
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(admitted) == 5_000
+    assert breaker.usage().turns == 5_000
+
+
+def test_the_lock_is_not_held_while_a_guarded_call_runs() -> None:
+    breaker = Breaker(isolate_runs=False)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def slow_tool() -> None:
+        breaker.before_tool("slow", {})
+        inside.set()
+        release.wait(5)  # the "tool body"
+        breaker.after_tool("slow", {}, result="done")
+
+    t = threading.Thread(target=slow_tool)
+    t.start()
+    assert inside.wait(5)
+    done = threading.Event()
+
+    def other() -> None:
+        breaker.before_tool("fast", {"x": 1})
+        done.set()
+
+    threading.Thread(target=other).start()
+    assert done.wait(5), "a second call was blocked by the first call's body"
+    release.set()
+    t.join()
+
+
+def test_call_ids_make_retries_idempotent() -> None:
+    breaker = Breaker(max_turns=2)
+    for _ in range(3):
+        breaker.before_model(call_id="req-1")  # an HTTP retry of one logical request
+    assert breaker.usage().turns == 1
+    breaker.after_model(input_tokens=10, output_tokens=10, call_id="req-1")
+    breaker.after_model(input_tokens=10, output_tokens=10, call_id="req-1")
+    assert breaker.usage().tokens == 20
+    for _ in range(5):
+        breaker.before_tool("s", {"q": 1}, call_id="tc-1")
+    assert breaker.usage().tool_calls == 1
+
+
+def test_a_retried_refusal_is_refused_again() -> None:
+    breaker = Breaker(max_turns=1)
+    breaker.before_model(call_id="a")
+    for _ in range(2):
+        with pytest.raises(LoopGuardTripped):
+            breaker.before_model(call_id="b")
