@@ -63,7 +63,7 @@ _STOP_WORDS = re.compile(
 )
 _SCOPE = re.compile(
     r"\b(every|each|all|both|no more than|at most|at least|exactly|only|\d+)\b|\b(?:https?://|www\.)\S+|"
-    r"\b\S+\.(?:csv|json|md|txt|html|py|xlsx|pdf|sql)\b"
+    r"\b\S+\.(?:csv|json|md|txt|html|py|xlsx|pdf|sql)\b|\b[\w.+-]+@[\w-]+\.[\w.]+\b|\"[^\"]+\"|'[^']+'"
 )
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
@@ -95,7 +95,8 @@ def _check_done(done: str) -> list[str]:
         )
     if not _SCOPE.search(text):
         problems.append(
-            "'done' has no scope a reviewer can count or locate (every/each/all, a number, a URL or a file name)"
+            "'done' has no scope a reviewer can count or locate "
+            "(every/each/all, a number, a URL, a file name, an email or a quoted name)"
         )
     if not _STOP_WORDS.search(text):
         problems.append("'done' has no stop condition; say when the agent stops (e.g. '..., and stop')")

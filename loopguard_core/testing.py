@@ -19,7 +19,7 @@ from typing import Any
 from .breaker import Breaker
 from .errors import LoopGuardTripped
 
-__all__ = ["DriveResult", "FakeClock", "Scenario", "ScriptedCall", "drive", "load_scenarios"]
+__all__ = ["DriveResult", "FakeClock", "Scenario", "ScriptedCall", "ScriptedClient", "drive", "load_scenarios"]
 
 
 class FakeClock:
@@ -117,3 +117,31 @@ def load_scenarios(path: str | Path) -> list[Scenario]:
         )
         scenarios.append(Scenario(item["name"], item["kind"], calls, item.get("trip_by"), item.get("about", "")))
     return scenarios
+
+
+class ScriptedClient:
+    """An Anthropic-shaped fake client: ``client.messages.create(...)`` returns scripted messages.
+
+    Each script item is either a tool call ``("tool_name", {args})`` or a final text ``"done"``. Usage is
+    reported as ``input_tokens`` (grows with the conversation, like a real model) and ``output_tokens``.
+    """
+
+    def __init__(self, script: Iterable[tuple[str, Any] | str], *, output_tokens: int = 60) -> None:
+        self._script = iter(script)
+        self._output_tokens = output_tokens
+        self.requests: list[dict[str, Any]] = []
+        self.messages = self
+        self._ids = 0
+
+    def create(self, **kwargs: Any) -> dict[str, Any]:
+        self.requests.append(kwargs)
+        from .tokens import estimate_tokens
+
+        usage = {"input_tokens": estimate_tokens(kwargs.get("messages")), "output_tokens": self._output_tokens}
+        step = next(self._script, "done")
+        if isinstance(step, str):
+            return {"content": [{"type": "text", "text": step}], "stop_reason": "end_turn", "usage": usage}
+        self._ids += 1
+        name, args = step
+        block = {"type": "tool_use", "id": f"toolu_{self._ids:04d}", "name": name, "input": args}
+        return {"content": [block], "stop_reason": "tool_use", "usage": usage}
