@@ -1,1 +1,16 @@
-"""loopguard adapter (see docs)."""
+"""loopguard for LangChain: ``LoopGuardMiddleware`` (v1 ``create_agent``) and ``LoopGuardCallbackHandler``.
+
+Install with ``pip install "loopguard-core[langchain]"``. See docs/frameworks/langchain.md.
+"""
+
+from __future__ import annotations
+
+from loopguard_core._extras import require
+
+require("langchain.agents", extra="langchain", purpose="loopguard_langchain")
+
+from ._order import check_middleware_order  # noqa: E402
+from .agent import guarded_agent  # noqa: E402
+from .middleware import LoopGuardMiddleware  # noqa: E402
+
+__all__ = ["LoopGuardMiddleware", "check_middleware_order", "guarded_agent"]

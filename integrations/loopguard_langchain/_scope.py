@@ -1,0 +1,114 @@
+"""One breaker run per top-level LangGraph invocation, shared by every agent nested inside it.
+
+LangGraph hands every node of one invocation (including nested subgraphs and agents invoked from inside a
+tool) the same ``RunControl`` object, and a fresh one to the next invocation. That object is the key:
+the first agent that starts under a key opens a breaker run, nested agents join it, and every hook
+re-enters it, so counts are shared inside an invocation and never leak into the next one.
+
+Context variables cannot carry the run from one node to the next (LangGraph runs each node in a copied
+context), hence the explicit registry. A run is closed when the outermost agent of the invocation
+finishes; an invocation that ended with an exception (its after-hook never runs), or whose agents are
+nodes of a larger plain graph, is released once ``capacity`` newer invocations have started.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from loopguard_core import Breaker
+from loopguard_core.runs import RunHandle
+
+__all__ = ["InvocationRuns", "current_invocation"]
+
+
+def current_invocation(runtime: Any = None) -> tuple[Any, bool]:
+    """``(key, is_root)`` for the invocation running now; key is None outside LangGraph."""
+    control = getattr(runtime, "control", None)
+    info = getattr(runtime, "execution_info", None)
+    if control is None:
+        try:
+            from langgraph.runtime import get_runtime
+
+            current = get_runtime()
+        except (RuntimeError, KeyError, ImportError):
+            return None, False
+        control = getattr(current, "control", None)
+        info = getattr(current, "execution_info", None)
+    namespace = getattr(info, "checkpoint_ns", "") or ""
+    # A hook node of a top-level agent has a namespace like "Mw.before_agent:<task>", nested ones "a:<id>|...".
+    return control, "|" not in namespace
+
+
+@dataclass
+class _Entry:
+    key: Any  # held so its id() cannot be reused while the entry lives
+    handle: RunHandle
+    depth: int
+    owned_by_root: bool
+
+
+class InvocationRuns:
+    """Maps LangGraph invocations to breaker runs (thread-safe)."""
+
+    def __init__(self, breaker: Breaker, *, capacity: int = 512) -> None:
+        self._breaker = breaker
+        self._capacity = capacity
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def enter(self, key: Any, *, is_root: bool) -> None:
+        """An agent starts (before_agent): open the invocation's run or join it."""
+        if key is None:
+            return
+        evicted: list[_Entry] = []
+        with self._lock:
+            entry = self._entries.get(id(key))
+            if entry is not None:
+                entry.depth += 1
+                self._entries.move_to_end(id(key))
+                return
+        # begin_run joins a run the caller opened (``with breaker.run():`` around invoke), else starts one.
+        handle = self._breaker.begin_run()
+        with self._lock:
+            self._entries[id(key)] = _Entry(key, handle, 1, is_root)
+            while len(self._entries) > self._capacity:
+                evicted.append(self._entries.popitem(last=False)[1])
+        for old in evicted:
+            old.handle.close()
+
+    def exit(self, key: Any) -> None:
+        """An agent finished (after_agent): close the run when the top-level agent is done."""
+        if key is None:
+            return
+        with self._lock:
+            entry = self._entries.get(id(key))
+            if entry is None:
+                return
+            entry.depth -= 1
+            if entry.depth > 0 or not entry.owned_by_root:
+                return
+            del self._entries[id(key)]
+        entry.handle.close()
+
+    def run_id(self, key: Any) -> str | None:
+        if key is None:
+            return None
+        with self._lock:
+            entry = self._entries.get(id(key))
+            return None if entry is None else entry.handle.run_id
+
+    @contextmanager
+    def scope(self, key: Any) -> Iterator[None]:
+        """Make the breaker count the calls inside against this invocation's run."""
+        run_id = self.run_id(key)
+        with self._breaker.run(run_id) if run_id is not None else nullcontext():
+            yield
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

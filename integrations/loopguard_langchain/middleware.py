@@ -1,0 +1,250 @@
+"""``LoopGuardMiddleware``: the breaker as LangChain v1 ``create_agent`` middleware.
+
+- Tool pre-flight in ``wrap_tool_call`` and ``awrap_tool_call`` (both: a sync-only wrapper fails under
+  ``ainvoke``). A refused call's body never runs; every admitted call's result or error is reported after.
+- Model pre-flight in ``wrap_model_call`` / ``awrap_model_call``: estimated input tokens from the request's
+  messages, ``max_output_tokens`` from the model's own cap; usage from ``usage_metadata`` after the call.
+- One breaker run per top-level invocation (``before_agent``/``after_agent``); nested agents join it.
+- ``on_trip="raise"`` (default) lets ``LoopGuardTripped`` reach the caller of ``invoke``/``ainvoke``/``stream``.
+  ``on_trip="end"`` answers the refused tool call with an error ToolMessage and ends the agent with a final
+  AIMessage naming the trip, without calling the model again.
+
+It must be FIRST in ``middleware=[...]`` (first = outermost): a retry or error middleware outside it would
+catch the trip. It warns (``LoopGuardWarning``) when it finds one there at run time.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from langchain.agents.middleware import AgentMiddleware
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.errors import GraphBubbleUp
+
+from loopguard_core import Breaker, LoopGuardTripped, LoopGuardWarning
+
+from ._common import agent_name, estimate_messages, message_digest_input, model_cap, model_name, tool_outcome, usage_of
+from ._order import find_create_agent_list, order_problem
+from ._scope import InvocationRuns, current_invocation
+
+__all__ = ["LoopGuardMiddleware"]
+
+_ON_TRIP = ("raise", "end")
+_TRIP_MEMORY = 512
+
+
+def stop_message(trip: LoopGuardTripped) -> AIMessage:
+    """The final message of an agent ended by ``on_trip="end"`` (also carries the trip in metadata)."""
+    return AIMessage(
+        content=f"[loopguard] run stopped: {trip}",
+        response_metadata={"loopguard_trip": {"reason": trip.reason, "agent": trip.agent, "tool": trip.tool}},
+    )
+
+
+def refused_tool_message(trip: LoopGuardTripped, call: dict[str, Any]) -> ToolMessage:
+    """Answer for a tool call the breaker refused (the provider needs every tool call answered)."""
+    return ToolMessage(
+        content=f"[loopguard] this call was refused and did not run: {trip}",
+        tool_call_id=call.get("id") or "",
+        name=call.get("name"),
+        status="error",
+    )
+
+
+class LoopGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+    """Checks every tool call and model call of a ``create_agent`` agent before it runs.
+
+    Usage::
+
+        agent = create_agent(model, tools, middleware=[LoopGuardMiddleware(breaker), ...others])
+    """
+
+    def __init__(self, breaker: Breaker, *, on_trip: str = "raise", name: str | None = None) -> None:
+        if not isinstance(breaker, Breaker):
+            raise TypeError(f"LoopGuardMiddleware needs a loopguard_core.Breaker, got {type(breaker).__name__}")
+        if on_trip not in _ON_TRIP:
+            raise ValueError(f"on_trip must be 'raise' or 'end', got {on_trip!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        super().__init__()
+        self.breaker = breaker
+        self.on_trip = on_trip
+        self.tools = []
+        self._name = name or type(self).__name__
+        self._runs = InvocationRuns(breaker)
+        self._checked: set[tuple[int, ...]] = set()
+        self._trips: OrderedDict[str, LoopGuardTripped] = OrderedDict()
+        self._trips_lock = threading.Lock()
+        #: the most recent trip seen by this middleware (handy after an ``on_trip="end"`` run)
+        self.last_trip: LoopGuardTripped | None = None
+
+    @property
+    def name(self) -> str:
+        # create_agent reads every middleware's name while building the agent: the moment to check the order.
+        self._check_order()
+        return self._name
+
+    def _check_order(self) -> None:
+        found = find_create_agent_list(3)
+        if found is None:
+            return
+        middleware, depth = found
+        combination = tuple(id(m) for m in middleware)
+        if combination in self._checked:
+            return
+        self._checked.add(combination)
+        problem = order_problem(middleware, self)
+        if problem is not None:
+            # stacklevel points at the line that calls create_agent
+            warnings.warn(problem, LoopGuardWarning, stacklevel=depth + 1)
+
+    # -- run scoping ------------------------------------------------------------------------------
+    def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        key, is_root = current_invocation(runtime)
+        self._runs.enter(key, is_root=is_root)
+        return None
+
+    async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        return self.before_agent(state, runtime)
+
+    def after_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        key, _ = current_invocation(runtime)
+        self._runs.exit(key)
+        return None
+
+    async def aafter_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        return self.after_agent(state, runtime)
+
+    # -- trips ------------------------------------------------------------------------------------
+    def _remember(self, trip: LoopGuardTripped) -> None:
+        self.last_trip = trip
+        run = trip.session_id or ""
+        with self._trips_lock:
+            self._trips.setdefault(run, trip)
+            while len(self._trips) > _TRIP_MEMORY:
+                self._trips.popitem(last=False)
+
+    def _ended(self) -> LoopGuardTripped | None:
+        if self.on_trip != "end":
+            return None
+        with self._trips_lock:
+            return self._trips.get(self.breaker.session_id)
+
+    def _tool_refused(self, trip: LoopGuardTripped, call: dict[str, Any]) -> ToolMessage:
+        self._remember(trip)
+        if self.on_trip == "raise":
+            raise trip
+        return refused_tool_message(trip, call)
+
+    def _model_refused(self, trip: LoopGuardTripped) -> AIMessage:
+        self._remember(trip)
+        if self.on_trip == "raise":
+            raise trip
+        return stop_message(self._ended() or trip)
+
+    # -- tool calls -------------------------------------------------------------------------------
+    def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        call = request.tool_call
+        name, args, call_id = call["name"], call.get("args") or {}, call.get("id")
+        agent = agent_name()
+        key, _ = current_invocation()
+        with self._runs.scope(key):
+            try:
+                self.breaker.before_tool(name, args, agent=agent, call_id=call_id)
+            except LoopGuardTripped as trip:
+                return self._tool_refused(trip, call)
+            try:
+                output = handler(request)
+            except GraphBubbleUp:  # an interrupt or a Command to a parent graph is control flow, not failure
+                raise
+            except Exception as exc:
+                self.breaker.after_tool(name, args, error=exc, agent=agent, call_id=call_id)
+                raise
+            result, error = tool_outcome(output)
+            self.breaker.after_tool(name, args, result=result, error=error, agent=agent, call_id=call_id)
+            return output
+
+    async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        call = request.tool_call
+        name, args, call_id = call["name"], call.get("args") or {}, call.get("id")
+        agent = agent_name()
+        key, _ = current_invocation()
+        with self._runs.scope(key):
+            try:
+                await self.breaker.abefore_tool(name, args, agent=agent, call_id=call_id)
+            except LoopGuardTripped as trip:
+                return self._tool_refused(trip, call)
+            try:
+                output = await handler(request)
+            except GraphBubbleUp:
+                raise
+            except Exception as exc:
+                await self.breaker.aafter_tool(name, args, error=exc, agent=agent, call_id=call_id)
+                raise
+            result, error = tool_outcome(output)
+            await self.breaker.aafter_tool(name, args, result=result, error=error, agent=agent, call_id=call_id)
+            return output
+
+    # -- model calls ------------------------------------------------------------------------------
+    def _preflight_args(self, request: Any) -> dict[str, Any]:
+        return {
+            "model": model_name(request.model),
+            "estimated_input_tokens": estimate_messages(request.messages, request.system_message),
+            "max_output_tokens": model_cap(request.model, request.model_settings),
+            "agent": agent_name(),
+        }
+
+    def _usage_args(self, request: Any, response: Any, pre: dict[str, Any]) -> dict[str, Any]:
+        messages = _response_messages(response)
+        usage = usage_of(messages)
+        if usage is None:  # the provider reported nothing: count the estimate rather than zero
+            usage = (pre["estimated_input_tokens"], estimate_messages(messages))
+        return {
+            "input_tokens": usage[0],
+            "output_tokens": usage[1],
+            "model": pre["model"],
+            "agent": pre["agent"],
+            "input": message_digest_input(request.messages),
+        }
+
+    def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        pre = self._preflight_args(request)
+        key, _ = current_invocation(request.runtime)
+        with self._runs.scope(key):
+            ended = self._ended()
+            if ended is not None:
+                return stop_message(ended)
+            try:
+                self.breaker.before_model(**pre)
+            except LoopGuardTripped as trip:
+                return self._model_refused(trip)
+            response = handler(request)
+            self.breaker.after_model(**self._usage_args(request, response, pre))
+            return response
+
+    async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        pre = self._preflight_args(request)
+        key, _ = current_invocation(request.runtime)
+        with self._runs.scope(key):
+            ended = self._ended()
+            if ended is not None:
+                return stop_message(ended)
+            try:
+                await self.breaker.abefore_model(**pre)
+            except LoopGuardTripped as trip:
+                return self._model_refused(trip)
+            response = await handler(request)
+            await self.breaker.aafter_model(**self._usage_args(request, response, pre))
+            return response
+
+
+def _response_messages(response: Any) -> list[Any]:
+    inner = getattr(response, "model_response", response)  # ExtendedModelResponse
+    result = getattr(inner, "result", None)
+    if isinstance(result, list):
+        return result
+    return [inner]

@@ -1,0 +1,46 @@
+"""The translations the LangChain adapters rely on: output caps, model names, usage, missing extra."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("langchain.agents", reason="needs the langchain extra: pip install 'loopguard-core[langchain]'")
+
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.types import Command
+
+from loopguard_langchain._common import model_cap, model_name, tool_outcome, usage_of
+
+from .fakes import ScriptedChatModel
+
+
+def test_output_cap_comes_from_settings_then_bound_kwargs_then_the_model() -> None:
+    plain = ScriptedChatModel()
+    assert model_cap(plain) == 0
+    assert model_cap(ScriptedChatModel(max_tokens=512)) == 512
+    assert model_cap(plain.bind(max_tokens=256)) == 256
+    assert model_cap(ScriptedChatModel(max_tokens=512), {"max_tokens": 64}) == 64
+    assert model_name(plain.bind(stop=["x"])) == "fake-scripted"
+
+
+def test_usage_and_tool_outcomes() -> None:
+    usage = {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}
+    assert usage_of([AIMessage("a", usage_metadata=usage)]) == (7, 3)
+    assert usage_of([AIMessage("a")]) is None
+    assert tool_outcome(ToolMessage("ok", tool_call_id="1")) == ("ok", None)
+    assert tool_outcome(ToolMessage("bad", tool_call_id="1", status="error")) == (None, "bad")
+    command = Command(update={"messages": [ToolMessage("via command", tool_call_id="1")]})
+    assert tool_outcome(command) == ("via command", None)
+
+
+def test_importing_the_adapter_without_langchain_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['langchain'] = None\n"
+        "from loopguard_core import MissingExtra\n"
+        "try:\n    import loopguard_langchain\nexcept MissingExtra as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "loopguard-core[langchain]"' in out

@@ -1,0 +1,388 @@
+"""LoopGuardMiddleware driven through the real ``create_agent`` runtime with a scripted fake model."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("langchain.agents", reason="needs the langchain extra: pip install 'loopguard-core[langchain]'")
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import (
+    ModelCallLimitMiddleware,
+    ToolErrorMiddleware,
+    ToolRetryMiddleware,
+)
+from langchain_core.tools import tool
+from langgraph.graph import END, START, MessagesState, StateGraph
+
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped, LoopGuardWarning
+from loopguard_langchain import LoopGuardMiddleware, check_middleware_order, guarded_agent
+
+from .fakes import BodyCounter, Recorder, ScriptedChatModel, answered_every_tool_call, counted_tools, user
+
+RUNAWAY = ("lookup", {"q": "same"})
+
+
+def runaway_agent(breaker: Breaker, counter: BodyCounter, *, on_trip: str = "raise", call=RUNAWAY, **model_kw):
+    model = ScriptedChatModel(loop=call, **model_kw)
+    mw = LoopGuardMiddleware(breaker, on_trip=on_trip)
+    return create_agent(model, counted_tools(counter), middleware=[mw], name="researcher"), model
+
+
+# -- the runaway is stopped, on every path ---------------------------------------------------------
+
+
+def test_sync_invoke_runaway_is_stopped_before_the_third_identical_call() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    agent, model = runaway_agent(breaker, counter)
+    with pytest.raises(LoopGuardTripped) as caught:
+        agent.invoke(user())
+    assert isinstance(caught.value, RuntimeError)
+    assert caught.value.reason == "loop"
+    assert caught.value.tool == "lookup" and caught.value.agent == "researcher"
+    assert counter["lookup"] == 2  # the refused call's body never ran
+    assert model.calls == 3  # the run stopped at the refusal: no further model call
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.usage().tool_calls == 2
+
+
+async def test_async_invoke_runaway_is_stopped_with_an_async_tool() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    agent, model = runaway_agent(breaker, counter, call=("alookup", {"q": "same"}))
+    with pytest.raises(LoopGuardTripped) as caught:
+        await agent.ainvoke(user())
+    assert caught.value.reason == "loop"
+    assert counter["alookup"] == 2
+    assert model.calls == 3
+
+
+async def test_async_invoke_runaway_is_stopped_with_a_sync_tool() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    agent, _ = runaway_agent(breaker, counter)
+    with pytest.raises(LoopGuardTripped):
+        await agent.ainvoke(user())
+    assert counter["lookup"] == 2
+
+
+def test_stream_raises_the_trip_from_the_iterator() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    agent, _ = runaway_agent(breaker, counter)
+    with pytest.raises(LoopGuardTripped):
+        for _ in agent.stream(user()):
+            pass
+    assert counter["lookup"] == 2
+
+
+async def test_astream_raises_the_trip_from_the_iterator() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    agent, _ = runaway_agent(breaker, counter)
+    with pytest.raises(LoopGuardTripped):
+        async for _ in agent.astream(user()):
+            pass
+    assert counter["lookup"] == 2
+
+
+# -- legitimate work is left alone ---------------------------------------------------------------
+
+
+def test_a_varied_run_completes_untouched_and_its_usage_is_recorded() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    pages = [[("fetch_page", {"page": n})] for n in range(1, 6)]
+    model = ScriptedChatModel(script=[*pages, [("lookup", {"q": "same"})], [("lookup", {"q": "same"})], "all done"])
+    agent = create_agent(model, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
+    result = agent.invoke(user())
+    assert result["messages"][-1].content == "all done"
+    assert counter.total == 7
+    usage = breaker.usage()
+    assert usage.state is BreakerState.CLOSED
+    assert usage.turns == 8 == model.calls
+    assert usage.tokens == 8 * 120  # usage_metadata of every model call: 100 in + 20 out
+    assert usage.tool_calls == 7
+
+
+async def test_a_varied_async_run_completes_untouched() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    model = ScriptedChatModel(script=[[("fetch_page", {"page": n})] for n in range(1, 6)] + ["all done"])
+    agent = create_agent(model, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
+    result = await agent.ainvoke(user())
+    assert result["messages"][-1].content == "all done"
+    assert counter["fetch_page"] == 5
+    assert breaker.usage().tokens == 6 * 120
+
+
+def _flaky(calls: BodyCounter):
+    @tool
+    def flaky(n: int) -> str:
+        """Always fails."""
+        calls.hit("flaky")
+        raise ValueError(f"backend down ({n})")
+
+    return flaky
+
+
+def test_tool_errors_are_reported_and_a_failing_streak_trips() -> None:
+    calls = BodyCounter()
+    breaker = Breaker(max_consecutive_failures=2, loop_detection=False)
+    model = ScriptedChatModel(script=[[("flaky", {"n": n})] for n in range(1, 10)])
+    # an error middleware INSIDE the guard turns failures into messages; the guard still sees them as errors
+    inner = ToolErrorMiddleware(on_error=lambda exc, request: f"failed: {exc}")
+    agent = create_agent(model, [_flaky(calls)], middleware=[LoopGuardMiddleware(breaker), inner])
+    with pytest.raises(LoopGuardTripped) as caught:
+        agent.invoke(user())
+    assert caught.value.reason == "failures"
+    assert calls["flaky"] == 2
+
+
+def test_a_tool_exception_reaches_the_caller_unchanged() -> None:
+    calls = BodyCounter()
+    breaker = Breaker()
+    model = ScriptedChatModel(script=[[("flaky", {"n": 1})], "done"])
+    agent = create_agent(model, [_flaky(calls)], middleware=[LoopGuardMiddleware(breaker)])
+    with pytest.raises(ValueError, match=r"backend down \(1\)"):
+        agent.invoke(user())
+    assert calls["flaky"] == 1
+    assert breaker.usage().tool_calls == 1
+
+
+# -- model pre-flight ----------------------------------------------------------------------------
+
+
+def test_model_call_that_would_cross_the_token_ceiling_is_never_sent() -> None:
+    breaker, counter = Breaker(max_tokens=1_000), BodyCounter()
+    # the model's own cap (max_tokens=1000) plus any input cannot fit under a 1000-token ceiling
+    agent, model = runaway_agent(breaker, counter, max_tokens=1_000)
+    with pytest.raises(LoopGuardTripped) as caught:
+        agent.invoke(user())
+    assert caught.value.reason == "token_ceiling"
+    assert model.calls == 0
+    assert counter.total == 0
+
+
+def test_without_an_output_cap_the_same_ceiling_admits_the_call() -> None:
+    breaker, counter = Breaker(max_tokens=1_000, loop_detection=False), BodyCounter()
+    agent, model = runaway_agent(breaker, counter)
+    with pytest.raises(LoopGuardTripped) as caught:
+        agent.invoke(user())
+    # 120 tokens per call: calls 1..8 fit (960), the 9th is refused before it is sent
+    assert caught.value.reason == "token_ceiling"
+    assert model.calls == 8
+    assert breaker.usage().tokens == 960
+
+
+def test_turn_ceiling_refuses_the_model_call_before_it_is_made() -> None:
+    breaker, counter = Breaker(max_turns=2, loop_detection=False), BodyCounter()
+    agent, model = runaway_agent(breaker, counter)
+    with pytest.raises(LoopGuardTripped) as caught:
+        agent.invoke(user())
+    assert caught.value.reason == "turn_ceiling"
+    assert model.calls == 2
+    assert counter["lookup"] == 2
+
+
+# -- on_trip="end" -------------------------------------------------------------------------------
+
+
+def test_end_mode_finishes_the_run_with_a_message_naming_the_trip() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    agent, model = runaway_agent(breaker, counter, on_trip="end")
+    result = agent.invoke(user())
+    last = result["messages"][-1]
+    assert last.type == "ai" and not last.tool_calls
+    assert "[loopguard] run stopped" in last.content and "[loop]" in last.content
+    assert last.response_metadata["loopguard_trip"]["reason"] == "loop"
+    assert counter["lookup"] == 2
+    assert model.calls == 3  # the model was not asked again after the trip
+    assert answered_every_tool_call(result["messages"])
+    refused = [m for m in result["messages"] if m.type == "tool" and m.status == "error"]
+    assert len(refused) == 1 and "did not run" in refused[0].content
+
+
+async def test_end_mode_async_and_on_a_model_ceiling() -> None:
+    breaker, counter = Breaker(max_turns=3, loop_detection=False), BodyCounter()
+    agent, model = runaway_agent(breaker, counter, on_trip="end")
+    result = await agent.ainvoke(user())
+    assert "turn_ceiling" in result["messages"][-1].content
+    assert model.calls == 3
+    assert counter["lookup"] == 3
+    assert answered_every_tool_call(result["messages"])
+
+
+def test_bad_arguments_are_refused_with_a_clear_message() -> None:
+    with pytest.raises(TypeError, match=r"needs a loopguard_core\.Breaker"):
+        LoopGuardMiddleware(object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="on_trip must be 'raise' or 'end'"):
+        LoopGuardMiddleware(Breaker(), on_trip="interrupt")
+
+
+# -- misconfiguration is loud -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "outer",
+    [
+        lambda: ToolRetryMiddleware(initial_delay=0, jitter=False),
+        lambda: ToolErrorMiddleware(on_error=lambda exc, request: f"failed: {exc}"),
+    ],
+    ids=["ToolRetryMiddleware", "ToolErrorMiddleware"],
+)
+def test_a_swallowing_middleware_placed_before_the_guard_warns_at_build_time(outer) -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    first = outer()
+    with pytest.warns(LoopGuardWarning, match=rf"{type(first).__name__} is placed before LoopGuardMiddleware"):
+        create_agent(
+            ScriptedChatModel(loop=RUNAWAY), counted_tools(counter), middleware=[first, LoopGuardMiddleware(breaker)]
+        )
+
+
+def test_why_the_order_matters_the_outer_retry_converts_the_tool_trip() -> None:
+    # Documented trap, pinned: the outer retry turns the tool refusal into a ToolMessage; only the model
+    # pre-flight (breaker now open) still stops the run, with reason "open" instead of "loop".
+    breaker, counter = Breaker(), BodyCounter()
+    model = ScriptedChatModel(loop=RUNAWAY)
+    with pytest.warns(LoopGuardWarning):
+        agent = create_agent(
+            model,
+            counted_tools(counter),
+            middleware=[ToolRetryMiddleware(initial_delay=0, jitter=False), LoopGuardMiddleware(breaker)],
+        )
+    with pytest.raises(LoopGuardTripped) as caught:
+        agent.invoke(user())
+    assert caught.value.reason == "open"
+    assert counter["lookup"] == 2
+
+
+def test_any_middleware_before_the_guard_warns_that_it_is_not_first() -> None:
+    with pytest.warns(LoopGuardWarning, match="LoopGuardMiddleware is not first"):
+        create_agent(
+            ScriptedChatModel(),
+            counted_tools(BodyCounter()),
+            middleware=[ModelCallLimitMiddleware(run_limit=5), LoopGuardMiddleware(Breaker())],
+        )
+
+
+def test_guard_first_with_retry_inside_builds_silently_and_still_raises() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    # pytest turns LoopGuardWarning into an error: building without one proves the order check is quiet here
+    agent = create_agent(
+        ScriptedChatModel(loop=RUNAWAY),
+        counted_tools(counter),
+        middleware=[LoopGuardMiddleware(breaker), ToolRetryMiddleware(initial_delay=0, jitter=False)],
+    )
+    with pytest.raises(LoopGuardTripped) as caught:
+        agent.invoke(user())
+    assert caught.value.reason == "loop"
+    assert counter["lookup"] == 2
+
+
+def test_check_middleware_order_and_guarded_agent() -> None:
+    breaker = Breaker()
+    retry = ToolRetryMiddleware()
+    with pytest.raises(ValueError, match="ToolRetryMiddleware is placed before"):
+        check_middleware_order([retry, LoopGuardMiddleware(breaker)], strict=True)
+    with pytest.warns(LoopGuardWarning):
+        check_middleware_order([retry, LoopGuardMiddleware(breaker)])
+    with pytest.raises(ValueError, match="holds no LoopGuardMiddleware"):
+        check_middleware_order([retry])
+    check_middleware_order([LoopGuardMiddleware(breaker), retry], strict=True)
+
+    with pytest.raises(ValueError, match="adds LoopGuardMiddleware itself"):
+        guarded_agent(ScriptedChatModel(), [], breaker=breaker, middleware=[LoopGuardMiddleware(breaker)])
+    counter = BodyCounter()
+    agent = guarded_agent(
+        ScriptedChatModel(loop=RUNAWAY),
+        counted_tools(counter),
+        breaker=breaker,
+        middleware=[ToolRetryMiddleware(initial_delay=0, jitter=False)],
+    )
+    with pytest.raises(LoopGuardTripped):
+        agent.invoke(user())
+    assert counter["lookup"] == 2
+
+
+# -- runs: one per invocation, nested agents join ----------------------------------------------------
+
+
+def test_each_invocation_is_a_fresh_run_unless_the_caller_shares_one() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    model = ScriptedChatModel(script=[[RUNAWAY], "ok"] * 3)
+    agent = create_agent(model, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
+    for _ in range(3):
+        agent.invoke(user())  # one identical lookup per invocation: never a loop
+    assert counter["lookup"] == 3
+    assert breaker.usage().tool_calls == 1  # the last run only
+
+    shared = ScriptedChatModel(script=[[RUNAWAY], "ok"] * 3)
+    agent = create_agent(shared, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
+    with breaker.run():  # one run around several invocations: counts add up
+        agent.invoke(user())
+        agent.invoke(user())
+        with pytest.raises(LoopGuardTripped):
+            agent.invoke(user())
+    assert counter["lookup"] == 5
+
+
+def test_an_agent_called_from_a_tool_joins_the_parent_run() -> None:
+    breaker = Breaker(max_tool_calls=3, loop_detection=False)
+    counter = BodyCounter()
+    child_model = ScriptedChatModel(script=[[("lookup", {"q": str(n)})] for n in range(1, 5)] + ["child done"])
+    guard = LoopGuardMiddleware(breaker)
+    child = create_agent(child_model, counted_tools(counter), middleware=[guard], name="helper")
+
+    @tool
+    def delegate(task: str) -> str:
+        """Hand a task to the helper agent."""
+        counter.hit("delegate")
+        return child.invoke(user(task))["messages"][-1].content
+
+    parent = create_agent(
+        ScriptedChatModel(script=[[("delegate", {"task": "dig"})], "done"]), [delegate], middleware=[guard], name="boss"
+    )
+    with pytest.raises(LoopGuardTripped) as caught:
+        parent.invoke(user())
+    # delegate (1) + two lookups = 3 calls in ONE run; the helper's third lookup is refused
+    assert caught.value.reason == "tool_ceiling"
+    assert caught.value.agent == "helper"
+    assert counter["lookup"] == 2
+
+
+def _two_agent_graph(breaker: Breaker, ledger_counter: BodyCounter):
+    guard = LoopGuardMiddleware(breaker)
+    tools = counted_tools(ledger_counter)
+    researcher = create_agent(
+        ScriptedChatModel(script=[[RUNAWAY], [RUNAWAY], "research done"]), tools, middleware=[guard], name="researcher"
+    )
+    writer = create_agent(ScriptedChatModel(loop=RUNAWAY), tools, middleware=[guard], name="writer")
+    graph = StateGraph(MessagesState)
+    graph.add_node("researcher", researcher)
+    graph.add_node("writer", writer)
+    graph.add_edge(START, "researcher")
+    graph.add_edge("researcher", "writer")
+    graph.add_edge("writer", END)
+    return graph.compile()
+
+
+def test_one_breaker_shared_by_two_agents_of_a_graph_trips_across_them() -> None:
+    ledger, counter = Recorder(), BodyCounter()
+    breaker = Breaker(ledger=ledger)
+    graph = _two_agent_graph(breaker, counter)
+    with pytest.raises(LoopGuardTripped) as caught:
+        graph.invoke(user())
+    # researcher ran the lookup twice; the writer's first identical lookup is the third: refused
+    assert caught.value.reason == "loop" and caught.value.agent == "writer"
+    assert counter["lookup"] == 2
+    tools = ledger.of("tool")
+    assert [r["agent"] for r in tools] == ["researcher", "researcher"]
+    models = ledger.of("model")
+    assert {r["agent"] for r in models} == {"researcher", "writer"}
+    (trip,) = ledger.of("breaker")
+    assert trip["agent"] == "writer" and trip["breach_reason"] == "loop" and trip["tool"] == "lookup"
+    assert len({r["session_id"] for r in ledger.rows}) == 1  # one run for the whole graph invocation
+
+
+async def test_shared_breaker_across_agents_async() -> None:
+    counter = BodyCounter()
+    graph = _two_agent_graph(Breaker(), counter)
+    with pytest.raises(LoopGuardTripped) as caught:
+        await graph.ainvoke(user())
+    assert caught.value.agent == "writer"
+    assert counter["lookup"] == 2
