@@ -1,0 +1,65 @@
+"""The seam between the ledger and its storage.
+
+A backend stores rows and checkpoints and serializes appends per chain; everything about hashing,
+encoding and verification lives in backend-agnostic modules (``_chain``, ``_verify``, ``_checkpoint``) so a
+new backend (e.g. PostgreSQL with ``pg_advisory_xact_lock``) only has to implement this protocol:
+
+* ``append`` must, in ONE transaction that excludes every other appender of the chain (SQLite:
+  ``BEGIN IMMEDIATE``; PostgreSQL: an advisory transaction lock on the chain id), read the head row
+  (``seq``, ``row_hash``), compute ``row_hash(prev, values)`` with ``_chain.row_hash``, insert the row at
+  ``seq = head + 1``, call ``on_sealed(seq, row_hash)`` and store the checkpoint it returns, then commit.
+* ``reader()`` yields a read view over one consistent snapshot; ``rows`` must stream in ``seq`` order.
+* The database itself must refuse UPDATE and DELETE on the rows, checkpoints and meta tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from ._checkpoint import Checkpoint
+from ._model import SessionSummary
+
+__all__ = ["LedgerBackend", "OnSealed", "ReadView"]
+
+#: Called inside the append transaction with the new row's seq and hash; returns a checkpoint to store.
+OnSealed = Callable[[int, str], "Checkpoint | None"]
+
+
+class ReadView(Protocol):
+    """Reads over one snapshot of the ledger."""
+
+    def rows(self, session_id: str | None = None) -> Iterator[tuple[Any, ...]]:
+        """Stored rows as tuples in ``COLUMNS`` order, ascending ``seq``, streamed."""
+        ...
+
+    def find_hashes(self, wanted: set[str]) -> dict[str, int]:
+        """Map each stored ``row_hash`` in ``wanted`` to the lowest ``seq`` that holds it."""
+        ...
+
+    def head(self) -> tuple[int, str] | None:
+        """``(seq, row_hash)`` of the last row, or None when empty."""
+        ...
+
+    def sessions(self) -> list[SessionSummary]: ...
+
+    def checkpoints(self) -> list[Checkpoint]: ...
+
+
+class LedgerBackend(Protocol):
+    """Storage for one chain."""
+
+    url: str
+    chain_id: str
+
+    def append(self, values: Sequence[Any], on_sealed: OnSealed | None) -> int: ...
+
+    def checkpoint(self, make: Callable[[int, str], Checkpoint]) -> Checkpoint:
+        """Under the append lock, build a checkpoint of the current head with ``make(size, head_hash)``,
+        store it, and return it."""
+        ...
+
+    def reader(self) -> AbstractContextManager[ReadView]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,136 @@
+"""Backend-agnostic chain rules: the canonical row encoding, row hashing, genesis and input hashing.
+
+Every backend stores exactly the values it hashes: text, integers and NULL, no floats, no timestamps
+re-parsed. A row's hash is ``SHA-256(prev_hash_bytes || canonical(row))`` where ``canonical`` is the compact
+ASCII JSON array of the row's stored values in :data:`HASHED_COLUMNS` order. The chain follows the integer
+``seq`` (1, 2, 3, ...); ``seq`` itself is not hashed because the links already fix every row's place, which
+lets the verifier tell an inserted or moved row from an edited one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from ._errors import LedgerConfigError
+from ._model import ORIGINS
+
+__all__ = [
+    "HASHED_COLUMNS",
+    "InputHasher",
+    "canonical",
+    "genesis_hash",
+    "row_hash",
+    "to_micros",
+    "utc_now",
+    "validate_record",
+]
+
+#: The stored columns covered by a row's hash, in encoding order.
+HASHED_COLUMNS: tuple[str, ...] = (
+    "session_id",
+    "turn",
+    "origin",
+    "agent",
+    "tool",
+    "input_hash",
+    "input_tokens",
+    "output_tokens",
+    "cost_micros",
+    "duration_ms",
+    "passed",
+    "breach_reason",
+    "created_at",
+)
+
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False)
+_GENESIS_DOMAIN = b"loopguard-ledger-genesis-v1\x00"
+_KEY_CHECK_DOMAIN = b"loopguard-ledger-key-check-v1"
+
+
+def canonical(values: Sequence[Any]) -> bytes:
+    """The canonical bytes of a row's hashed values (``HASHED_COLUMNS`` order; str, int or None only)."""
+    return _ENCODER.encode(list(values)).encode("ascii")
+
+
+def row_hash(prev_hash: str, values: Sequence[Any]) -> str:
+    """``SHA-256(bytes.fromhex(prev_hash) || canonical(values))`` as 64 lowercase hex characters."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical(values)).hexdigest()
+
+
+def genesis_hash(chain_id: str) -> str:
+    """The ``prev_hash`` of a chain's first row; binds the chain to its identity (the checkpoint origin)."""
+    return hashlib.sha256(_GENESIS_DOMAIN + chain_id.encode("utf-8")).hexdigest()
+
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def utc_now() -> str:
+    """UTC ISO-8601 with microseconds, e.g. ``2025-01-31T12:00:00.123456+00:00`` (stored and hashed as text).
+
+    Same text as ``datetime.now(timezone.utc).isoformat(timespec="microseconds")``; the date-time part is
+    formatted once per second because this runs on every append.
+    """
+    global _second_cache
+    sec, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    cached = _second_cache  # one read of an immutable pair: safe across threads
+    if cached[0] != sec:
+        cached = (sec, datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+        _second_cache = cached
+    return f"{cached[1]}.{micros:06d}+00:00"
+
+
+def to_micros(cost_usd: float) -> int:
+    """USD to integer micro-USD (rounded half to even), refusing negative or non-finite amounts."""
+    if not isinstance(cost_usd, (int, float)) or isinstance(cost_usd, bool):
+        raise LedgerConfigError(f"cost_usd must be a number of US dollars, got {type(cost_usd).__name__}")
+    if not math.isfinite(cost_usd) or cost_usd < 0:
+        raise LedgerConfigError(f"cost_usd must be a finite amount >= 0, got {cost_usd!r}")
+    return round(cost_usd * 1_000_000)
+
+
+def validate_record(session_id: object, origin: object, turn: object, counts: dict[str, object]) -> None:
+    """Refuse values the ledger cannot store faithfully, with a message that says what to fix."""
+    if not isinstance(session_id, str) or not session_id:
+        raise LedgerConfigError(f"session_id must be a non-empty string, got {session_id!r}")
+    if origin not in ORIGINS:
+        raise LedgerConfigError(f"origin must be one of {sorted(ORIGINS)}, got {origin!r}")
+    if not isinstance(turn, int) or isinstance(turn, bool) or turn < 0:
+        raise LedgerConfigError(f"turn must be an integer >= 0, got {turn!r}")
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise LedgerConfigError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+class InputHasher:
+    """Hashes call inputs: SHA-256, or HMAC-SHA256 with a secret key so short inputs cannot be guessed.
+
+    ``mode`` is what the ledger records about its hashing: ``"sha256"`` or ``"hmac-sha256:<check>"``, where
+    ``<check>`` is a 16-hex key check value that lets a reopened ledger refuse a different key without
+    revealing the key.
+    """
+
+    __slots__ = ("_key", "mode")
+
+    def __init__(self, key: bytes | None) -> None:
+        if key is not None and (not isinstance(key, bytes) or len(key) < 16):
+            raise LedgerConfigError("hmac_key must be bytes of at least 16 random bytes (e.g. os.urandom(32))")
+        self._key = key
+        if key is None:
+            self.mode = "sha256"
+        else:
+            check = hmac.new(key, _KEY_CHECK_DOMAIN, hashlib.sha256).hexdigest()[:16]
+            self.mode = f"hmac-sha256:{check}"
+
+    def __call__(self, text: str) -> str:
+        data = text.encode("utf-8", "surrogatepass")
+        if self._key is None:
+            return hashlib.sha256(data).hexdigest()
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
