@@ -1,0 +1,203 @@
+"""LoopGuardCapability driven through the real Pydantic AI agent loop with a scripted FunctionModel."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pydantic_ai", reason="needs the pydantic-ai extra: pip install 'loopguard-core[pydantic-ai]'")
+
+from pydantic_ai import Agent, ModelRetry
+
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped
+from loopguard_pydantic_ai import LoopGuardCapability
+from tests.integrations.pydantic_ai.fakes import BodyCounter, ScriptedModel
+
+SAME = ("lookup", {"q": "same"})
+
+
+def make_agent(
+    fake: ScriptedModel, counter: BodyCounter, *, name: str = "researcher", capabilities=(), **kwargs
+) -> Agent:
+    agent = Agent(fake.model, name=name, capabilities=list(capabilities), **kwargs)
+
+    @agent.tool_plain
+    def lookup(q: str) -> str:
+        counter.hit("lookup", q)
+        return f"nothing new about {q.split('#')[0]}"
+
+    return agent
+
+
+def test_runaway_stopped_before_third_body_sync() -> None:
+    breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME)
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+
+    with pytest.raises(LoopGuardTripped) as info:
+        agent.run_sync("find it")
+
+    assert info.value.reason == "loop"
+    assert info.value.tool == "lookup"
+    assert info.value.agent == "researcher"
+    assert counter.count("lookup") == 2  # the third identical call never ran
+    assert fake.requests == 3
+    assert breaker.state is BreakerState.OPEN
+
+
+async def test_runaway_stopped_before_third_body_async() -> None:
+    breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME)
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+
+    with pytest.raises(LoopGuardTripped) as info:
+        await agent.run("find it")
+
+    assert info.value.reason == "loop"
+    assert counter.count("lookup") == 2
+
+
+async def test_runaway_stopped_on_the_streaming_path() -> None:
+    breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME, stream=True)
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+
+    with pytest.raises(LoopGuardTripped) as info:
+        async with agent.run_stream("find it") as result:
+            await result.get_output()
+
+    assert info.value.reason == "loop"
+    assert counter.count("lookup") == 2
+
+
+def test_parallel_identical_calls_in_one_response_are_refused_bare() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    fake = ScriptedModel(loop=[SAME, SAME, SAME])
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+
+    with pytest.raises(LoopGuardTripped) as info:  # the bare exception: no ExceptionGroup
+        agent.run_sync("find it")
+
+    assert type(info.value) is LoopGuardTripped
+    # The third call is refused; a sibling already admitted may or may not have run before the raise.
+    assert 1 <= counter.count("lookup") <= 2
+
+
+def test_legitimate_varied_run_completes_untouched() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    fake = ScriptedModel([("lookup", {"q": f"page {i}"}) for i in range(1, 6)] + ["all five pages read"])
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+
+    result = agent.run_sync("read the pages")
+
+    assert result.output == "all five pages read"
+    assert counter.count("lookup") == 5
+    usage = breaker.usage()
+    assert usage.state is BreakerState.CLOSED
+    assert usage.tool_calls == 5
+    assert usage.turns == 6  # one admitted model request per step
+    assert usage.tokens == 6 * 120  # the provider-reported usage of every response
+
+
+def test_polling_the_same_call_is_progress_while_the_result_changes() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    fake = ScriptedModel([("status", {"job": "42"})] * 5 + ["job finished"])
+    agent = Agent(fake.model, name="poller", capabilities=[LoopGuardCapability(breaker)])
+    progress = iter(["10%", "35%", "60%", "90%", "100%"])
+
+    @agent.tool_plain
+    def status(job: str) -> str:
+        counter.hit("status", job)
+        return next(progress)
+
+    assert agent.run_sync("wait for job 42").output == "job finished"
+    assert counter.count("status") == 5
+
+
+def test_model_request_that_would_cross_the_token_ceiling_is_never_sent() -> None:
+    # Each response reports 120 tokens; each request also reserves its own max_tokens=200 output cap.
+    breaker, counter = Breaker(max_tokens=700), BodyCounter()
+    fake = ScriptedModel([("lookup", {"q": f"page {i}"}) for i in range(1, 20)])
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)], model_settings={"max_tokens": 200})
+
+    with pytest.raises(LoopGuardTripped) as info:
+        agent.run_sync("read")
+
+    assert info.value.reason == "token_ceiling"
+    assert fake.requests == 4
+    spent = info.value.facts["spent"]
+    assert spent == 4 * 120
+    # spent + the 200-token cap alone (680) fits under 700: the estimated input is what refuses it.
+    assert spent + 200 <= 700 < info.value.facts["observed"]
+    assert breaker.usage().tokens == 480  # nothing was spent on the refused request
+
+
+def test_huge_prompt_is_refused_before_the_first_request() -> None:
+    breaker, counter, fake = Breaker(max_tokens=1_000), BodyCounter(), ScriptedModel(["ok"])
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+
+    with pytest.raises(LoopGuardTripped) as info:
+        agent.run_sync("word " * 2_000)  # about 2,500 estimated input tokens
+
+    assert info.value.reason == "token_ceiling"
+    assert fake.requests == 0
+
+
+def test_turn_ceiling_is_checked_pre_flight() -> None:
+    breaker, counter = Breaker(max_turns=2), BodyCounter()
+    fake = ScriptedModel([("lookup", {"q": f"p{i}"}) for i in range(10)])
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+
+    with pytest.raises(LoopGuardTripped) as info:
+        agent.run_sync("read")
+
+    assert info.value.reason == "turn_ceiling"
+    assert fake.requests == 2
+    assert counter.count("lookup") == 2
+
+
+def test_failing_tool_is_reported_and_the_failure_streak_trips() -> None:
+    # The tool asks the model to retry (ModelRetry) each time: loopguard counts each as a failure.
+    breaker, counter = Breaker(max_consecutive_failures=3), BodyCounter()
+    fake = ScriptedModel([("flaky", {"n": i}) for i in range(10)])
+    agent = Agent(fake.model, name="worker", capabilities=[LoopGuardCapability(breaker)])
+
+    @agent.tool_plain(retries=20)
+    def flaky(n: int) -> str:
+        counter.hit("flaky", n)
+        raise ModelRetry(f"backend down for {n}")
+
+    with pytest.raises(LoopGuardTripped) as info:
+        agent.run_sync("go")
+
+    assert info.value.reason == "failures"
+    assert counter.count("flaky") == 3
+
+
+def test_tool_exception_is_reported_and_reaches_the_caller_unchanged() -> None:
+    breaker, fake = Breaker(), ScriptedModel([("explode", {})])
+    agent = Agent(fake.model, name="worker", capabilities=[LoopGuardCapability(breaker)])
+
+    class Boom(Exception):
+        pass
+
+    @agent.tool_plain
+    def explode() -> str:
+        raise Boom("kaput")
+
+    with pytest.raises(Boom):
+        agent.run_sync("go")
+    assert breaker.usage().tool_calls == 1
+
+
+def test_each_agent_run_gets_a_fresh_breaker_run() -> None:
+    # The same agent (capability attached once) run twice: counts never leak from one run into the next.
+    breaker, counter = Breaker(), BodyCounter()
+    fake = ScriptedModel([SAME, SAME, "first done", SAME, SAME, "second done"])
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+
+    assert agent.run_sync("one").output == "first done"
+    assert agent.run_sync("two").output == "second done"
+    assert counter.count("lookup") == 4
+    assert breaker.usage().tool_calls == 2  # the latest run's counters
+
+
+def test_capability_rejects_a_non_breaker() -> None:
+    with pytest.raises(TypeError, match=r"needs a loopguard_core\.Breaker"):
+        LoopGuardCapability("not a breaker")  # type: ignore[arg-type]
