@@ -52,7 +52,9 @@ def test_detection_command_reports_the_public_bar(corpus: Path, tmp_path: Path) 
     assert all(s["refused_at"] <= s["trip_by"] for s in runaways)
     # wasted calls are what ran beyond the useful prefix, never negative, never more than what ran
     assert all(0 <= s["wasted"] <= s["executed"] for s in runaways)
-    assert payload["summary"]["wasted"] == sum(s["wasted"] for s in runaways)
+    (summary,) = payload["summaries"]
+    assert summary["detector"] == "loopguard"
+    assert summary["wasted"] == sum(s["wasted"] for s in runaways)
 
 
 def test_detection_command_names_a_missing_corpus(tmp_path: Path) -> None:
