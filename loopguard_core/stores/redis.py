@@ -1,0 +1,643 @@
+"""Breaker state in Redis: one breaker shared by every process and host that names the same scope.
+
+Each step (admit or record a tool or model call, reset) is one Lua script run with EVALSHA: one round
+trip that decides and records atomically, so two workers can never both take the last unit of a
+budget. The scripts ship as package data (``stores/lua``) and mirror :mod:`._run_state` rule for rule.
+
+- Idempotent per call id: a retried request gets the first verdict back and never counts twice.
+- Money is integer micro-USD; time is Redis ``TIME`` (one clock for every host), not the caller's.
+- Keys share one hash tag per run, ``{lg:<scope>:<run>}``, so a Redis Cluster keeps a run in one slot.
+- Loop memory is bounded (``LoopDetection.memory`` signatures, 4,096 call ids) and every key expires
+  ``ttl_seconds`` after the run's last write, so finished runs do not accumulate.
+- The HALF_OPEN probe is a reservation with an expiry: exactly one caller probes; if it never reports,
+  another may probe after the recovery window.
+- Admitted model calls reserve their projected tokens and micro-USD until they report back (or the
+  reservation expires), so concurrent workers cannot overshoot a ceiling together.
+
+When Redis cannot be reached, ``failure_policy="closed"`` (the default) refuses the call with reason
+``store_unavailable`` within the socket timeouts (0.25 s by default; redis-py's own retries are off, a
+debit is never re-sent blindly); ``failure_policy="open"`` admits it and logs a rate-limited warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .._extras import require
+from ..errors import StoreError
+from ..limits import Limits
+from ..state import BreakerState
+from .base import ModelRequest, ModelUsage, RunKey, RunSnapshot, ToolOutcome, ToolRequest, Transition, Verdict
+
+__all__ = ["RedisStore", "key_pattern", "redact_url"]
+
+logger = logging.getLogger("loopguard.stores.redis")
+
+_STEPS = ("admit_tool", "record_tool", "admit_model", "record_model", "reset", "snapshot")
+_SUFFIXES = (":h", ":tools", ":fails", ":sigs", ":lru", ":seen", ":seenq", ":res", ":resv")
+_STATES = {"c": BreakerState.CLOSED, "o": BreakerState.OPEN, "h": BreakerState.HALF_OPEN}
+_POLICIES = ("closed", "open")
+_CLOCKS = ("server", "request")
+_US = 1_000_000
+_WARN_EVERY = 30.0  # seconds between two warnings about the same outage
+# Options a URL query string may carry (everything else goes to redis-py).
+_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "failure_policy": str,
+    "ttl_seconds": float,
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "outage_backoff_seconds": float,
+    "reservation_seconds": float,
+    "namespace": str,
+}
+
+
+def _script_text(step: str) -> str:
+    folder = resources.files("loopguard_core.stores").joinpath("lua")
+    common = folder.joinpath("_common.lua").read_text(encoding="utf-8")
+    return common + "\n" + folder.joinpath(f"{step}.lua").read_text(encoding="utf-8")
+
+
+def _escape(part: str) -> str:
+    # ':' separates scope from run and braces delimit the cluster hash tag: keep both unambiguous.
+    return part.replace("%", "%25").replace(":", "%3A").replace("{", "%7B").replace("}", "%7D")
+
+
+def key_pattern(scope: str, namespace: str = "lg") -> str:
+    """A ``SCAN MATCH`` pattern for every key of ``scope`` (e.g. to clear one tenant by hand)."""
+    prefix = f"{{{_escape(namespace)}:{_escape(scope)}:"
+    return re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * _US)
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    return int(float(_text(value)))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (safe for logs, errors and trip facts)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable redis URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
+    query = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*"), ""))
+
+
+class _LimitArgs:
+    """The ARGV tail of each script for one Limits object, computed once (per tool for tool calls)."""
+
+    __slots__ = ("limits", "model", "tools")
+
+    def __init__(self, limits: Limits, reservation_us: int | None) -> None:
+        self.limits = limits
+        self.tools: dict[str, tuple[str, ...]] = {}
+        reserve = reservation_us is not None and (limits.max_tokens is not None or limits.max_cost_usd is not None)
+        self.model = (
+            _opt(limits.max_turns),
+            _opt(limits.max_tokens),
+            _opt(limits.max_cost_micros),
+            str(_us(limits.recovery_seconds)),
+            "" if limits.max_seconds is None else str(_us(limits.max_seconds)),
+            str(reservation_us) if reserve else "",
+        )
+
+    def tool(self, name: str) -> tuple[str, ...]:
+        args = self.tools.get(name)
+        if args is None:
+            limits, loop = self.limits, self.limits.loop
+            checked = loop.enabled and name not in loop.exempt_tools
+            args = (
+                _opt(limits.max_tool_calls),
+                _opt(limits.max_calls_per_tool.get(name)),
+                _opt(limits.max_consecutive_failures),
+                str(loop.repeats_allowed(name)) if checked else "",
+                str(loop.memory),
+                str(_us(limits.recovery_seconds)),
+                "" if limits.max_seconds is None else str(_us(limits.max_seconds)),
+            )
+            if len(self.tools) < 4_096:  # tool names come from models: keep the cache bounded
+                self.tools[name] = args
+        return args
+
+
+class RedisStore:
+    """Breaker state in Redis (extra ``redis``), shared across processes and hosts.
+
+    Build it from a URL (``Breaker(store="redis://host:6379/0", scope="crew-42")`` does this for you),
+    or pass your own ``client`` (then its timeouts and retries are yours to set).
+
+    Options: ``failure_policy`` ``"closed"`` (refuse when Redis is unreachable) or ``"open"`` (admit and
+    warn); ``ttl_seconds`` after a run's last write before its keys expire (default 24 h);
+    ``socket_timeout`` / ``socket_connect_timeout`` (default 0.25 s each), the bound on how long a call
+    waits for an unreachable Redis; ``outage_backoff_seconds`` during which, after a failure, calls are
+    answered by the policy without trying Redis again (default 1 s; 0 retries every call);
+    ``reservation_seconds`` after which a model call that never reported back releases its reservation
+    (default 600); ``namespace`` of the keys (default ``lg``); ``clock`` ``"server"`` (Redis TIME) or
+    ``"request"`` (the breaker's injected clock; for tests with a FakeClock, single host only).
+    Other keyword arguments go to ``redis.Redis.from_url``.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        client: Any = None,
+        failure_policy: str = "closed",
+        ttl_seconds: float = 86_400.0,
+        socket_timeout: float = 0.25,
+        socket_connect_timeout: float = 0.25,
+        outage_backoff_seconds: float = 1.0,
+        reservation_seconds: float | None = 600.0,
+        namespace: str = "lg",
+        clock: str = "server",
+        **redis_options: Any,
+    ) -> None:
+        if not isinstance(url, str) or "://" not in url:
+            raise ValueError(f"RedisStore needs a URL such as 'redis://127.0.0.1:6379/0', got {url!r}")
+        if failure_policy not in _POLICIES:
+            raise ValueError(f"failure_policy must be 'closed' or 'open', got {failure_policy!r}")
+        if clock not in _CLOCKS:
+            raise ValueError(f"clock must be 'server' (Redis TIME) or 'request', got {clock!r}")
+        for name, value in (
+            ("ttl_seconds", ttl_seconds),
+            ("socket_timeout", socket_timeout),
+            ("socket_connect_timeout", socket_connect_timeout),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+        if isinstance(outage_backoff_seconds, bool) or not isinstance(outage_backoff_seconds, (int, float)):
+            raise ValueError(f"outage_backoff_seconds must be a number >= 0, got {outage_backoff_seconds!r}")
+        if not outage_backoff_seconds >= 0:
+            raise ValueError(f"outage_backoff_seconds must be a number >= 0, got {outage_backoff_seconds!r}")
+        if reservation_seconds is not None and (
+            isinstance(reservation_seconds, bool)
+            or not isinstance(reservation_seconds, (int, float))
+            or not reservation_seconds > 0
+        ):
+            raise ValueError(f"reservation_seconds must be > 0 or None, got {reservation_seconds!r}")
+        if not isinstance(namespace, str) or not namespace:
+            raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
+        self._redis = require("redis", extra="redis", purpose="The Redis breaker store")
+        exceptions = require("redis.exceptions", extra="redis", purpose="The Redis breaker store")
+        self._errors: tuple[type[BaseException], ...] = (exceptions.RedisError, OSError)
+        self.url = redact_url(url)
+        self.failure_policy = failure_policy
+        self._raw_url = url
+        self._ttl_ms = str(max(1, round(ttl_seconds * 1000)))
+        self._server_clock = clock == "server"
+        self._backoff = float(outage_backoff_seconds)
+        self._reservation_us = None if reservation_seconds is None else _us(reservation_seconds)
+        self._namespace = _escape(namespace)
+        self._client_options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            **redis_options,
+        }
+        if client is None:
+            backoff = require("redis.backoff", extra="redis", purpose="The Redis breaker store")
+            retry = require("redis.retry", extra="redis", purpose="The Redis breaker store")
+            # No client-side retries: a debit re-sent after a timeout may count twice, and an outage
+            # would cost seconds of backoff instead of one bounded timeout.
+            client = self._redis.Redis.from_url(url, retry=retry.Retry(backoff.NoBackoff(), 0), **self._client_options)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self._client = client
+        self._texts = {step: _script_text(step) for step in _STEPS}
+        self._scripts = {step: client.register_script(text) for step, text in self._texts.items()}
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, dict[str, Any]]]
+        self._async = weakref.WeakKeyDictionary()
+        self._async_lock = threading.Lock()
+        self._keys: dict[RunKey, tuple[str, ...]] = {}
+        self._limit_args: dict[int, _LimitArgs] = {}
+        self._down_until = 0.0
+        self._down_error = ""
+        self._warned_at = -_WARN_EVERY
+        self._suppressed = 0
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        """Build a store from ``redis://[:password@]host:port/db`` (``rediss://`` for TLS, ``unix://``).
+
+        The query string may carry this store's options, e.g.
+        ``redis://127.0.0.1:6379/0?failure_policy=open&ttl_seconds=3600``; keyword options win.
+        """
+        if not isinstance(url, str):
+            raise TypeError(f"store URL must be a str, got {type(url).__name__}")
+        parts = urlsplit(url)
+        kept = []
+        from_query: dict[str, Any] = {}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            convert = _URL_OPTIONS.get(key)
+            if convert is None:
+                kept.append((key, value))
+                continue
+            try:
+                from_query[key] = convert(value)
+            except ValueError:
+                raise ValueError(f"store URL option {key}={value!r} is not valid in {redact_url(url)}") from None
+        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
+        return cls(clean, **{**from_query, **options})
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _run_keys(self, run: RunKey) -> tuple[str, ...]:
+        keys = self._keys.get(run)
+        if keys is None:
+            tag = f"{{{self._namespace}:{_escape(run.scope)}:{_escape(run.run_id)}}}"
+            keys = tuple(tag + suffix for suffix in _SUFFIXES)
+            if len(self._keys) >= 1_024:
+                self._keys.clear()
+            self._keys[run] = keys
+        return keys
+
+    def _args_for(self, limits: Limits) -> _LimitArgs:
+        cached = self._limit_args.get(id(limits))
+        if cached is None or cached.limits is not limits:
+            cached = _LimitArgs(limits, self._reservation_us)
+            if len(self._limit_args) >= 64:
+                self._limit_args.clear()
+            self._limit_args[id(limits)] = cached
+        return cached
+
+    def _head(self, now: float, call_id: str | None) -> tuple[str, str, str]:
+        clock = "" if self._server_clock else str(_us(now))
+        return (clock, self._ttl_ms, "" if call_id is None else "=" + call_id)
+
+    def _tool_argv(self, request: ToolRequest, limits: Limits) -> tuple[str, ...]:
+        head = self._head(request.now, request.call_id)
+        agent = "" if request.agent is None else "=" + request.agent
+        return (*head, request.tool, request.signature, *self._args_for(limits).tool(request.tool), agent)
+
+    def _outcome_argv(self, outcome: ToolOutcome) -> tuple[str, ...]:
+        head = self._head(outcome.now, outcome.call_id)
+        return (*head, outcome.tool, outcome.signature, outcome.outcome, "1" if outcome.failed else "0")
+
+    def _model_argv(self, request: ModelRequest, limits: Limits) -> tuple[str, ...]:
+        head = self._head(request.now, request.call_id)
+        tokens, micros = max(0, request.projected_tokens), max(0, request.projected_cost_micros)
+        return (*head, str(tokens), str(micros), *self._args_for(limits).model)
+
+    def _usage_argv(self, usage: ModelUsage) -> tuple[str, ...]:
+        head = self._head(usage.now, usage.call_id)
+        return (*head, str(max(0, usage.tokens)), str(max(0, usage.cost_micros)))
+
+    def _run(self, step: str, keys: Sequence[str], argv: Sequence[str]) -> Any:
+        if self._down_until and time.monotonic() < self._down_until:
+            raise _Unavailable(self._down_error)
+        try:
+            return self._scripts[step](keys, argv)
+        except self._errors as exc:
+            raise self._went_down(exc) from exc
+
+    async def _arun(self, step: str, keys: Sequence[str], argv: Sequence[str]) -> Any:
+        if self._down_until and time.monotonic() < self._down_until:
+            raise _Unavailable(self._down_error)
+        scripts = self._async_scripts()
+        try:
+            return await scripts[step](keys, argv)
+        except self._errors as exc:
+            raise self._went_down(exc) from exc
+
+    def _went_down(self, exc: BaseException) -> _Unavailable:
+        error = f"{type(exc).__name__}: {exc}"
+        if self._backoff:
+            self._down_error = error
+            self._down_until = time.monotonic() + self._backoff
+        return _Unavailable(error)
+
+    def _async_scripts(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        entry = self._async.get(loop)
+        if entry is None:
+            with self._async_lock:
+                entry = self._async.get(loop)
+                if entry is None:
+                    entry = self._new_async_client()
+                    self._async[loop] = entry
+        return entry[1]
+
+    def _new_async_client(self) -> tuple[Any, dict[str, Any]]:
+        if not self._owns_client:
+            raise _NoAsync
+        aioredis = require("redis.asyncio", extra="redis", purpose="The async Redis breaker store")
+        backoff = require("redis.backoff", extra="redis", purpose="The async Redis breaker store")
+        retry = require("redis.asyncio.retry", extra="redis", purpose="The async Redis breaker store")
+        client = aioredis.Redis.from_url(
+            self._raw_url, retry=retry.Retry(backoff.NoBackoff(), 0), **self._client_options
+        )
+        return client, {step: client.register_script(text) for step, text in self._texts.items()}
+
+    def _unavailable(self, step: str, error: str) -> Verdict:
+        facts = {"url": self.url, "policy": self.failure_policy, "error": error, "store": "redis", "step": step}
+        admitting = step.startswith("admit")
+        if self.failure_policy == "open" or not admitting:
+            self._warn(step, error)
+            return Verdict(True, None, False, facts)
+        return Verdict(False, "store_unavailable", False, facts)
+
+    def _warn(self, step: str, error: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at < _WARN_EVERY:
+            self._suppressed += 1
+            return
+        suppressed, self._suppressed, self._warned_at = self._suppressed, 0, now
+        more = f" ({suppressed} more since the last warning)" if suppressed else ""
+        if step.startswith("record"):
+            logger.error(
+                "loopguard could not record a call in the Redis store %s (%s); that usage is not counted%s",
+                self.url,
+                error,
+                more,
+            )
+        else:
+            logger.warning(
+                "loopguard Redis store %s is unavailable (%s); failure_policy='open' admits calls unchecked%s",
+                self.url,
+                error,
+                more,
+            )
+
+    # -- decoding ----------------------------------------------------------------------------------
+    def _verdict(self, raw: Any, limits: Limits, base: dict[str, Any] | None, signature: str = "") -> Verdict:
+        status = raw[0]
+        if status == 1 and not raw[5]:  # the common case: admitted, no state change
+            return Verdict(True, None, False, {}, (), raw[3], raw[4] == 1)
+        duplicate = status == 2
+        if duplicate:
+            raw, first = json.loads(_text(raw[1]))
+            status = raw[0]
+            if first:  # the first request's tool, signature and agent
+                tool, signature, agent = first
+                base = {"tool": tool, "agent": agent[1:] if agent else None}
+        moves = () if duplicate else _transitions(_text(raw[5]))
+        turn, probe = _int(raw[3]), not duplicate and _int(raw[4]) == 1
+        if status == 1:
+            return Verdict(True, None, False, {}, moves, turn, probe, duplicate)
+        terminal = _int(raw[2]) == 1
+        reason, facts = _facts(_text(raw[1]), list(raw[6:]), terminal, limits, base, signature)
+        return Verdict(False, reason, terminal, facts, moves, turn, False, duplicate)
+
+    # -- the Store protocol ------------------------------------------------------------------------
+    def admit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict:
+        try:
+            raw = self._run("admit_tool", self._run_keys(run), self._tool_argv(request, limits))
+        except _Unavailable as exc:
+            return self._unavailable("admit_tool", exc.error)
+        return self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+
+    def record_tool(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict:
+        try:
+            raw = self._run("record_tool", self._run_keys(run), self._outcome_argv(outcome))
+        except _Unavailable as exc:
+            return self._unavailable("record_tool", exc.error)
+        return self._verdict(raw, limits, None)
+
+    def admit_model(self, run: RunKey, request: ModelRequest, limits: Limits) -> Verdict:
+        try:
+            raw = self._run("admit_model", self._run_keys(run), self._model_argv(request, limits))
+        except _Unavailable as exc:
+            return self._unavailable("admit_model", exc.error)
+        return self._verdict(raw, limits, None)
+
+    def record_model(self, run: RunKey, usage: ModelUsage, limits: Limits) -> Verdict:
+        try:
+            raw = self._run("record_model", self._run_keys(run), self._usage_argv(usage))
+        except _Unavailable as exc:
+            return self._unavailable("record_model", exc.error)
+        return self._verdict(raw, limits, None)
+
+    def snapshot(self, run: RunKey) -> RunSnapshot:
+        try:
+            raw = self._run("snapshot", self._run_keys(run)[:2], ())
+        except _Unavailable as exc:
+            raise self._store_error("read the breaker state", exc.error) from None
+        return _snapshot(raw)
+
+    def reset(self, run: RunKey) -> Verdict:
+        try:
+            raw = self._run("reset", self._run_keys(run), ("", self._ttl_ms))
+        except _Unavailable as exc:
+            raise self._store_error("reset the breaker", exc.error) from None
+        return self._verdict(raw, Limits(), None)
+
+    def drop(self, run: RunKey) -> None:
+        """Forget a finished run now (its keys would expire after ``ttl_seconds`` anyway)."""
+        try:
+            self._client.delete(*self._run_keys(run))
+        except self._errors as exc:
+            logger.info("loopguard could not drop run keys in %s (%s); they expire on their own", self.url, exc)
+        self._keys.pop(run, None)
+
+    # -- async twins (redis.asyncio, same scripts) ---------------------------------------------------
+    async def aadmit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict:
+        try:
+            raw = await self._arun("admit_tool", self._run_keys(run), self._tool_argv(request, limits))
+        except _NoAsync:
+            return await asyncio.to_thread(self.admit_tool, run, request, limits)
+        except _Unavailable as exc:
+            return self._unavailable("admit_tool", exc.error)
+        return self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+
+    async def arecord_tool(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict:
+        try:
+            raw = await self._arun("record_tool", self._run_keys(run), self._outcome_argv(outcome))
+        except _NoAsync:
+            return await asyncio.to_thread(self.record_tool, run, outcome, limits)
+        except _Unavailable as exc:
+            return self._unavailable("record_tool", exc.error)
+        return self._verdict(raw, limits, None)
+
+    async def aadmit_model(self, run: RunKey, request: ModelRequest, limits: Limits) -> Verdict:
+        try:
+            raw = await self._arun("admit_model", self._run_keys(run), self._model_argv(request, limits))
+        except _NoAsync:
+            return await asyncio.to_thread(self.admit_model, run, request, limits)
+        except _Unavailable as exc:
+            return self._unavailable("admit_model", exc.error)
+        return self._verdict(raw, limits, None)
+
+    async def arecord_model(self, run: RunKey, usage: ModelUsage, limits: Limits) -> Verdict:
+        try:
+            raw = await self._arun("record_model", self._run_keys(run), self._usage_argv(usage))
+        except _NoAsync:
+            return await asyncio.to_thread(self.record_model, run, usage, limits)
+        except _Unavailable as exc:
+            return self._unavailable("record_model", exc.error)
+        return self._verdict(raw, limits, None)
+
+    async def asnapshot(self, run: RunKey) -> RunSnapshot:
+        try:
+            raw = await self._arun("snapshot", self._run_keys(run)[:2], ())
+        except _NoAsync:
+            return await asyncio.to_thread(self.snapshot, run)
+        except _Unavailable as exc:
+            raise self._store_error("read the breaker state", exc.error) from None
+        return _snapshot(raw)
+
+    # -- housekeeping ------------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise :class:`StoreError` (naming the URL and policy) unless Redis answers now."""
+        try:
+            self._client.ping()
+        except self._errors as exc:
+            raise self._store_error("reach", f"{type(exc).__name__}: {exc}") from exc
+        self._down_until = 0.0
+
+    def close(self) -> None:
+        """Close the connections this store opened (sync client; see :meth:`aclose` for async)."""
+        if self._owns_client:
+            self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the async connections opened on the running event loop."""
+        entry = self._async.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[0].aclose()
+
+    def _store_error(self, what: str, error: str) -> StoreError:
+        return StoreError(
+            f"loopguard could not {what} in the Redis store {self.url} ({error}); failure_policy="
+            f"{self.failure_policy!r}. Check that Redis is running and reachable from this host."
+        )
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self.url} failure_policy={self.failure_policy!r}>"
+
+
+class _Unavailable(Exception):
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _NoAsync(Exception):
+    """A user-supplied sync client has no async twin: run the sync step in a thread."""
+
+
+def _transitions(text: str) -> tuple[Transition, ...]:
+    if not text:
+        return ()
+    moves = []
+    for item in text.split("|"):
+        source, target, why = item.split(">", 2)
+        moves.append(Transition(_STATES[source], _STATES[target], why))
+    return tuple(moves)
+
+
+def _limit_fact(kind: str, raw: Any, limits: Limits) -> Any:
+    value = _int(raw)
+    if kind == "wall_clock":
+        same = limits.max_seconds is not None and _us(limits.max_seconds) == value
+        return limits.max_seconds if same else value / _US
+    if kind == "cost_ceiling":
+        return limits.max_cost_usd if limits.max_cost_micros == value else value / _US
+    return value
+
+
+def _observed_fact(kind: str, raw: Any) -> Any:
+    value = _int(raw)
+    if kind == "wall_clock":
+        return round(value / _US, 3)
+    if kind == "cost_ceiling":
+        return value / _US
+    return value
+
+
+def _facts(
+    reason: str, f: list[Any], terminal: bool, limits: Limits, base: dict[str, Any] | None, signature: str
+) -> tuple[str, dict[str, Any]]:
+    """The facts of a refusal, built exactly as RunState builds them."""
+    if reason == "open":
+        tripped_by, retry, kind, tool, limit, observed = (_text(x) if isinstance(x, bytes) else x for x in f)
+        facts: dict[str, Any] = {
+            "tripped_by": _text(tripped_by) or None,
+            "terminal": terminal,
+            "retry_in_seconds": None if terminal else round(_int(retry) / _US, 3),
+        }
+        if _text(tool):
+            facts["tool"] = _text(tool)
+        if _text(limit):
+            facts["limit"] = _limit_fact(_text(kind), limit, limits)
+        if _text(observed):
+            facts["observed"] = _observed_fact(_text(kind), observed)
+        return "open", facts
+    if reason == "probe_busy":
+        tool = None if base is None else base["tool"]
+        return "open", {"tripped_by": _text(f[0]) or None, "probe_in_flight": True, "tool": tool}
+    head = dict(base) if base is not None else {}
+    limit, observed, extra = f[0], f[1], f[2:]
+    if reason == "wall_clock":
+        facts = {**head, "observed": _observed_fact(reason, observed), "limit": limits.max_seconds}
+    elif reason == "tool_ceiling":
+        applies = "all tools" if _text(extra[0]) == "all" else "this tool"
+        facts = {**head, "observed": _int(observed), "limit": _int(limit), "applies_to": applies}
+    elif reason == "failures":
+        facts = {**head, "observed": _int(observed), "limit": _int(limit)}
+    elif reason == "loop":
+        facts = {**head, "repeats": _int(extra[0]), "limit": _int(limit), "signature": signature}
+    elif reason == "turn_ceiling":
+        facts = {"observed": _int(observed), "limit": _int(limit)}
+    elif reason == "token_ceiling":
+        facts = {"observed": _int(observed), "limit": _int(limit), "spent": _int(extra[0])}
+        if _int(extra[1]):
+            facts["in_flight"] = _int(extra[1])
+    elif reason == "cost_ceiling":
+        facts = {
+            "observed": _int(observed) / _US,
+            "limit": limits.max_cost_usd,
+            "spent": _int(extra[0]) / _US,
+        }
+        if _int(extra[1]):
+            facts["in_flight"] = _int(extra[1]) / _US
+    else:  # a newer script's reason: keep what it said
+        facts = {**head, "limit": limit, "observed": observed}
+    return reason, facts
+
+
+def _snapshot(raw: Any) -> RunSnapshot:
+    st, term, tr, turns, tokens, cost, tool_calls, trips, started, opened, tools = raw
+    flat = [_text(x) for x in tools or ()]
+    return RunSnapshot(
+        state=_STATES[_text(st) or "c"],
+        terminal=_text(term) == "1",
+        trip_reason=_text(tr) or None,
+        turns=_int(turns or 0),
+        tokens=_int(tokens or 0),
+        cost_micros=_int(cost or 0),
+        tool_calls=_int(tool_calls or 0),
+        calls_per_tool={flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)},
+        trips=_int(trips or 0),
+        started_at=_int(started) / _US if _text(started) else None,
+        opened_at=_int(opened) / _US if _text(opened) else None,
+    )

@@ -1,0 +1,86 @@
+"""Fixtures for store tests: real servers, reached or skipped (or failed, when services are required).
+
+Set ``LOOPGUARD_REQUIRE_SERVICES=1`` (CI does) to turn "server not reachable" into a failure instead of
+a skip. ``LOOPGUARD_REDIS_URL`` picks the Redis server (default ``redis://127.0.0.1:6379/15``; DB 15 so
+tests stay clear of other data). Tests only ever delete keys of the scopes they created.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+REDIS_URL = os.environ.get("LOOPGUARD_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_ENV = "LOOPGUARD_REQUIRE_SERVICES"
+
+
+def services_required() -> bool:
+    return os.environ.get(REQUIRE_ENV, "").strip() == "1"
+
+
+def require_service(what: str, url: str, probe: Callable[[], object]) -> None:
+    """Run ``probe``; when it raises, skip the test with the reason, or fail it if services are required."""
+    try:
+        probe()
+    except Exception as exc:
+        message = f"{what} at {url} is not reachable ({type(exc).__name__}: {exc})"
+        if services_required():
+            pytest.fail(f"{message}; {REQUIRE_ENV}=1 makes this a failure", pytrace=False)
+        pytest.skip(f"{message}; start it (see DEVELOPERS.md) or set {REQUIRE_ENV}=1 to fail instead")
+
+
+def _ping_redis() -> None:
+    if not services_required():
+        pytest.importorskip("redis", reason="needs the redis extra: pip install 'loopguard-core[redis]'")
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of a reachable Redis server (skips or fails the test otherwise)."""
+    require_service("Redis", REDIS_URL, _ping_redis)
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[object]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def scope(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A scope no other test (or process) uses; its Redis keys are deleted afterwards, if any."""
+    name = f"t-{re.sub(r'[^A-Za-z0-9_-]', '_', request.node.name)[:40]}-{uuid.uuid4().hex[:10]}"
+    yield name
+    if "redis_url" in request.fixturenames or "redis_client" in request.fixturenames:
+        delete_scope(REDIS_URL, name)
+
+
+def delete_scope(url: str, scope: str, namespace: str = "lg") -> int:
+    """Delete every key of ``scope`` (and only those)."""
+    import redis
+
+    from loopguard_core.stores.redis import key_pattern
+
+    client = redis.Redis.from_url(url, socket_timeout=2.0)
+    try:
+        keys = list(client.scan_iter(match=key_pattern(scope, namespace), count=1000))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+    finally:
+        client.close()

@@ -1,0 +1,428 @@
+"""The store contract: every rule of RunState behaves the same in every store.
+
+Each test runs against MemoryStore (the reference) and RedisStore (the Lua scripts, on a real server).
+The Redis store uses the request's clock here (``clock="request"``) so recovery windows and wall-clock
+limits are driven by hand, never by sleeping; test_redis_store.py covers Redis TIME.
+A final test replays long random call sequences through both stores and requires identical verdicts
+and snapshots at every step.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from loopguard_core.limits import Limits, LoopDetection
+from loopguard_core.state import BreakerState
+from loopguard_core.stores import MemoryStore, Store
+from loopguard_core.stores.base import ModelRequest, ModelUsage, RunKey, ToolOutcome, ToolRequest, Verdict
+
+from .conftest import delete_scope
+
+CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, scope: str) -> Iterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    from loopguard_core.stores.redis import RedisStore
+
+    url = request.getfixturevalue("redis_url")
+    redis_store = RedisStore(url, clock="request")
+    yield redis_store
+    redis_store.close()
+    delete_scope(url, scope)
+
+
+class Run:
+    """One run driven by hand: the clock moves only when told to."""
+
+    def __init__(self, store: Store, scope: str, limits: Limits, run_id: str = "run-1") -> None:
+        self.store, self.limits, self.key = store, limits, RunKey(scope, run_id)
+        self.now = 1_000.0
+
+    def later(self, seconds: float) -> None:
+        self.now += seconds
+
+    def tool(self, tool: str = "search", sig: str | None = None, *, call_id: str | None = None) -> Verdict:
+        request = ToolRequest(tool, sig or f"{tool}()", self.now, call_id, "agent-a")
+        return self.store.admit_tool(self.key, request, self.limits)
+
+    def done(
+        self,
+        tool: str = "search",
+        sig: str | None = None,
+        outcome: str = "same",
+        *,
+        failed: bool = False,
+        call_id: str | None = None,
+    ) -> Verdict:
+        out = ToolOutcome(tool, sig or f"{tool}()", outcome, failed, self.now, call_id)
+        return self.store.record_tool(self.key, out, self.limits)
+
+    def call(
+        self, tool: str = "search", sig: str | None = None, outcome: str = "same", *, failed: bool = False
+    ) -> Verdict:
+        """Admit, and when admitted, record the outcome (what an adapter does)."""
+        verdict = self.tool(tool, sig)
+        if verdict.admitted:
+            self.done(tool, sig, outcome, failed=failed)
+        return verdict
+
+    def model(self, tokens: int = 0, micros: int = 0, *, call_id: str | None = None) -> Verdict:
+        return self.store.admit_model(self.key, ModelRequest(tokens, micros, self.now, call_id), self.limits)
+
+    def used(self, tokens: int = 0, micros: int = 0, *, call_id: str | None = None) -> Verdict:
+        return self.store.record_model(self.key, ModelUsage(tokens, micros, self.now, call_id), self.limits)
+
+    def snap(self) -> Any:
+        return self.store.snapshot(self.key)
+
+
+def moves(verdict: Verdict) -> list[tuple[BreakerState, BreakerState]]:
+    return [(t.source, t.target) for t in verdict.transitions]
+
+
+# -- budget ceilings ---------------------------------------------------------------------------------
+def test_tool_ceiling_allows_the_limit_exactly_then_trips_for_good(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_tool_calls=3, loop=LoopDetection(enabled=False)))
+    assert [run.call("search", f"q{i}").admitted for i in range(3)] == [True, True, True]
+    refused = run.tool("search", "q3")
+    assert (refused.admitted, refused.reason, refused.terminal) == (False, "tool_ceiling", True)
+    assert refused.facts["observed"] == 4
+    assert refused.facts["limit"] == 3
+    assert refused.facts["tool"] == "search"
+    assert moves(refused) == [(CLOSED, OPEN)]
+    run.later(86_400)  # budget trips never half-open
+    again = run.tool("search", "q4")
+    assert (again.reason, again.terminal, again.facts["retry_in_seconds"]) == ("open", True, None)
+    assert again.facts["tripped_by"] == "tool_ceiling"
+    snap = run.snap()
+    assert (snap.state, snap.terminal, snap.tool_calls, snap.trips) == (OPEN, True, 3, 1)
+
+
+def test_per_tool_ceiling_counts_each_tool_separately(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_calls_per_tool={"fetch": 2}, loop=LoopDetection(enabled=False)))
+    assert run.call("fetch", "a").admitted
+    assert run.call("fetch", "b").admitted
+    assert run.call("search", "c").admitted
+    refused = run.tool("fetch", "d")
+    assert (refused.reason, refused.facts["observed"], refused.facts["limit"]) == ("tool_ceiling", 3, 2)
+    assert run.snap().calls_per_tool == {"fetch": 2, "search": 1}
+
+
+def test_turn_ceiling_is_strict(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_turns=2))
+    assert [run.model().admitted, run.model().admitted] == [True, True]
+    refused = run.model()
+    assert (refused.reason, refused.terminal, refused.facts) == ("turn_ceiling", True, {"observed": 3, "limit": 2})
+    assert run.snap().turns == 2
+
+
+def test_token_ceiling_projects_before_the_call(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_tokens=100))
+    assert run.model(60).admitted
+    run.used(60)
+    assert run.model(40).admitted  # 60 + 40 reaches the ceiling exactly: allowed
+    run.used(40)
+    refused = run.model(0)  # every call spends at least one token
+    assert (refused.reason, refused.facts) == ("token_ceiling", {"observed": 101, "limit": 100, "spent": 100})
+    run2 = Run(store, scope, Limits(max_tokens=100), run_id="run-2")
+    refused = run2.model(101)
+    assert (refused.reason, refused.facts["observed"]) == ("token_ceiling", 101)
+    assert run2.snap().turns == 0
+
+
+def test_overspend_is_recorded_and_refuses_the_next_call(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_tokens=100))
+    assert run.model(10).admitted
+    run.used(150)
+    assert run.snap().tokens == 150
+    assert run.model(1).reason == "token_ceiling"
+
+
+def test_cost_ceiling_in_micro_usd(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_cost_usd=0.01))
+    assert run.model(micros=6_000).admitted
+    run.used(micros=6_000)
+    assert run.model(micros=4_000).admitted  # exactly 10,000 micro-USD
+    run.used(micros=4_000)
+    refused = run.model(micros=0)
+    assert (refused.reason, refused.terminal) == ("cost_ceiling", True)
+    assert refused.facts == {"observed": 0.010001, "limit": 0.01, "spent": 0.01}
+    assert run.snap().cost_micros == 10_000
+
+
+def test_wall_clock_allows_the_limit_exactly(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_seconds=30))
+    assert run.call("a", "1").admitted
+    run.later(30)
+    assert run.call("a", "2").admitted
+    run.later(0.5)
+    refused = run.tool("a", "3")
+    assert (refused.reason, refused.terminal) == ("wall_clock", True)
+    assert (refused.facts["observed"], refused.facts["limit"]) == (30.5, 30.0)
+    assert run.model().facts["tripped_by"] == "wall_clock"
+
+
+# -- loops -------------------------------------------------------------------------------------------
+def test_same_call_same_result_is_refused_on_the_third_try(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits())
+    assert run.call("search", "q=x", "nothing").admitted
+    assert run.call("search", "q=x", "nothing").admitted
+    refused = run.tool("search", "q=x")
+    assert (refused.reason, refused.terminal) == ("loop", False)
+    assert refused.facts == {"tool": "search", "agent": "agent-a", "repeats": 2, "limit": 2, "signature": "q=x"}
+
+
+def test_a_repeat_that_returns_something_new_is_progress(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits())
+    for i in range(12):
+        assert run.call("run_tests", "pytest", f"{12 - i} failed").admitted
+
+
+def test_pre_flight_only_callers_still_catch_loops(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits())
+    assert [run.tool("x", "s").admitted, run.tool("x", "s").admitted] == [True, True]
+    assert run.tool("x", "s").reason == "loop"
+
+
+def test_exempt_tools_and_per_tool_repeats(store: Store, scope: str) -> None:
+    loop = LoopDetection(exempt_tools={"wait"}, max_repeats_per_tool={"status": 4})
+    run = Run(store, scope, Limits(loop=loop))
+    for _ in range(10):
+        assert run.call("wait", "5s", "ok").admitted
+    for _ in range(4):
+        assert run.call("status", "job-1", "running").admitted
+    assert run.tool("status", "job-1").reason == "loop"
+
+
+def test_loop_detection_off(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(loop=LoopDetection(enabled=False)))
+    for _ in range(10):
+        assert run.call("x", "s", "same").admitted
+
+
+def test_signature_memory_is_bounded(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(loop=LoopDetection(memory=2)))
+    assert run.call("s", "a").admitted
+    assert run.call("s", "a").admitted
+    assert run.call("s", "b").admitted
+    assert run.call("s", "c").admitted  # "a" is the least recently used: forgotten
+    assert run.call("s", "a").admitted
+    assert run.call("s", "a").admitted
+    assert run.tool("s", "a").reason == "loop"
+
+
+# -- failures and recovery ---------------------------------------------------------------------------
+def test_failure_streak_trips_and_a_success_resets_it(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_consecutive_failures=3))
+    for i in range(2):
+        assert run.call("db", f"q{i}", "err", failed=True).admitted
+    assert run.call("db", "ok", "rows").admitted  # a success resets the streak
+    for i in range(3):
+        assert run.call("db", f"r{i}", f"err{i}", failed=True).admitted
+    refused = run.tool("db", "r9")
+    assert (refused.reason, refused.terminal) == ("failures", False)
+    assert (refused.facts["observed"], refused.facts["limit"]) == (3, 3)
+    assert run.snap().trip_reason == "failures"
+
+
+def _trip_on_failures(run: Run) -> None:
+    for i in range(2):
+        run.call("db", f"q{i}", f"e{i}", failed=True)
+    assert run.tool("db", "q9").reason == "failures"
+
+
+def test_half_open_admits_exactly_one_probe_and_success_closes(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_consecutive_failures=2, recovery_seconds=60))
+    _trip_on_failures(run)
+    run.later(59)
+    early = run.tool("db", "q9")
+    assert (early.reason, early.facts["retry_in_seconds"], early.facts["tripped_by"]) == ("open", 1.0, "failures")
+    run.later(1)
+    probe = run.tool("db", "probe", call_id="p1")
+    assert (probe.admitted, probe.probe, moves(probe)) == (True, True, [(OPEN, HALF_OPEN)])
+    other = run.tool("search", "meanwhile")
+    assert (other.reason, other.facts["probe_in_flight"]) == ("open", True)
+    settled = run.done("db", "probe", "rows", call_id="p1")
+    assert (settled.probe, moves(settled)) == (True, [(HALF_OPEN, CLOSED)])
+    assert run.snap().state is CLOSED
+    assert run.call("search", "after").admitted
+
+
+def test_a_failed_probe_reopens(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_consecutive_failures=2, recovery_seconds=10))
+    _trip_on_failures(run)
+    run.later(10)
+    assert run.tool("db", "probe").probe
+    settled = run.done("db", "probe", "boom", failed=True)
+    assert moves(settled) == [(HALF_OPEN, OPEN)]
+    snap = run.snap()
+    assert (snap.state, snap.trip_reason, snap.trips, snap.opened_at) == (OPEN, "failures", 2, run.now)
+    assert run.tool("db", "x").reason == "open"
+    run.later(10)
+    assert run.tool("db", "probe2").probe
+
+
+def test_a_lost_probe_expires_and_another_caller_probes(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_consecutive_failures=2, recovery_seconds=30))
+    _trip_on_failures(run)
+    run.later(30)
+    assert run.tool("db", "p1").probe  # never reports back
+    run.later(29)
+    assert run.tool("db", "p2").facts.get("probe_in_flight") is True
+    run.later(1)
+    assert run.tool("db", "p3").probe
+
+
+def test_a_repeat_as_probe_reopens_via_loop(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(recovery_seconds=5))
+    run.call("s", "a")
+    run.call("s", "a")
+    assert run.tool("s", "a").reason == "loop"
+    run.later(5)
+    refused = run.tool("s", "a")
+    assert (refused.reason, moves(refused)) == ("loop", [(OPEN, HALF_OPEN), (HALF_OPEN, OPEN)])
+    assert run.snap().trips == 2
+
+
+# -- idempotency -------------------------------------------------------------------------------------
+def test_a_retried_tool_request_never_counts_twice(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_tool_calls=2, loop=LoopDetection(enabled=False)))
+    first = run.tool("a", "1", call_id="c1")
+    again = run.tool("a", "1", call_id="c1")
+    assert (first.duplicate, again.duplicate, again.admitted) == (False, True, True)
+    assert run.snap().tool_calls == 1
+    assert run.tool("a", "2", call_id="c2").admitted
+    refused = run.tool("a", "3", call_id="c3")
+    retried = run.tool("a", "3", call_id="c3")
+    assert (refused.reason, retried.reason, retried.duplicate) == ("tool_ceiling", "tool_ceiling", True)
+    assert retried.facts == refused.facts
+    assert retried.transitions == ()
+    assert run.snap().trips == 1
+
+
+def test_a_retried_outcome_never_counts_twice(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_consecutive_failures=2))
+    run.tool("db", "q", call_id="c1")
+    run.done("db", "q", "err", failed=True, call_id="c1")
+    assert run.done("db", "q", "err", failed=True, call_id="c1").duplicate
+    assert run.tool("db", "q2").admitted  # one failure counted, not two
+
+
+def test_a_retried_model_call_never_counts_twice(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_turns=5, max_tokens=1_000))
+    assert run.model(100, call_id="m1").turn == 1
+    assert run.model(100, call_id="m1").duplicate
+    run.used(100, 5, call_id="m1")
+    assert run.used(100, 5, call_id="m1").duplicate
+    snap = run.snap()
+    assert (snap.turns, snap.tokens, snap.cost_micros) == (1, 100, 5)
+
+
+# -- control and views -------------------------------------------------------------------------------
+def test_reset_closes_keeps_counts_and_clears_loop_memory(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_turns=10))
+    run.model()
+    run.call("s", "a")
+    run.call("s", "a")
+    assert run.tool("s", "a").reason == "loop"
+    verdict = store.reset(run.key)
+    assert moves(verdict) == [(OPEN, CLOSED)]
+    snap = run.snap()
+    assert (snap.state, snap.terminal, snap.trip_reason, snap.turns, snap.tool_calls) == (CLOSED, False, None, 1, 2)
+    assert run.tool("s", "a").admitted  # loop memory cleared
+    assert store.reset(run.key).transitions == ()
+
+
+def test_reset_lifts_a_budget_trip(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_turns=1))
+    run.model()
+    assert run.model().terminal
+    store.reset(run.key)
+    assert run.model().reason == "turn_ceiling"  # counts stay: the next turn is still over
+    assert run.snap().trips == 2
+
+
+def test_snapshot_of_a_new_run_is_empty(store: Store, scope: str) -> None:
+    snap = store.snapshot(RunKey(scope, "never-used"))
+    assert (snap.state, snap.terminal, snap.trip_reason, snap.turns, snap.tokens) == (CLOSED, False, None, 0, 0)
+    assert (snap.cost_micros, snap.tool_calls, snap.calls_per_tool, snap.trips) == (0, 0, {}, 0)
+    assert (snap.started_at, snap.opened_at) == (None, None)
+
+
+def test_snapshot_reports_counts_and_times(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_cost_usd=5.0))
+    run.call("a", "1")
+    run.later(2)
+    run.call("b", "2")
+    run.model(10, 50)
+    run.used(12, 42)
+    snap = run.snap()
+    assert (snap.turns, snap.tokens, snap.cost_micros, snap.cost_usd) == (1, 12, 42, 0.000042)
+    assert (snap.tool_calls, snap.calls_per_tool) == (2, {"a": 1, "b": 1})
+    assert (snap.started_at, snap.opened_at) == (1000.0, None)
+
+
+def test_runs_and_scopes_are_isolated(store: Store, scope: str) -> None:
+    limits = Limits(max_turns=1)
+    one, two = Run(store, scope, limits, "r1"), Run(store, scope, limits, "r2")
+    assert one.model().admitted and two.model().admitted
+    assert not one.model().admitted
+    assert Run(store, scope + "-other", limits, "r1").model().admitted
+    store.drop(one.key)
+    assert one.snap().turns == 0
+    assert two.snap().turns == 1
+
+
+# -- the same verdicts, step by step, for long random sequences ----------------------------------------
+@pytest.mark.parametrize("seed", range(12))
+def test_random_sequences_give_identical_verdicts(redis_url: str, scope: str, seed: int) -> None:
+    from loopguard_core.stores.redis import RedisStore
+
+    rng = random.Random(seed)
+    limits = Limits(
+        max_turns=rng.choice([None, None, 40]),
+        max_tokens=rng.choice([None, None, 4_000]),
+        max_cost_usd=rng.choice([None, None, 0.05]),
+        max_tool_calls=rng.choice([None, None, 100]),
+        max_calls_per_tool=rng.choice([{}, {"fetch": 25}]),
+        max_seconds=rng.choice([None, None, 500.0]),
+        max_consecutive_failures=rng.choice([None, 2, 3]),
+        recovery_seconds=rng.choice([5.0, 20.0]),
+        loop=LoopDetection(max_repeats=rng.choice([1, 2, 3]), memory=rng.choice([4, 100])),
+    )
+    # Reservations are Redis's addition for concurrent workers; the reference has none.
+    redis_store = RedisStore(redis_url, clock="request", reservation_seconds=None)
+    memory = MemoryStore()
+    runs = [Run(memory, scope, limits), Run(redis_store, scope, limits)]
+    tools, args, outcomes = ["search", "fetch", "db"], ["a", "b", "c", "d", "e"], ["x", "y"]
+    for step in range(300):
+        op = rng.random()
+        tool, sig = rng.choice(tools), rng.choice(args)
+        call_id = rng.choice([None, None, f"id{rng.randrange(40)}"])
+        if op < 0.45:
+            got = [run.tool(tool, tool + sig, call_id=call_id) for run in runs]
+        elif op < 0.75:
+            outcome, failed = rng.choice(outcomes), rng.random() < 0.3
+            got = [run.done(tool, tool + sig, outcome, failed=failed, call_id=call_id) for run in runs]
+        elif op < 0.87:
+            tokens, micros = rng.randrange(0, 300), rng.randrange(0, 3_000)
+            got = [run.model(tokens, micros, call_id=call_id) for run in runs]
+        elif op < 0.98:
+            tokens, micros = rng.randrange(0, 300), rng.randrange(0, 3_000)
+            got = [run.used(tokens, micros, call_id=call_id) for run in runs]
+        else:
+            got = [run.store.reset(run.key) for run in runs]
+        assert got[1] == got[0], f"seed {seed} step {step}"
+        assert runs[1].snap() == runs[0].snap(), f"seed {seed} step {step}"
+        step_seconds = rng.choice([0.0, 0.5, 1.0, 3.0])
+        for run in runs:
+            run.later(step_seconds)
+    redis_store.close()
