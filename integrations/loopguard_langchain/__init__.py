@@ -11,6 +11,7 @@ require("langchain.agents", extra="langchain", purpose="loopguard_langchain")
 
 from ._order import check_middleware_order  # noqa: E402
 from .agent import guarded_agent  # noqa: E402
+from .handler import LoopGuardCallbackHandler  # noqa: E402
 from .middleware import LoopGuardMiddleware  # noqa: E402
 
-__all__ = ["LoopGuardMiddleware", "check_middleware_order", "guarded_agent"]
+__all__ = ["LoopGuardCallbackHandler", "LoopGuardMiddleware", "check_middleware_order", "guarded_agent"]
