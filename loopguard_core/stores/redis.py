@@ -270,6 +270,10 @@ class RedisStore:
         clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
         return cls(clean, **{**from_query, **options})
 
+    def keys(self, run: RunKey) -> tuple[str, ...]:
+        """The Redis keys that hold ``run`` (all in one hash slot)."""
+        return self._run_keys(run)
+
     # -- plumbing ----------------------------------------------------------------------------------
     def _run_keys(self, run: RunKey) -> tuple[str, ...]:
         keys = self._keys.get(run)

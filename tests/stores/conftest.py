@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +90,81 @@ def delete_scope(url: str, scope: str, namespace: str = "lg") -> int:
         return len(keys)
     finally:
         client.close()
+
+
+class PrivateRedis:
+    """A redis-server of our own (no persistence) that a test may stop and restart."""
+
+    def __init__(self, binary: str, port: int, workdir: str) -> None:
+        self.binary, self.port, self.workdir = binary, port, workdir
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.workdir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.02)
+        client.close()
+
+    def freeze(self) -> None:
+        """Suspend the server: connections are still accepted by the kernel, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Stop the server abruptly (state is lost: it has no persistence)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a frozen server cannot handle SIGTERM
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """Start a redis-server on a free port for this test only; never touches the shared server."""
+    binary = shutil.which("redis-server")
+    require_service("redis-server binary", "PATH", lambda: _must(binary))
+    pytest.importorskip("redis", reason="needs the redis extra: pip install 'loopguard-core[redis]'")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = PrivateRedis(str(binary), port, str(tmp_path))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _must(binary: str | None) -> None:
+    if binary is None:
+        raise FileNotFoundError("redis-server not found")

@@ -1,0 +1,192 @@
+"""What the Redis store adds to the contract: keys, expiry, Redis TIME, script reloads, reservations,
+bounded memory, the URL form, and the async twins."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from loopguard_core.errors import MissingExtra
+from loopguard_core.limits import Limits, LoopDetection
+from loopguard_core.state import BreakerState
+from loopguard_core.stores import store_from_url
+from loopguard_core.stores.base import ModelRequest, ModelUsage, RunKey, ToolOutcome, ToolRequest
+
+redis = pytest.importorskip("redis", reason="needs the redis extra: pip install 'loopguard-core[redis]'")
+
+from loopguard_core.stores.redis import RedisStore, redact_url  # noqa: E402
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[RedisStore]:
+    made = RedisStore(redis_url)
+    yield made
+    made.close()
+
+
+def tool(name: str = "search", sig: str = "s", now: float = 0.0, call_id: str | None = None) -> ToolRequest:
+    return ToolRequest(name, sig, now, call_id, None)
+
+
+def test_a_runs_keys_share_one_hash_tag_and_slot(store: RedisStore, scope: str, redis_client: Any) -> None:
+    from redis.crc import key_slot
+
+    run = RunKey(scope, "run-1")
+    limits = Limits(max_tokens=1_000)
+    store.admit_tool(run, tool(call_id="c1"), limits)
+    store.record_tool(run, ToolOutcome("search", "s", "out", True, 0.0, "c1"), limits)
+    store.admit_model(run, ModelRequest(10, 0, 0.0, "m1"), limits)
+    written = sorted(k.decode() for k in redis_client.keys(f"{{lg:{scope}:run-1}}*"))
+    assert len(written) >= 8
+    assert set(written) <= set(store.keys(run))
+    assert len({key_slot(k.encode()) for k in store.keys(run)}) == 1
+
+
+def test_scope_and_run_names_cannot_collide(store: RedisStore, scope: str) -> None:
+    one, two = RunKey(f"{scope}:a", "b"), RunKey(scope, "a:b")
+    assert set(store.keys(one)).isdisjoint(store.keys(two))
+    odd = RunKey(scope + "{x}", "}{")
+    assert len({k.split("}")[0] for k in store.keys(odd)}) == 1
+
+
+def test_every_write_refreshes_the_ttl(redis_url: str, scope: str, redis_client: Any) -> None:
+    store = RedisStore(redis_url, ttl_seconds=120)
+    run = RunKey(scope, "r")
+    store.admit_tool(run, tool(), Limits())
+    keys = [k for k in store.keys(run) if redis_client.exists(k)]
+    assert keys
+    assert all(0 < redis_client.pttl(k) <= 120_000 for k in keys)
+    for k in keys:
+        redis_client.pexpire(k, 500)
+    store.record_tool(run, ToolOutcome("search", "s", "out", False, 0.0), Limits())
+    assert all(redis_client.pttl(k) > 100_000 for k in keys)
+    store.drop(run)
+    assert not any(redis_client.exists(k) for k in store.keys(run))
+    store.close()
+
+
+def test_redis_time_is_the_clock_and_the_request_clock_is_ignored(
+    store: RedisStore, scope: str, redis_client: Any
+) -> None:
+    run = RunKey(scope, "r")
+    limits = Limits(max_consecutive_failures=1, recovery_seconds=0.3)
+    seconds, micros = redis_client.time()
+    store.admit_tool(run, tool("db", "q", now=5.0), limits)
+    started = store.snapshot(run).started_at
+    assert started is not None
+    assert abs(started - (seconds + micros / 1e6)) < 5
+    store.record_tool(run, ToolOutcome("db", "q", "err", True, 9.0), limits)
+    assert store.admit_tool(run, tool("db", "q1", now=1.0), limits).reason == "failures"
+    # A caller whose clock says an hour has passed is still refused: only Redis TIME counts.
+    early = store.admit_tool(run, tool("db", "q2", now=3_600.0), limits)
+    assert early.reason == "open"
+    assert 0 < early.facts["retry_in_seconds"] <= 0.3
+    time.sleep(0.35)  # the server's clock has to move: that is what this test is about
+    probe = store.admit_tool(run, tool("db", "q3", now=0.0), limits)
+    assert (probe.admitted, probe.probe) == (True, True)
+
+
+def test_scripts_reload_after_script_flush_and_counts_continue(
+    store: RedisStore, scope: str, redis_client: Any
+) -> None:
+    run = RunKey(scope, "r")
+    limits = Limits(max_turns=5)
+    for _ in range(3):
+        assert store.admit_model(run, ModelRequest(0, 0, 0.0), limits).admitted
+    redis_client.script_flush()
+    assert store.admit_model(run, ModelRequest(0, 0, 0.0), limits).turn == 4
+    assert store.snapshot(run).turns == 4
+    redis_client.script_flush()
+    assert store.admit_model(run, ModelRequest(0, 0, 0.0), limits).admitted
+    assert store.admit_model(run, ModelRequest(0, 0, 0.0), limits).reason == "turn_ceiling"
+
+
+def test_in_flight_model_calls_reserve_their_projection(redis_url: str, scope: str) -> None:
+    store = RedisStore(redis_url, clock="request", reservation_seconds=30)
+    run = RunKey(scope, "r")
+    limits = Limits(max_tokens=100, max_cost_usd=1.0)
+    assert store.admit_model(run, ModelRequest(60, 1_000, 0.0, "a"), limits).admitted
+    refused = store.admit_model(run, ModelRequest(60, 1_000, 0.0, "b"), limits)
+    assert refused.reason == "token_ceiling"
+    assert refused.facts == {"observed": 120, "limit": 100, "spent": 0, "in_flight": 60}
+    store.reset(run)
+    store.record_model(run, ModelUsage(50, 900, 1.0, "a"), limits)  # releases a's reservation
+    assert store.admit_model(run, ModelRequest(50, 1_000, 1.0, "c"), limits).admitted  # 50 + 50 = 100
+    # c never reports back: its reservation expires after 30 s.
+    assert store.admit_model(run, ModelRequest(10, 0, 2.0, "d"), limits).reason == "token_ceiling"
+    store.reset(run)
+    assert store.admit_model(run, ModelRequest(10, 0, 40.0, "e"), limits).admitted
+    store.close()
+
+
+def test_loop_memory_and_call_id_memory_are_bounded(store: RedisStore, scope: str, redis_client: Any) -> None:
+    run = RunKey(scope, "r")
+    limits = Limits(loop=LoopDetection(memory=50))
+    for i in range(4_200):
+        assert store.admit_tool(run, tool("search", f"q{i % 200}", call_id=f"c{i}"), limits).admitted
+    keys = store.keys(run)
+    assert redis_client.hlen(keys[3]) == 50
+    assert redis_client.zcard(keys[4]) == 50
+    assert redis_client.hlen(keys[5]) == 4_096
+    assert redis_client.llen(keys[6]) == 4_096
+    # The oldest call ids were forgotten, the newest are still recognised.
+    assert store.admit_tool(run, tool("search", "q199", call_id="c4199"), limits).duplicate
+    assert not store.admit_tool(run, tool("search", "q0", call_id="c0"), limits).duplicate
+
+
+def test_from_url_reads_store_options_and_hides_the_password(redis_url: str) -> None:
+    url = redis_url.replace("redis://", "redis://:s3cret@", 1) if "@" not in redis_url else redis_url
+    store = store_from_url(url + "?failure_policy=open&ttl_seconds=60&socket_timeout=0.5")
+    assert isinstance(store, RedisStore)
+    assert store.failure_policy == "open"
+    assert "s3cret" not in store.url
+    assert "s3cret" not in repr(store)
+    store.close()
+    assert redact_url("redis://user:pw@h:1/0?password=x") == "redis://user:***@h:1/0?password=***"
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        RedisStore.from_url("redis://127.0.0.1:6379/0?ttl_seconds=soon")
+    with pytest.raises(ValueError, match="failure_policy must be 'closed' or 'open'"):
+        RedisStore("redis://127.0.0.1:6379/0", failure_policy="maybe")
+    with pytest.raises(ValueError, match="socket_timeout"):
+        RedisStore("redis://127.0.0.1:6379/0", socket_timeout=0)
+
+
+def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(MissingExtra, match=r"loopguard-core\[redis\]"):
+        RedisStore("redis://127.0.0.1:6379/0")
+
+
+async def test_async_twins_share_state_with_the_sync_path(store: RedisStore, scope: str) -> None:
+    run = RunKey(scope, "r")
+    limits = Limits(max_turns=3)
+    assert store.admit_model(run, ModelRequest(0, 0, 0.0), limits).admitted
+    assert (await store.aadmit_model(run, ModelRequest(0, 0, 0.0), limits)).turn == 2
+    await store.arecord_model(run, ModelUsage(7, 3, 0.0), limits)
+    assert (await store.aadmit_tool(run, tool(), limits)).admitted
+    await store.arecord_tool(run, ToolOutcome("search", "s", "o", False, 0.0), limits)
+    verdicts = await asyncio.gather(*(store.aadmit_model(run, ModelRequest(0, 0, 0.0), limits) for _ in range(5)))
+    assert sum(v.admitted for v in verdicts) == 1
+    snap = await store.asnapshot(run)
+    assert (snap.turns, snap.tokens, snap.cost_micros, snap.tool_calls, snap.state) == (
+        3,
+        7,
+        3,
+        1,
+        BreakerState.OPEN,
+    )
+    await store.aclose()
+
+
+async def test_async_scripts_reload_after_script_flush(store: RedisStore, scope: str, redis_client: Any) -> None:
+    run = RunKey(scope, "r")
+    assert (await store.aadmit_model(run, ModelRequest(0, 0, 0.0), Limits())).turn == 1
+    redis_client.script_flush()
+    assert (await store.aadmit_model(run, ModelRequest(0, 0, 0.0), Limits())).turn == 2
+    await store.aclose()
