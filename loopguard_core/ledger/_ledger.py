@@ -23,7 +23,7 @@ __all__ = ["Ledger", "open_backend"]
 def open_backend(
     path_or_url: str | os.PathLike[str],
     *,
-    input_hash_mode: str,
+    input_hash_mode: str | None,
     synchronous: str = "NORMAL",
     busy_timeout: float = 5.0,
 ) -> LedgerBackend:
@@ -65,6 +65,8 @@ class Ledger:
     ``Ledger("ledger.db")`` opens (or creates) a SQLite file in WAL mode. Inputs are stored only as
     SHA-256 (or HMAC-SHA256 with ``hmac_key``) hashes; costs as integer micro-USD; times as UTC ISO text.
     ``checkpoint_every=N`` stores a checkpoint (signed when ``signing_key`` is given) every N rows.
+    ``read_only=True`` opens an existing ledger for verify/review/export without creating anything and
+    without needing its ``hmac_key``.
 
     Safe to share across threads (one connection per thread) and processes (appends run under
     ``BEGIN IMMEDIATE``, so the chain never forks). Implements the breaker's ``LedgerSink`` protocol.
@@ -79,6 +81,7 @@ class Ledger:
         signing_key: Any = None,
         synchronous: str = "NORMAL",
         busy_timeout: float = 5.0,
+        read_only: bool = False,
     ) -> None:
         if checkpoint_every is not None and (
             not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1
@@ -90,8 +93,12 @@ class Ledger:
         self._signing_key = load_signing_key(signing_key) if signing_key is not None else None
         self._every = checkpoint_every
         self._backend = open_backend(
-            path_or_url, input_hash_mode=self._hash.mode, synchronous=synchronous, busy_timeout=busy_timeout
+            path_or_url,
+            input_hash_mode=None if read_only else self._hash.mode,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
         )
+        self.read_only = read_only
         self.url: str = self._backend.url
         self.chain_id: str = self._backend.chain_id
         self._on_sealed = self._sealed if checkpoint_every is not None else None

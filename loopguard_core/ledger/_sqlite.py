@@ -100,7 +100,7 @@ class SqliteBackend:
         self,
         path: str,
         *,
-        input_hash_mode: str,
+        input_hash_mode: str | None,
         synchronous: str = "NORMAL",
         busy_timeout: float = 5.0,
         utc_now: Callable[[], str],
@@ -120,7 +120,8 @@ class SqliteBackend:
         self._mem_lock = threading.Lock()
         self._mem_conn: sqlite3.Connection | None = None
         self._closed = False
-        self.chain_id = self._init_schema(input_hash_mode)
+        self.read_only = input_hash_mode is None
+        self.chain_id = self._open_existing() if input_hash_mode is None else self._init_schema(input_hash_mode)
         self.genesis = genesis_hash(self.chain_id)
 
     # -- connections -------------------------------------------------------------------------------
@@ -178,6 +179,18 @@ class SqliteBackend:
             )
         return LedgerError(f"ledger {self.path!r}: {msg}")
 
+    def _open_existing(self) -> str:
+        """Read-only use (verify, review, export): never creates anything, needs no hmac key."""
+        if not self._memory and not os.path.exists(self.path):
+            raise LedgerError(f"no ledger at {self.path!r}: check the path (nothing was created)")
+        try:
+            row = self._conn().execute("SELECT value FROM loopguard_meta WHERE key = 'chain_id'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.path!r} is not a loopguard ledger: {exc}") from exc
+        if row is None:
+            raise LedgerError(f"{self.path!r} is not a loopguard ledger: it has no chain id")
+        return str(row[0])
+
     def _init_schema(self, input_hash_mode: str) -> str:
         conn = self._conn()
         try:
@@ -218,6 +231,8 @@ class SqliteBackend:
 
     # -- writes ------------------------------------------------------------------------------------
     def append(self, values: Sequence[Any], on_sealed: OnSealed | None) -> int:
+        if self.read_only:
+            raise LedgerError(f"ledger {self.path!r} was opened read_only; open it without read_only to write")
         # The hot path: kept flat (no context manager) because it runs once per guarded call.
         if self._memory:
             with self._mem_lock:
@@ -255,6 +270,8 @@ class SqliteBackend:
         return seq
 
     def checkpoint(self, make: Callable[[int, str], Checkpoint]) -> Checkpoint:
+        if self.read_only:
+            raise LedgerError(f"ledger {self.path!r} was opened read_only; open it without read_only to write")
         with self._write() as conn:
             head = conn.execute(_HEAD).fetchone()
             size, head_hash = (0, self.genesis) if head is None else (head[0], head[1])

@@ -231,3 +231,17 @@ def test_sqlite_url_is_accepted(tmp_path: Path) -> None:
     ledger = Ledger(f"sqlite:///{tmp_path / 'u.db'}")
     ledger.record(session_id="s", origin="model", turn=1)
     assert (tmp_path / "u.db").exists()
+
+
+def test_read_only_opens_an_hmac_ledger_without_the_key_and_never_writes(ledger_path: Path) -> None:
+    writer = Ledger(ledger_path, hmac_key=os.urandom(32))
+    writer.record(session_id="s", origin="model", turn=1)
+    reader = Ledger(ledger_path, read_only=True)
+    assert reader.verify().ok and reader.chain_id == writer.chain_id
+    from loopguard_core.ledger import LedgerError
+
+    with pytest.raises(LedgerError, match="read_only"):
+        reader.record(session_id="s", origin="model", turn=2)
+    with pytest.raises(LedgerError, match="no ledger at"):
+        Ledger(ledger_path.with_name("missing.db"), read_only=True)
+    assert not ledger_path.with_name("missing.db").exists()
