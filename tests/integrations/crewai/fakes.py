@@ -26,7 +26,7 @@ from crewai.tools import BaseTool, tool
 from crewai.utilities.types import LLMMessage
 from pydantic import Field, PrivateAttr
 
-__all__ = ["BodyCounter", "ScriptedLLM", "counted_tool"]
+__all__ = ["BodyCounter", "Recorder", "ScriptedLLM", "counted_tool", "one_agent_crew"]
 
 _ids = itertools.count(1)
 
@@ -169,3 +169,28 @@ def counted_tool(
     body.__name__ = name
     body.__doc__ = f"Look something up ({name})."
     return tool(name)(body)
+
+
+class Recorder:
+    """A ledger sink for tests: keeps the rows a breaker writes (``Breaker(ledger=Recorder())``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.rows: list[dict[str, Any]] = []
+
+    def record(self, **row: Any) -> int:
+        with self._lock:
+            self.rows.append(row)
+            return len(self.rows)
+
+    def of(self, origin: str) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row["origin"] == origin]
+
+
+def one_agent_crew(tools: list[Any], llm: ScriptedLLM, *, role: str = "researcher", **agent_kwargs: Any) -> Any:
+    """A one-agent, one-task crew around ``llm`` (the smallest real CrewAI run)."""
+    from crewai import Agent, Crew, Task
+
+    agent = Agent(role=role, goal="answer the question", backstory="careful", llm=llm, tools=tools, **agent_kwargs)
+    task = Task(description="Find what is known about the topic.", expected_output="a short answer", agent=agent)
+    return Crew(agents=[agent], tasks=[task], verbose=False)

@@ -1,0 +1,205 @@
+"""guard_crew drives the real CrewAI runtime (Crew.kickoff / kickoff_async / akickoff, Agent.kickoff)
+with a scripted fake LLM: a runaway is stopped before a third tool body runs and the trip reaches the
+caller of kickoff as a LoopGuardTripped; a legitimate run is untouched; budgets are checked pre-flight."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+pytest.importorskip("crewai", reason="needs the crewai extra: pip install 'loopguard-core[crewai]'")
+
+from crewai.hooks import HookAborted, InterceptionPoint
+from crewai.hooks.dispatch import get_hooks, get_scoped_hooks
+from crewai.tools.tool_failure import ToolExecutionFailedError
+
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped, LoopGuardWarning
+from loopguard_crewai import CrewAILoopGuardTripped, guard_crew
+
+from .fakes import BodyCounter, ScriptedLLM, counted_tool, one_agent_crew
+
+RUNAWAY = ("lookup", {"q": "same"})
+
+
+def runaway_crew(counter: BodyCounter, *, native: bool = True) -> tuple[object, ScriptedLLM]:
+    llm = ScriptedLLM(loop=RUNAWAY, native=native)
+    return one_agent_crew([counted_tool(counter)], llm), llm
+
+
+def assert_loop_trip(error: BaseException, *, agent: str = "researcher") -> None:
+    assert isinstance(error, CrewAILoopGuardTripped)
+    assert isinstance(error, LoopGuardTripped)
+    assert isinstance(error, HookAborted)  # the one exception CrewAI lets out of kickoff
+    assert error.reason == "loop"
+    assert error.tool == "lookup"
+    assert error.agent == agent
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-tool-calls", "react-text"])
+def test_runaway_kickoff_is_stopped_before_a_third_body_run(native: bool) -> None:
+    counter = BodyCounter()
+    crew, llm = runaway_crew(counter, native=native)
+    breaker = Breaker()
+
+    with pytest.raises(LoopGuardTripped) as caught, guard_crew(breaker):
+        crew.kickoff()
+
+    assert_loop_trip(caught.value)
+    # Native: the body ran twice, the 3rd identical call was refused. ReAct: CrewAI short-circuits the
+    # 2nd identical call itself ("I tried reusing the same input"), so the body ran once.
+    assert counter.total == (2 if native else 1)
+    assert llm.calls == (3 if native else 4)  # the model call after the refusal was never made
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.usage().trip_reason == "loop"
+
+
+@pytest.mark.parametrize("entry", ["kickoff_async", "akickoff"])
+async def test_runaway_async_kickoff_is_stopped(entry: str) -> None:
+    counter = BodyCounter()
+    crew, llm = runaway_crew(counter)
+    breaker = Breaker()
+
+    with pytest.raises(LoopGuardTripped) as caught:
+        async with guard_crew(breaker):
+            await getattr(crew, entry)()
+
+    assert_loop_trip(caught.value)
+    assert counter.total == 2
+    assert llm.calls == 3
+
+
+def solo_agent(counter: BodyCounter) -> object:
+    from crewai import Agent
+
+    llm = ScriptedLLM(loop=RUNAWAY)
+    return Agent(role="solo", goal="answer", backstory="careful", llm=llm, tools=[counted_tool(counter)])
+
+
+def test_runaway_agent_kickoff_without_a_crew_is_stopped() -> None:
+    counter = BodyCounter()
+    agent = solo_agent(counter)
+
+    with pytest.raises(LoopGuardTripped) as caught, guard_crew(Breaker()):
+        agent.kickoff("Find what is known about the topic.")
+
+    assert_loop_trip(caught.value, agent="solo")
+    assert counter.total == 2
+
+
+async def test_runaway_agent_akickoff_without_a_crew_is_stopped() -> None:
+    counter = BodyCounter()
+    agent = solo_agent(counter)
+
+    with pytest.raises(LoopGuardTripped) as caught:
+        async with guard_crew(Breaker()):
+            await agent.akickoff("Find what is known about the topic.")
+
+    assert_loop_trip(caught.value, agent="solo")
+    assert counter.total == 2
+
+
+def test_legitimate_varied_run_completes_untouched_and_usage_is_recorded() -> None:
+    counter = BodyCounter()
+    script = [("lookup", {"q": "alpha"}), ("lookup", {"q": "beta"}), ("lookup", {"q": "gamma"}), "all three found"]
+    llm = ScriptedLLM(script=script)
+    crew = one_agent_crew([counted_tool(counter, answer=lambda q: f"{q} is fine")], llm)
+    breaker = Breaker()
+
+    with guard_crew(breaker):
+        result = crew.kickoff()
+
+    assert str(result) == "all three found"
+    assert [args["q"] for _, args in counter.runs] == ["alpha", "beta", "gamma"]
+    usage = breaker.usage()
+    assert usage.state is BreakerState.CLOSED
+    assert usage.trips == 0
+    assert usage.turns == 4
+    assert usage.tool_calls == 3
+    # Usage comes from the LLM's token summary, including the last call (reconciled when the block ends).
+    assert usage.tokens == llm.get_token_usage_summary().total_tokens == 4 * 120
+
+
+def test_repeats_that_return_new_results_are_progress_not_a_loop() -> None:
+    counter = BodyCounter()
+    polls = iter(["queued", "running", "running 50%", "done"])
+    llm = ScriptedLLM(script=[("lookup", {"q": "job-7"})] * 4 + ["job finished"])
+    crew = one_agent_crew([counted_tool(counter, answer=lambda q: next(polls))], llm)
+
+    with guard_crew(Breaker()):
+        assert str(crew.kickoff()) == "job finished"
+    assert counter.total == 4
+
+
+def test_turn_ceiling_refuses_the_model_call_before_it_is_made() -> None:
+    counter = BodyCounter()
+    llm = ScriptedLLM(script=[("lookup", {"q": "a"}), ("lookup", {"q": "b"}), ("lookup", {"q": "c"}), "done"])
+    crew = one_agent_crew([counted_tool(counter)], llm)
+    breaker = Breaker(max_turns=2)
+
+    with pytest.raises(LoopGuardTripped) as caught, guard_crew(breaker):
+        crew.kickoff()
+
+    assert caught.value.reason == "turn_ceiling"
+    assert llm.calls == 2  # the third model call was never sent
+    assert counter.total == 2
+    assert breaker.usage().turns == 2
+
+
+def test_token_ceiling_projects_the_requests_own_output_cap() -> None:
+    # max_tokens=1000 on the LLM is the request's output cap; the breaker adds it to the projection.
+    # Call 1: 0 spent + ~76 estimated + 1000 <= 1150. Call 2: 120 spent + ~87 + 1000 > 1150: refused.
+    counter = BodyCounter()
+    llm = ScriptedLLM(script=[("lookup", {"q": "a"}), ("lookup", {"q": "b"}), "done"], max_tokens=1000)
+    crew = one_agent_crew([counted_tool(counter)], llm)
+    breaker = Breaker(max_tokens=1150)
+
+    with pytest.raises(LoopGuardTripped) as caught, guard_crew(breaker):
+        crew.kickoff()
+
+    assert caught.value.reason == "token_ceiling"
+    assert caught.value.facts["spent"] == 120  # the first call's real usage, from the token summary
+    assert llm.calls == 1
+    assert breaker.usage().tokens == 120
+
+
+def test_hooks_are_scoped_to_the_block_and_never_global() -> None:
+    before = {point: len(get_hooks(point)) for point in InterceptionPoint}
+    with warnings.catch_warnings(), guard_crew(Breaker()):
+        warnings.simplefilter("ignore", LoopGuardWarning)  # nothing runs inside; that warning has its own test
+        assert get_scoped_hooks(InterceptionPoint.PRE_TOOL_CALL)
+        assert get_scoped_hooks(InterceptionPoint.POST_TOOL_CALL)
+        assert get_scoped_hooks(InterceptionPoint.PRE_MODEL_CALL)
+        assert {point: len(get_hooks(point)) for point in InterceptionPoint} == before
+    assert get_scoped_hooks(InterceptionPoint.PRE_TOOL_CALL) == []
+    assert get_scoped_hooks(InterceptionPoint.PRE_MODEL_CALL) == []
+
+
+def test_a_crew_kicked_off_after_the_block_is_not_guarded_by_it() -> None:
+    counter = BodyCounter()
+    breaker = Breaker()
+    crew, _ = runaway_crew(counter)
+    with pytest.raises(LoopGuardTripped), guard_crew(breaker):
+        crew.kickoff()
+
+    # A second, unrelated crew after the block: no loopguard hook fires, CrewAI's own 5-repeat stop ends it.
+    other_counter = BodyCounter()
+    other, _ = runaway_crew(other_counter)
+    with pytest.raises(ToolExecutionFailedError, match="same arguments 5 times"):
+        other.kickoff()
+    assert other_counter.total == 5
+    assert breaker.usage().tool_calls == 2  # the first run's counts, untouched by the second crew
+
+
+def test_the_outer_scoped_hooks_keep_running_inside_the_block() -> None:
+    from crewai.hooks.dispatch import register_scoped, scoped_hooks
+
+    seen: list[str] = []
+    counter = BodyCounter()
+    llm = ScriptedLLM(script=[("lookup", {"q": "a"}), "done"])
+    crew = one_agent_crew([counted_tool(counter)], llm)
+    with scoped_hooks():
+        register_scoped(InterceptionPoint.PRE_TOOL_CALL, lambda ctx: seen.append(ctx.tool_name))
+        with guard_crew(Breaker()):
+            crew.kickoff()
+    assert seen == ["lookup"]
