@@ -1,0 +1,298 @@
+"""Write docs/benchmarks.md from the results of one run (tables, plots, the closing headline table)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ._plots import plot_all
+
+__all__ = ["write_report"]
+
+VERDICT = {"in_time": "✔", "late": "late", "went_on": "soft", "missed": "✘", "false": "FALSE", "ok": "·"}
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _usd(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def headline(detection: dict[str, Any]) -> str:
+    rows = []
+    for s in detection["summaries"]:
+        rows.append(
+            [
+                f"**{s['label']}**" if s["detector"] == "loopguard" else s["label"],
+                f"{s['caught_in_time']}/{s['runaways']}",
+                f"{s['stopped']}/{s['runaways']}",
+                f"{s['false_stops']}/{s['legit']}",
+                str(s["wasted"]),
+                f"{s['wasted_tokens']:,}",
+                _usd(s["wasted_usd"]),
+            ]
+        )
+    return _table(
+        [
+            "detector",
+            "runaways refused by deadline",
+            "runaway runs ended",
+            "legit runs falsely stopped",
+            "tool calls wasted",
+            "tokens wasted",
+            "USD wasted",
+        ],
+        rows,
+    )
+
+
+def _cell(score: dict[str, Any]) -> str:
+    if score["kind"] == "legit":
+        return f"FALSE@{score['refused_at']}" if score["false_stop"] else "·"
+    if score["refused_at"] is None:
+        return "✘"
+    mark = "✔" if score["caught_in_time"] else "late"
+    soft = "" if score["stopped_at"] == score["refused_at"] else "~"
+    return f"{mark}{soft}@{score['refused_at']}"
+
+
+def matrix(detection: dict[str, Any]) -> str:
+    keys = [s["detector"] for s in detection["summaries"]]
+    short = {
+        "loopguard": "loopguard",
+        "agentguard_loop": "AG Loop",
+        "agentguard_fuzzy": "AG Fuzzy",
+        "crewai": "CrewAI",
+        "lc_tool_limit": "LC tool lim.",
+        "lc_model_limit": "LC model lim.",
+        "agent_executor": "AgentExec.",
+        "pydantic_default": "PAI default",
+        "pydantic_tools": "PAI tool lim.",
+    }
+    by = {(s["detector"], s["scenario"], s["source"]): s for s in detection["scores"]}
+    rows = []
+    for case in detection["cases"]:
+        first = by[(keys[0], case["name"], case["source"])]
+        deadline = "-" if first["trip_by"] is None else str(first["trip_by"])
+        rows.append(
+            [f"{case['name']} ({case['source']})", case["kind"], deadline]
+            + [_cell(by[(k, case["name"], case["source"])]) for k in keys]
+        )
+    return _table(["scenario", "kind", "deadline"] + [short.get(k, k) for k in keys], rows)
+
+
+def _families(detection: dict[str, Any]) -> str:
+    fam: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for s in detection["scores"]:
+        if s["detector"] == "loopguard":
+            fam.setdefault((s["family"] if s["source"] != "public" else "public corpus", s["kind"]), []).append(s)
+    rows = []
+    for (family, kind), items in sorted(fam.items()):
+        right = [i["caught_in_time"] if kind == "runaway" else not i["false_stop"] for i in items]
+        good = sum(right)
+        rows.append([family, kind, f"{good}/{len(items)}", ", ".join(i["scenario"] for i in items)])
+    return _table(["family", "kind", "loopguard right", "scenarios"], rows)
+
+
+def _overhead(results: dict[str, Any]) -> str:
+    m = results["overhead"]["measured"]
+    bare, pb = m["bare"]["median_ns"], m["pybreaker"]["median_ns"]
+    rows = []
+    for item in m.values():
+        over = "-" if item["key"] == "bare" else f"{(item['median_ns'] - bare) / (pb - bare):.2f}"
+        rows.append(
+            [
+                item["label"],
+                f"{item['median_ns']:,.0f}",
+                f"{item['p25_ns']:,.0f}-{item['p75_ns']:,.0f}",
+                f"{item['median_ns'] / bare:,.1f}",
+                over,
+            ]
+        )
+    table = _table(["variant", "ns per call (median)", "p25-p75", "x bare", "overhead / pybreaker's"], rows)
+    goals = []
+    for g in results["overhead"]["goals"]:
+        status = "pending" if g["met"] is None else ("**met**" if g["met"] else "**not met**")
+        unit = "%" if "%" in g["target"] else "x"
+        value = "-" if g["value"] is None else f"{g['value']}{unit}"
+        goals.append([g["name"], g["target"], value, status, g["note"] or ""])
+    return table + "\n\n" + _table(["goal", "target", "measured", "status", "note"], goals)
+
+
+def _scale(results: dict[str, Any]) -> str:
+    sc = results["scale"]
+    rows = [
+        [f"{c['calls']:,}", f"{c['ns_per_call'] / 1000:.1f}", f"{m['peak_bytes'] / 2**20:.2f}"]
+        for c, m in zip(sc["cost"], sc["memory"])
+    ]
+    out = _table(["calls in the session", "µs per before+after", "peak traced memory (MiB)"], rows)
+    out += f"\n\nWorst per-call cost / cost at 100 calls: **{sc['flatness']}x** (goal ≤ 1.2x)."
+    verify = sc["verify"]
+    if isinstance(verify, str):
+        out += f"\n\nLedger verify: {verify}."
+    else:
+        vrows = [
+            [
+                f"{v['rows']:,}",
+                f"{v['write_seconds']:.1f}",
+                f"{v['seconds']:.2f}",
+                f"{v['peak_rss_kb'] / 1024:.0f}",
+                str(v["ok"]),
+            ]
+            for v in verify
+        ]
+        out += "\n\n" + _table(["ledger rows", "write (s)", "verify (s)", "verify peak RSS (MiB)", "ok"], vrows)
+    return out
+
+
+def _e2e(results: dict[str, Any]) -> str:
+    e = results["end_to_end"]
+    if "pending" in e:
+        return f"Pending: {e['pending']}."
+    m = e["median_seconds"]
+    rows = [[k, f"{v * 1000:.1f}"] for k, v in m.items()]
+    return (
+        _table(["create_agent run, 50 distinct tool calls", "median ms per run"], rows)
+        + f"\n\nGuarded / unguarded: **{e['ratio']}x** (goal ≤ 1.05x); guarded / pass-through middleware with "
+        f"the same hooks: **{e['ratio_vs_passthrough']}x** ({e['rounds']} interleaved rounds)."
+    )
+
+
+def write_report(results: dict[str, Any], doc: Path, img: Path) -> None:
+    det = results["detection"]
+    images = plot_all(results, img)
+    rel = {p.name: os.path.relpath(p, doc.parent) for p in images}
+    cost = det["cost"]
+    configs = _table(
+        ["detector", "configuration (how it was driven)"],
+        [
+            [d["label"], d["config"] + (f" — not installed: {d['unavailable']}" if d["unavailable"] else "")]
+            for d in det["detectors"]
+        ],
+    )
+    public = _table(
+        ["detector", "refused by deadline", "falsely stopped", "wasted calls"],
+        [
+            [s["label"], f"{s['caught_in_time']}/{s['runaways']}", f"{s['false_stops']}/{s['legit']}", str(s["wasted"])]
+            for s in det["summaries_public"]
+        ],
+    )
+    n_run = det["summaries"][0]["runaways"]
+    n_legit = det["summaries"][0]["legit"]
+    text = f"""# Benchmarks: does it catch the loop, and what does it cost per call?
+
+Generated by `{results["command"]}` (Python {results["python"]}, {results["platform"]}; {results["seconds"]} s).
+Do not edit by hand: rerun the command. Raw numbers: `benchmarks/results/raw/`.
+
+## Reproduce
+
+```bash
+python3 -m venv benchmarks/.env
+benchmarks/.env/bin/pip install -r benchmarks/requirements.txt   # pinned: agentguard47 2.0.0, pybreaker 1.4.1,
+                                                                  # purgatory 3.0.1, langchain 1.4.7, crewai 1.15.30,
+                                                                  # pydantic-ai-slim 2.68.0, matplotlib 3.11.2, ...
+benchmarks/.env/bin/python -m benchmarks            # everything: writes this page and docs/img/*.png
+benchmarks/.env/bin/python -m benchmarks --smoke    # < 60 s, for CI (writes to benchmarks/results/raw/)
+benchmarks/.env/bin/python -m benchmarks.detection  # the public corpus through Breaker() defaults
+```
+
+One measurement at a time: `python -m benchmarks.detection --own --detectors all`, `python -m benchmarks.overhead`,
+`python -m benchmarks.scale`, `python -m benchmarks.end_to_end`. The public corpus is found at
+`../shared/scenarios/tool_call_scenarios.json` beside the repository (override: `--corpus PATH` or
+`LOOPGUARD_SCENARIOS=PATH`). The project's own corpus is `benchmarks/corpus/families.json`, regenerated by
+`python -m benchmarks.make_corpus` (deterministic). Timing rounds are shuffled with a fixed seed (6). Redis:
+`LOOPGUARD_BENCH_REDIS_URL` (default `redis://127.0.0.1:6379/14`). The machine is a shared 2-vCPU VM: every
+timing is a median of interleaved rounds with its 25th-75th percentile; compare ratios, not absolute numbers.
+
+## 1. Detection quality
+
+{n_run} runaway and {n_legit} legitimate tool-call traces: the public corpus plus, in the full run,
+loopguard's own corpus (families: longer cycles, paraphrased queries with the same
+answer, pagination past the end, polling one job, polling many jobs, retry storms with backoff, calls to a
+missing tool, read-edit-read with and without progress, multi-agent hand-offs and shared lookups, long
+distinct work).
+
+**Definitions.**
+- *Refused by deadline*: the detector refused a call (its tool body never ran) at or before the scenario's
+  `trip_by` call. *Run ended*: the detector ended the run within the trace; some limits only refuse the
+  call and let the agent go on (CrewAI's rule, `ToolCallLimitMiddleware`'s default `exit_behavior="continue"`).
+- *Falsely stopped*: any call of a legitimate trace refused.
+- *Useful prefix* of a runaway: the calls before the first call whose tool answers with something it
+  already answered in this run (the same result or the same error text), unless the scenario states
+  `useful`. *Wasted tool calls* = tool bodies run beyond the useful prefix. A detector that never stops a
+  runaway wastes the rest of the trace (a lower bound: the real loop goes on).
+- *Tokens and USD*: every proposed call costs one model turn of {cost["tokens_in"]:,} input + {cost["tokens_out"]}
+  output tokens, priced for `{cost["model"]}` by genai-prices ({cost["usd_per_turn"]} USD per turn).
+  Wasted turns = turns spent beyond the useful prefix, including turns whose call was refused while the
+  run went on.
+
+**How each detector was driven.** loopguard and agentguard47 are one object checked before every call of the
+trace (shared by every agent of a crew, as both allow). The framework limits run in their real runtimes with a
+scripted fake model that proposes the trace's calls one per turn: LangChain `create_agent` with the
+middleware, the classic `AgentExecutor` with a scripted agent, a Pydantic AI `Agent` with a `FunctionModel`.
+CrewAI's rule is crewai's own `ToolUsage._check_tool_repeated_usage` on a real `ToolsHandler`, plus the
+`max_iter=25` forced final answer. Framework limits count per agent, so each agent of a multi-agent trace runs in
+its own agent and the crew stops at the first stopped agent. Count limits have no default in LangChain; the
+values are the ones in the middleware's own docstring examples.
+
+{configs}
+
+![detection]({rel["detection.png"]})
+
+{headline(det)}
+
+On the public corpus alone:
+
+{public}
+
+Per scenario (✔ refused by the deadline, late = refused after it, ~ = the call was refused but the run went on,
+✘ = never refused; @n = the call refused; FALSE@n = a legitimate run refused at call n):
+
+{matrix(det)}
+
+loopguard by family:
+
+{_families(det)}
+
+## 2. Overhead per guarded call
+
+Each variant wraps a no-op "tool". loopguard's variants call `before_tool` + `after_tool` with distinct
+arguments per call (as real work). The SQLite comparison is a raw `sqlite3` insert of a ten-column row with one
+commit per row in WAL mode (synchronous=NORMAL, the ledger's default) against a loopguard turn that writes one
+hash-chained ledger row. The Redis comparison is a loopguard store check (`before_tool`, one round trip)
+against raw redis-py `EVALSHA` of a one-line script. {results["overhead"]["rounds"]} interleaved rounds.
+
+{_overhead(results)}
+
+![overhead]({rel["overhead.png"]})
+
+## 3. Scale
+
+{_scale(results)}
+
+![scale]({rel["scale.png"]})
+
+## 4. End to end
+
+A LangChain `create_agent` run of 50 distinct tool calls with a scripted fake model (no network), unguarded,
+with a pass-through middleware that has the same hooks as `LoopGuardMiddleware` (the framework's own cost of
+a middleware), and guarded by `LoopGuardMiddleware(Breaker())`. A real model call takes 10^5-10^6 times
+longer than these turns, so this is the worst case for the guard's share.
+
+{_e2e(results)}
+
+## Closing note: the headline
+
+{headline(det)}
+
+Every figure above comes from one run of `{results["command"]}`. Benchmarks are never timed assertions in the
+test suite; CI runs `python -m benchmarks --smoke` and `tests/benchmarks/` checks only that the detection
+command runs and that loopguard refuses 7/7 public runaways by their deadline and 0/7 legitimate runs.
+"""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text, encoding="utf-8")
