@@ -24,6 +24,10 @@ def build() -> Any:
     from . import _demo
 
     _demo.register(cli)
+    from . import _ledger, _review
+
+    _ledger.register(cli)
+    _review.register(cli)
     # Command modules register themselves here (one line each).
     return cli
 

@@ -66,7 +66,7 @@ class Ledger:
     SHA-256 (or HMAC-SHA256 with ``hmac_key``) hashes; costs as integer micro-USD; times as UTC ISO text.
     ``checkpoint_every=N`` stores a checkpoint (signed when ``signing_key`` is given) every N rows.
     ``read_only=True`` opens an existing ledger for verify/review/export without creating anything and
-    without needing its ``hmac_key``.
+    without needing its ``hmac_key``; ``record`` is refused, ``checkpoint`` still works (it adds no row).
 
     Safe to share across threads (one connection per thread) and processes (appends run under
     ``BEGIN IMMEDIATE``, so the chain never forks). Implements the breaker's ``LedgerSink`` protocol.

@@ -1,0 +1,302 @@
+"""``loopguard ledger show|verify|export|checkpoint|keygen`` and ``loopguard sessions``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import EXIT_OK, EXIT_PROBLEMS, console, fail
+
+__all__ = ["register"]
+
+_PATH_HELP = "Ledger file (or sqlite:///, postgresql:// URL). Default: $LOOPGUARD_DB or ledger.db."
+# Show a progress bar when verifying at least this many rows on a terminal.
+_PROGRESS_MIN_ROWS = 20_000
+
+
+def _open(path: str) -> Any:
+    from ..ledger import Ledger, LedgerError
+
+    try:
+        return Ledger(path, read_only=True)
+    except LedgerError as exc:
+        fail(str(exc))
+
+
+def _db_argument(f: Any) -> Any:
+    return click.argument("path_or_url", required=False, default=None, envvar="LOOPGUARD_DB", metavar="[PATH_OR_URL]")(
+        f
+    )
+
+
+def _out_option(f: Any) -> Any:
+    out = click.Path(dir_okay=False, allow_dash=True)
+    return click.option("-o", "--out", type=out, default="-", help="File (default: stdout).")(f)
+
+
+def _path(value: str | None) -> str:
+    return value or "ledger.db"
+
+
+def register(group: Any) -> None:
+    @group.group("ledger")
+    def ledger_group() -> None:
+        """Inspect, verify, export and checkpoint a loopguard ledger."""
+
+    @ledger_group.command("show")
+    @_db_argument
+    @click.option("--session", "session_id", default=None, help="Only this session's rows.")
+    @click.option("--last", "last", type=click.IntRange(min=1), default=None, help="Only the last N rows.")
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per row instead of a table.")
+    def show(path_or_url: str | None, session_id: str | None, last: int | None, as_json: bool) -> None:
+        """Show ledger rows (inputs appear only as hashes; the ledger never stores them)."""
+        ledger = _open(_path(path_or_url))
+        rows = list(ledger.rows(session_id))
+        if last is not None:
+            rows = rows[-last:]
+        if as_json:
+            for row in rows:
+                click.echo(json.dumps(row.to_dict(), ensure_ascii=False))
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{ledger.url}: {len(rows)} row(s)", title_justify="left")
+        for name, justify in (
+            ("seq", "right"),
+            ("time (UTC)", "left"),
+            ("session", "left"),
+            ("turn", "right"),
+            ("origin", "left"),
+            ("agent", "left"),
+            ("tool", "left"),
+            ("tokens", "right"),
+            ("cost USD", "right"),
+            ("ms", "right"),
+            ("ok", "left"),
+            ("reason", "left"),
+            ("input hash", "left"),
+        ):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for r in rows:
+            style = "red" if r.origin == "breaker" else ("yellow" if not r.passed else None)
+            table.add_row(
+                str(r.seq),
+                r.created_at[:23].replace("T", " "),
+                r.session_id,
+                str(r.turn),
+                r.origin,
+                r.agent or "",
+                r.tool or "",
+                f"{r.tokens:,}",
+                f"{r.cost_usd:.6f}",
+                str(r.duration_ms),
+                "yes" if r.passed else "NO",
+                r.breach_reason or "",
+                r.input_hash[:12],
+                style=style,
+            )
+        console().print(table)
+
+    @ledger_group.command("verify")
+    @_db_argument
+    @click.option(
+        "--checkpoint",
+        "checkpoint_file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="A saved checkpoint note: also detect truncation and rewrites.",
+    )
+    @click.option(
+        "--public-key",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="Ed25519 public key (PEM or raw) that must have signed the checkpoint.",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    @click.option("-q", "--quiet", is_flag=True, help="Print nothing; rely on the exit code.")
+    def verify(
+        path_or_url: str | None, checkpoint_file: Path | None, public_key: Path | None, as_json: bool, quiet: bool
+    ) -> None:
+        """Re-hash every row and check every link. Exit 0: intact; 1: problems found; 2: could not check."""
+        from ..ledger import CheckpointError, LedgerError
+
+        ledger = _open(_path(path_or_url))
+        note = checkpoint_file.read_text(encoding="utf-8") if checkpoint_file else None
+        err = console(stderr=True)
+        try:
+            if not quiet and not as_json and err.is_terminal:
+                result = _verify_with_progress(ledger, note, public_key, err)
+            else:
+                result = ledger.verify(checkpoint=note, public_key=public_key)
+        except (CheckpointError, LedgerError, ValueError) as exc:
+            fail(str(exc))
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "ok": result.ok,
+                        "ledger": ledger.url,
+                        "rows_checked": result.rows_checked,
+                        "head_seq": result.head_seq,
+                        "head_hash": result.head_hash,
+                        "problems": [
+                            {"kind": p.kind, "seqs": list(p.seqs), "message": p.message} for p in result.problems
+                        ],
+                        "checkpoint": None
+                        if result.checkpoint is None
+                        else {
+                            "size": result.checkpoint.size,
+                            "matches": result.checkpoint.matches,
+                            "signature_checked": result.checkpoint.signature_checked,
+                        },
+                    }
+                )
+            )
+        elif not quiet:
+            out = console()
+            if result.ok:
+                extra = ""
+                if result.checkpoint is not None:
+                    signed = "signed " if result.checkpoint.signature_checked else "unsigned "
+                    extra = f"; matches the {signed}checkpoint at row {result.checkpoint.size}"
+                out.print(
+                    f"[green]OK[/green] {ledger.url}: {result.rows_checked} rows, every hash and link checked{extra}",
+                    highlight=False,
+                )
+            else:
+                out.print(
+                    f"[red]TAMPERED[/red] {ledger.url}: {len(result.problems)} problem(s) in "
+                    f"{result.rows_checked} rows",
+                    highlight=False,
+                )
+                for p in result.problems:
+                    out.print(f"  [bold]{p.kind}[/bold]: {p.message}", highlight=False)
+        raise SystemExit(EXIT_OK if result.ok else EXIT_PROBLEMS)
+
+    @ledger_group.command("export")
+    @_db_argument
+    @click.option("--session", "session_id", default=None, help="Only this session's rows.")
+    @click.option(
+        "-o", "--out", type=click.Path(dir_okay=False, allow_dash=True), default="-", help="File (default: stdout)."
+    )
+    def export(path_or_url: str | None, session_id: str | None, out: str) -> None:
+        """Export rows as JSON Lines (the stored columns, enough to re-verify the chain elsewhere)."""
+        ledger = _open(_path(path_or_url))
+        if out == "-":
+            n = ledger.export_jsonl(sys.stdout, session_id=session_id)
+        else:
+            try:
+                n = ledger.export_jsonl(out, session_id=session_id)
+            except OSError as exc:
+                fail(f"cannot write {out!r}: {exc.strerror}")
+            click.echo(f"wrote {n} row(s) to {out}", err=True)
+
+    @ledger_group.command("checkpoint")
+    @_db_argument
+    @click.option(
+        "--key",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="Ed25519 private key (PEM or raw) to sign with (extra: signing).",
+    )
+    @click.option(
+        "-o", "--out", type=click.Path(dir_okay=False, allow_dash=True), default="-", help="File (default: stdout)."
+    )
+    def checkpoint(path_or_url: str | None, key: Path | None, out: str) -> None:
+        """Store a checkpoint of the current head and print its note; keep the note outside the ledger's reach."""
+        from ..errors import MissingExtra
+        from ..ledger import Ledger, LedgerError
+
+        try:
+            # read_only: never creates a ledger and needs no hmac key; checkpoints add no row.
+            cp = Ledger(_path(path_or_url), read_only=True, signing_key=key).checkpoint()
+        except (LedgerError, MissingExtra, ValueError) as exc:
+            fail(str(exc))
+        if out == "-":
+            click.echo(cp.note, nl=False)
+        else:
+            Path(out).write_text(cp.note, encoding="utf-8")
+            click.echo(f"checkpoint of {cp.size} row(s) written to {out}", err=True)
+
+    @ledger_group.command("keygen")
+    @click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+    def keygen(key_file: Path) -> None:
+        """Create an Ed25519 signing key (KEY_FILE, mode 0600) and its public key (KEY_FILE.pub)."""
+        from ..errors import MissingExtra
+        from ..ledger import generate_signing_key
+
+        if key_file.exists():
+            fail(f"{key_file} already exists; refusing to overwrite a key")
+        try:
+            generate_signing_key(key_file)
+        except MissingExtra as exc:
+            fail(str(exc))
+        click.echo(f"private key: {key_file} (keep it away from the ledger's host)\npublic key:  {key_file}.pub")
+
+    @group.command("sessions")
+    @click.option("--db", "db", envvar="LOOPGUARD_DB", default="ledger.db", show_default=True, help=_PATH_HELP)
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per session instead of a table.")
+    def sessions(db: str, as_json: bool) -> None:
+        """List the sessions in a ledger: time span, rows, tokens, cost and trips."""
+        ledger = _open(db)
+        items = ledger.sessions()
+        if as_json:
+            for s in items:
+                click.echo(
+                    json.dumps(
+                        {
+                            "session_id": s.session_id,
+                            "first_at": s.first_at,
+                            "last_at": s.last_at,
+                            "rows": s.rows,
+                            "tokens": s.tokens,
+                            "cost_usd": s.cost_usd,
+                            "trips": s.trips,
+                        }
+                    )
+                )
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{ledger.url}: {len(items)} session(s)", title_justify="left")
+        for name, justify in (
+            ("session", "left"),
+            ("first (UTC)", "left"),
+            ("last (UTC)", "left"),
+            ("rows", "right"),
+            ("tokens", "right"),
+            ("cost USD", "right"),
+            ("trips", "right"),
+        ):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for s in items:
+            table.add_row(
+                s.session_id,
+                s.first_at[:19].replace("T", " "),
+                s.last_at[:19].replace("T", " "),
+                str(s.rows),
+                f"{s.tokens:,}",
+                f"{s.cost_usd:.6f}",
+                str(s.trips),
+                style="red" if s.trips else None,
+            )
+        console().print(table)
+
+
+def _verify_with_progress(ledger: Any, note: str | None, public_key: Path | None, err: Any) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True
+    ) as progress:
+        task = progress.add_task("verify", total=None)
+
+        def tick(done: int, total: int) -> None:
+            if total >= _PROGRESS_MIN_ROWS:
+                progress.update(task, completed=done, total=total)
+
+        return ledger.verify(checkpoint=note, public_key=public_key, progress=tick)
