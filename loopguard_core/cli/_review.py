@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._common import EXIT_PROBLEMS, fail
+from ._ledger import EXIT_PROBLEMS, fail
 
 __all__ = ["register"]
 
