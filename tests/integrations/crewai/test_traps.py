@@ -1,0 +1,137 @@
+"""Where CrewAI (or a setting) would swallow a trip, loopguard still raises it or says loudly what to change."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+pytest.importorskip("crewai", reason="needs the crewai extra: pip install 'loopguard-core[crewai]'")
+
+from crewai.hooks import register_before_tool_call_hook, unregister_before_tool_call_hook
+from crewai.tools import tool
+from crewai.tools.tool_failure import ToolExecutionFailedError
+
+from loopguard_core import Breaker, LoopGuardTripped, LoopGuardWarning, MissingExtra
+from loopguard_crewai import CrewAILoopGuardTripped, guard_crew, guarded_tool
+
+from .fakes import BodyCounter, ScriptedLLM, counted_tool, one_agent_crew
+
+RUNAWAY = ("lookup", {"q": "same"})
+
+
+def test_a_trip_is_raised_even_when_crewai_raises_its_own_error_first() -> None:
+    # One model turn asks for eight identical calls: two run, the rest are blocked, and CrewAI's own
+    # repeated-call stop fires on the blocked ones before any model call could carry the trip.
+    counter = BodyCounter()
+    llm = ScriptedLLM(script=[[RUNAWAY] * 8])
+
+    with pytest.raises(LoopGuardTripped) as caught, guard_crew(Breaker()):
+        one_agent_crew([counted_tool(counter)], llm).kickoff()
+
+    assert isinstance(caught.value, CrewAILoopGuardTripped)
+    assert caught.value.reason == "loop"
+    assert isinstance(caught.value.__cause__, ToolExecutionFailedError)
+    assert counter.total == 2
+    assert llm.calls == 1
+
+
+def test_a_trip_on_a_result_as_answer_tool_is_raised_when_the_block_ends() -> None:
+    # result_as_answer ends the task with the tool's result: no model call follows the refused call.
+    counter = BodyCounter()
+    breaker = Breaker(max_tool_calls=1)
+
+    @tool("final_lookup", result_as_answer=True)
+    def final_lookup(q: str) -> str:
+        """Look up and answer."""
+        counter.hit("final_lookup", {"q": q})
+        return "the answer"
+
+    llm = ScriptedLLM(script=[("lookup", {"q": "a"}), ("final_lookup", {"q": "x"}), "done"])
+    with pytest.raises(LoopGuardTripped) as caught, guard_crew(breaker):
+        one_agent_crew([counted_tool(counter), final_lookup], llm).kickoff()
+
+    assert caught.value.reason == "tool_ceiling"
+    assert counter.runs == [("lookup", {"q": "a"})]  # final_lookup's body never ran
+    assert llm.calls == 2
+
+
+def test_guarding_a_result_as_answer_tool_warns() -> None:
+    @tool("final_lookup", result_as_answer=True)
+    def final_lookup(q: str) -> str:
+        """Look up and answer."""
+        return q
+
+    with pytest.warns(LoopGuardWarning, match="result_as_answer=True"):
+        guarded_tool(Breaker())(final_lookup)
+
+
+def test_loopguard_hooks_left_as_global_hooks_are_reported() -> None:
+    stale = guard_crew(Breaker())
+    register_before_tool_call_hook(stale._before_tool_call)
+    try:
+        with pytest.warns(LoopGuardWarning, match="global"):
+            guard_crew(Breaker()).__enter__().__exit__(None, None, None)
+    finally:
+        unregister_before_tool_call_hook(stale._before_tool_call)
+
+
+def test_a_block_that_saw_no_call_warns_that_kickoff_ran_elsewhere() -> None:
+    with pytest.warns(LoopGuardWarning, match="saw no model or tool call"), guard_crew(Breaker()):
+        pass
+
+
+def test_a_kickoff_on_a_thread_that_does_not_copy_the_context_is_reported() -> None:
+    import threading
+
+    counter = BodyCounter()
+    crew = one_agent_crew([counted_tool(counter)], ScriptedLLM(script=[("lookup", {"q": "a"}), "done"]))
+    worker = threading.Thread(target=crew.kickoff)  # a plain thread starts with an empty context
+
+    def kickoff_elsewhere() -> None:
+        with guard_crew(Breaker()):
+            worker.start()
+            worker.join()
+
+    with pytest.warns(LoopGuardWarning, match="saw no model or tool call"):
+        kickoff_elsewhere()
+    assert counter.total == 1
+
+
+def test_nested_blocks_on_one_breaker_count_each_call_once() -> None:
+    counter = BodyCounter()
+    breaker = Breaker()
+    llm = ScriptedLLM(script=[("lookup", {"q": "a"}), ("lookup", {"q": "b"}), "done"])
+    with guard_crew(breaker), guard_crew(breaker):
+        one_agent_crew([counted_tool(counter)], llm).kickoff()
+    assert breaker.usage().tool_calls == 2
+    assert breaker.usage().turns == 3
+
+
+def test_a_removed_relay_hook_is_reported_and_the_body_stays_protected() -> None:
+    from crewai.hooks import unregister_before_llm_call_hook
+
+    from loopguard_crewai import _relay
+
+    counter = BodyCounter()
+    lookup = guarded_tool(Breaker())(counted_tool(counter))
+    unregister_before_llm_call_hook(_relay.relay_hook)  # e.g. a test suite's clear_all_global_hooks()
+    try:
+        crew = one_agent_crew([lookup], ScriptedLLM(loop=RUNAWAY))
+        with (
+            pytest.warns(LoopGuardWarning, match="relay hook had been removed"),
+            pytest.raises(ToolExecutionFailedError),  # only CrewAI's own 5-repeat stop ends this run
+        ):
+            crew.kickoff()
+    finally:
+        _relay.install()
+    assert counter.total == 2
+
+
+def test_importing_without_crewai_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in sys.modules if name == "loopguard_crewai" or name.startswith("loopguard_crewai.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "crewai", None)  # what an interpreter without CrewAI sees
+    with pytest.raises(MissingExtra, match=r"loopguard-core\[crewai\]"):
+        importlib.import_module("loopguard_crewai")
