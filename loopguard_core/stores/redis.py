@@ -44,7 +44,7 @@ __all__ = ["RedisStore", "key_pattern", "redact_url"]
 logger = logging.getLogger("loopguard.stores.redis")
 
 _STEPS = ("admit_tool", "record_tool", "admit_model", "record_model", "reset", "snapshot")
-_SUFFIXES = (":h", ":tools", ":fails", ":sigs", ":lru", ":seen", ":seenq", ":res", ":resv")
+_SUFFIXES = (":h", ":tools", ":fails", ":sigs", ":lru", ":seen", ":seenq", ":res", ":resv", ":resmin")
 _STATES = {"c": BreakerState.CLOSED, "o": BreakerState.OPEN, "h": BreakerState.HALF_OPEN}
 _POLICIES = ("closed", "open")
 _CLOCKS = ("server", "request")

@@ -190,3 +190,16 @@ async def test_async_scripts_reload_after_script_flush(store: RedisStore, scope:
     redis_client.script_flush()
     assert (await store.aadmit_model(run, ModelRequest(0, 0, 0.0), Limits())).turn == 2
     await store.aclose()
+
+
+def test_a_report_without_call_id_releases_the_smallest_reservation(redis_url: str, scope: str) -> None:
+    store = RedisStore(redis_url, clock="request")
+    run = RunKey(scope, "r")
+    limits = Limits(max_tokens=100)
+    assert store.admit_model(run, ModelRequest(50, 0, 0.0), limits).admitted
+    assert store.admit_model(run, ModelRequest(10, 0, 0.0), limits).admitted
+    store.record_model(run, ModelUsage(10, 0, 0.0), limits)  # which call was it? assume the small one
+    # Spent 10, still reserved 50 for the call that may yet use 50: 10 + 50 + 45 would exceed 100.
+    refused = store.admit_model(run, ModelRequest(45, 0, 0.0), limits)
+    assert refused.facts == {"observed": 105, "limit": 100, "spent": 10, "in_flight": 50}
+    store.close()

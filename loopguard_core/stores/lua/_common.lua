@@ -6,13 +6,13 @@
 -- KEYS (one hash tag {<ns>:<scope>:<run>}, so a Redis Cluster keeps a run in one slot):
 --   1 state hash  2 calls per tool  3 failure streaks  4 signature streaks  5 signature LRU (zset)
 --   6 seen call ids -> first verdict  7 seen order (list)  8 reservation expiries (zset)
---   9 reservation amounts
+--   9 reservation amounts  10 reservations by size (zset)
 -- ARGV[1] is the clock in microseconds, or '' to read Redis TIME (the default: one clock for every
 -- process and host). ARGV[2] is the key TTL in milliseconds, refreshed on every write.
 if redis.replicate_commands then pcall(redis.replicate_commands) end -- Redis < 7: TIME before writes
 
 local H, TOOLS, FAILS, SIGS, LRU = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local SEEN, SEENQ, RES, RESV = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local SEEN, SEENQ, RES, RESV, RESMIN = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local SEEN_MAX = 4096
 local RES_MAX = 1024
 local BUDGET = { turn_ceiling = true, token_ceiling = true, cost_ceiling = true, tool_ceiling = true,
@@ -151,4 +151,5 @@ local function release(s, rid)
     redis.call('HDEL', RESV, rid)
   end
   redis.call('ZREM', RES, rid)
+  redis.call('ZREM', RESMIN, rid)
 end

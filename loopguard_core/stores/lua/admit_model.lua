@@ -49,6 +49,8 @@ if lifetime then
   release(s, rid) -- never two reservations under one id
   redis.call('ZADD', RES, int(now + lifetime), rid)
   redis.call('HSET', RESV, rid, int(want_tokens) .. ' ' .. int(want_micros))
+  -- Ordered by micro-USD, then tokens: see record_model for why the smallest goes first.
+  redis.call('ZADD', RESMIN, want_micros + want_tokens / 1e9, rid)
   put(s, 'rt', s.rt + want_tokens)
   put(s, 'rc', s.rc + want_micros)
   if redis.call('ZCARD', RES) > RES_MAX then release(s, redis.call('ZRANGE', RES, 0, 0)[1]) end

@@ -1,5 +1,7 @@
--- record_model: what a model call really used. Releases the call's reservation (by call id, else the
--- oldest one) and adds the usage; an overspend is recorded and refuses the next call.
+-- record_model: what a model call really used. Releases the call's reservation and adds the usage; an
+-- overspend is recorded and refuses the next call. Without a call id the report cannot be matched to
+-- its admission, so the smallest reservation is released: what stays reserved then never falls below
+-- what the calls still in flight really reserved, so concurrent workers still cannot overshoot.
 -- ARGV: 1 clock, 2 ttl, 3 call id, 4 tokens, 5 micro-USD.
 local ttl = ARGV[2]
 local has_id, id = call_id(ARGV[3])
@@ -11,7 +13,7 @@ local rid = nil
 if has_id and redis.call('ZSCORE', RES, '=' .. id) then
   rid = '=' .. id
 else
-  rid = redis.call('ZRANGE', RES, 0, 0)[1]
+  rid = redis.call('ZRANGE', RESMIN, 0, 0)[1]
 end
 if rid then release(s, rid) end
 put(s, 'tokens', s.tokens + tonumber(ARGV[4]))
