@@ -23,7 +23,8 @@ _NAME_ATTRS = ("model_name", "model", "model_id", "deployment_name")
 
 
 def agent_name(metadata: Mapping[str, Any] | None = None) -> str | None:
-    """The agent a call belongs to: ``lc_agent_name`` (create_agent's ``name=``), else the graph node."""
+    """The agent a call belongs to: ``lc_agent_name`` (create_agent's ``name=``), else the enclosing
+    subgraph's node name, else the graph node itself."""
     if metadata is None:
         try:
             from langgraph.config import get_config
@@ -31,8 +32,16 @@ def agent_name(metadata: Mapping[str, Any] | None = None) -> str | None:
             metadata = get_config().get("metadata") or {}
         except (RuntimeError, ImportError, KeyError):  # outside a runnable context
             return None
-    name = metadata.get("lc_agent_name") or metadata.get("langgraph_node")
-    return str(name) if name else None
+    name = metadata.get("lc_agent_name")
+    if name:
+        return str(name)
+    # A node of a subgraph ("writer:<id>|tools:<id>"): the agent is the subgraph the node belongs to.
+    namespace = metadata.get("langgraph_checkpoint_ns") or ""
+    parts = [part.split(":", 1)[0] for part in str(namespace).split("|") if part]
+    if len(parts) >= 2:
+        return parts[-2]
+    node = metadata.get("langgraph_node")
+    return str(node) if node else None
 
 
 def _unbind(model: Any) -> tuple[Any, Mapping[str, Any]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +44,14 @@ def current_invocation(runtime: Any = None) -> tuple[Any, bool]:
     return control, "|" not in namespace
 
 
+_ATTR = "_loopguard_langgraph_invocations"
+
+
+def _slot(key: Any) -> Hashable:
+    # Objects (RunControl) are keyed by identity, names (a thread id) by value.
+    return ("name", key) if isinstance(key, str) else id(key)
+
+
 @dataclass
 class _Entry:
     key: Any  # held so its id() cannot be reused while the entry lives
@@ -53,53 +61,84 @@ class _Entry:
 
 
 class InvocationRuns:
-    """Maps LangGraph invocations to breaker runs (thread-safe)."""
+    """Maps LangGraph invocations to breaker runs (thread-safe). One per breaker: use :meth:`of`."""
+
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def of(cls, breaker: Breaker) -> InvocationRuns:
+        """The registry of ``breaker``, shared by every middleware and node that uses it.
+
+        Kept on the breaker itself (not in a global map), so breaker, registry and open runs form a plain
+        reference cycle that the garbage collector frees together.
+        """
+        with cls._shared_lock:
+            runs = breaker.__dict__.get(_ATTR)
+            if runs is None:
+                runs = cls(breaker)
+                breaker.__dict__[_ATTR] = runs
+            return runs
 
     def __init__(self, breaker: Breaker, *, capacity: int = 512) -> None:
         self._breaker = breaker
         self._capacity = capacity
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
-    def enter(self, key: Any, *, is_root: bool) -> None:
+    def enter(self, key: Any, *, is_root: bool, run_id: str | None = None) -> None:
         """An agent starts (before_agent): open the invocation's run or join it."""
         if key is None:
             return
         evicted: list[_Entry] = []
         with self._lock:
-            entry = self._entries.get(id(key))
+            entry = self._entries.get(_slot(key))
             if entry is not None:
                 entry.depth += 1
-                self._entries.move_to_end(id(key))
+                self._entries.move_to_end(_slot(key))
                 return
         # begin_run joins a run the caller opened (``with breaker.run():`` around invoke), else starts one.
-        handle = self._breaker.begin_run()
+        handle = self._breaker.begin_run(run_id)
         with self._lock:
-            self._entries[id(key)] = _Entry(key, handle, 1, is_root)
-            while len(self._entries) > self._capacity:
-                evicted.append(self._entries.popitem(last=False)[1])
+            raced = self._entries.get(_slot(key))
+            if raced is not None:  # a parallel agent of the same invocation got there first: join its run
+                raced.depth += 1
+                evicted.append(_Entry(key, handle, 0, False))
+            else:
+                self._entries[_slot(key)] = _Entry(key, handle, 1, is_root)
+                while len(self._entries) > self._capacity:
+                    evicted.append(self._entries.popitem(last=False)[1])
         for old in evicted:
             old.handle.close()
+
+    def touch(self, key: Any, run_id: str | None = None) -> None:
+        """Open the invocation's run on first sight (graphs without agent hooks); released by capacity."""
+        if key is None:
+            return
+        with self._lock:
+            if _slot(key) in self._entries:
+                self._entries.move_to_end(_slot(key))
+                return
+        self.enter(key, is_root=False, run_id=run_id)
 
     def exit(self, key: Any) -> None:
         """An agent finished (after_agent): close the run when the top-level agent is done."""
         if key is None:
             return
         with self._lock:
-            entry = self._entries.get(id(key))
+            entry = self._entries.get(_slot(key))
             if entry is None:
                 return
             entry.depth -= 1
             if entry.depth > 0 or not entry.owned_by_root:
                 return
-            del self._entries[id(key)]
+            del self._entries[_slot(key)]
         entry.handle.close()
 
     def run_id(self, key: Any) -> str | None:
         if key is None:
             return None
         with self._lock:
-            entry = self._entries.get(id(key))
+            entry = self._entries.get(_slot(key))
             return None if entry is None else entry.handle.run_id
 
     @contextmanager

@@ -75,7 +75,7 @@ class LoopGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.on_trip = on_trip
         self.tools = []
         self._name = name or type(self).__name__
-        self._runs = InvocationRuns(breaker)
+        self._runs = InvocationRuns.of(breaker)
         self._checked: set[tuple[int, ...]] = set()
         self._trips: OrderedDict[str, LoopGuardTripped] = OrderedDict()
         self._trips_lock = threading.Lock()

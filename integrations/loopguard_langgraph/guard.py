@@ -1,0 +1,238 @@
+"""``guard_node``: a LangGraph node, placed between the model node and the tools node, that checks the
+pending tool calls of the last AIMessage before any of them runs.
+
+Wiring (the guard routes with ``Command``, so it needs ``destinations`` and no static edge out of it)::
+
+    graph.add_node("guard", guard_node(breaker, on_trip="end"), destinations=("tools", END))
+    graph.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+    graph.add_node("tools", ToolNode(tools))
+    graph.add_edge("tools", "agent")
+
+- ``on_trip="raise"``: ``LoopGuardTripped`` reaches the caller of ``invoke``/``ainvoke``/``stream``.
+- ``on_trip="end"``: every pending tool call gets an error ToolMessage (a provider rejects a history with an
+  unanswered call), a final AIMessage names the trip, and the graph goes to END.
+- ``on_trip="interrupt"``: ``langgraph.types.interrupt`` pauses the run for a person (needs a checkpointer;
+  refused without one). Resume with ``graph.invoke(Command(resume="approve"), config)`` to reset the breaker
+  and run the calls, or ``Command(resume="deny")`` to end as above. In this mode the breaker run is the
+  thread's (``thread_id``), so a resumed run keeps its counts.
+
+The node also reports the results of the calls it let through (the ToolMessages it finds on its next visit),
+so loop detection sees results with a plain ``ToolNode``. With ``guarded_tool_node`` on the same breaker
+nothing is counted twice: both pass the tool call id.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import ToolMessage
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.graph import END
+from langgraph.types import Command, interrupt
+
+from loopguard_core import Breaker, LoopGuardTripped
+from loopguard_langchain._common import agent_name, tool_outcome
+from loopguard_langchain._scope import InvocationRuns, current_invocation
+from loopguard_langchain.middleware import refused_tool_message, stop_message
+
+__all__ = ["guard_node"]
+
+_MODES = ("raise", "end", "interrupt")
+_MEMORY = 4_096
+_CHECKPOINTER_KEY = "__pregel_checkpointer"  # langgraph._internal._constants.CONFIG_KEY_CHECKPOINTER
+
+
+class _GuardNode:
+    def __init__(self, breaker: Breaker, on_trip: str, tools_node: str, messages_key: str) -> None:
+        self.breaker = breaker
+        self.on_trip = on_trip
+        self.tools_node = tools_node
+        self.messages_key = messages_key
+        self.runs = InvocationRuns.of(breaker)
+        self._lock = threading.Lock()
+        self._admitted: OrderedDict[str, tuple[str, Any, str | None]] = OrderedDict()  # call id -> call
+        self._awaiting: OrderedDict[tuple[str, str], LoopGuardTripped] = OrderedDict()  # (thread, call id)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _messages(self, state: Any) -> Sequence[Any]:
+        if isinstance(state, Mapping):
+            return state.get(self.messages_key) or []
+        if isinstance(state, Sequence):
+            return state
+        return getattr(state, self.messages_key, None) or []
+
+    def _scope_key(self, config: RunnableConfig) -> tuple[Any, str | None]:
+        if self.on_trip == "interrupt":
+            thread = (config.get("configurable") or {}).get("thread_id")
+            if thread is not None:
+                return f"thread:{thread}", f"langgraph-thread-{thread}"
+        key, _ = current_invocation()
+        return key, None
+
+    def _check_checkpointer(self, config: RunnableConfig) -> str:
+        configurable = config.get("configurable") or {}
+        if configurable.get(_CHECKPOINTER_KEY) is None or configurable.get("thread_id") is None:
+            raise ValueError(
+                "guard_node(on_trip='interrupt') needs a checkpointer and a thread: compile the graph with "
+                "graph.compile(checkpointer=InMemorySaver()) (or a persistent saver) and invoke it with "
+                "config={'configurable': {'thread_id': ...}}. Without one, interrupt() cannot be resumed."
+            )
+        return str(configurable["thread_id"])
+
+    def _report(self, messages: Sequence[Any]) -> list[tuple[str, Any, str | None, str, Any, Any]]:
+        """Results of calls this node let through earlier (their ToolMessages are in the state now)."""
+        found = []
+        with self._lock:
+            for message in messages:
+                call_id = getattr(message, "tool_call_id", None)
+                if isinstance(message, ToolMessage) and call_id in self._admitted:
+                    name, args, agent = self._admitted.pop(call_id)
+                    result, error = tool_outcome(message)
+                    found.append((name, args, agent, call_id, result, error))
+        return found
+
+    def _admit(self, call: Mapping[str, Any], agent: str | None) -> None:
+        with self._lock:
+            self._admitted[call.get("id") or ""] = (call["name"], call.get("args") or {}, agent)
+            while len(self._admitted) > _MEMORY:
+                self._admitted.popitem(last=False)
+
+    def _pending(self, messages: Sequence[Any]) -> list[Mapping[str, Any]]:
+        last = messages[-1] if messages else None
+        return list(getattr(last, "tool_calls", None) or [])
+
+    def _stop(self, calls: Sequence[Mapping[str, Any]], trip: LoopGuardTripped) -> Command[Any]:
+        answers: list[Any] = [refused_tool_message(trip, dict(call)) for call in calls]
+        return Command(goto=END, update={self.messages_key: [*answers, stop_message(trip)]})
+
+    def _decide(
+        self, calls: Sequence[Mapping[str, Any]], trip: LoopGuardTripped, thread: str, agent: str | None
+    ) -> Command[Any]:
+        payload = {
+            "loopguard": {
+                "reason": trip.reason,
+                "message": str(trip),
+                "agent": trip.agent,
+                "tool": trip.tool,
+                "tool_calls": [{"name": c["name"], "id": c.get("id")} for c in calls],
+                "resume_with": ["approve", "deny"],
+            }
+        }
+        decision = interrupt(payload)
+        keys = [(thread, c.get("id") or "") for c in calls]
+        if decision == "approve":
+            with self._lock:
+                for key in keys:
+                    self._awaiting.pop(key, None)
+            self.breaker.reset()
+            for call in calls:  # a person approved exactly these calls: they run without a second check
+                self._admit(call, agent)
+            return Command(goto=self.tools_node)
+        if decision == "deny":
+            with self._lock:
+                for key in keys:
+                    self._awaiting.pop(key, None)
+            return self._stop(calls, trip)
+        raise ValueError(f"resume a loopguard interrupt with Command(resume='approve') or 'deny', got {decision!r}")
+
+    # -- the node ---------------------------------------------------------------------------------
+    def _prepare(self, state: Any, config: RunnableConfig) -> tuple[Any, str | None, str | None, Sequence[Any]]:
+        thread = self._check_checkpointer(config) if self.on_trip == "interrupt" else None
+        key, run_id = self._scope_key(config)
+        self.runs.touch(key, run_id)
+        return key, run_id, thread, self._messages(state)
+
+    def _awaited(self, thread: str | None, calls: Sequence[Mapping[str, Any]]) -> LoopGuardTripped | None:
+        if thread is None:
+            return None
+        with self._lock:
+            for call in calls:
+                trip = self._awaiting.get((thread, call.get("id") or ""))
+                if trip is not None:
+                    return trip
+        return None
+
+    def _await(self, thread: str | None, calls: Sequence[Mapping[str, Any]], trip: LoopGuardTripped) -> None:
+        if thread is None:
+            return
+        with self._lock:
+            for call in calls:
+                self._awaiting[(thread, call.get("id") or "")] = trip
+            while len(self._awaiting) > _MEMORY:
+                self._awaiting.popitem(last=False)
+
+    def _after_trip(
+        self, calls: Sequence[Mapping[str, Any]], trip: LoopGuardTripped, thread: str | None, agent: str | None
+    ) -> Command[Any]:
+        if self.on_trip == "raise":
+            raise trip
+        if self.on_trip == "end" or thread is None:
+            return self._stop(calls, trip)
+        self._await(thread, calls, trip)
+        return self._decide(calls, trip, thread, agent)
+
+    def __call__(self, state: Any, config: RunnableConfig) -> Command[Any]:
+        key, _, thread, messages = self._prepare(state, config)
+        agent = agent_name(config.get("metadata") or {})
+        calls = self._pending(messages)
+        with self.runs.scope(key):
+            for name, args, who, call_id, result, error in self._report(messages):
+                self.breaker.after_tool(name, args, result=result, error=error, agent=who, call_id=call_id)
+            if not calls:
+                return Command(goto=END)
+            trip = self._awaited(thread, calls)  # a resumed interrupt: the person's answer decides
+            if trip is None:
+                try:
+                    for call in calls:
+                        self.breaker.before_tool(
+                            call["name"], call.get("args") or {}, agent=agent, call_id=call.get("id")
+                        )
+                        self._admit(call, agent)
+                except LoopGuardTripped as refused:
+                    trip = refused
+            if trip is None:
+                return Command(goto=self.tools_node)
+            return self._after_trip(calls, trip, thread, agent)
+
+    async def acall(self, state: Any, config: RunnableConfig) -> Command[Any]:
+        key, _, thread, messages = self._prepare(state, config)
+        agent = agent_name(config.get("metadata") or {})
+        calls = self._pending(messages)
+        with self.runs.scope(key):
+            for name, args, who, call_id, result, error in self._report(messages):
+                await self.breaker.aafter_tool(name, args, result=result, error=error, agent=who, call_id=call_id)
+            if not calls:
+                return Command(goto=END)
+            trip = self._awaited(thread, calls)
+            if trip is None:
+                try:
+                    for call in calls:
+                        await self.breaker.abefore_tool(
+                            call["name"], call.get("args") or {}, agent=agent, call_id=call.get("id")
+                        )
+                        self._admit(call, agent)
+                except LoopGuardTripped as refused:
+                    trip = refused
+            if trip is None:
+                return Command(goto=self.tools_node)
+            return self._after_trip(calls, trip, thread, agent)
+
+
+def guard_node(
+    breaker: Breaker,
+    on_trip: str = "raise",
+    *,
+    tools_node: str = "tools",
+    messages_key: str = "messages",
+) -> RunnableLambda[Any, Command[Any]]:
+    """A node that checks the last AIMessage's tool calls with ``breaker`` and routes to ``tools_node``,
+    or handles the trip per ``on_trip`` ("raise", "end" or "interrupt")."""
+    if not isinstance(breaker, Breaker):
+        raise TypeError(f"guard_node needs a loopguard_core.Breaker, got {type(breaker).__name__}")
+    if on_trip not in _MODES:
+        raise ValueError(f"on_trip must be 'raise', 'end' or 'interrupt', got {on_trip!r}")
+    node = _GuardNode(breaker, on_trip, tools_node, messages_key)
+    return RunnableLambda(node.__call__, afunc=node.acall, name="loopguard_guard")

@@ -1,0 +1,141 @@
+"""guard_node (raise / end / interrupt) between the model node and the tools node of real graphs."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("langgraph.prebuilt", reason="needs the langgraph extra: pip install 'loopguard-core[langgraph]'")
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.prebuilt import ToolNode
+from langgraph.types import Command
+
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped
+from loopguard_langgraph import guard_node, guarded_tool_node
+
+from ..langchain.fakes import BodyCounter, ScriptedChatModel, answered_every_tool_call, counted_tools, user
+from .graphs import agent_graph
+
+RUNAWAY = ("lookup", {"q": "same"})
+
+
+def guarded_graph(breaker: Breaker, counter: BodyCounter, on_trip: str = "raise", *, checkpointer=None, **model_kw):
+    model = ScriptedChatModel(**({"loop": RUNAWAY} | model_kw))
+    graph = agent_graph(
+        model, ToolNode(counted_tools(counter)), guard=guard_node(breaker, on_trip), checkpointer=checkpointer
+    )
+    return graph, model
+
+
+def test_raise_mode_sync() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    graph, model = guarded_graph(breaker, counter)
+    with pytest.raises(LoopGuardTripped) as caught:
+        graph.invoke(user())
+    assert caught.value.reason == "loop"
+    assert counter["lookup"] == 2  # results reported by the guard itself: a plain ToolNode is enough
+    assert model.calls == 3
+
+
+async def test_raise_mode_async() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    graph, _ = guarded_graph(breaker, counter)
+    with pytest.raises(LoopGuardTripped):
+        await graph.ainvoke(user())
+    assert counter["lookup"] == 2
+
+
+def test_end_mode_answers_every_pending_call_and_ends() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    batch = [RUNAWAY, ("fetch_page", {"page": 1})]
+    graph, model = guarded_graph(breaker, counter, "end", loop=None, script=[batch, batch, batch, "done"])
+    result = graph.invoke(user())
+    last = result["messages"][-1]
+    assert last.type == "ai" and "[loopguard] run stopped" in last.content and "[loop]" in last.content
+    assert answered_every_tool_call(result["messages"])  # both calls of the refused batch were answered
+    assert counter["lookup"] == 2 and counter["fetch_page"] == 2  # the refused batch did not run at all
+    assert model.calls == 3
+
+
+async def test_end_mode_async() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    graph, _ = guarded_graph(breaker, counter, "end")
+    result = await graph.ainvoke(user())
+    assert "[loopguard] run stopped" in result["messages"][-1].content
+    assert answered_every_tool_call(result["messages"])
+    assert counter["lookup"] == 2
+
+
+def test_a_varied_run_passes_through_the_guard() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    script = [[("fetch_page", {"page": n})] for n in range(1, 6)] + ["done"]
+    graph, _ = guarded_graph(breaker, counter, "end", loop=None, script=script)
+    assert graph.invoke(user())["messages"][-1].content == "done"
+    assert counter["fetch_page"] == 5 == breaker.usage().tool_calls
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_guard_node_and_guarded_tool_node_on_one_breaker_count_each_call_once() -> None:
+    breaker, counter = Breaker(max_tool_calls=4), BodyCounter()
+    script = [[("fetch_page", {"page": n})] for n in range(1, 5)] + ["done"]
+    node = guarded_tool_node(counted_tools(counter), breaker)
+    graph = agent_graph(ScriptedChatModel(script=script), node, guard=guard_node(breaker))
+    assert graph.invoke(user())["messages"][-1].content == "done"  # 4 calls under max_tool_calls=4
+    assert breaker.usage().tool_calls == 4
+
+
+def test_interrupt_without_a_checkpointer_is_refused_clearly() -> None:
+    graph, _ = guarded_graph(Breaker(), BodyCounter(), "interrupt")
+    with pytest.raises(ValueError, match=r"needs a checkpointer and a thread: compile the graph with"):
+        graph.invoke(user())
+
+
+def test_interrupt_pauses_for_a_person_and_deny_ends_the_run() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    graph, model = guarded_graph(breaker, counter, "interrupt", checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t-deny"}}
+    paused = graph.invoke(user(), config)
+    (pending,) = paused["__interrupt__"]
+    assert pending.value["loopguard"]["reason"] == "loop"
+    assert pending.value["loopguard"]["resume_with"] == ["approve", "deny"]
+    assert graph.get_state(config).next == ("guard",)
+    assert counter["lookup"] == 2
+
+    result = graph.invoke(Command(resume="deny"), config)
+    assert "[loopguard] run stopped" in result["messages"][-1].content
+    assert answered_every_tool_call(result["messages"])
+    assert counter["lookup"] == 2  # denied: the refused call never ran
+    assert model.calls == 3
+    assert graph.get_state(config).next == ()
+
+
+def test_interrupt_approve_resets_the_breaker_and_runs_the_calls() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    graph, _ = guarded_graph(breaker, counter, "interrupt", checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t-approve"}}
+    graph.invoke(user(), config)
+    assert counter["lookup"] == 2
+    again = graph.invoke(Command(resume="approve"), config)
+    # the approved call ran; with loop memory reset, two more identical results pass, then the next pause
+    assert counter["lookup"] == 2 + 1 + 2
+    assert again["__interrupt__"][0].value["loopguard"]["reason"] == "loop"
+    with pytest.raises(ValueError, match="resume a loopguard interrupt with"):
+        graph.invoke(Command(resume="maybe"), config)
+
+
+async def test_interrupt_async_deny() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    graph, _ = guarded_graph(breaker, counter, "interrupt", checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t-async"}}
+    paused = await graph.ainvoke(user(), config)
+    assert paused["__interrupt__"]
+    result = await graph.ainvoke(Command(resume="deny"), config)
+    assert answered_every_tool_call(result["messages"])
+    assert counter["lookup"] == 2
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="on_trip must be 'raise', 'end' or 'interrupt'"):
+        guard_node(Breaker(), "pause")
+    with pytest.raises(TypeError, match=r"needs a loopguard_core\.Breaker"):
+        guard_node(None)  # type: ignore[arg-type]

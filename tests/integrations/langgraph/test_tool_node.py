@@ -1,0 +1,183 @@
+"""guarded_tool_node driven through real LangGraph graphs with a scripted fake model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langgraph.prebuilt", reason="needs the langgraph extra: pip install 'loopguard-core[langgraph]'")
+
+from langchain_core.messages import ToolMessage
+from langchain_core.tools import tool
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode
+
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped, LoopGuardWarning
+from loopguard_langgraph import GuardedToolNode, guarded_tool_node
+
+from ..langchain.fakes import BodyCounter, Recorder, ScriptedChatModel, counted_tools, user
+from .graphs import agent_graph
+
+RUNAWAY = ("lookup", {"q": "same"})
+
+
+def test_sync_runaway_is_stopped_and_reaches_the_caller() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    model = ScriptedChatModel(loop=RUNAWAY)
+    graph = agent_graph(model, guarded_tool_node(counted_tools(counter), breaker))
+    with pytest.raises(LoopGuardTripped) as caught:
+        graph.invoke(user())
+    assert caught.value.reason == "loop" and caught.value.tool == "lookup"
+    assert counter["lookup"] == 2
+    assert model.calls == 3
+    assert breaker.state is BreakerState.OPEN
+
+
+@pytest.mark.parametrize("tool_name", ["lookup", "alookup"])
+async def test_async_runaway_is_stopped(tool_name: str) -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    graph = agent_graph(
+        ScriptedChatModel(loop=(tool_name, {"q": "x"})), guarded_tool_node(counted_tools(counter), breaker)
+    )
+    with pytest.raises(LoopGuardTripped):
+        await graph.ainvoke(user())
+    assert counter[tool_name] == 2
+
+
+def test_stream_raises_the_trip() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    graph = agent_graph(ScriptedChatModel(loop=RUNAWAY), guarded_tool_node(counted_tools(counter), breaker))
+    with pytest.raises(LoopGuardTripped):
+        for _ in graph.stream(user()):
+            pass
+    assert counter["lookup"] == 2
+
+
+def test_a_varied_run_completes_untouched() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    model = ScriptedChatModel(script=[[("fetch_page", {"page": n})] for n in range(1, 8)] + ["done"])
+    graph = agent_graph(model, guarded_tool_node(counted_tools(counter), breaker))
+    result = graph.invoke(user())
+    assert result["messages"][-1].content == "done"
+    assert counter["fetch_page"] == 7 == breaker.usage().tool_calls
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_parallel_calls_in_one_message_are_each_checked() -> None:
+    # ToolNode runs the calls of one AIMessage on worker threads; the third is refused, its body never runs.
+    breaker, counter = Breaker(max_tool_calls=2), BodyCounter()
+    batch = [("fetch_page", {"page": n}) for n in (1, 2, 3)]
+    graph = agent_graph(ScriptedChatModel(script=[batch, "done"]), guarded_tool_node(counted_tools(counter), breaker))
+    with pytest.raises(LoopGuardTripped) as caught:
+        graph.invoke(user())
+    assert caught.value.reason == "tool_ceiling"
+    assert counter["fetch_page"] == 2
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [True, "Tool failed, try again.", (ValueError,), ValueError, lambda exc: f"failed: {exc}"],
+    ids=["True", "str", "tuple", "type", "callable"],
+)
+async def test_converting_handle_tool_errors_warns_and_the_trip_still_propagates(setting: Any) -> None:
+    for path in ("sync", "async"):
+        breaker, counter = Breaker(), BodyCounter()
+        with pytest.warns(LoopGuardWarning, match="handle_tool_errors"):
+            node = guarded_tool_node(counted_tools(counter), breaker, handle_tool_errors=setting)
+        graph = agent_graph(ScriptedChatModel(loop=RUNAWAY), node)
+        with pytest.raises(LoopGuardTripped):
+            await _run(graph, path)
+        assert counter["lookup"] == 2, path
+
+
+async def _run(graph: Any, path: str) -> Any:
+    return graph.invoke(user()) if path == "sync" else await graph.ainvoke(user())
+
+
+def test_with_converting_errors_tool_failures_still_become_messages_and_count() -> None:
+    calls = BodyCounter()
+
+    @tool
+    def flaky(n: int) -> str:
+        """Always fails."""
+        calls.hit("flaky")
+        raise ValueError(f"backend down ({n})")
+
+    breaker = Breaker(max_consecutive_failures=3, loop_detection=False)
+    with pytest.warns(LoopGuardWarning):
+        node = guarded_tool_node([flaky], breaker, handle_tool_errors=True)
+    graph = agent_graph(ScriptedChatModel(script=[[("flaky", {"n": n})] for n in range(1, 9)]), node)
+    with pytest.raises(LoopGuardTripped) as caught:
+        graph.invoke(user())
+    assert caught.value.reason == "failures"  # the errors were converted to messages AND reported as failures
+    assert calls["flaky"] == 3
+
+
+def test_the_upstream_trap_a_plain_tool_node_converts_a_wrapper_exception_despite_a_type_filter() -> None:
+    # Why guarded_tool_node re-raises: ToolNode ignores the (ValueError,) filter for wrapper exceptions.
+    def guard(request: Any, execute: Any) -> Any:
+        raise LoopGuardTripped("loop")
+
+    node = ToolNode(counted_tools(BodyCounter()), wrap_tool_call=guard, handle_tool_errors=(ValueError,))
+    graph = agent_graph(ScriptedChatModel(script=[[RUNAWAY], "done"]), node)
+    result = graph.invoke(user())
+    converted = [m for m in result["messages"] if isinstance(m, ToolMessage)]
+    assert converted and converted[0].status == "error" and "LoopGuardTripped" in converted[0].content
+
+
+def test_a_user_wrapper_runs_inside_the_guard_on_both_paths() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    seen: list[str] = []
+
+    def audit(request: Any, execute: Any) -> Any:
+        seen.append(request.tool_call["id"])
+        return execute(request)
+
+    node = guarded_tool_node(counted_tools(counter), breaker, wrap_tool_call=audit)
+    with pytest.raises(LoopGuardTripped):
+        agent_graph(ScriptedChatModel(loop=RUNAWAY), node).invoke(user())
+    assert len(seen) == 2 == counter["lookup"]  # the refused call never reached the inner wrapper
+
+
+async def test_a_sync_only_user_wrapper_still_runs_under_ainvoke() -> None:
+    breaker, counter = Breaker(), BodyCounter()
+    seen: list[str] = []
+
+    def audit(request: Any, execute: Any) -> Any:
+        seen.append(request.tool_call["id"])
+        return execute(request)
+
+    node = guarded_tool_node(counted_tools(counter), breaker, wrap_tool_call=audit)
+    with pytest.raises(LoopGuardTripped):
+        await agent_graph(ScriptedChatModel(loop=RUNAWAY), node).ainvoke(user())
+    assert len(seen) == 2 == counter["lookup"]
+
+
+def test_construction_is_checked() -> None:
+    with pytest.raises(TypeError, match=r"needs a loopguard_core\.Breaker"):
+        guarded_tool_node([], "nope")  # type: ignore[arg-type]
+    node = guarded_tool_node(counted_tools(BodyCounter()), Breaker())
+    assert isinstance(node, GuardedToolNode) and isinstance(node, ToolNode)
+
+
+def _subgraph(model: ScriptedChatModel, tools: list[Any], breaker: Breaker) -> Any:
+    return agent_graph(model, guarded_tool_node(tools, breaker))
+
+
+def test_one_breaker_across_two_agent_subgraphs_trips_in_the_second_and_attributes_calls() -> None:
+    ledger, counter = Recorder(), BodyCounter()
+    breaker = Breaker(ledger=ledger)
+    tools = counted_tools(counter)
+    parent = StateGraph(MessagesState)
+    parent.add_node("researcher", _subgraph(ScriptedChatModel(script=[[RUNAWAY], [RUNAWAY], "found"]), tools, breaker))
+    parent.add_node("writer", _subgraph(ScriptedChatModel(loop=RUNAWAY), tools, breaker))
+    parent.add_edge(START, "researcher")
+    parent.add_edge("researcher", "writer")
+    parent.add_edge("writer", END)
+    with pytest.raises(LoopGuardTripped) as caught:
+        parent.compile().invoke(user())
+    assert caught.value.reason == "loop" and caught.value.agent == "writer"
+    assert counter["lookup"] == 2
+    assert [r["agent"] for r in ledger.of("tool")] == ["researcher", "researcher"]
+    assert len({r["session_id"] for r in ledger.rows}) == 1
