@@ -146,10 +146,11 @@ def _assumptions(spec: Spec, rows: list[LedgerRow], verified: VerifyResult) -> t
     if not check.ok:
         notes.append("the spec's acceptance criteria are not checkable as written: " + "; ".join(check.problems))
     for r in rows:
-        who = f" ({r.agent})" if r.agent else ""
+        who = f" (agent {r.agent})" if r.agent else ""
         if r.origin == "breaker":
+            agent = f", agent {r.agent}" if r.agent else ""
             notes.append(
-                f"turn {r.turn}: loopguard stopped the run ({r.breach_reason or 'unknown'}){who}; the work is "
+                f"turn {r.turn}: loopguard stopped the run ({r.breach_reason or 'unknown'}{agent}); the work is "
                 "incomplete, and nothing after this point was done"
             )
         elif not r.passed:

@@ -34,7 +34,8 @@ def test_frame_has_the_five_elements(db: Path, session: Callable[..., str]) -> N
     assert d.outcome == "stopped by loopguard at turn 5 (loop, ledger row 9)"
     assert [r.seq for r in frame.evidence] == list(range(1, 10))
     assert frame.ledger_ok and frame.ledger_problems == ()
-    assert len(frame.assumptions) == 1 and "turn 5: loopguard stopped the run (loop)" in frame.assumptions[0]
+    assert len(frame.assumptions) == 1
+    assert "turn 5: loopguard stopped the run (loop, agent crawler)" in frame.assumptions[0]
 
 
 def test_clean_run_has_no_unresolved_assumptions(db: Path, session: Callable[..., str]) -> None:
