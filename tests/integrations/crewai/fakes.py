@@ -26,6 +26,8 @@ from crewai.tools import BaseTool, tool
 from crewai.utilities.types import LLMMessage
 from pydantic import Field, PrivateAttr
 
+from loopguard_core import estimate_tokens
+
 __all__ = ["BodyCounter", "Recorder", "ScriptedLLM", "counted_tool", "one_agent_crew"]
 
 _ids = itertools.count(1)
@@ -63,6 +65,9 @@ class ScriptedLLM(BaseLLM):
 
     def get_context_window_size(self) -> int:
         return 128_000
+
+    def get_input_tokens_count(self, messages: Any, tools: Any = None, response_model: Any = None) -> int:
+        return estimate_tokens(messages)  # BaseLLM's fallback logs a warning on every call
 
     def _next_turn(self) -> Any:
         with self._lock:
