@@ -1,0 +1,92 @@
+"""The Breaker end to end on Redis: ``Breaker(store="redis://...", scope=...)`` as a user writes it."""
+
+from __future__ import annotations
+
+import pytest
+
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped
+
+from .conftest import delete_scope
+
+pytest.importorskip("redis", reason="needs the redis extra: pip install 'loopguard-core[redis]'")
+
+
+def search(breaker: Breaker, query: str, result: str, body_runs: list[str]) -> str:
+    """A guarded tool as an adapter wraps it: check, run the body, report."""
+    breaker.before_tool("search", {"q": query}, agent="researcher")
+    body_runs.append(query)
+    breaker.after_tool("search", {"q": query}, result=result, agent="researcher")
+    return result
+
+
+def test_two_breakers_naming_one_scope_are_one_breaker(redis_url: str, scope: str) -> None:
+    trips: list[LoopGuardTripped] = []
+    worker_a = Breaker(max_turns=3, store=redis_url, scope=scope, on_trip=trips.append)
+    worker_b = Breaker(max_turns=3, store=redis_url, scope=scope)
+    body_runs: list[str] = []
+
+    search(worker_a, "weather in Paris", "no results", body_runs)
+    search(worker_b, "weather in paris", "no results", body_runs)  # the same call, loosely matched
+    with pytest.raises(LoopGuardTripped) as caught:
+        search(worker_a, "Weather in Paris", "no results", body_runs)
+    assert caught.value.reason == "loop"
+    assert caught.value.agent == "researcher"
+    assert body_runs == ["weather in Paris", "weather in paris"]  # the third body never ran
+    assert trips == [caught.value]
+    assert worker_b.state is BreakerState.OPEN  # one state for both
+
+    worker_b.reset()
+    assert worker_a.state is BreakerState.CLOSED
+    worker_a.before_model(max_output_tokens=100)
+    worker_b.before_model(max_output_tokens=100)
+    worker_a.after_model(input_tokens=10, output_tokens=20)
+    worker_b.before_model(max_output_tokens=100)
+    with pytest.raises(LoopGuardTripped) as caught:
+        worker_a.before_model(max_output_tokens=100)
+    assert (caught.value.reason, caught.value.terminal) == ("turn_ceiling", True)
+    usage = worker_b.usage()
+    assert (usage.turns, usage.tokens, usage.tool_calls) == (3, 30, 2)
+    assert worker_a.usage() == usage
+
+
+async def test_the_async_path_shares_state_with_the_sync_path(redis_url: str, scope: str) -> None:
+    async_worker = Breaker(max_tool_calls=3, store=redis_url, scope=scope)
+    sync_worker = Breaker(max_tool_calls=3, store=redis_url, scope=scope)
+    await async_worker.abefore_tool("fetch", {"url": "a"})
+    await async_worker.aafter_tool("fetch", {"url": "a"}, result="page a")
+    sync_worker.before_tool("fetch", {"url": "b"})
+    sync_worker.after_tool("fetch", {"url": "b"}, result="page b")
+    await async_worker.abefore_model(max_output_tokens=10)
+    await async_worker.aafter_model(input_tokens=5, output_tokens=5)
+    await async_worker.abefore_tool("fetch", {"url": "c"})
+    with pytest.raises(LoopGuardTripped) as caught:
+        await async_worker.abefore_tool("fetch", {"url": "d"})
+    assert caught.value.reason == "tool_ceiling"
+    usage = sync_worker.usage()
+    assert (usage.tool_calls, usage.turns, usage.tokens) == (3, 1, 10)
+
+
+def test_without_a_scope_each_breaker_and_run_is_separate(redis_url: str) -> None:
+    one = Breaker(max_turns=1, store=redis_url)
+    two = Breaker(max_turns=1, store=redis_url)
+    one.before_model()
+    two.before_model()  # a different breaker: its own counts
+    with pytest.raises(LoopGuardTripped):
+        one.before_model()
+    with one.run():
+        one.before_model()  # a fresh run starts from zero
+        assert one.usage().turns == 1
+    for breaker in (one, two):
+        delete_scope(redis_url, breaker.scope)
+
+
+def test_store_options_travel_in_the_url(redis_url: str, scope: str) -> None:
+    breaker = Breaker(store=redis_url + "?failure_policy=open&ttl_seconds=120", scope=scope)
+    store = breaker._store
+    assert getattr(store, "failure_policy", None) == "open"
+    breaker.before_tool("search", {"q": "x"})
+    unreachable = Breaker(store="redis://127.0.0.1:1/0?failure_policy=open", scope=scope)
+    unreachable.before_tool("search", {"q": "x"})  # admitted, with a warning in the log
+    closed = Breaker(store="redis://127.0.0.1:1/0", scope=scope)
+    with pytest.raises(LoopGuardTripped, match="store_unavailable"):
+        closed.before_tool("search", {"q": "x"})
