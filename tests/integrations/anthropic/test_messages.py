@@ -1,0 +1,264 @@
+"""guard(client, breaker) driven through the real Anthropic client (messages.create / stream) over a scripted API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("anthropic", reason="needs the anthropic extra: pip install 'loopguard-core[anthropic]'")
+
+from loopguard_anthropic import guard
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped
+from tests.integrations.anthropic.fakes import MODEL, BodyCounter, ScriptedAPI
+
+SAME = ("lookup", {"q": "same"})
+
+
+def run_tool(name: str, args: dict[str, Any], counter: BodyCounter) -> str:
+    counter.hit(name, args)
+    return f"nothing new about {args.get('q', '')}"
+
+
+def agent_loop(client: Any, counter: BodyCounter, *, turns: int = 10, tool=run_tool, **create: Any) -> Any:
+    """The loop every Anthropic SDK tutorial writes: call, run the tool_use blocks, send tool_result back."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "find it"}]
+    for _ in range(turns):
+        message = client.messages.create(model=MODEL, max_tokens=256, messages=messages, **create)
+        messages.append({"role": "assistant", "content": [block.model_dump() for block in message.content]})
+        results = [
+            {"type": "tool_result", "tool_use_id": block.id, "content": tool(block.name, block.input, counter)}
+            for block in message.content
+            if block.type == "tool_use"
+        ]
+        if not results:
+            return message
+        messages.append({"role": "user", "content": results})
+    return None
+
+
+async def async_agent_loop(client: Any, counter: BodyCounter, *, stream: bool = False) -> Any:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "find it"}]
+    for _ in range(10):
+        if stream:
+            async with client.messages.stream(model=MODEL, max_tokens=256, messages=messages) as events:
+                message = await events.get_final_message()
+        else:
+            message = await client.messages.create(model=MODEL, max_tokens=256, messages=messages)
+        messages.append({"role": "assistant", "content": [block.model_dump() for block in message.content]})
+        results = [
+            {"type": "tool_result", "tool_use_id": block.id, "content": run_tool(block.name, block.input, counter)}
+            for block in message.content
+            if block.type == "tool_use"
+        ]
+        if not results:
+            return message
+        messages.append({"role": "user", "content": results})
+    return None
+
+
+def test_runaway_refused_before_the_third_tool_use_reaches_the_caller_sync() -> None:
+    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+
+    with pytest.raises(LoopGuardTripped) as info:
+        agent_loop(guard(api.client(), breaker, agent="solo"), counter)
+
+    assert info.value.reason == "loop"
+    assert (info.value.tool, info.value.agent) == ("lookup", "solo")
+    assert counter.count() == 2
+    assert api.replies == 3  # the third reply arrived, but its tool_use never reached the caller's loop
+    assert breaker.usage().tokens == 3 * 120  # ...and its usage was recorded before the refusal
+    assert breaker.state is BreakerState.OPEN
+
+
+async def test_runaway_refused_async() -> None:
+    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+
+    with pytest.raises(LoopGuardTripped) as info:
+        await async_agent_loop(guard(api.async_client(), breaker), counter)
+
+    assert info.value.reason == "loop"
+    assert counter.count() == 2
+
+
+def stream_loop(client: Any, counter: BodyCounter) -> None:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "find it"}]
+    for _ in range(10):
+        with client.messages.stream(model=MODEL, max_tokens=256, messages=messages) as events:
+            message = events.get_final_message()
+        messages.append({"role": "assistant", "content": [b.model_dump() for b in message.content]})
+        results = [
+            {"type": "tool_result", "tool_use_id": b.id, "content": run_tool(b.name, b.input, counter)}
+            for b in message.content
+            if b.type == "tool_use"
+        ]
+        messages.append({"role": "user", "content": results})
+
+
+def test_runaway_refused_on_messages_stream_sync() -> None:
+    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+
+    with pytest.raises(LoopGuardTripped) as info:
+        stream_loop(guard(api.client(), breaker), counter)
+
+    assert info.value.reason == "loop"
+    assert counter.count() == 2
+    assert breaker.usage().tool_calls == 2
+
+
+async def test_runaway_refused_on_messages_stream_async() -> None:
+    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+
+    with pytest.raises(LoopGuardTripped) as info:
+        await async_agent_loop(guard(api.async_client(), breaker), counter, stream=True)
+
+    assert info.value.reason == "loop"
+    assert counter.count() == 2
+
+
+def raw_stream_loop(client: Any, completed: list[int]) -> None:
+    """Iterate ``stream=True`` events by hand, noting each turn whose tool block was completed."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    for turn in range(3):
+        tool_id = None
+        for event in client.messages.create(model=MODEL, max_tokens=256, messages=messages, stream=True):
+            if event.type == "content_block_start" and event.content_block.type == "tool_use":
+                tool_id = event.content_block.id
+            if event.type == "content_block_stop":
+                completed.append(turn)
+        messages.append({"role": "assistant", "content": [{"type": "tool_use", "id": tool_id, **_call(SAME)}]})
+        messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": "x"}]})
+
+
+def test_raw_stream_true_never_delivers_the_refused_tool_use_block() -> None:
+    api, breaker = ScriptedAPI([SAME, SAME, SAME]), Breaker()
+    completed_tool_blocks: list[int] = []
+
+    with pytest.raises(LoopGuardTripped):
+        raw_stream_loop(guard(api.client(), breaker), completed_tool_blocks)
+
+    assert completed_tool_blocks == [0, 1]  # the third block's content_block_stop was never handed over
+
+
+def _call(step: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"name": step[0], "input": step[1]}
+
+
+def test_legitimate_varied_run_completes_and_is_counted() -> None:
+    api = ScriptedAPI([("lookup", {"q": f"page {i}"}) for i in range(5)] + ["all pages read"])
+    breaker, counter = Breaker(), BodyCounter()
+
+    message = agent_loop(guard(api.client(), breaker), counter)
+
+    assert message.content[0].text == "all pages read"
+    assert counter.count() == 5
+    usage = breaker.usage()
+    assert (usage.state, usage.turns, usage.tool_calls, usage.tokens) == (BreakerState.CLOSED, 6, 5, 6 * 120)
+
+
+def test_polling_with_changing_results_is_progress() -> None:
+    api = ScriptedAPI([("status", {"job": "42"})] * 6 + ["finished"])
+    breaker, counter = Breaker(), BodyCounter()
+    progress = iter(["10%", "30%", "50%", "70%", "90%", "100%"])
+
+    def poll(name: str, args: dict[str, Any], counter: BodyCounter) -> str:
+        counter.hit(name, args)
+        return next(progress)
+
+    message = agent_loop(guard(api.client(), breaker), counter, tool=poll)
+
+    assert message.content[0].text == "finished"
+    assert counter.count() == 6
+
+
+def failing_loop(client: Any, counter: BodyCounter) -> None:
+    """Every tool call fails: the loop sends back is_error tool results."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    for _ in range(10):
+        block = client.messages.create(model=MODEL, max_tokens=256, messages=messages).content[0]
+        counter.hit(block.name, block.input)
+        failed = {"type": "tool_result", "tool_use_id": block.id, "content": "503", "is_error": True}
+        messages.append({"role": "assistant", "content": [block.model_dump()]})
+        messages.append({"role": "user", "content": [failed]})
+
+
+def test_error_tool_results_count_as_failures() -> None:
+    api = ScriptedAPI([("fetch", {"url": f"https://x/{i}"}) for i in range(10)])
+    breaker, counter = Breaker(max_consecutive_failures=3), BodyCounter()
+
+    with pytest.raises(LoopGuardTripped) as info:
+        failing_loop(guard(api.client(), breaker), counter)
+
+    assert info.value.reason == "failures"
+    assert counter.count() == 3
+
+
+def test_request_that_would_cross_the_token_ceiling_is_never_sent() -> None:
+    api = ScriptedAPI([("lookup", {"q": f"page {i}"}) for i in range(20)])
+    breaker, counter = Breaker(max_tokens=1_000), BodyCounter()
+
+    with pytest.raises(LoopGuardTripped) as info:
+        agent_loop(guard(api.client(), breaker), counter, turns=20)
+
+    assert info.value.reason == "token_ceiling"
+    spent = info.value.facts["spent"]
+    assert spent == api.replies * 120
+    assert api.http_attempts == api.replies  # the refused request never went out
+    assert info.value.facts["observed"] > max(1_000, spent + 256)  # the projection includes the estimated input
+    assert breaker.usage().tokens == spent
+
+
+def test_huge_prompt_refused_before_any_http_attempt() -> None:
+    api, breaker = ScriptedAPI(["ok"]), Breaker(max_tokens=2_000)
+    client = guard(api.client(), breaker)
+
+    with pytest.raises(LoopGuardTripped) as info:
+        client.messages.create(
+            model=MODEL, max_tokens=256, messages=[{"role": "user", "content": "word " * 4_000}], system="Be brief."
+        )
+
+    assert info.value.reason == "token_ceiling"
+    assert api.http_attempts == 0
+
+
+def test_http_retries_are_one_model_call() -> None:
+    # Two 529s then a reply: three HTTP attempts, one logical request, one turn.
+    api, breaker = ScriptedAPI(["ok"], errors=[529, 529]), Breaker(max_turns=1)
+    client = guard(api.client(max_retries=2), breaker)
+
+    message = client.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+
+    assert message.content[0].text == "ok"
+    assert api.http_attempts == 3
+    assert breaker.usage().turns == 1
+    assert breaker.usage().tokens == 120
+
+
+async def test_http_retries_are_one_model_call_async() -> None:
+    api, breaker = ScriptedAPI(["ok"], errors=[529]), Breaker(max_turns=1)
+    client = guard(api.async_client(max_retries=2), breaker)
+
+    message = await client.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+
+    assert message.content[0].text == "ok"
+    assert (api.http_attempts, breaker.usage().turns) == (2, 1)
+
+
+def beta_loop(client: Any, counter: BodyCounter) -> None:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    for _ in range(5):
+        block = client.beta.messages.create(model=MODEL, max_tokens=64, messages=messages).content[0]
+        result = run_tool(block.name, block.input, counter)
+        messages.append({"role": "assistant", "content": [block.model_dump(exclude_none=True)]})
+        messages.append(
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": result}]}
+        )
+
+
+def test_beta_messages_are_guarded_too() -> None:
+    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+
+    with pytest.raises(LoopGuardTripped):
+        beta_loop(guard(api.client(), breaker), counter)
+
+    assert counter.count() == 2

@@ -1,0 +1,187 @@
+"""The beta tool runner (which turns tool-function exceptions into is_error results) under guard()."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("anthropic", reason="needs the anthropic extra: pip install 'loopguard-core[anthropic]'")
+
+from anthropic import beta_async_tool, beta_tool
+
+from loopguard_anthropic import guard
+from loopguard_core import Breaker, LoopGuardTripped
+from tests.integrations.anthropic.fakes import MODEL, BodyCounter, ScriptedAPI
+
+SAME = ("lookup", {"q": "same"})
+PROMPT = [{"role": "user", "content": "find it"}]
+
+
+def lookup_tool(counter: BodyCounter):  # type: ignore[no-untyped-def]
+    @beta_tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        counter.hit("lookup", q)
+        return "nothing new"
+
+    return lookup
+
+
+def test_tool_runner_until_done_is_stopped_before_the_third_tool_runs() -> None:
+    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+    client = guard(api.client(), breaker)
+    runner = client.beta.messages.tool_runner(
+        model=MODEL, max_tokens=256, messages=PROMPT, tools=[lookup_tool(counter)]
+    )
+
+    with pytest.raises(LoopGuardTripped) as info:
+        runner.until_done()
+
+    assert info.value.reason == "loop"
+    assert counter.count() == 2
+    assert api.replies == 3
+
+
+def test_tool_runner_iteration_is_stopped_too() -> None:
+    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+    client = guard(api.client(), breaker)
+    seen = []
+
+    runner = client.beta.messages.tool_runner(
+        model=MODEL, max_tokens=256, messages=PROMPT, tools=[lookup_tool(counter)]
+    )
+
+    def iterate() -> None:
+        for message in runner:  # the caller's loop sees each message before the runner runs its tools
+            seen.append(message.id)
+
+    with pytest.raises(LoopGuardTripped):
+        iterate()
+
+    assert len(seen) == 2
+    assert counter.count() == 2
+
+
+def test_streaming_tool_runner_with_eager_tools_never_runs_the_refused_call() -> None:
+    # run_tools_eagerly runs each tool as soon as the stream moves past its block: the check is per block.
+    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+    client = guard(api.client(), breaker)
+    runner = client.beta.messages.tool_runner(
+        model=MODEL,
+        max_tokens=256,
+        messages=PROMPT,
+        tools=[lookup_tool(counter)],
+        stream=True,
+        run_tools_eagerly=True,
+    )
+
+    def read_every_event() -> None:
+        for stream in runner:
+            for _event in stream:
+                pass
+
+    with pytest.raises(LoopGuardTripped) as info:
+        read_every_event()
+
+    assert info.value.reason == "loop"
+    assert counter.count() == 2
+
+
+async def test_async_tool_runner_is_stopped() -> None:
+    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+    client = guard(api.async_client(), breaker)
+
+    @beta_async_tool
+    async def lookup(q: str) -> str:
+        """Look something up."""
+        counter.hit("lookup", q)
+        return "nothing new"
+
+    runner = client.beta.messages.tool_runner(model=MODEL, max_tokens=256, messages=PROMPT, tools=[lookup])
+
+    with pytest.raises(LoopGuardTripped) as info:
+        await runner.until_done()
+
+    assert info.value.reason == "loop"
+    assert counter.count() == 2
+
+
+def test_tool_results_from_the_runner_are_reported() -> None:
+    # Same call, changing results: progress, not a loop. Proves the runner's tool_result blocks reach after_tool.
+    api = ScriptedAPI([SAME] * 5 + ["found it"])
+    breaker, counter = Breaker(), BodyCounter()
+    answers = iter(["page 1", "page 2", "page 3", "page 4", "page 5"])
+
+    @beta_tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        counter.hit("lookup", q)
+        return next(answers)
+
+    final = (
+        guard(api.client(), breaker)
+        .beta.messages.tool_runner(model=MODEL, max_tokens=256, messages=PROMPT, tools=[lookup])
+        .until_done()
+    )
+
+    assert final.content[0].text == "found it"
+    assert counter.count() == 5
+
+
+def in_tool_guard(breaker: Breaker, counter: BodyCounter):  # type: ignore[no-untyped-def]
+    @beta_tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        breaker.before_tool("lookup", {"q": q})  # the wrong place: inside the tool function
+        counter.hit("lookup", q)
+        breaker.after_tool("lookup", {"q": q}, result="nothing new")
+        return "nothing new"
+
+    return lookup
+
+
+def test_trap_a_guard_inside_a_tool_function_is_swallowed_by_the_runner() -> None:
+    # Control: without guard(), the runner turns the in-tool trip into an is_error result and keeps paying
+    # for model calls until the script runs out.
+    api, breaker, counter = ScriptedAPI(loop=SAME, cap=8), Breaker(), BodyCounter()
+    runner = api.client().beta.messages.tool_runner(
+        model=MODEL, max_tokens=256, messages=PROMPT, tools=[in_tool_guard(breaker, counter)]
+    )
+
+    final = runner.until_done()  # returns normally: nothing reached the caller
+
+    assert final.content[0].text == "done"
+    assert api.replies == 9
+    assert any(
+        block.get("is_error") and "LoopGuardTripped" in str(block.get("content"))
+        for body in api.bodies
+        for message in body["messages"]
+        if isinstance(message.get("content"), list)
+        for block in message["content"]
+    )
+
+
+def test_guard_stops_the_runner_even_when_a_tool_function_trip_was_swallowed() -> None:
+    # With guard() on the same breaker, the swallowed trip left the breaker open: the next request is refused.
+    api, breaker, counter = ScriptedAPI(loop=SAME, cap=8), Breaker(), BodyCounter()
+    runner = guard(api.client(), breaker).beta.messages.tool_runner(
+        model=MODEL, max_tokens=256, messages=PROMPT, tools=[in_tool_guard(breaker, counter)]
+    )
+
+    with pytest.raises(LoopGuardTripped) as info:
+        runner.until_done()
+
+    assert info.value.reason == "open"
+    assert api.replies <= 3
+    assert counter.count() <= 2
+
+
+def test_max_iterations_would_stop_silently_but_the_guard_raises_first() -> None:
+    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+    client = guard(api.client(), breaker)
+    runner = client.beta.messages.tool_runner(
+        model=MODEL, max_tokens=256, messages=PROMPT, tools=[lookup_tool(counter)], max_iterations=10
+    )
+
+    with pytest.raises(LoopGuardTripped):
+        runner.until_done()
+    assert counter.count() == 2
