@@ -22,7 +22,7 @@ from loopguard_pydantic_ai import guarded_run_sync
 
 def pick_model() -> Any:
     if os.environ.get("ANTHROPIC_API_KEY"):
-        return "anthropic:claude-sonnet-4-5"
+        return "anthropic:claude-sonnet-4-6"
     if os.environ.get("OPENAI_API_KEY"):
         return "openai:gpt-4o-mini"
 

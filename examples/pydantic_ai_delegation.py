@@ -30,7 +30,7 @@ from loopguard_pydantic_ai import guarded_run
 def scripted(*steps: Any) -> Any:
     """A scripted model: each step is a (tool, args) call or a final text; the last step repeats."""
     if os.environ.get("ANTHROPIC_API_KEY"):
-        return "anthropic:claude-sonnet-4-5"
+        return "anthropic:claude-sonnet-4-6"
     state = {"i": 0}
 
     def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:

@@ -262,3 +262,16 @@ def test_beta_messages_are_guarded_too() -> None:
         beta_loop(guard(api.client(), breaker), counter)
 
     assert counter.count() == 2
+
+
+def test_usd_ceiling_refuses_the_request_that_would_cross_it() -> None:
+    # claude-sonnet-4-6 at genai-prices rates; each request also reserves its own max_tokens=256 of output.
+    api = ScriptedAPI([("lookup", {"q": f"page {i}"}) for i in range(30)])
+    breaker, counter = Breaker(max_cost_usd=0.01), BodyCounter()
+
+    with pytest.raises(LoopGuardTripped) as info:
+        agent_loop(guard(api.client(), breaker), counter, turns=30)
+
+    assert info.value.reason == "cost_ceiling"
+    assert api.http_attempts == api.replies  # the refused request was never sent
+    assert 0 < breaker.usage().cost_usd <= 0.01

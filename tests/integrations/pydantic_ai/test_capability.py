@@ -201,3 +201,16 @@ def test_each_agent_run_gets_a_fresh_breaker_run() -> None:
 def test_capability_rejects_a_non_breaker() -> None:
     with pytest.raises(TypeError, match=r"needs a loopguard_core\.Breaker"):
         LoopGuardCapability("not a breaker")  # type: ignore[arg-type]
+
+
+def test_usd_ceiling_refuses_the_request_that_would_cross_it() -> None:
+    breaker, counter = Breaker(max_cost_usd=0.01), BodyCounter()
+    fake = ScriptedModel([("lookup", {"q": f"page {i}"}) for i in range(40)], name="claude-sonnet-4-6")
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)], model_settings={"max_tokens": 256})
+
+    with pytest.raises(LoopGuardTripped) as info:
+        agent.run_sync("read")
+
+    assert info.value.reason == "cost_ceiling"
+    assert 0 < breaker.usage().cost_usd <= 0.01
+    assert fake.requests < 40
