@@ -245,3 +245,22 @@ def test_read_only_opens_an_hmac_ledger_without_the_key_and_never_writes(ledger_
     with pytest.raises(LedgerError, match="no ledger at"):
         Ledger(ledger_path.with_name("missing.db"), read_only=True)
     assert not ledger_path.with_name("missing.db").exists()
+
+
+def test_verify_memory_does_not_grow_with_the_ledger(tmp_path: Path) -> None:
+    import tracemalloc
+
+    def peak_for(n: int) -> int:
+        ledger = Ledger(tmp_path / f"m{n}.db", synchronous="OFF")
+        for i in range(n):
+            ledger.record(session_id="s", origin="model", turn=i, input_text=str(i))
+        tracemalloc.start()
+        try:
+            assert ledger.verify().ok
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            ledger.close()
+
+    small, large = peak_for(500), peak_for(8000)
+    assert large < small * 2 + 64_000, (small, large)  # 16x the rows, about the same memory
