@@ -181,3 +181,19 @@ def test_one_breaker_across_two_agent_subgraphs_trips_in_the_second_and_attribut
     assert counter["lookup"] == 2
     assert [r["agent"] for r in ledger.of("tool")] == ["researcher", "researcher"]
     assert len({r["session_id"] for r in ledger.rows}) == 1
+
+
+async def test_one_breaker_across_two_agent_subgraphs_async() -> None:
+    counter = BodyCounter()
+    breaker = Breaker()
+    tools = counted_tools(counter)
+    parent = StateGraph(MessagesState)
+    parent.add_node("researcher", _subgraph(ScriptedChatModel(script=[[RUNAWAY], [RUNAWAY], "found"]), tools, breaker))
+    parent.add_node("writer", _subgraph(ScriptedChatModel(loop=RUNAWAY), tools, breaker))
+    parent.add_edge(START, "researcher")
+    parent.add_edge("researcher", "writer")
+    parent.add_edge("writer", END)
+    with pytest.raises(LoopGuardTripped) as caught:
+        await parent.compile().ainvoke(user())
+    assert caught.value.agent == "writer"
+    assert counter["lookup"] == 2
