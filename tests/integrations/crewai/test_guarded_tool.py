@@ -36,6 +36,19 @@ def test_standalone_runaway_native_stops_the_kickoff_and_defeats_the_cache() -> 
     assert breaker.state is BreakerState.OPEN
 
 
+async def test_standalone_runaway_akickoff_stops_the_kickoff() -> None:
+    counter = BodyCounter()
+    lookup = guarded_tool(Breaker())(counted_tool(counter))
+    llm = ScriptedLLM(loop=RUNAWAY)
+
+    with pytest.raises(LoopGuardTripped) as caught:
+        await one_agent_crew([lookup], llm).akickoff()
+
+    assert caught.value.reason == "loop"
+    assert counter.total == 2
+    assert llm.calls == 3
+
+
 def test_standalone_react_path_stops_the_kickoff() -> None:
     # ReAct short-circuits an identical *consecutive* call before the body, so alternate two lookups.
     counter = BodyCounter()
