@@ -157,6 +157,7 @@ class Breaker:
         self._runs = RunRegistry(session_id or scope or uuid.uuid4().hex)
         self._pending: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._pending_lock = threading.Lock()
+        self._signatures: dict[str, str] = {}
         self._unpriced: set[str] = set()
 
     # -- runs -------------------------------------------------------------------------------------
@@ -254,10 +255,18 @@ class Breaker:
             self._trip(verdict, agent=request.agent, tool=request.tool, args=args)
         if not verdict.duplicate:
             self._mark_start(("tool", request.call_id or request.signature, ""), request.now)
+            if request.call_id is not None:
+                with self._pending_lock:
+                    self._signatures[request.call_id] = request.signature
+                    if len(self._signatures) > _MAX_PENDING:
+                        self._signatures.pop(next(iter(self._signatures)))
 
     def _tool_outcome(self, tool: str, args: Any, result: Any, error: Any, call_id: str | None) -> ToolOutcome:
         name = _tool_name(tool)
-        signature = call_signature(name, args, loose=self.limits.loop.loose_matching)
+        # With a call id the admission already computed the signature: do not canonicalise the args twice.
+        signature = self._signatures.pop(call_id, None) if call_id is not None else None
+        if signature is None:
+            signature = call_signature(name, args, loose=self.limits.loop.loose_matching)
         failed = error is not None and error is not False
         return ToolOutcome(name, signature, outcome_digest(result, error), failed, self.clock.monotonic(), call_id)
 

@@ -8,7 +8,7 @@ computes signatures and prices before calling; the store only compares and count
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..limits import Limits
 from ..state import BreakerState
@@ -26,16 +26,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class RunKey:
+class RunKey(NamedTuple):
     """Identifies one run's state: ``scope`` groups runs (a crew, a tenant), ``run_id`` is the run."""
 
     scope: str
     run_id: str
 
 
-@dataclass(frozen=True)
-class ToolRequest:
+class ToolRequest(NamedTuple):
     tool: str
     signature: str
     now: float
@@ -43,8 +41,7 @@ class ToolRequest:
     agent: str | None = None
 
 
-@dataclass(frozen=True)
-class ToolOutcome:
+class ToolOutcome(NamedTuple):
     tool: str
     signature: str
     outcome: str
@@ -53,16 +50,14 @@ class ToolOutcome:
     call_id: str | None = None
 
 
-@dataclass(frozen=True)
-class ModelRequest:
+class ModelRequest(NamedTuple):
     projected_tokens: int
     projected_cost_micros: int
     now: float
     call_id: str | None = None
 
 
-@dataclass(frozen=True)
-class ModelUsage:
+class ModelUsage(NamedTuple):
     tokens: int
     cost_micros: int
     now: float
