@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 from loopguard_core import LoopGuardWarning
@@ -69,6 +70,7 @@ def check_middleware_order(middleware: Sequence[Any], *, strict: bool = False) -
 
 def find_create_agent_list(start: int) -> tuple[Sequence[Any], int] | None:
     """The ``middleware`` argument of the ``create_agent`` call on the stack, with its distance in frames."""
+    frame: FrameType | None
     try:
         frame = sys._getframe(start)
     except ValueError:

@@ -24,7 +24,7 @@ class RunawayChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "loopguard-runaway"
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> RunawayChatModel:  # type: ignore[override]
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> RunawayChatModel:
         return self
 
     def _generate(

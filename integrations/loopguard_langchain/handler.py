@@ -27,7 +27,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
@@ -64,7 +64,7 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if issubclass(cls, AsyncCallbackHandler):
+        if issubclass(cast(type, cls), AsyncCallbackHandler):
             raise TypeError(
                 f"{cls.__name__} mixes LoopGuardCallbackHandler with AsyncCallbackHandler: LangChain swallows "
                 "errors from async handlers on its sync callback path (sync tools, even under ainvoke), so the "
@@ -91,7 +91,7 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
 
     # -- the trap guard -----------------------------------------------------------------------------
     @property
-    def raise_error(self) -> bool:  # type: ignore[override]
+    def raise_error(self) -> bool:
         return True
 
     @raise_error.setter

@@ -55,7 +55,7 @@ def refused_tool_message(trip: LoopGuardTripped, call: dict[str, Any]) -> ToolMe
     )
 
 
-class LoopGuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+class LoopGuardMiddleware(AgentMiddleware):
     """Checks every tool call and model call of a ``create_agent`` agent before it runs.
 
     Usage::

@@ -88,7 +88,7 @@ class _GuardNode:
         with self._lock:
             for message in messages:
                 call_id = getattr(message, "tool_call_id", None)
-                if isinstance(message, ToolMessage) and call_id in self._admitted:
+                if isinstance(message, ToolMessage) and isinstance(call_id, str) and call_id in self._admitted:
                     name, args, agent = self._admitted.pop(call_id)
                     result, error = tool_outcome(message)
                     found.append((name, args, agent, call_id, result, error))
