@@ -7,7 +7,14 @@
     ├── IllegalTransition (RuntimeError) a state change the transition table forbids
     ├── MissingExtra (ImportError)      an optional capability was used without its extra
     ├── StoreError (RuntimeError)       the breaker store could not be reached or answered badly
-    └── SpecError (ValueError)          a spec is missing, vague or malformed
+    ├── SpecError (ValueError)          a spec is missing, vague or malformed
+    ├── LedgerError (RuntimeError)      loopguard_core.ledger: the ledger could not record or read
+    │   ├── LedgerBusy                  the database stayed locked past the busy timeout
+    │   ├── LedgerConfigError (ValueError)  wrong key, hashing mode or path
+    │   ├── LedgerUnavailable (NotImplementedError)  a backend that is not installed or reachable
+    │   └── CheckpointError (ValueError)    a checkpoint note that does not parse or verify
+    ├── SessionNotFound (KeyError)      loopguard_core.review: no spec or rows for a session
+    └── AttestationRequired (PermissionError)  loopguard_core.review: no matching attestation yet
 
 ``LoopGuardTripped`` subclasses ``RuntimeError`` on purpose: LangGraph's default ``RetryPolicy``
 retries plain ``Exception`` subclasses three times but not ``RuntimeError``.
