@@ -273,4 +273,7 @@ class RunState:
         self.probe_key = None
         self.failures.clear()
         self.signatures.clear()
+        # A call refused before the reset may be retried with the same id after it (e.g. a human approved it).
+        for key in [k for k, v in self.seen.items() if not v.admitted]:
+            del self.seen[key]
         return Verdict(True, None, False, {}, tuple(moves), turn=self.turns)

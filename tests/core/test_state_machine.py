@@ -109,3 +109,15 @@ def test_reset_closes_by_hand() -> None:
         breaker.before_model()
     breaker.reset()
     assert breaker.state is BreakerState.CLOSED
+
+
+def test_a_call_refused_before_reset_may_be_retried_with_the_same_id_after_it() -> None:
+    breaker = Breaker()
+    for n in range(2):
+        breaker.before_tool("search", {"q": "x"}, call_id=f"c{n}")
+        breaker.after_tool("search", {"q": "x"}, result="same", call_id=f"c{n}")
+    with pytest.raises(LoopGuardTripped):
+        breaker.before_tool("search", {"q": "x"}, call_id="c2")
+    breaker.reset()  # e.g. a person approved the call
+    breaker.before_tool("search", {"q": "x"}, call_id="c2")
+    assert breaker.state is BreakerState.CLOSED
