@@ -113,17 +113,17 @@ class StreamWatch:
                 self._blocks[index] = _Block(str(block.get("id", "")), str(block.get("name", "")), block.get("input"))
         elif kind == "content_block_delta":
             delta = data.get("delta") or {}
-            block = self._blocks.get(int(data.get("index", -1)))
-            if delta.get("type") == "input_json_delta" and block is not None:
-                block.json_text += str(delta.get("partial_json", ""))
+            open_block = self._blocks.get(int(data.get("index", -1)))
+            if delta.get("type") == "input_json_delta" and open_block is not None:
+                open_block.json_text += str(delta.get("partial_json", ""))
             for key in ("text", "thinking", "partial_json"):
                 value = delta.get(key)
                 if isinstance(value, str):
                     self._output_chars += len(value)
         elif kind == "content_block_stop":
-            block = self._blocks.pop(int(data.get("index", -1)), None)
-            if block is not None:
-                return [ToolUse(block.id, block.name, _input(block))]
+            done = self._blocks.pop(int(data.get("index", -1)), None)
+            if done is not None:
+                return [ToolUse(done.id, done.name, _input(done))]
         elif kind == "message_delta":
             self.usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
         elif kind == "message_stop" and not self.usage_done:

@@ -4,8 +4,9 @@
 pair (or a list of them, for parallel calls) is a ``tool_use`` reply, a ``str`` is a final text reply.
 When the script runs out it repeats ``loop`` (when set) up to ``cap`` replies, so a guard that fails shows up
 as a wrong count rather than a hung test. ``"stream": true`` requests get server-sent events, one event per
-chunk, exactly as the API frames them. ``errors=[529, ...]`` answers the first attempts with those statuses
-(``retry-after-ms: 1``), to exercise the SDK's retries.
+chunk, exactly as the API frames them (``chunk_size=7`` re-cuts them across event boundaries).
+``errors=[529, ...]`` answers the first attempts with those statuses (``retry-after-ms: 1``), to exercise
+the SDK's retries.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ class ScriptedAPI:
         cap: int = 30,
         usage: tuple[int, int] = (100, 20),
         errors: list[int] | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         self.script = list(script or [])
         self.loop = loop
         self.cap = cap
         self.usage = usage
         self.errors = list(errors or [])
+        self.chunk_size = chunk_size  # re-cut the event stream into chunks of this many bytes
         self.bodies: list[dict[str, Any]] = []  # every Messages request that reached the "API"
         self.http_attempts = 0
         self.counted = 0  # count_tokens calls
@@ -97,6 +100,9 @@ class ScriptedAPI:
         if not body.get("stream"):
             return httpx2.Response(200, json=message)
         events = list(_sse_events(message))
+        if self.chunk_size:
+            raw = b"".join(events)
+            events = [raw[i : i + self.chunk_size] for i in range(0, len(raw), self.chunk_size)]
         headers = {"content-type": "text/event-stream"}
         if async_:
 

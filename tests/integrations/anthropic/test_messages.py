@@ -106,6 +106,17 @@ def test_runaway_refused_on_messages_stream_sync() -> None:
     assert breaker.usage().tool_calls == 2
 
 
+def test_stream_events_split_across_chunks_are_still_checked() -> None:
+    api, breaker, counter = ScriptedAPI(loop=SAME, chunk_size=7), Breaker(), BodyCounter()
+
+    with pytest.raises(LoopGuardTripped) as info:
+        stream_loop(guard(api.client(), breaker), counter)
+
+    assert info.value.reason == "loop"
+    assert counter.count() == 2
+    assert breaker.usage().tokens >= 2 * 120
+
+
 async def test_runaway_refused_on_messages_stream_async() -> None:
     api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
 
