@@ -214,3 +214,19 @@ def test_usd_ceiling_refuses_the_request_that_would_cross_it() -> None:
     assert info.value.reason == "cost_ceiling"
     assert 0 < breaker.usage().cost_usd <= 0.01
     assert fake.requests < 40
+
+
+async def test_runaway_stopped_when_driving_the_run_node_by_node() -> None:
+    breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME)
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+
+    async def drive() -> None:
+        async with agent.iter("find it") as run:
+            async for _node in run:
+                pass
+
+    with pytest.raises(LoopGuardTripped) as info:
+        await drive()
+
+    assert info.value.reason == "loop"
+    assert counter.count("lookup") == 2
