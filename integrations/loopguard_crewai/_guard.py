@@ -82,8 +82,7 @@ class CrewGuard:
         self._delivered = False
         self._admitted: dict[int, tuple[str, Any, str | None]] = {}
         self._usage: dict[int, _LLMUsage] = {}
-        self._model_calls = 0
-        self._tool_calls = 0
+        self._seen = 0  # hook calls, including those a nested block on the same breaker handled
         self._run: RunHandle | None = None
         self._scope: Any = None
         self._token: contextvars.Token[CrewGuard | None] | None = None
@@ -111,7 +110,7 @@ class CrewGuard:
             self._reconcile_all()
         finally:
             self._close()
-        if exc is None and self._model_calls == 0 and self._tool_calls == 0 and self._held is None:
+        if exc is None and self._seen == 0 and self._held is None:
             warnings.warn(
                 "guard_crew saw no model or tool call inside its block. Run kickoff() inside the `with "
                 "guard_crew(...)` block, in the same thread or a task/thread that copies the context "
@@ -169,6 +168,8 @@ class CrewGuard:
         return active is None or active is self or active.breaker is not self.breaker
 
     def _before_tool_call(self, ctx: Any) -> bool | None:
+        with self._lock:
+            self._seen += 1
         if not self._mine():
             return None
         if self._held is not None:
@@ -176,8 +177,6 @@ class CrewGuard:
         name = str(ctx.tool_name)
         args = tool_args(ctx.tool_input)
         agent = agent_name(ctx.agent)
-        with self._lock:
-            self._tool_calls += 1
         try:
             self.breaker.before_tool(name, args, agent=agent)
         except LoopGuardTripped as trip:
@@ -213,12 +212,12 @@ class CrewGuard:
         return None
 
     def _before_llm_call(self, ctx: Any) -> bool | None:
+        with self._lock:
+            self._seen += 1
         if not self._mine():
             return None
         llm = ctx.llm
         agent = agent_name(ctx.agent)
-        with self._lock:
-            self._model_calls += 1
         try:
             self._reconcile(llm, next_agent=agent)
         except Exception as exc:

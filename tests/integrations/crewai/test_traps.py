@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import pytest
 
@@ -24,11 +25,14 @@ RUNAWAY = ("lookup", {"q": "same"})
 def test_a_trip_is_raised_even_when_crewai_raises_its_own_error_first() -> None:
     # One model turn asks for eight identical calls: two run, the rest are blocked, and CrewAI's own
     # repeated-call stop fires on the blocked ones before any model call could carry the trip.
+    # (max_usage_count makes CrewAI run them one by one; in parallel, in-flight calls have no outcome yet.)
     counter = BodyCounter()
+    lookup = counted_tool(counter)
+    lookup.max_usage_count = 100
     llm = ScriptedLLM(script=[[RUNAWAY] * 8])
 
     with pytest.raises(LoopGuardTripped) as caught, guard_crew(Breaker()):
-        one_agent_crew([counted_tool(counter)], llm).kickoff()
+        one_agent_crew([lookup], llm).kickoff()
 
     assert isinstance(caught.value, CrewAILoopGuardTripped)
     assert caught.value.reason == "loop"
@@ -71,8 +75,11 @@ def test_loopguard_hooks_left_as_global_hooks_are_reported() -> None:
     stale = guard_crew(Breaker())
     register_before_tool_call_hook(stale._before_tool_call)
     try:
-        with pytest.warns(LoopGuardWarning, match="global"):
-            guard_crew(Breaker()).__enter__().__exit__(None, None, None)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with guard_crew(Breaker()):
+                pass
+        assert any("registered as CrewAI *global* hooks" in str(w.message) for w in seen)
     finally:
         unregister_before_tool_call_hook(stale._before_tool_call)
 
