@@ -46,5 +46,5 @@ def as_crewai_trip(trip: LoopGuardTripped) -> CrewAILoopGuardTripped:
     converted.__cause__ = trip.__cause__
     notes = list(getattr(trip, "__notes__", ()))  # e.g. "could not write the trip to the ledger"
     if notes:
-        converted.__notes__ = notes
+        setattr(converted, "__notes__", notes)  # noqa: B010 - add_note() needs Python 3.11
     return converted

@@ -222,9 +222,7 @@ class CrewGuard:
             self._reconcile(llm, next_agent=agent)
         except Exception as exc:
             self.hold(_guard_failure("after_model", exc))
-        if self._held is not None:
-            self._delivered = True
-            raise self._held
+        self._deliver()
         try:
             self.breaker.before_model(
                 model=model_name(llm),
@@ -236,10 +234,15 @@ class CrewGuard:
             self.hold(as_crewai_trip(trip))
         except Exception as exc:
             self.hold(_guard_failure("before_model", exc))
-        if self._held is not None:
-            self._delivered = True
-            raise self._held
+        self._deliver()
         return None
+
+    def _deliver(self) -> None:
+        """Raise the held trip (a HookAborted: CrewAI lets it out of kickoff) before the model is called."""
+        held = self._held
+        if held is not None:
+            self._delivered = True
+            raise held
 
     # -- usage -------------------------------------------------------------------------------------
     def _reconcile(self, llm: Any, *, next_agent: str | None = None, final: bool = False) -> None:
