@@ -22,10 +22,11 @@ _IDEMPOTENCY_MEMORY = 4_096
 
 
 class _Signature:
-    __slots__ = ("last_outcome", "streak")
+    __slots__ = ("inflight", "last_outcome", "streak")
 
     def __init__(self) -> None:
-        self.streak = 0
+        self.streak = 0  # identical outcomes in a row, plus calls admitted but not yet reported
+        self.inflight = 0
         self.last_outcome: str | None = None
 
 
@@ -163,6 +164,7 @@ class RunState:
             self.signatures.move_to_end(req.signature)
         # Counted as a repeat until its outcome shows otherwise (pre-flight-only callers still catch loops).
         sig.streak += 1
+        sig.inflight += 1
         probe = False
         if half_open:
             self.probe_key = req.call_id or req.signature
@@ -177,9 +179,13 @@ class RunState:
             return dup
         moves: list[Transition] = []
         sig = self.signatures.get(out.signature)
-        if sig is not None and sig.last_outcome != out.outcome:
-            sig.streak = 1
-            sig.last_outcome = out.outcome
+        if sig is not None:
+            sig.inflight = max(0, sig.inflight - 1)
+            if sig.last_outcome != out.outcome:
+                # A new answer restarts the streak; identical calls still in flight (parallel tool calls)
+                # keep counting, so a burst of copies cannot slip past the limit together.
+                sig.streak = 1 + sig.inflight
+                sig.last_outcome = out.outcome
         if out.failed:
             self.failures[out.tool] = self.failures.get(out.tool, 0) + 1
         else:

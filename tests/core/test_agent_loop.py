@@ -69,7 +69,7 @@ def test_tool_errors_become_error_results_and_count_as_failures() -> None:
 
 
 def test_bad_construction_is_refused_clearly() -> None:
-    with pytest.raises(TypeError, match="messages.create"):
+    with pytest.raises(TypeError, match=r"messages\.create"):
         AgentLoop(object(), Breaker())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="breaker"):
         AgentLoop(ScriptedClient([]), object())  # type: ignore[arg-type]

@@ -143,3 +143,22 @@ def test_loop_memory_is_bounded_on_very_long_runs() -> None:
     state = breaker._store._runs[breaker._key()]  # type: ignore[attr-defined]
     assert len(state.signatures) == 100
     assert len(state.seen) == 0  # no call ids given: nothing to remember for idempotency
+
+
+def test_parallel_identical_calls_cannot_slip_past_the_limit_together() -> None:
+    # A model turn asks for the same call 8 times; the framework runs them concurrently, so the
+    # first outcome arrives while the others are still in flight.
+    breaker = Breaker()
+    admitted = 0
+    breaker.before_tool("search", {"q": "x"}, call_id="c0")
+    admitted += 1
+    breaker.before_tool("search", {"q": "x"}, call_id="c1")
+    admitted += 1
+    breaker.after_tool("search", {"q": "x"}, result="r", call_id="c0")
+    for n in range(2, 8):
+        try:
+            breaker.before_tool("search", {"q": "x"}, call_id=f"c{n}")
+            admitted += 1
+        except LoopGuardTripped:
+            break
+    assert admitted == 2
