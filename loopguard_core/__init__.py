@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typing as _typing
 
+from .agent_loop import AgentLoop, AgentResult
 from .breaker import Breaker
 from .clock import Clock, SystemClock
 from .errors import (
@@ -18,20 +19,26 @@ from .errors import (
     SpecError,
     StoreError,
 )
+from .ledger import Ledger, LedgerError, VerifyResult
 from .limits import Limits, LoopDetection
 from .pricing import GenaiPrices, StaticPrices
 from .signatures import call_signature, canonical_text, outcome_digest
+from .spec import Spec, SpecCheck, SpecResult, SpecStore, SpecWriter, validate_spec
 from .state import TRANSITIONS, BreakerState
 from .stores import MemoryStore, RunSnapshot, Store
 from .tokens import estimate_tokens
 
 __all__ = [
     "TRANSITIONS",
+    "AgentLoop",
+    "AgentResult",
     "Breaker",
     "BreakerState",
     "Clock",
     "GenaiPrices",
     "IllegalTransition",
+    "Ledger",
+    "LedgerError",
     "Limits",
     "LoopDetection",
     "LoopGuardError",
@@ -40,15 +47,22 @@ __all__ = [
     "MemoryStore",
     "MissingExtra",
     "RunSnapshot",
+    "Spec",
+    "SpecCheck",
     "SpecError",
+    "SpecResult",
+    "SpecStore",
+    "SpecWriter",
     "StaticPrices",
     "Store",
     "StoreError",
     "SystemClock",
+    "VerifyResult",
     "call_signature",
     "canonical_text",
     "estimate_tokens",
     "outcome_digest",
+    "validate_spec",
 ]
 
 
