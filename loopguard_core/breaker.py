@@ -491,12 +491,16 @@ class Breaker:
         return sync(self._key(), payload, self.limits)
 
     def _mark_start(self, key: tuple[str, str, str], now: float) -> None:
+        if self.ledger is None:  # durations are only recorded in the ledger
+            return
         with self._pending_lock:
             self._pending[key] = now
             if len(self._pending) > _MAX_PENDING:
                 self._pending.popitem(last=False)
 
     def _take_start(self, key: tuple[str, str, str]) -> float | None:
+        if self.ledger is None:
+            return None
         with self._pending_lock:
             return self._pending.pop(key, None)
 
