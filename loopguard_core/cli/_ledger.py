@@ -37,11 +37,12 @@ _PROGRESS_MIN_ROWS = 20_000
 
 
 def _open(path: str) -> Any:
+    from ..errors import MissingExtra
     from ..ledger import Ledger, LedgerError
 
     try:
         return Ledger(path, read_only=True)
-    except LedgerError as exc:
+    except (LedgerError, MissingExtra) as exc:  # e.g. a postgresql:// URL without the postgres extra
         fail(str(exc))
 
 

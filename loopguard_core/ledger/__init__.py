@@ -17,7 +17,7 @@ from __future__ import annotations
 from ._backend import LedgerBackend, ReadView
 from ._chain import HASHED_COLUMNS, canonical, genesis_hash, row_hash
 from ._checkpoint import Checkpoint
-from ._errors import CheckpointError, LedgerBusy, LedgerConfigError, LedgerError, LedgerUnavailable
+from ._errors import CheckpointError, LedgerBusy, LedgerConfigError, LedgerError, LedgerUnavailable, LedgerUnreachable
 from ._keys import generate_signing_key, load_public_key, load_signing_key
 from ._ledger import Ledger
 from ._model import COLUMNS, ORIGINS, CheckpointCheck, LedgerRow, Problem, SessionSummary, VerifyResult
@@ -38,6 +38,7 @@ __all__ = [
     "LedgerError",
     "LedgerRow",
     "LedgerUnavailable",
+    "LedgerUnreachable",
     "Problem",
     "ReadView",
     "SessionSummary",

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from ..errors import LoopGuardError
 
-__all__ = ["CheckpointError", "LedgerBusy", "LedgerConfigError", "LedgerError", "LedgerUnavailable"]
+__all__ = [
+    "CheckpointError",
+    "LedgerBusy",
+    "LedgerConfigError",
+    "LedgerError",
+    "LedgerUnavailable",
+    "LedgerUnreachable",
+]
 
 
 class LedgerError(LoopGuardError, RuntimeError):
@@ -21,6 +28,11 @@ class LedgerConfigError(LedgerError, ValueError):
 
 class LedgerUnavailable(LedgerError, NotImplementedError):
     """The requested ledger backend does not exist in this version of loopguard-core."""
+
+
+class LedgerUnreachable(LedgerError, ConnectionError):
+    """The ledger's database server could not be reached (or the connection was lost); the message names
+    the URL without its password and says whether the row was written."""
 
 
 class CheckpointError(LedgerError, ValueError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -11,7 +10,7 @@ from typing import IO, Any
 from ._backend import LedgerBackend
 from ._chain import InputHasher, genesis_hash, to_micros, utc_now, validate_record
 from ._checkpoint import Checkpoint, make_checkpoint, origin_for
-from ._errors import CheckpointError, LedgerConfigError, LedgerUnavailable
+from ._errors import CheckpointError, LedgerConfigError
 from ._keys import load_public_key, load_signing_key
 from ._model import ORIGINS, CheckpointCheck, LedgerRow, Problem, SessionSummary, VerifyResult
 from ._sqlite import SqliteBackend, sqlite_path
@@ -31,20 +30,12 @@ def open_backend(
     target = os.fspath(path_or_url)
     scheme = target.split("://", 1)[0].lower() if "://" in target else ""
     if scheme in {"postgresql", "postgres"}:
-        name = f"{__package__}._postgres"
-        try:
-            postgres = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            raise LedgerUnavailable(
-                "the PostgreSQL ledger backend is not part of this version of loopguard-core; "
-                "use a SQLite file (Ledger('ledger.db')) for now"
-            ) from None
-        backend: LedgerBackend = postgres.open_backend(
-            target, input_hash_mode=input_hash_mode, busy_timeout=busy_timeout
+        # Imported here: the SQLite-only user never loads it (and psycopg is imported lazily inside).
+        from ._postgres import open_backend as open_postgres
+
+        return open_postgres(
+            target, input_hash_mode=input_hash_mode, busy_timeout=busy_timeout, synchronous=synchronous
         )
-        return backend
     if scheme not in {"", "sqlite"}:
         raise LedgerConfigError(
             f"unknown ledger URL scheme {scheme!r} in {target!r}: use a file path, sqlite:///path.db "

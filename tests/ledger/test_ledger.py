@@ -18,7 +18,6 @@ from loopguard_core.ledger import (
     Ledger,
     LedgerConfigError,
     LedgerRow,
-    LedgerUnavailable,
 )
 from loopguard_core.typing import LedgerSink
 
@@ -216,10 +215,15 @@ def test_memory_ledger_works_for_quick_scripts() -> None:
     assert len(list(ledger.rows("m"))) == 5
 
 
-def test_postgres_url_says_the_backend_is_not_available_yet() -> None:
-    with pytest.raises(LedgerUnavailable, match="PostgreSQL ledger backend") as info:
+def test_postgres_url_without_the_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from loopguard_core.errors import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the postgres extra were not installed
+    with pytest.raises(MissingExtra, match=re.escape('pip install "loopguard-core[postgres]"')) as info:
         Ledger("postgresql://user@localhost/db")
-    assert isinstance(info.value, LoopGuardError) and isinstance(info.value, NotImplementedError)
+    assert isinstance(info.value, LoopGuardError)
 
 
 def test_unknown_scheme_is_refused(tmp_path: Path) -> None:
