@@ -121,6 +121,9 @@ class SqliteBackend:
         self._mem_conn: sqlite3.Connection | None = None
         self._closed = False
         self.read_only = input_hash_mode is None
+        # (seq, row_hash) of the last row this process appended: a hint for the one-statement append,
+        # never trusted without the database confirming it is still the head. One tuple, replaced whole.
+        self._head: tuple[int, str] | None = None
         self.chain_id = self._open_existing() if input_hash_mode is None else self._init_schema(input_hash_mode)
         self.genesis = genesis_hash(self.chain_id)
 
@@ -244,16 +247,34 @@ class SqliteBackend:
         return self._append(conn, values, on_sealed)
 
     def _append(self, conn: sqlite3.Connection, values: Sequence[Any], on_sealed: OnSealed | None) -> int:
+        head = self._head
+        if head is not None and on_sealed is None:
+            # Fast path: one autocommit INSERT (which takes the same write lock as BEGIN IMMEDIATE) at the
+            # seq after the last row this process wrote, linked to that row. Rows are never deleted and
+            # seqs are contiguous, so that seq is free exactly when that row is still the head; if anyone
+            # else appended since, the seq is taken, the primary key refuses the row, nothing is written,
+            # and the append reads the real head under BEGIN IMMEDIATE. The chain cannot fork either way.
+            seq, prev = head[0] + 1, head[1]
+            sealed = row_hash(prev, values)
+            try:
+                conn.execute(_INSERT, (seq, *values, prev, sealed))
+            except sqlite3.IntegrityError:
+                pass
+            except sqlite3.OperationalError as exc:
+                raise self._busy(exc) from exc
+            else:
+                self._head = (seq, sealed)
+                return seq
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise self._busy(exc) from exc
         try:
-            head = conn.execute(_HEAD).fetchone()
-            if head is None:
+            row = conn.execute(_HEAD).fetchone()
+            if row is None:
                 seq, prev = 1, self.genesis
             else:
-                seq, prev = head[0] + 1, head[1]
+                seq, prev = row[0] + 1, row[1]
             sealed = row_hash(prev, values)
             conn.execute(_INSERT, (seq, *values, prev, sealed))
             if on_sealed is not None:
@@ -267,6 +288,7 @@ class SqliteBackend:
             if isinstance(exc, sqlite3.OperationalError):
                 raise self._busy(exc) from exc
             raise
+        self._head = (seq, sealed)
         return seq
 
     def checkpoint(self, make: Callable[[int, str], Checkpoint]) -> Checkpoint:
