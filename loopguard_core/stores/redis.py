@@ -28,8 +28,9 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -49,6 +50,7 @@ _STATES = {"c": BreakerState.CLOSED, "o": BreakerState.OPEN, "h": BreakerState.H
 _POLICIES = ("closed", "open")
 _CLOCKS = ("server", "request")
 _US = 1_000_000
+_NO_FACTS: Mapping[str, Any] = MappingProxyType({})
 _WARN_EVERY = 30.0  # seconds between two warnings about the same outage
 # Options a URL query string may carry (everything else goes to redis-py).
 _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
@@ -396,7 +398,7 @@ class RedisStore:
     def _verdict(self, raw: Any, limits: Limits, base: dict[str, Any] | None, signature: str = "") -> Verdict:
         status = raw[0]
         if status == 1 and not raw[5]:  # the common case: admitted, no state change
-            return Verdict(True, None, False, {}, (), raw[3], raw[4] == 1)
+            return Verdict(True, None, False, _NO_FACTS, (), raw[3], raw[4] == 1)
         duplicate = status == 2
         if duplicate:
             raw, first = json.loads(_text(raw[1]))
@@ -407,7 +409,7 @@ class RedisStore:
         moves = () if duplicate else _transitions(_text(raw[5]))
         turn, probe = _int(raw[3]), not duplicate and _int(raw[4]) == 1
         if status == 1:
-            return Verdict(True, None, False, {}, moves, turn, probe, duplicate)
+            return Verdict(True, None, False, _NO_FACTS, moves, turn, probe, duplicate)
         terminal = _int(raw[2]) == 1
         reason, facts = _facts(_text(raw[1]), list(raw[6:]), terminal, limits, base, signature)
         return Verdict(False, reason, terminal, facts, moves, turn, False, duplicate)

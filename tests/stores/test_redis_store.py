@@ -53,17 +53,22 @@ def test_scope_and_run_names_cannot_collide(store: RedisStore, scope: str) -> No
     assert len({k.split("}")[0] for k in store.keys(odd)}) == 1
 
 
-def test_every_write_refreshes_the_ttl(redis_url: str, scope: str, redis_client: Any) -> None:
+def test_every_key_expires_and_a_live_runs_counters_never_do(redis_url: str, scope: str, redis_client: Any) -> None:
     store = RedisStore(redis_url, ttl_seconds=120)
     run = RunKey(scope, "r")
-    store.admit_tool(run, tool(), Limits())
+    limits = Limits(max_tokens=1_000)
+    store.admit_tool(run, tool(call_id="c1"), limits)
+    store.record_tool(run, ToolOutcome("search", "s", "out", True, 0.0, "c1"), limits)
+    store.admit_model(run, ModelRequest(10, 0, 0.0), limits)
     keys = [k for k in store.keys(run) if redis_client.exists(k)]
-    assert keys
-    assert all(0 < redis_client.pttl(k) <= 120_000 for k in keys)
+    assert len(keys) == 10
+    assert all(0 < redis_client.pttl(k) <= 120_000 for k in keys)  # nothing lives forever
     for k in keys:
-        redis_client.pexpire(k, 500)
-    store.record_tool(run, ToolOutcome("search", "s", "out", False, 0.0), Limits())
-    assert all(redis_client.pttl(k) > 100_000 for k in keys)
+        redis_client.pexpire(k, 5_000)
+    store.record_model(run, ModelUsage(5, 0, 0.0), limits)  # any write refreshes the budget counters
+    state, per_tool = store.keys(run)[:2]
+    assert redis_client.pttl(state) > 100_000
+    assert redis_client.pttl(per_tool) > 100_000
     store.drop(run)
     assert not any(redis_client.exists(k) for k in store.keys(run))
     store.close()

@@ -192,6 +192,14 @@ def test_pre_flight_only_callers_still_catch_loops(store: Store, scope: str) -> 
     assert run.tool("x", "s").reason == "loop"
 
 
+def test_parallel_identical_calls_cannot_slip_past_the_limit_together(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits())
+    assert [run.tool("x", "s").admitted, run.tool("x", "s").admitted] == [True, True]  # both in flight
+    run.done("x", "s", "same")
+    run.done("x", "s", "same")
+    assert run.tool("x", "s").reason == "loop"
+
+
 def test_exempt_tools_and_per_tool_repeats(store: Store, scope: str) -> None:
     loop = LoopDetection(exempt_tools={"wait"}, max_repeats_per_tool={"status": 4})
     run = Run(store, scope, Limits(loop=loop))
@@ -339,6 +347,21 @@ def test_reset_closes_keeps_counts_and_clears_loop_memory(store: Store, scope: s
     assert (snap.state, snap.terminal, snap.trip_reason, snap.turns, snap.tool_calls) == (CLOSED, False, None, 1, 2)
     assert run.tool("s", "a").admitted  # loop memory cleared
     assert store.reset(run.key).transitions == ()
+
+
+def test_reset_forgets_refusals_so_an_approved_call_can_be_retried(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits())
+    run.tool("s", "a", call_id="c1")
+    run.done("s", "a", call_id="c1")
+    run.tool("s", "a", call_id="c2")
+    run.done("s", "a", call_id="c2")
+    assert run.tool("s", "a", call_id="c3").reason == "loop"
+    assert run.tool("s", "a", call_id="c3").duplicate
+    store.reset(run.key)  # a person looked and approved the call
+    retried = run.tool("s", "a", call_id="c3")
+    assert (retried.admitted, retried.duplicate) == (True, False)
+    assert run.tool("s", "a", call_id="c1").duplicate  # admitted calls stay remembered
+    assert run.snap().tool_calls == 3
 
 
 def test_reset_lifts_a_budget_trip(store: Store, scope: str) -> None:

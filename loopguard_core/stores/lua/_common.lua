@@ -67,8 +67,21 @@ local function flush(s)
   if #args > 0 then redis.call('HSET', H, unpack(args)) end
 end
 
-local function touch(ttl)
-  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+-- Keys written by this step; finish() refreshes their TTL. The state hash and the per-tool counts are
+-- refreshed on every write, so a live run never loses a budget counter. Loop memory, failure streaks
+-- and call ids expire ttl after they were last written.
+local WRITTEN = {}
+local function wrote(key) WRITTEN[key] = true end
+
+local function touch(s, ttl)
+  redis.call('PEXPIRE', H, ttl)
+  redis.call('PEXPIRE', TOOLS, ttl)
+  if s.rt ~= 0 or s.rc ~= 0 then -- live reservations must outlive nothing they account for
+    wrote(RES)
+    wrote(RESV)
+    wrote(RESMIN)
+  end
+  for key in pairs(WRITTEN) do redis.call('PEXPIRE', key, ttl) end
 end
 
 local function duplicate(key)
@@ -82,6 +95,8 @@ end
 local function remember(key, r, request)
   if key == nil then return end
   redis.call('HSET', SEEN, key, cjson.encode({ r, request or {} }))
+  wrote(SEEN)
+  wrote(SEENQ)
   if redis.call('RPUSH', SEENQ, key) > SEEN_MAX then
     redis.call('HDEL', SEEN, redis.call('LPOP', SEENQ))
   end
@@ -92,7 +107,7 @@ end
 local function finish(s, key, r, moves, ttl, request)
   flush(s)
   remember(key, r, request) -- stored with no transitions: a retried request reports none
-  touch(ttl)
+  touch(s, ttl)
   r[6] = table.concat(moves, '|')
   return r
 end
@@ -140,6 +155,23 @@ local function over_time(s, now, max_us)
   local elapsed = now - s.sa
   if elapsed > max_us then return elapsed end
   return nil
+end
+
+-- A signature entry is '<streak> <in flight>', then '|<digest of its last outcome>' once one is known.
+local function read_sig(entry)
+  local counts, outcome = entry, nil
+  local bar = string.find(entry, '|', 1, true)
+  if bar then counts, outcome = string.sub(entry, 1, bar - 1), string.sub(entry, bar + 1) end
+  local sp = string.find(counts, ' ', 1, true)
+  if not sp then return tonumber(counts), 0, outcome end
+  return tonumber(string.sub(counts, 1, sp - 1)), tonumber(string.sub(counts, sp + 1)), outcome
+end
+
+local function write_sig(sig, streak, inflight, outcome)
+  local value = int(streak) .. ' ' .. int(inflight)
+  if outcome then value = value .. '|' .. outcome end
+  redis.call('HSET', SIGS, sig, value)
+  wrote(SIGS)
 end
 
 local function release(s, rid)

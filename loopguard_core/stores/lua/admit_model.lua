@@ -51,6 +51,9 @@ if lifetime then
   redis.call('HSET', RESV, rid, int(want_tokens) .. ' ' .. int(want_micros))
   -- Ordered by micro-USD, then tokens: see record_model for why the smallest goes first.
   redis.call('ZADD', RESMIN, want_micros + want_tokens / 1e9, rid)
+  wrote(RES)
+  wrote(RESV)
+  wrote(RESMIN)
   put(s, 'rt', s.rt + want_tokens)
   put(s, 'rc', s.rc + want_micros)
   if redis.call('ZCARD', RES) > RES_MAX then release(s, redis.call('ZRANGE', RES, 0, 0)[1]) end

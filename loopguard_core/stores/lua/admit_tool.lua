@@ -39,16 +39,10 @@ local failed = tonumber(redis.call('HGET', FAILS, tool)) or 0
 if max_fail and not half and failed >= max_fail then
   return finish(s, key, trip(s, 'failures', now, moves, tool, max_fail, failed), moves, ttl, request)
 end
--- A signature entry is '<streak>' or '<streak>|<digest of its last outcome>'.
 local entry = redis.call('HGET', SIGS, sig)
-local streak, outcome = 0, nil
+local streak, inflight, outcome = 0, 0, nil
 if entry then
-  local bar = string.find(entry, '|', 1, true)
-  if bar then
-    streak, outcome = tonumber(string.sub(entry, 1, bar - 1)), string.sub(entry, bar + 1)
-  else
-    streak = tonumber(entry)
-  end
+  streak, inflight, outcome = read_sig(entry)
   if allowed and streak >= allowed then
     return finish(s, key, trip(s, 'loop', now, moves, tool, allowed, '', streak), moves, ttl, request)
   end
@@ -64,9 +58,8 @@ if not entry and redis.call('ZCARD', LRU) > memory then
   redis.call('HDEL', SIGS, oldest[1])
 end
 -- Counted as a repeat until its outcome shows otherwise (pre-flight-only callers still catch loops).
-local value = int(streak + 1)
-if outcome then value = value .. '|' .. outcome end
-redis.call('HSET', SIGS, sig, value)
+write_sig(sig, streak + 1, inflight + 1, outcome)
+wrote(LRU)
 local probe = 0
 if half then
   put(s, 'pk', (has_id and id ~= '') and id or sig)

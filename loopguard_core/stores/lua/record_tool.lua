@@ -9,13 +9,18 @@ local tool, sig, outcome, failed = ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
 
 local entry = redis.call('HGET', SIGS, sig)
 if entry then
-  local bar = string.find(entry, '|', 1, true)
-  if not bar or string.sub(entry, bar + 1) ~= outcome then
-    redis.call('HSET', SIGS, sig, '1|' .. outcome)
+  local streak, inflight, last = read_sig(entry)
+  inflight = math.max(0, inflight - 1)
+  if last ~= outcome then
+    -- A new answer restarts the streak; identical calls still in flight (parallel tool calls) keep
+    -- counting, so a burst of copies cannot slip past the limit together.
+    streak, last = 1 + inflight, outcome
   end
+  write_sig(sig, streak, inflight, last)
 end
 if failed then
   redis.call('HINCRBY', FAILS, tool, 1)
+  wrote(FAILS)
 else
   redis.call('HDEL', FAILS, tool)
 end
