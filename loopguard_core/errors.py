@@ -10,6 +10,7 @@
     ├── SpecError (ValueError)          a spec is missing, vague or malformed
     ├── LedgerError (RuntimeError)      loopguard_core.ledger: the ledger could not record or read
     │   ├── LedgerBusy                  the database stayed locked past the busy timeout
+    │   ├── LedgerUnreachable (ConnectionError)  the ledger server could not be reached
     │   ├── LedgerConfigError (ValueError)  wrong key, hashing mode or path
     │   ├── LedgerUnavailable (NotImplementedError)  a backend that is not installed or reachable
     │   └── CheckpointError (ValueError)    a checkpoint note that does not parse or verify
