@@ -70,19 +70,11 @@ def test_bad_call_arguments_get_a_clear_error(call: object, name: str) -> None:
 
 
 def test_missing_pricing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
+    import sys
 
-    from loopguard_core import MissingExtra
+    from loopguard_core import MissingExtra, StaticPrices
 
-    real_import = builtins.__import__
-
-    def fake_import(name: str, *args: object, **kwargs: object) -> object:
-        if name.startswith("genai_prices"):
-            raise ImportError("No module named 'genai_prices'")
-        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
-    monkeypatch.delitem(__import__("sys").modules, "genai_prices", raising=False)
+    monkeypatch.setitem(sys.modules, "genai_prices", None)  # makes `import genai_prices` fail
     with pytest.raises(MissingExtra, match=r"loopguard-core\[pricing\]"):
         Breaker(max_cost_usd=1.0)
-    Breaker(max_cost_usd=1.0, prices=__import__("loopguard_core").StaticPrices({}))  # own prices: fine
+    Breaker(max_cost_usd=1.0, prices=StaticPrices({}))  # own prices: fine

@@ -62,8 +62,8 @@ def test_each_agents_calls_are_attributed_in_the_ledger(tmp_path: Path) -> None:
     def team() -> None:
         step(researcher, research, counter)
         step(writer, writing, counter)
-        step(researcher, research, counter)
-        step(writer, writing, counter)  # results come back one request late, so the fourth is refused
+        step(researcher, research, counter)  # the writer's copy is still in flight: the third is refused
+        step(writer, writing, counter)
 
     with breaker.run(), pytest.raises(LoopGuardTripped):
         team()
@@ -72,7 +72,8 @@ def test_each_agents_calls_are_attributed_in_the_ledger(tmp_path: Path) -> None:
     seen = {(r["origin"], r["agent"], r["tool"]) for r in rows}
     assert {("model", "researcher", None), ("model", "writer", None), ("tool", "researcher", "lookup")} <= seen
     trips = [(r["agent"], r["tool"], r["breach_reason"]) for r in rows if r["origin"] == "breaker"]
-    assert trips == [("writer", "lookup", "loop")]
+    assert trips == [("researcher", "lookup", "loop")]
+    assert counter.count() == 2
     assert len({r["session_id"] for r in rows}) == 1
     assert ledger.verify().ok
 

@@ -170,7 +170,9 @@ def test_guard_stops_the_runner_even_when_a_tool_function_trip_was_swallowed() -
     with pytest.raises(LoopGuardTripped) as info:
         runner.until_done()
 
-    assert info.value.reason == "open"
+    # Either the adapter refuses the third copy itself (loop: the in-body check left a copy in flight) or
+    # the swallowed in-body trip left the breaker open: in both cases the runner stops.
+    assert info.value.reason in ("loop", "open")
     assert api.replies <= 3
     assert counter.count() <= 2
 
