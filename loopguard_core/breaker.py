@@ -23,7 +23,7 @@ from .clock import Clock, SystemClock
 from .errors import LoopGuardTripped, LoopGuardWarning
 from .limits import Limits, LoopDetection, usd_to_micros
 from .runs import RunHandle, RunRegistry
-from .signatures import call_signature, canonical_text, outcome_digest
+from .signatures import call_signature, canonical_text, is_empty_result, outcome_digest, question_words
 from .state import BreakerState
 from .stores import MemoryStore, Store, store_from_url
 from .stores.base import ModelRequest, ModelUsage, RunKey, RunSnapshot, ToolOutcome, ToolRequest, Verdict
@@ -157,7 +157,7 @@ class Breaker:
         self._runs = RunRegistry(session_id or scope or uuid.uuid4().hex)
         self._pending: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._pending_lock = threading.Lock()
-        self._signatures: dict[str, str] = {}
+        self._signatures: dict[str, tuple[str, str]] = {}
         self._unpriced: set[str] = set()
 
     # -- runs -------------------------------------------------------------------------------------
@@ -246,8 +246,10 @@ class Breaker:
 
     def _tool_request(self, tool: str, args: Any, agent: str | None, call_id: str | None) -> ToolRequest:
         name = _tool_name(tool)
-        signature = call_signature(name, args, loose=self.limits.loop.loose_matching)
-        return ToolRequest(name, signature, self.clock.monotonic(), call_id, agent)
+        loop = self.limits.loop
+        signature = call_signature(name, args, loose=loop.loose_matching)
+        words = question_words(args) if loop.similarity is not None else ""
+        return ToolRequest(name, signature, self.clock.monotonic(), call_id, agent, words)
 
     def _after_tool_admission(self, verdict: Verdict, request: ToolRequest, args: Any) -> None:
         self._announce(verdict)
@@ -257,18 +259,24 @@ class Breaker:
             self._mark_start(("tool", request.call_id or request.signature, ""), request.now)
             if request.call_id is not None:
                 with self._pending_lock:
-                    self._signatures[request.call_id] = request.signature
+                    self._signatures[request.call_id] = (request.signature, request.words)
                     if len(self._signatures) > _MAX_PENDING:
                         self._signatures.pop(next(iter(self._signatures)))
 
     def _tool_outcome(self, tool: str, args: Any, result: Any, error: Any, call_id: str | None) -> ToolOutcome:
         name = _tool_name(tool)
+        loop = self.limits.loop
         # With a call id the admission already computed the signature: do not canonicalise the args twice.
-        signature = self._signatures.pop(call_id, None) if call_id is not None else None
-        if signature is None:
-            signature = call_signature(name, args, loose=self.limits.loop.loose_matching)
+        known = self._signatures.pop(call_id, None) if call_id is not None else None
+        if known is not None:
+            signature, words = known
+        else:
+            signature = call_signature(name, args, loose=loop.loose_matching)
+            words = question_words(args) if loop.similarity is not None else ""
         failed = error is not None and error is not False
-        return ToolOutcome(name, signature, outcome_digest(result, error), failed, self.clock.monotonic(), call_id)
+        empty = not failed and is_empty_result(result)
+        digest = outcome_digest(result, error)
+        return ToolOutcome(name, signature, digest, failed, self.clock.monotonic(), call_id, empty, words)
 
     def _after_tool_record(self, verdict: Verdict, outcome: ToolOutcome, args: Any, agent: str | None) -> None:
         self._announce(verdict)

@@ -57,6 +57,8 @@ _ADVICE: Mapping[str, str] = MappingProxyType(
         "failures": "the tool keeps failing; fix the tool or its credentials before retrying",
         "wall_clock": "raise max_seconds or narrow the task",
         "open": "the breaker is open after an earlier trip; wait for the recovery window or start a new run",
+        "stall": "the agent keeps asking for more where there is nothing (past the last page?); "
+        "change the prompt or make the tool say clearly that there is no more",
         "store_unavailable": "bring the breaker store back (or choose failure_policy='open' knowingly)",
     }
 )
@@ -66,7 +68,7 @@ class LoopGuardTripped(LoopGuardError, RuntimeError):
     """A guarded call was refused *before* it ran.
 
     ``reason`` is a short stable string (``turn_ceiling``, ``token_ceiling``, ``cost_ceiling``,
-    ``tool_ceiling``, ``loop``, ``failures``, ``wall_clock``, ``open``, ``store_unavailable``);
+    ``tool_ceiling``, ``loop``, ``stall``, ``failures``, ``wall_clock``, ``open``, ``store_unavailable``);
     ``facts`` holds what led to it
     (counts, limits, tool, agent, session). Frequently used facts are also attributes.
     """
@@ -141,6 +143,7 @@ _WHAT: Mapping[str, str] = MappingProxyType(
         "loop": "{tool!r} was called again with the same arguments after returning the same result "
         "{repeats} times in a row (limit {limit})",
         "failures": "{tool!r} failed {observed} times in a row (limit {limit})",
+        "stall": "{tool!r} returned nothing {observed} times in a row (limit {limit})",
         "wall_clock": "the run has taken {observed} s, over max_seconds={limit}",
         "open": "the breaker is open after an earlier {tripped_by} trip",
         "store_unavailable": "the breaker store {url} did not answer ({error}) and its failure policy is closed",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -67,18 +69,49 @@ class LoopDetection:
     max_repeats_per_tool: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     #: signatures remembered per run; the least recently used are forgotten beyond this
     memory: int = 10_000
+    #: tools that report a status (matched on the tool name) get ``poll_max_repeats`` instead: waiting
+    #: for a job legitimately sees "running" several times before "done"
+    poll_tools: str = r"status|poll|progress|wait|health|heartbeat|is_?done|is_?ready|check_?job"
+    poll_max_repeats: int = 8
+    #: empty answers ([] / {} / "" / None) in a row from one tool, with any arguments, before the next
+    #: call of that tool is refused (paging past the end, searching into nothing); None turns it off
+    max_empty_results: int | None = 4
+    #: word-overlap (Jaccard) at which two free-text requests to one tool count as the same question
+    #: when they also got the same answer (paraphrased queries); None turns it off
+    similarity: float | None = 0.5
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise TypeError(f"LoopDetection.enabled must be a bool, got {self.enabled!r}")
         _positive_int("LoopDetection.max_repeats", self.max_repeats, allow_none=False)
         _positive_int("LoopDetection.memory", self.memory, allow_none=False)
+        _positive_int("LoopDetection.poll_max_repeats", self.poll_max_repeats, allow_none=False)
+        _positive_int("LoopDetection.max_empty_results", self.max_empty_results)
+        if not isinstance(self.poll_tools, str):
+            raise TypeError(f"LoopDetection.poll_tools must be a regular expression (str), got {self.poll_tools!r}")
+        try:
+            re.compile(self.poll_tools)
+        except re.error as exc:
+            raise ValueError(f"LoopDetection.poll_tools is not a valid regular expression: {exc}") from None
+        if self.similarity is not None:
+            if isinstance(self.similarity, bool) or not isinstance(self.similarity, (int, float)):
+                raise TypeError(f"LoopDetection.similarity must be a number in (0, 1] or None, got {self.similarity!r}")
+            if not 0 < self.similarity <= 1:
+                raise ValueError(f"LoopDetection.similarity must be in (0, 1], got {self.similarity}")
         object.__setattr__(self, "exempt_tools", _names("LoopDetection.exempt_tools", self.exempt_tools))
         overrides = _int_mapping("LoopDetection.max_repeats_per_tool", self.max_repeats_per_tool)
         object.__setattr__(self, "max_repeats_per_tool", overrides)
 
     def repeats_allowed(self, tool: str) -> int:
-        return self.max_repeats_per_tool.get(tool, self.max_repeats)
+        override = self.max_repeats_per_tool.get(tool)
+        if override is not None:
+            return override
+        return self.poll_max_repeats if _is_poll_tool(self.poll_tools, tool) else self.max_repeats
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_poll_tool(pattern: str, tool: str) -> bool:
+    return pattern != "" and re.search(pattern, tool.casefold()) is not None
 
 
 def _names(param: str, value: object) -> frozenset[str]:
@@ -153,5 +186,9 @@ class Limits:
                 "exempt_tools": sorted(self.loop.exempt_tools),
                 "max_repeats_per_tool": dict(self.loop.max_repeats_per_tool),
                 "memory": self.loop.memory,
+                "poll_tools": self.loop.poll_tools,
+                "poll_max_repeats": self.loop.poll_max_repeats,
+                "max_empty_results": self.loop.max_empty_results,
+                "similarity": self.loop.similarity,
             },
         }

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["call_signature", "canonical_text", "outcome_digest"]
+__all__ = ["call_signature", "canonical_text", "is_empty_result", "outcome_digest", "question_words", "word_overlap"]
 
 _MAX_DEPTH = 32
 _MAX_NODES = 20_000
@@ -186,3 +186,65 @@ def outcome_digest(result: Any = None, error: Any = None) -> str:
     if isinstance(result, str):
         return _digest("R\x00" + " ".join(result.casefold().split()))
     return _digest("R\x00" + canonical_text(result, loose=False))
+
+
+def question_words(args: Any) -> str:
+    """The content words of the free text in ``args`` (sorted, space-separated), or "" if it has none.
+
+    Used to recognise the same question asked in other words. Only strings of three words or more take
+    part; short identifiers, paths and ids never do, so "job 1" and "job 2" are never merged this way.
+    """
+    texts: list[str] = []
+    _collect_text(args, texts, 0)
+    if not texts:
+        return ""
+    if len(texts) == 1:
+        return _content_words(texts[0])
+    words: set[str] = set()
+    for text in texts:
+        words.update(_content_words(text).split())
+    return " ".join(sorted(words))
+
+
+@functools.lru_cache(maxsize=8192)
+def _content_words(text: str) -> str:
+    return " ".join(sorted({w for w in _WORD.findall(text.casefold()) if w not in _STOPWORDS}))
+
+
+def _collect_text(value: Any, out: list[str], depth: int) -> None:
+    if depth > 8 or len(out) > 32:
+        return
+    if isinstance(value, str):
+        if " " in value.strip() and len(value) <= _FREE_TEXT_MAX and len(_WORD.findall(value)) >= 3:
+            out.append(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _collect_text(item, out, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value[:64]:
+            _collect_text(item, out, depth + 1)
+
+
+def word_overlap(a: str, b: str) -> float:
+    """Jaccard overlap of two :func:`question_words` strings; 0.0 when their numbers differ."""
+    if not a or not b:
+        return 0.0
+    left, right = set(a.split()), set(b.split())
+    # Numbers identify things (page 2, job 7, topic 3): different numbers are different questions.
+    if {w for w in left if w.isdigit()} != {w for w in right if w.isdigit()}:
+        return 0.0
+    return len(left & right) / len(left | right)
+
+
+_EMPTY_TEXT = frozenset({"", "[]", "{}", "null", "none", "()", '""', "''"})
+
+
+def is_empty_result(result: Any) -> bool:
+    """True for an answer with nothing in it: None, empty containers, blank or "[]"/"{}"/"null" text."""
+    if result is None:
+        return True
+    if isinstance(result, str):
+        return " ".join(result.split()).casefold() in _EMPTY_TEXT
+    if isinstance(result, (list, tuple, dict, set, frozenset, bytes, bytearray)):
+        return len(result) == 0
+    return False

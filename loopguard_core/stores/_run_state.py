@@ -7,10 +7,11 @@ allocates per session length, or calls user code.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
-from ..limits import Limits
+from ..limits import Limits, LoopDetection
+from ..signatures import word_overlap
 from ..state import BreakerState, check_transition
 from .base import ModelRequest, ModelUsage, RunSnapshot, ToolOutcome, ToolRequest, Transition, Verdict
 
@@ -19,6 +20,7 @@ __all__ = ["BUDGET_REASONS", "RunState"]
 #: Trips that end the run: no recovery window, no probe.
 BUDGET_REASONS = frozenset({"turn_ceiling", "token_ceiling", "cost_ceiling", "tool_ceiling", "wall_clock"})
 _IDEMPOTENCY_MEMORY = 4_096
+_RECENT_QUESTIONS = 8  # free-text requests remembered per tool for paraphrase detection
 
 
 class _Signature:
@@ -49,6 +51,8 @@ class RunState:
         self.trips = 0
         self.calls_per_tool: dict[str, int] = {}
         self.failures: dict[str, int] = {}
+        self.empties: dict[str, int] = {}
+        self.recent: dict[str, deque[tuple[str, str]]] = {}
         self.signatures: OrderedDict[str, _Signature] = OrderedDict()
         self.seen: OrderedDict[str, Verdict] = OrderedDict()
 
@@ -151,6 +155,11 @@ class RunState:
             if sig.streak >= allowed:
                 facts = {**base, "repeats": sig.streak, "limit": allowed, "signature": req.signature}
                 return self._remember(key, self._trip("loop", req.now, moves, facts))
+        if loop.enabled and req.tool not in loop.exempt_tools:
+            refusal = self._no_progress(req, loop, base)
+            if refusal is not None:
+                reason, facts = refusal
+                return self._remember(key, self._trip(reason, req.now, moves, facts))
 
         # Admit and count.
         self.tool_calls += 1
@@ -172,6 +181,22 @@ class RunState:
             probe = True
         return self._remember(key, Verdict(True, None, False, {}, tuple(moves), turn=self.turns, probe=probe))
 
+    def _no_progress(
+        self, req: ToolRequest, loop: LoopDetection, base: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Repeats that a signature cannot see: empty answers in a row, the same question reworded."""
+        empties = self.empties.get(req.tool, 0)
+        if loop.max_empty_results is not None and empties >= loop.max_empty_results:
+            return "stall", {**base, "observed": empties, "limit": loop.max_empty_results}
+        threshold = loop.similarity
+        ring = self.recent.get(req.tool) if threshold is not None and req.words else None
+        if ring and threshold is not None:
+            allowed = loop.repeats_allowed(req.tool)
+            answers = [o for w, o in reversed(ring) if word_overlap(req.words, w) >= threshold][:allowed]
+            if len(answers) >= allowed and len(set(answers)) == 1:
+                return "loop", {**base, "repeats": allowed, "limit": allowed, "similar": True}
+        return None
+
     def record_tool(self, out: ToolOutcome, limits: Limits) -> Verdict:
         key = None if out.call_id is None else "T:" + out.call_id
         dup = self._duplicate(key)
@@ -190,6 +215,15 @@ class RunState:
             self.failures[out.tool] = self.failures.get(out.tool, 0) + 1
         else:
             self.failures.pop(out.tool, None)
+        if out.empty and not out.failed:
+            self.empties[out.tool] = self.empties.get(out.tool, 0) + 1
+        else:
+            self.empties.pop(out.tool, None)
+        if out.words:
+            ring = self.recent.get(out.tool)
+            if ring is None:
+                ring = self.recent[out.tool] = deque(maxlen=_RECENT_QUESTIONS)
+            ring.append((out.words, out.outcome))
         is_probe = self.state is BreakerState.HALF_OPEN and self.probe_key in (out.call_id, out.signature)
         if is_probe:
             self.probe_key = None
@@ -278,6 +312,8 @@ class RunState:
         self.opened_at = None
         self.probe_key = None
         self.failures.clear()
+        self.empties.clear()
+        self.recent.clear()
         self.signatures.clear()
         # A call refused before the reset may be retried with the same id after it (e.g. a human approved it).
         for key in [k for k, v in self.seen.items() if not v.admitted]:

@@ -43,6 +43,8 @@ class ToolRequest(NamedTuple):
     now: float
     call_id: str | None = None
     agent: str | None = None
+    #: content words of the request's free text (see signatures.question_words), "" when it has none
+    words: str = ""
 
 
 class ToolOutcome(NamedTuple):
@@ -52,6 +54,10 @@ class ToolOutcome(NamedTuple):
     failed: bool
     now: float
     call_id: str | None = None
+    #: the call succeeded with an empty answer ([] / {} / "" / None)
+    empty: bool = False
+    #: content words of the request's free text, "" when it has none
+    words: str = ""
 
 
 class ModelRequest(NamedTuple):

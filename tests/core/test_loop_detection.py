@@ -40,7 +40,7 @@ def test_loose_matching_can_be_turned_off() -> None:
         ("search", {"q": "best practices for x"}, "r"),
         ("search", {"q": "X best practices"}, "r"),
     )
-    strict = Breaker(loop_detection=LoopDetection(loose_matching=False))
+    strict = Breaker(loop_detection=LoopDetection(loose_matching=False, similarity=None))
     assert not drive(strict, trace).tripped
 
 
@@ -162,3 +162,62 @@ def test_parallel_identical_calls_cannot_slip_past_the_limit_together() -> None:
         except LoopGuardTripped:
             break
     assert admitted == 2
+
+
+def test_the_same_question_in_other_words_with_the_same_answer_is_a_loop() -> None:
+    trace = calls(
+        ("web_search", {"q": "best practices for rate limiting"}, "guide"),
+        ("web_search", {"q": "recommended practices for rate limiting"}, "guide"),
+        ("web_search", {"q": "good practices for rate limiting"}, "guide"),
+    )
+    result = drive(Breaker(), trace)
+    assert result.refused_at == 3
+    assert result.trip is not None
+    assert result.trip.facts["similar"] is True
+
+
+def test_reworded_questions_with_new_answers_are_research() -> None:
+    trace = calls(
+        ("web_search", {"q": "best practices for rate limiting"}, "guide A"),
+        ("web_search", {"q": "recommended practices for rate limiting"}, "guide B"),
+        ("web_search", {"q": "good practices for rate limiting"}, "guide C"),
+        ("web_search", {"q": "rate limiting practices in nginx"}, "guide D"),
+    )
+    assert not drive(Breaker(), trace).tripped
+
+
+def test_similar_questions_about_different_numbers_are_different() -> None:
+    trace = calls(*[("web_search", {"q": f"sales report for region {n} in 2025"}, "no data") for n in range(6)])
+    assert not drive(Breaker(), trace).tripped
+
+
+def test_empty_answers_in_a_row_stall_and_any_real_answer_resets() -> None:
+    past_end = calls(*[("list_orders", {"page": n}, f"orders {n}") for n in range(1, 6)]) + calls(
+        *[("list_orders", {"page": n}, []) for n in range(6, 20)]
+    )
+    result = drive(Breaker(), past_end)
+    assert result.refused_at == 10  # pages 6-9 came back empty: the fifth empty request is refused
+    assert result.trip is not None
+    assert result.trip.reason == "stall"
+    mixed = calls(*[("search", {"q": n}, [] if n % 3 else ["hit"]) for n in range(20)])
+    assert not drive(Breaker(), mixed).tripped
+    off = Breaker(loop_detection=LoopDetection(max_empty_results=None))
+    assert not drive(off, past_end).tripped
+
+
+def test_status_polls_get_more_patience_than_other_tools() -> None:
+    until_done = calls(*[("job_status", {"job": "b-18"}, "running")] * 6, ("job_status", {"job": "b-18"}, "done"))
+    assert not drive(Breaker(), until_done).tripped
+    stuck = calls(*[("job_status", {"job": "b-18"}, "running")] * 30)
+    assert drive(Breaker(), stuck).refused_at == 9
+    custom = Breaker(loop_detection=LoopDetection(poll_tools="", max_repeats=2))
+    assert drive(custom, stuck).refused_at == 3
+
+
+def test_new_loop_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="similarity"):
+        LoopDetection(similarity=1.5)
+    with pytest.raises(ValueError, match="poll_tools"):
+        LoopDetection(poll_tools="(")
+    with pytest.raises(ValueError, match="max_empty_results"):
+        LoopDetection(max_empty_results=0)
