@@ -263,9 +263,8 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         batch = messages[0] if messages else []
         params = kwargs.get("invocation_params") or {}
-        self._model_start(
-            run_id, parent_run_id, metadata, params, estimate_messages(batch), message_digest_input(batch)
-        )
+        digest = message_digest_input(batch) if self.breaker.ledger is not None else None  # ledger-only
+        self._model_start(run_id, parent_run_id, metadata, params, estimate_messages(batch), digest)
 
     def on_llm_start(
         self,

@@ -208,7 +208,8 @@ class LoopGuardMiddleware(AgentMiddleware):
             "output_tokens": usage[1],
             "model": pre["model"],
             "agent": pre["agent"],
-            "input": message_digest_input(request.messages),
+            # Only hashed into the ledger: without one, do not walk the whole history on every turn.
+            "input": message_digest_input(request.messages) if self.breaker.ledger is not None else None,
         }
 
     def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
