@@ -11,9 +11,8 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from ..limits import Limits, LoopDetection
-from ..signatures import word_overlap
 from ..state import BreakerState, check_transition
-from .base import ModelRequest, ModelUsage, RunSnapshot, ToolOutcome, ToolRequest, Transition, Verdict
+from .base import _NO_FACTS, ModelRequest, ModelUsage, RunSnapshot, ToolOutcome, ToolRequest, Transition, Verdict
 
 __all__ = ["BUDGET_REASONS", "RunState"]
 
@@ -23,13 +22,17 @@ _IDEMPOTENCY_MEMORY = 4_096
 _RECENT_QUESTIONS = 8  # free-text requests remembered per tool for paraphrase detection
 
 
-class _Signature:
-    __slots__ = ("inflight", "last_outcome", "streak")
+# Per signature: (streak, inflight, last outcome). streak = identical outcomes in a row plus calls admitted
+# but not yet reported. Immutable tuples of atoms, so the garbage collector stops tracking them: a run with
+# a million signatures must not make every collection walk them.
+_Signature = tuple[int, int, "str | None"]
+_NEW_SIGNATURE: _Signature = (0, 0, None)
 
-    def __init__(self) -> None:
-        self.streak = 0  # identical outcomes in a row, plus calls admitted but not yet reported
-        self.inflight = 0
-        self.last_outcome: str | None = None
+
+def _word_sets(words: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The words of a question and the numbers among them (see signatures.question_words)."""
+    split = frozenset(words.split())
+    return split, frozenset(w for w in split if w.isdigit())
 
 
 class RunState:
@@ -52,7 +55,7 @@ class RunState:
         self.calls_per_tool: dict[str, int] = {}
         self.failures: dict[str, int] = {}
         self.empties: dict[str, int] = {}
-        self.recent: dict[str, deque[tuple[str, str]]] = {}
+        self.recent: dict[str, deque[tuple[frozenset[str], frozenset[str], str]]] = {}
         self.signatures: OrderedDict[str, _Signature] = OrderedDict()
         self.seen: OrderedDict[str, Verdict] = OrderedDict()
 
@@ -108,109 +111,123 @@ class RunState:
                 self.seen.popitem(last=False)
         return verdict
 
-    def _duplicate(self, key: str | None) -> Verdict | None:
-        if key is None or key not in self.seen:
-            return None
+    def _duplicate(self, key: str) -> Verdict:
         first = self.seen[key]
         return Verdict(first.admitted, first.reason, first.terminal, first.facts, (), first.turn, duplicate=True)
 
     # -- tool calls ------------------------------------------------------------------------------
     def admit_tool(self, req: ToolRequest, limits: Limits) -> Verdict:
+        # The hot path of every guarded tool call: written flat, facts built only when refusing.
         key = None if req.call_id is None else "t:" + req.call_id
-        dup = self._duplicate(key)
-        if dup is not None:
-            return dup
+        if key is not None and key in self.seen:
+            return self._duplicate(key)
         moves: list[Transition] = []
-        self._start(req.now)
-        refused = self._gate(req.now, limits, moves)
-        if refused is not None:
-            return self._remember(key, refused)
+        now, tool = req.now, req.tool
+        if self.started_at is None:
+            self.started_at = now
+        if self.state is not BreakerState.CLOSED:
+            refused = self._gate(now, limits, moves)
+            if refused is not None:
+                return self._remember(key, refused)
         half_open = self.state is BreakerState.HALF_OPEN
-        if half_open and self.probe_key is not None and req.now < self.probe_until:
-            facts: dict[str, Any] = {"tripped_by": self.trip_reason, "probe_in_flight": True, "tool": req.tool}
-            return self._remember(key, Verdict(False, "open", False, facts, tuple(moves), turn=self.turns))
+        if half_open and self.probe_key is not None and now < self.probe_until:
+            facts: dict[str, Any] = {"tripped_by": self.trip_reason, "probe_in_flight": True, "tool": tool}
+            return self._remember(key, Verdict(False, "open", False, facts, tuple(moves), self.turns))
 
-        base: dict[str, Any] = {"tool": req.tool, "agent": req.agent}
-        over = self._wall_clock(req.now, limits)
-        if over is not None:
-            return self._remember(key, self._trip("wall_clock", req.now, moves, {**base, **over}))
-        if limits.max_tool_calls is not None and self.tool_calls + 1 > limits.max_tool_calls:
-            facts = {**base, "observed": self.tool_calls + 1, "limit": limits.max_tool_calls, "applies_to": "all tools"}
-            return self._remember(key, self._trip("tool_ceiling", req.now, moves, facts))
-        per_tool = limits.max_calls_per_tool.get(req.tool)
-        used = self.calls_per_tool.get(req.tool, 0)
-        if per_tool is not None and used + 1 > per_tool:
-            facts = {**base, "observed": used + 1, "limit": per_tool, "applies_to": "this tool"}
-            return self._remember(key, self._trip("tool_ceiling", req.now, moves, facts))
-        # A half-open probe may retry the failing tool: that is how recovery is tested.
-        failed = self.failures.get(req.tool, 0)
-        cap = limits.max_consecutive_failures
-        if cap is not None and not half_open and failed >= cap:
-            facts = {**base, "observed": failed, "limit": cap}
-            return self._remember(key, self._trip("failures", req.now, moves, facts))
-        loop = limits.loop
-        sig = self.signatures.get(req.signature)
-        if loop.enabled and req.tool not in loop.exempt_tools and sig is not None:
-            allowed = loop.repeats_allowed(req.tool)
-            if sig.streak >= allowed:
-                facts = {**base, "repeats": sig.streak, "limit": allowed, "signature": req.signature}
-                return self._remember(key, self._trip("loop", req.now, moves, facts))
-        if loop.enabled and req.tool not in loop.exempt_tools:
-            refusal = self._no_progress(req, loop, base)
-            if refusal is not None:
-                reason, facts = refusal
-                return self._remember(key, self._trip(reason, req.now, moves, facts))
+        refusal = self._tool_refusal(req, limits, half_open)
+        if refusal is not None:
+            reason, facts = refusal
+            facts["tool"], facts["agent"] = tool, req.agent
+            return self._remember(key, self._trip(reason, now, moves, facts))
 
         # Admit and count.
         self.tool_calls += 1
-        self.calls_per_tool[req.tool] = used + 1
-        if sig is None:
-            sig = _Signature()
-            self.signatures[req.signature] = sig
-            if len(self.signatures) > loop.memory:
-                self.signatures.popitem(last=False)
-        else:
-            self.signatures.move_to_end(req.signature)
+        self.calls_per_tool[tool] = self.calls_per_tool.get(tool, 0) + 1
+        signatures = self.signatures
+        streak, inflight, last = signatures.get(req.signature, _NEW_SIGNATURE)
+        if streak or inflight or last is not None:
+            signatures.move_to_end(req.signature)
         # Counted as a repeat until its outcome shows otherwise (pre-flight-only callers still catch loops).
-        sig.streak += 1
-        sig.inflight += 1
+        signatures[req.signature] = (streak + 1, inflight + 1, last)
+        if len(signatures) > limits.loop.memory:
+            signatures.popitem(last=False)
         probe = False
         if half_open:
             self.probe_key = req.call_id or req.signature
-            self.probe_until = req.now + limits.recovery_seconds
+            self.probe_until = now + limits.recovery_seconds
             probe = True
-        return self._remember(key, Verdict(True, None, False, {}, tuple(moves), turn=self.turns, probe=probe))
+        verdict = Verdict(True, None, False, _NO_FACTS, tuple(moves) if moves else (), self.turns, probe)
+        return verdict if key is None else self._remember(key, verdict)
 
-    def _no_progress(
-        self, req: ToolRequest, loop: LoopDetection, base: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]] | None:
+    def _tool_refusal(self, req: ToolRequest, limits: Limits, half_open: bool) -> tuple[str, dict[str, Any]] | None:
+        """Which rule, if any, refuses this tool call (reason and facts)."""
+        tool = req.tool
+        over = self._wall_clock(req.now, limits)
+        if over is not None:
+            return "wall_clock", over
+        if limits.max_tool_calls is not None and self.tool_calls + 1 > limits.max_tool_calls:
+            return "tool_ceiling", {
+                "observed": self.tool_calls + 1,
+                "limit": limits.max_tool_calls,
+                "applies_to": "all tools",
+            }
+        per_tool = limits.max_calls_per_tool.get(tool) if limits.max_calls_per_tool else None
+        if per_tool is not None:
+            used = self.calls_per_tool.get(tool, 0)
+            if used + 1 > per_tool:
+                return "tool_ceiling", {"observed": used + 1, "limit": per_tool, "applies_to": "this tool"}
+        # A half-open probe may retry the failing tool: that is how recovery is tested.
+        cap = limits.max_consecutive_failures
+        if cap is not None and not half_open and self.failures:
+            failed = self.failures.get(tool, 0)
+            if failed >= cap:
+                return "failures", {"observed": failed, "limit": cap}
+        loop = limits.loop
+        if not loop.enabled or tool in loop.exempt_tools:
+            return None
+        sig = self.signatures.get(req.signature)
+        if sig is not None:
+            allowed = loop.repeats_allowed(tool)
+            if sig[0] >= allowed:
+                return "loop", {"repeats": sig[0], "limit": allowed, "signature": req.signature}
+        if self.empties or (req.words and self.recent):
+            return self._no_progress(req, loop)
+        return None
+
+    def _no_progress(self, req: ToolRequest, loop: LoopDetection) -> tuple[str, dict[str, Any]] | None:
         """Repeats that a signature cannot see: empty answers in a row, the same question reworded."""
         empties = self.empties.get(req.tool, 0)
         if loop.max_empty_results is not None and empties >= loop.max_empty_results:
-            return "stall", {**base, "observed": empties, "limit": loop.max_empty_results}
+            return "stall", {"observed": empties, "limit": loop.max_empty_results}
         threshold = loop.similarity
         ring = self.recent.get(req.tool) if threshold is not None and req.words else None
         if ring and threshold is not None:
             allowed = loop.repeats_allowed(req.tool)
-            answers = [o for w, o in reversed(ring) if word_overlap(req.words, w) >= threshold][:allowed]
+            words, numbers = _word_sets(req.words)
+            answers = [
+                outcome
+                for seen_words, seen_numbers, outcome in reversed(ring)
+                # Numbers identify things (page 2, job 7): different numbers are different questions.
+                if seen_numbers == numbers and len(words & seen_words) >= threshold * len(words | seen_words)
+            ][:allowed]
             if len(answers) >= allowed and len(set(answers)) == 1:
-                return "loop", {**base, "repeats": allowed, "limit": allowed, "similar": True}
+                return "loop", {"repeats": allowed, "limit": allowed, "similar": True}
         return None
 
     def record_tool(self, out: ToolOutcome, limits: Limits) -> Verdict:
         key = None if out.call_id is None else "T:" + out.call_id
-        dup = self._duplicate(key)
-        if dup is not None:
-            return dup
+        if key is not None and key in self.seen:
+            return self._duplicate(key)
         moves: list[Transition] = []
         sig = self.signatures.get(out.signature)
         if sig is not None:
-            sig.inflight = max(0, sig.inflight - 1)
-            if sig.last_outcome != out.outcome:
+            streak, inflight, last = sig
+            inflight = max(0, inflight - 1)
+            if last != out.outcome:
                 # A new answer restarts the streak; identical calls still in flight (parallel tool calls)
                 # keep counting, so a burst of copies cannot slip past the limit together.
-                sig.streak = 1 + sig.inflight
-                sig.last_outcome = out.outcome
+                streak, last = 1 + inflight, out.outcome
+            self.signatures[out.signature] = (streak, inflight, last)
         if out.failed:
             self.failures[out.tool] = self.failures.get(out.tool, 0) + 1
         else:
@@ -223,7 +240,7 @@ class RunState:
             ring = self.recent.get(out.tool)
             if ring is None:
                 ring = self.recent[out.tool] = deque(maxlen=_RECENT_QUESTIONS)
-            ring.append((out.words, out.outcome))
+            ring.append((*_word_sets(out.words), out.outcome))
         is_probe = self.state is BreakerState.HALF_OPEN and self.probe_key in (out.call_id, out.signature)
         if is_probe:
             self.probe_key = None
@@ -242,9 +259,8 @@ class RunState:
     # -- model calls -----------------------------------------------------------------------------
     def admit_model(self, req: ModelRequest, limits: Limits) -> Verdict:
         key = None if req.call_id is None else "m:" + req.call_id
-        dup = self._duplicate(key)
-        if dup is not None:
-            return dup
+        if key is not None and key in self.seen:
+            return self._duplicate(key)
         moves: list[Transition] = []
         self._start(req.now)
         refused = self._gate(req.now, limits, moves)
@@ -278,9 +294,8 @@ class RunState:
 
     def record_model(self, usage: ModelUsage, limits: Limits) -> Verdict:
         key = None if usage.call_id is None else "M:" + usage.call_id
-        dup = self._duplicate(key)
-        if dup is not None:
-            return dup
+        if key is not None and key in self.seen:
+            return self._duplicate(key)
         self.tokens += usage.tokens
         self.cost_micros += usage.cost_micros
         return self._remember(key, Verdict(True, None, False, {}, (), turn=self.turns))
