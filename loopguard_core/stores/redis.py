@@ -45,7 +45,7 @@ __all__ = ["RedisStore", "key_pattern", "redact_url"]
 logger = logging.getLogger("loopguard.stores.redis")
 
 _STEPS = ("admit_tool", "record_tool", "admit_model", "record_model", "reset", "snapshot")
-_SUFFIXES = (":h", ":tools", ":fails", ":sigs", ":lru", ":seen", ":seenq", ":res", ":resv", ":resmin")
+_SUFFIXES = (":h", ":lru", ":seenq", ":res", ":resmin")
 _STATES = {"c": BreakerState.CLOSED, "o": BreakerState.OPEN, "h": BreakerState.HALF_OPEN}
 _POLICIES = ("closed", "open")
 _CLOCKS = ("server", "request")
@@ -117,40 +117,47 @@ def redact_url(url: str) -> str:
 
 
 class _LimitArgs:
-    """The ARGV tail of each script for one Limits object, computed once (per tool for tool calls)."""
+    """The configuration argument of each script for one Limits object, computed once (per tool for
+    tool calls): ``"ttl,limit,limit,..."``, one argument instead of eight to encode per call."""
 
-    __slots__ = ("limits", "model", "tools")
+    __slots__ = ("limits", "model", "tools", "ttl")
 
-    def __init__(self, limits: Limits, reservation_us: int | None) -> None:
-        self.limits = limits
-        self.tools: dict[str, tuple[str, ...]] = {}
+    def __init__(self, limits: Limits, ttl_ms: str, reservation_us: int | None) -> None:
+        self.limits, self.ttl = limits, ttl_ms
+        self.tools: dict[str, str] = {}
         reserve = reservation_us is not None and (limits.max_tokens is not None or limits.max_cost_usd is not None)
-        self.model = (
-            _opt(limits.max_turns),
-            _opt(limits.max_tokens),
-            _opt(limits.max_cost_micros),
-            str(_us(limits.recovery_seconds)),
-            "" if limits.max_seconds is None else str(_us(limits.max_seconds)),
-            str(reservation_us) if reserve else "",
-        )
-
-    def tool(self, name: str) -> tuple[str, ...]:
-        args = self.tools.get(name)
-        if args is None:
-            limits, loop = self.limits, self.limits.loop
-            checked = loop.enabled and name not in loop.exempt_tools
-            args = (
-                _opt(limits.max_tool_calls),
-                _opt(limits.max_calls_per_tool.get(name)),
-                _opt(limits.max_consecutive_failures),
-                str(loop.repeats_allowed(name)) if checked else "",
-                str(loop.memory),
+        self.model = ",".join(
+            (
+                ttl_ms,
+                _opt(limits.max_turns),
+                _opt(limits.max_tokens),
+                _opt(limits.max_cost_micros),
                 str(_us(limits.recovery_seconds)),
                 "" if limits.max_seconds is None else str(_us(limits.max_seconds)),
+                str(reservation_us) if reserve else "",
+            )
+        )
+
+    def tool(self, name: str) -> str:
+        config = self.tools.get(name)
+        if config is None:
+            limits, loop = self.limits, self.limits.loop
+            checked = loop.enabled and name not in loop.exempt_tools
+            config = ",".join(
+                (
+                    self.ttl,
+                    _opt(limits.max_tool_calls),
+                    _opt(limits.max_calls_per_tool.get(name)),
+                    _opt(limits.max_consecutive_failures),
+                    str(loop.repeats_allowed(name)) if checked else "",
+                    str(loop.memory),
+                    str(_us(limits.recovery_seconds)),
+                    "" if limits.max_seconds is None else str(_us(limits.max_seconds)),
+                )
             )
             if len(self.tools) < 4_096:  # tool names come from models: keep the cache bounded
-                self.tools[name] = args
-        return args
+                self.tools[name] = config
+        return config
 
 
 class RedisStore:
@@ -290,33 +297,48 @@ class RedisStore:
     def _args_for(self, limits: Limits) -> _LimitArgs:
         cached = self._limit_args.get(id(limits))
         if cached is None or cached.limits is not limits:
-            cached = _LimitArgs(limits, self._reservation_us)
+            cached = _LimitArgs(limits, self._ttl_ms, self._reservation_us)
             if len(self._limit_args) >= 64:
                 self._limit_args.clear()
             self._limit_args[id(limits)] = cached
         return cached
 
-    def _head(self, now: float, call_id: str | None) -> tuple[str, str, str]:
-        clock = "" if self._server_clock else str(_us(now))
-        return (clock, self._ttl_ms, "" if call_id is None else "=" + call_id)
+    def _clock(self, now: float) -> str:
+        return "" if self._server_clock else str(_us(now))
 
     def _tool_argv(self, request: ToolRequest, limits: Limits) -> tuple[str, ...]:
-        head = self._head(request.now, request.call_id)
+        call_id = "" if request.call_id is None else "=" + request.call_id
         agent = "" if request.agent is None else "=" + request.agent
-        return (*head, request.tool, request.signature, *self._args_for(limits).tool(request.tool), agent)
+        config = self._args_for(limits).tool(request.tool)
+        return (self._clock(request.now), config, call_id, request.tool, request.signature, agent)
 
     def _outcome_argv(self, outcome: ToolOutcome) -> tuple[str, ...]:
-        head = self._head(outcome.now, outcome.call_id)
-        return (*head, outcome.tool, outcome.signature, outcome.outcome, "1" if outcome.failed else "0")
+        call_id = "" if outcome.call_id is None else "=" + outcome.call_id
+        failed = "1" if outcome.failed else "0"
+        return (
+            self._clock(outcome.now),
+            self._ttl_ms,
+            call_id,
+            outcome.tool,
+            outcome.signature,
+            outcome.outcome,
+            failed,
+        )
 
     def _model_argv(self, request: ModelRequest, limits: Limits) -> tuple[str, ...]:
-        head = self._head(request.now, request.call_id)
+        call_id = "" if request.call_id is None else "=" + request.call_id
         tokens, micros = max(0, request.projected_tokens), max(0, request.projected_cost_micros)
-        return (*head, str(tokens), str(micros), *self._args_for(limits).model)
+        return (self._clock(request.now), self._args_for(limits).model, call_id, str(tokens), str(micros))
 
     def _usage_argv(self, usage: ModelUsage) -> tuple[str, ...]:
-        head = self._head(usage.now, usage.call_id)
-        return (*head, str(max(0, usage.tokens)), str(max(0, usage.cost_micros)))
+        call_id = "" if usage.call_id is None else "=" + usage.call_id
+        return (
+            self._clock(usage.now),
+            self._ttl_ms,
+            call_id,
+            str(max(0, usage.tokens)),
+            str(max(0, usage.cost_micros)),
+        )
 
     def _run(self, step: str, keys: Sequence[str], argv: Sequence[str]) -> Any:
         if self._down_until and time.monotonic() < self._down_until:
@@ -396,9 +418,9 @@ class RedisStore:
 
     # -- decoding ----------------------------------------------------------------------------------
     def _verdict(self, raw: Any, limits: Limits, base: dict[str, Any] | None, signature: str = "") -> Verdict:
+        if isinstance(raw, int):  # the common case: admitted, no change of state
+            return Verdict(True, None, False, _NO_FACTS, (), raw >> 1, raw & 1 == 1)
         status = raw[0]
-        if status == 1 and not raw[5]:  # the common case: admitted, no state change
-            return Verdict(True, None, False, _NO_FACTS, (), raw[3], raw[4] == 1)
         duplicate = status == 2
         if duplicate:
             raw, first = json.loads(_text(raw[1]))
@@ -445,14 +467,14 @@ class RedisStore:
 
     def snapshot(self, run: RunKey) -> RunSnapshot:
         try:
-            raw = self._run("snapshot", self._run_keys(run)[:2], ())
+            raw = self._run("snapshot", self._run_keys(run)[:1], ())
         except _Unavailable as exc:
             raise self._store_error("read the breaker state", exc.error) from None
         return _snapshot(raw)
 
     def reset(self, run: RunKey) -> Verdict:
         try:
-            raw = self._run("reset", self._run_keys(run), ("", self._ttl_ms))
+            raw = self._run("reset", self._run_keys(run), (self._clock(time.monotonic()), self._ttl_ms))
         except _Unavailable as exc:
             raise self._store_error("reset the breaker", exc.error) from None
         return self._verdict(raw, Limits(), None)
@@ -504,7 +526,7 @@ class RedisStore:
 
     async def asnapshot(self, run: RunKey) -> RunSnapshot:
         try:
-            raw = await self._arun("snapshot", self._run_keys(run)[:2], ())
+            raw = await self._arun("snapshot", self._run_keys(run)[:1], ())
         except _NoAsync:
             return await asyncio.to_thread(self.snapshot, run)
         except _Unavailable as exc:

@@ -3,111 +3,112 @@
 -- contract suite against both. Every check happens before the first write of a refusal path,
 -- because a Lua script is atomic but not transactional.
 --
--- KEYS (one hash tag {<ns>:<scope>:<run>}, so a Redis Cluster keeps a run in one slot):
---   1 state hash  2 calls per tool  3 failure streaks  4 signature streaks  5 signature LRU (zset)
---   6 seen call ids -> first verdict  7 seen order (list)  8 reservation expiries (zset)
---   9 reservation amounts  10 reservations by size (zset)
+-- KEYS share one hash tag {<ns>:<scope>:<run>}, so a Redis Cluster keeps a run in one slot:
+--   1 the run's hash: 'S' the scalar state (msgpack), 'T' the tool names (msgpack), and one field per
+--     'n:<tool>' call count, 'f:<tool>' failure streak, 's:<signature>' loop streak,
+--     'i:<call id>' first verdict (JSON), 'r:<reservation>' tokens and micro-USD reserved
+--   2 signature LRU (zset)  3 call-id order (list)  4 reservation expiries (zset)
+--   5 reservations by size (zset)
+-- One HMGET reads all a step needs and one HSET writes it back: a round trip stays one EVALSHA and
+-- the script itself stays a few Redis calls.
 -- ARGV[1] is the clock in microseconds, or '' to read Redis TIME (the default: one clock for every
--- process and host). ARGV[2] is the key TTL in milliseconds, refreshed on every write.
+-- process and host). ARGV[2] is the step's configuration, 'ttl,limit,limit,...' (precomputed once per
+-- Limits object; '' means no limit). ARGV[3] is '' without a call id, '=' .. id with one.
+-- The TTL is in milliseconds: every key gets it when created, and all of a run's keys get it again
+-- once ttl/64 has passed since they last did, so a live run never expires and a finished one is gone
+-- ttl after its last write (give or take ttl/64).
 if redis.replicate_commands then pcall(redis.replicate_commands) end -- Redis < 7: TIME before writes
 
-local H, TOOLS, FAILS, SIGS, LRU = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local SEEN, SEENQ, RES, RESV, RESMIN = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local SEEN_MAX = 4096
-local RES_MAX = 1024
-local BUDGET = { turn_ceiling = true, token_ceiling = true, cost_ceiling = true, tool_ceiling = true,
-  wall_clock = true }
--- st: c/o/h; term: budget trip; tr: trip reason; tk/tt/tl/to: kind, tool, limit, observed of the trip's
--- facts; oa/sa: opened/started (us); pk/pu: probe reservation and its expiry; rt/rc: reserved in flight
-local FIELDS = { 'st', 'term', 'tr', 'tk', 'tt', 'tl', 'to', 'oa', 'sa', 'pk', 'pu', 'turns', 'tokens',
-  'cost', 'tc', 'trips', 'seq', 'rt', 'rc' }
+local H, LRU, SEENQ, RES, RESMIN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local SEEN_MAX, RES_MAX = 4096, 1024
+local CFG = {}
+for field in string.gmatch((ARGV[2] or '') .. ',', '([^,]*),') do CFG[#CFG + 1] = field end
+local TTL = CFG[1]
+local REFRESH_US = (tonumber(TTL) or 0) * 1000 / 64
 
 -- Integers as exact decimal text: Lua's default number formatting keeps only 14 digits.
 local function int(n) return string.format('%d', n) end
 
-local function clock(arg)
-  if arg ~= '' then return tonumber(arg) end
+local function clock()
+  if ARGV[1] ~= '' then return tonumber(ARGV[1]) end
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+  return t[1] * 1000000 + t[2]
 end
 
--- ARGV[3]: '' without a call id, '=' .. id with one (an empty id is still an id).
-local function call_id(arg)
-  if arg == '' then return false, '' end
-  return true, string.sub(arg, 2)
+-- An empty call id is still an id.
+local function call_id()
+  if ARGV[3] == '' then return false, '' end
+  return true, string.sub(ARGV[3], 2)
 end
 
-local function load()
-  local v = redis.call('HMGET', H, unpack(FIELDS))
-  return {
-    st = v[1] or 'c', term = v[2] == '1', tr = v[3] or '', tk = v[4] or '', tt = v[5] or '',
-    tl = v[6] or '', to = v[7] or '', oa = tonumber(v[8]), sa = tonumber(v[9]), pk = v[10] or '',
-    pu = tonumber(v[11]) or 0, turns = tonumber(v[12]) or 0, tokens = tonumber(v[13]) or 0,
-    cost = tonumber(v[14]) or 0, tc = tonumber(v[15]) or 0, trips = tonumber(v[16]) or 0,
-    seq = tonumber(v[17]) or 0, rt = tonumber(v[18]) or 0, rc = tonumber(v[19]) or 0, w = {},
-  }
+-- st c/o/h; term a budget trip; tr trip reason; tk/tt/tl/to kind, tool, limit, observed of the trip's
+-- facts; oa/sa opened/started (us, false if unset); pk/pu probe reservation and its expiry; rt/rc
+-- reserved in flight, rn reservations held; seq a counter for LRU order and reservation names; ln
+-- signatures in the LRU; xp when the keys' TTL was last set (us).
+local function state(packed, reading)
+  if not packed then
+    -- A new run (or one whose state expired): side keys left from an expired run must not leak in.
+    if not reading then redis.call('DEL', LRU, SEENQ, RES, RESMIN) end
+    return { st = 'c', term = false, tr = '', tk = '', tt = '', tl = '', to = '', oa = false, sa = false,
+      pk = '', pu = 0, turns = 0, tokens = 0, cost = 0, tc = 0, trips = 0, seq = 0, rt = 0, rc = 0, rn = 0,
+      ln = 0, xp = false, dirty = true }
+  end
+  local st, term, tr, tk, tt, tl, to, oa, sa, pk, pu, turns, tokens, cost, tc, trips, seq, rt, rc, rn, ln,
+    xp = cmsgpack.unpack(packed)
+  return { st = st, term = term, tr = tr, tk = tk, tt = tt, tl = tl, to = to, oa = oa, sa = sa, pk = pk,
+    pu = pu, turns = turns, tokens = tokens, cost = cost, tc = tc, trips = trips, seq = seq, rt = rt,
+    rc = rc, rn = rn, ln = ln, xp = xp }
+end
+
+local W = {}
+local function hset(field, value)
+  W[#W + 1] = field
+  W[#W + 1] = value
 end
 
 local function put(s, field, value)
   s[field] = value
-  s.w[field] = true
+  s.dirty = true
 end
+
+-- Whether the TTL of all the run's keys is due for a refresh (see the top of this file).
+local function ttl_due(s, now)
+  if s.xp and now - s.xp < REFRESH_US and now >= s.xp then return false end
+  put(s, 'xp', now)
+  return true
+end
+
+-- A side key just created gets its TTL at once.
+local function created(key) redis.call('PEXPIRE', key, TTL) end
 
 local function flush(s)
-  local args = {}
-  for field in pairs(s.w) do
-    local v = s[field]
-    if v == nil then v = ''
-    elseif v == true then v = '1'
-    elseif v == false then v = '0'
-    elseif type(v) == 'number' then v = int(v) end
-    args[#args + 1] = field
-    args[#args + 1] = v
+  if s.dirty then
+    hset('S', cmsgpack.pack(s.st, s.term, s.tr, s.tk, s.tt, s.tl, s.to, s.oa, s.sa, s.pk, s.pu, s.turns,
+      s.tokens, s.cost, s.tc, s.trips, s.seq, s.rt, s.rc, s.rn, s.ln, s.xp))
   end
-  if #args > 0 then redis.call('HSET', H, unpack(args)) end
-end
-
--- Keys written by this step; finish() refreshes their TTL. The state hash and the per-tool counts are
--- refreshed on every write, so a live run never loses a budget counter. Loop memory, failure streaks
--- and call ids expire ttl after they were last written.
-local WRITTEN = {}
-local function wrote(key) WRITTEN[key] = true end
-
-local function touch(s, ttl)
-  redis.call('PEXPIRE', H, ttl)
-  redis.call('PEXPIRE', TOOLS, ttl)
-  if s.rt ~= 0 or s.rc ~= 0 then -- live reservations must outlive nothing they account for
-    wrote(RES)
-    wrote(RESV)
-    wrote(RESMIN)
-  end
-  for key in pairs(WRITTEN) do redis.call('PEXPIRE', key, ttl) end
-end
-
-local function duplicate(key)
-  if key == nil then return nil end
-  local first = redis.call('HGET', SEEN, key)
-  if first then return { 2, first } end
-  return nil
+  if #W > 0 then redis.call('HSET', H, unpack(W)) end
 end
 
 -- Stored as JSON [verdict, request]: a retry gets the first verdict and the facts of the first request.
 local function remember(key, r, request)
   if key == nil then return end
-  redis.call('HSET', SEEN, key, cjson.encode({ r, request or {} }))
-  wrote(SEEN)
-  wrote(SEENQ)
-  if redis.call('RPUSH', SEENQ, key) > SEEN_MAX then
-    redis.call('HDEL', SEEN, redis.call('LPOP', SEENQ))
-  end
+  hset('i:' .. key, cjson.encode({ r, request or {} }))
+  local held = redis.call('RPUSH', SEENQ, key)
+  if held == 1 then created(SEENQ) end
+  if held > SEEN_MAX then redis.call('HDEL', H, 'i:' .. redis.call('LPOP', SEENQ)) end
 end
 
 -- A verdict is {status, reason, terminal, turn, probe, transitions, facts...}; status 1 admitted,
--- 0 refused, 2 duplicate (then the second element is what remember stored).
-local function finish(s, key, r, moves, ttl, request)
-  flush(s)
+-- 0 refused, 2 duplicate (then the second element is what remember stored). The common case, admitted
+-- with no change of state, is the integer turn * 2 + probe: cheapest to send and to parse.
+local function finish(s, now, key, r, moves, request)
   remember(key, r, request) -- stored with no transitions: a retried request reports none
-  touch(s, ttl)
+  local due = ttl_due(s, now)
+  flush(s)
+  if due then
+    for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], TTL) end
+  end
+  if r[1] == 1 and #moves == 0 then return r[4] * 2 + r[5] end
   r[6] = table.concat(moves, '|')
   return r
 end
@@ -117,19 +118,14 @@ local function move(s, target, why, moves)
   put(s, 'st', target)
 end
 
--- Opens the breaker. Returns the refusal with facts {limit, observed, extra...}.
+-- Opens the breaker. Returns the refusal with facts {limit, observed, extra...}. Budget ceilings
+-- (turns, tokens, USD, tool calls, wall clock) end the run; loops and failures may recover.
 local function trip(s, reason, now, moves, tool, limit, observed, ...)
-  local terminal = BUDGET[reason] == true
+  local terminal = reason ~= 'loop' and reason ~= 'failures'
   move(s, 'o', reason, moves)
-  if terminal then put(s, 'term', true) end
-  put(s, 'tr', reason)
-  put(s, 'tk', reason)
-  put(s, 'tt', tool)
-  put(s, 'tl', limit)
-  put(s, 'to', observed)
-  put(s, 'oa', now)
-  put(s, 'pk', '')
-  put(s, 'trips', s.trips + 1)
+  if terminal then s.term = true end
+  s.tr, s.tk, s.tt, s.tl, s.to = reason, reason, tool, limit, observed
+  s.oa, s.pk, s.trips = now, '', s.trips + 1
   return { 0, reason, terminal and 1 or 0, s.turns, 0, '', limit, observed, ... }
 end
 
@@ -147,11 +143,11 @@ local function gate(s, now, recovery, moves)
 end
 
 local function start(s, now)
-  if s.sa == nil then put(s, 'sa', now) end
+  if not s.sa then put(s, 'sa', now) end
 end
 
 local function over_time(s, now, max_us)
-  if max_us == nil or s.sa == nil then return nil end
+  if max_us == nil or not s.sa then return nil end
   local elapsed = now - s.sa
   if elapsed > max_us then return elapsed end
   return nil
@@ -163,25 +159,45 @@ local function read_sig(entry)
   local bar = string.find(entry, '|', 1, true)
   if bar then counts, outcome = string.sub(entry, 1, bar - 1), string.sub(entry, bar + 1) end
   local sp = string.find(counts, ' ', 1, true)
-  if not sp then return tonumber(counts), 0, outcome end
   return tonumber(string.sub(counts, 1, sp - 1)), tonumber(string.sub(counts, sp + 1)), outcome
 end
 
 local function write_sig(sig, streak, inflight, outcome)
   local value = int(streak) .. ' ' .. int(inflight)
   if outcome then value = value .. '|' .. outcome end
-  redis.call('HSET', SIGS, sig, value)
-  wrote(SIGS)
+  hset('s:' .. sig, value)
 end
 
-local function release(s, rid)
-  local amounts = redis.call('HGET', RESV, rid)
-  if amounts then
-    local sp = string.find(amounts, ' ', 1, true)
-    put(s, 'rt', s.rt - tonumber(string.sub(amounts, 1, sp - 1)))
-    put(s, 'rc', s.rc - tonumber(string.sub(amounts, sp + 1)))
-    redis.call('HDEL', RESV, rid)
+-- Gives back what a reservation held ('<tokens> <micro-USD>', or nil if it is already gone).
+local function release(s, rid, amounts)
+  if not rid then -- the counters say reserved but nothing is: heal rather than block the run
+    put(s, 'rt', 0)
+    put(s, 'rc', 0)
+    put(s, 'rn', 0)
+    return
   end
+  amounts = amounts or redis.call('HGET', H, 'r:' .. rid)
+  if not amounts then return end
+  local sp = string.find(amounts, ' ', 1, true)
+  put(s, 'rt', s.rt - tonumber(string.sub(amounts, 1, sp - 1)))
+  put(s, 'rc', s.rc - tonumber(string.sub(amounts, sp + 1)))
+  put(s, 'rn', s.rn - 1)
+  redis.call('HDEL', H, 'r:' .. rid)
   redis.call('ZREM', RES, rid)
   redis.call('ZREM', RESMIN, rid)
+end
+
+-- Holds a reservation for an admitted model call until it reports back or expires.
+local function reserve(s, rid, now, lifetime, tokens, micros)
+  redis.call('ZADD', RES, int(now + lifetime), rid)
+  -- Ordered by micro-USD, then tokens: see record_model for why the smallest goes first.
+  redis.call('ZADD', RESMIN, micros + tokens / 1e9, rid)
+  if s.rn == 0 then
+    created(RES)
+    created(RESMIN)
+  end
+  hset('r:' .. rid, int(tokens) .. ' ' .. int(micros))
+  put(s, 'rt', s.rt + tokens)
+  put(s, 'rc', s.rc + micros)
+  put(s, 'rn', s.rn + 1)
 end

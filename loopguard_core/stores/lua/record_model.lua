@@ -2,20 +2,19 @@
 -- overspend is recorded and refuses the next call. Without a call id the report cannot be matched to
 -- its admission, so the smallest reservation is released: what stays reserved then never falls below
 -- what the calls still in flight really reserved, so concurrent workers still cannot overshoot.
--- ARGV: 1 clock, 2 ttl, 3 call id, 4 tokens, 5 micro-USD.
-local ttl = ARGV[2]
-local has_id, id = call_id(ARGV[3])
+-- ARGV: 1 clock, 2 'ttl', 3 call id, 4 tokens, 5 micro-USD.
+local has_id, id = call_id()
 local key = has_id and ('M:' .. id) or nil
-local first = duplicate(key)
-if first then return first end
-local s = load()
-local rid = nil
-if has_id and redis.call('ZSCORE', RES, '=' .. id) then
-  rid = '=' .. id
-else
-  rid = redis.call('ZRANGE', RESMIN, 0, 0)[1]
+local v = redis.call('HMGET', H, 'S', key and ('i:' .. key) or 'S', has_id and ('r:=' .. id) or 'S')
+if key and v[2] then return { 2, v[2] } end
+local now, s = clock(), state(v[1])
+if s.rn > 0 then
+  if has_id and v[3] then
+    release(s, '=' .. id, v[3])
+  else
+    release(s, redis.call('ZRANGE', RESMIN, 0, 0)[1])
+  end
 end
-if rid then release(s, rid) end
 put(s, 'tokens', s.tokens + tonumber(ARGV[4]))
 put(s, 'cost', s.cost + tonumber(ARGV[5]))
-return finish(s, key, { 1, '', 0, s.turns, 0, '' }, {}, ttl)
+return finish(s, now, key, { 1, '', 0, s.turns, 0, '' }, {}, nil)

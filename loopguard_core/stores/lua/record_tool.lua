@@ -1,15 +1,13 @@
 -- record_tool: what a tool call returned; updates loop and failure streaks and settles a probe.
--- ARGV: 1 clock, 2 ttl, 3 call id, 4 tool, 5 signature, 6 outcome digest, 7 failed (0/1).
-local ttl = ARGV[2]
-local has_id, id = call_id(ARGV[3])
+-- ARGV: 1 clock, 2 'ttl', 3 call id, 4 tool, 5 signature, 6 outcome digest, 7 failed (0/1).
+local has_id, id = call_id()
 local key = has_id and ('T:' .. id) or nil
-local first = duplicate(key)
-if first then return first end
 local tool, sig, outcome, failed = ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
+local v = redis.call('HMGET', H, 'S', 's:' .. sig, 'f:' .. tool, key and ('i:' .. key) or 'S')
+if key and v[4] then return { 2, v[4] } end
 
-local entry = redis.call('HGET', SIGS, sig)
-if entry then
-  local streak, inflight, last = read_sig(entry)
+if v[2] then
+  local streak, inflight, last = read_sig(v[2])
   inflight = math.max(0, inflight - 1)
   if last ~= outcome then
     -- A new answer restarts the streak; identical calls still in flight (parallel tool calls) keep
@@ -19,12 +17,11 @@ if entry then
   write_sig(sig, streak, inflight, last)
 end
 if failed then
-  redis.call('HINCRBY', FAILS, tool, 1)
-  wrote(FAILS)
-else
-  redis.call('HDEL', FAILS, tool)
+  hset('f:' .. tool, int((tonumber(v[3]) or 0) + 1))
+elseif v[3] then
+  redis.call('HDEL', H, 'f:' .. tool)
 end
-local s, moves = load(), {}
+local now, s, moves = clock(), state(v[1]), {}
 local probe = 0
 if s.st == 'h' then
   -- The probe is the call holding the reservation (matched by call id or signature).
@@ -35,18 +32,11 @@ if s.st == 'h' then
     put(s, 'pk', '')
     if failed then
       move(s, 'o', 'probe failed', moves)
-      put(s, 'oa', clock(ARGV[1]))
-      put(s, 'tr', 'failures')
-      put(s, 'trips', s.trips + 1)
+      s.oa, s.tr, s.trips = now, 'failures', s.trips + 1
     else
       move(s, 'c', 'probe succeeded', moves)
-      put(s, 'tr', '')
-      put(s, 'tk', '')
-      put(s, 'tt', '')
-      put(s, 'tl', '')
-      put(s, 'to', '')
-      put(s, 'oa', nil)
+      s.tr, s.tk, s.tt, s.tl, s.to, s.oa = '', '', '', '', '', false
     end
   end
 end
-return finish(s, key, { 1, '', 0, s.turns, probe, '' }, moves, ttl)
+return finish(s, now, key, { 1, '', 0, s.turns, probe, '' }, moves, nil)

@@ -1,31 +1,41 @@
--- reset: close the breaker by hand (OPEN/HALF_OPEN -> CLOSED); counters stay, loop memory is cleared.
--- ARGV: 1 clock (unused), 2 ttl.
-local s, moves = load(), {}
+-- reset: close the breaker by hand (OPEN/HALF_OPEN -> CLOSED); counters stay, loop memory and failure
+-- streaks are cleared, and remembered refusals are forgotten.
+-- ARGV: 1 clock, 2 'ttl'.
+local v = redis.call('HMGET', H, 'S', 'T')
+local now, s, moves = clock(), state(v[1]), {}
 if s.st == 'h' or s.st == 'o' then move(s, 'c', 'reset', moves) end
 put(s, 'term', false)
-put(s, 'tr', '')
-put(s, 'tk', '')
-put(s, 'tt', '')
-put(s, 'tl', '')
-put(s, 'to', '')
-put(s, 'oa', nil)
-put(s, 'pk', '')
-redis.call('DEL', FAILS, SIGS, LRU)
+s.tr, s.tk, s.tt, s.tl, s.to, s.oa, s.pk = '', '', '', '', '', false, ''
+
+local function hdel_all(fields)
+  for i = 1, #fields, 1000 do redis.call('HDEL', H, unpack(fields, i, math.min(i + 999, #fields))) end
+end
+local doomed = {}
+for _, tool in ipairs(v[2] and cmsgpack.unpack(v[2]) or {}) do doomed[#doomed + 1] = 'f:' .. tool end
+for _, sig in ipairs(redis.call('ZRANGE', LRU, 0, -1)) do doomed[#doomed + 1] = 's:' .. sig end
+redis.call('DEL', LRU)
+put(s, 'ln', 0)
 -- A call refused before the reset may be retried with the same id after it (e.g. a human approved it).
-local seen = redis.call('HGETALL', SEEN)
-local forgot = {}
-for i = 1, #seen, 2 do
-  if string.sub(seen[i + 1], 1, 4) == '[[0,' then forgot[seen[i]] = true end
-end
-if next(forgot) then
-  local order, kept = redis.call('LRANGE', SEENQ, 0, -1), {}
-  for i = 1, #order do
-    if forgot[order[i]] then redis.call('HDEL', SEEN, order[i]) else kept[#kept + 1] = order[i] end
+local order, kept, forgot = redis.call('LRANGE', SEENQ, 0, -1), {}, false
+for i = 1, #order, 1000 do
+  local last = math.min(i + 999, #order)
+  local fields = {}
+  for j = i, last do fields[#fields + 1] = 'i:' .. order[j] end
+  local verdicts = redis.call('HMGET', H, unpack(fields))
+  for j = i, last do
+    local first = verdicts[j - i + 1]
+    if first and string.sub(first, 1, 4) == '[[0,' then
+      doomed[#doomed + 1] = fields[j - i + 1]
+      forgot = true
+    else
+      kept[#kept + 1] = order[j]
+    end
   end
+end
+if forgot then
   redis.call('DEL', SEENQ)
-  for i = 1, #kept, 1000 do
-    redis.call('RPUSH', SEENQ, unpack(kept, i, math.min(i + 999, #kept)))
-  end
-  wrote(SEENQ)
+  for i = 1, #kept, 1000 do redis.call('RPUSH', SEENQ, unpack(kept, i, math.min(i + 999, #kept))) end
+  if #kept > 0 then created(SEENQ) end
 end
-return finish(s, nil, { 1, '', 0, s.turns, 0, '' }, moves, ARGV[2])
+if #doomed > 0 then hdel_all(doomed) end
+return finish(s, now, nil, { 1, '', 0, s.turns, 0, '' }, moves, nil)
