@@ -39,12 +39,20 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
 
     measured = results["overhead"]["measured"]
     bare = measured["bare"]["median_ns"]
-    items = list(measured.values())
-    fig, ax = plt.subplots(figsize=(10, 5))
-    ax.barh([m["label"] for m in items], [m["median_ns"] / bare for m in items], color="#457b9d")
+    colors = {
+        "in memory": "#457b9d",
+        "SQLite ledger": "#2a9d8f",
+        "PostgreSQL ledger": "#e9c46a",
+        "Redis store": "#e76f51",
+    }
+    items = sorted(measured.values(), key=lambda m: list(colors).index(m.get("group", "in memory")))
+    fig, ax = plt.subplots(figsize=(12, 0.45 * len(items) + 1.8))
+    y = list(range(len(items)))
+    x = [m["median_ns"] / bare for m in items]
+    ax.barh(y, x, color=[colors[m.get("group", "in memory")] for m in items])
     ax.errorbar(
-        [m["median_ns"] / bare for m in items],
-        [m["label"] for m in items],
+        x,
+        y,
         xerr=[
             [(m["median_ns"] - m["p25_ns"]) / bare for m in items],
             [(m["p75_ns"] - m["median_ns"]) / bare for m in items],
@@ -53,10 +61,21 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
         ecolor="black",
         capsize=3,
     )
+    for yi, m, xi in zip(y, items, x):
+        ax.text(xi * 1.15, yi, f"{m['median_ns'] / 1000:,.1f} µs", va="center", fontsize=8)
+    ax.set_yticks(y, [m["label"] for m in items], fontsize=9)
     ax.set_xscale("log")
-    ax.set_xlabel("time per guarded call, x the bare call (log scale; bars: 25th-75th percentile)")
+    ax.set_xlim(right=max(x) * 6)
+    ax.set_xlabel("time per call, x the bare call (log scale; whiskers: 25th-75th percentile; label: median)")
     ax.invert_yaxis()
-    ax.set_title("Overhead per guarded call (median of interleaved rounds)")
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color=c)
+        for g, c in colors.items()
+        if any(m.get("group", "in memory") == g for m in items)
+    ]
+    names = [g for g in colors if any(m.get("group", "in memory") == g for m in items)]
+    ax.legend(handles, names, loc="lower right", fontsize=8)
+    ax.set_title("Overhead per call (median of interleaved rounds)")
     fig.tight_layout()
     written.append(out / "overhead.png")
     fig.savefig(written[-1], dpi=110)

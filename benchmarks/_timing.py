@@ -18,8 +18,9 @@ __all__ = ["Measured", "Variant", "interleave"]
 class Variant:
     key: str
     label: str
-    make: Callable[[], Callable[[], None]]  # returns the op; called once per round, not timed
+    make: Callable[[], Callable[[], object]]  # returns the op; called once per round, not timed
     ops: int  # ops per timed batch
+    group: str = "in memory"  # the table section it is reported in
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,14 @@ class Measured:
     p25_ns: float
     p75_ns: float
     rounds: int
+    group: str = "in memory"
 
     @property
     def spread(self) -> str:
         return f"{self.p25_ns:,.0f}-{self.p75_ns:,.0f}"
 
 
-def _time(op: Callable[[], None], ops: int) -> float:
+def _time(op: Callable[[], object], ops: int) -> float:
     gc_was = gc.isenabled()
     gc.disable()
     try:
@@ -63,5 +65,5 @@ def interleave(variants: Sequence[Variant], rounds: int, *, seed: int = 6) -> di
     for v in variants:
         data = sorted(samples[v.key])
         q = statistics.quantiles(data, n=4) if len(data) >= 2 else [data[0]] * 3
-        out[v.key] = Measured(v.key, v.label, statistics.median(data), q[0], q[2], len(data))
+        out[v.key] = Measured(v.key, v.label, statistics.median(data), q[0], q[2], len(data), v.group)
     return out

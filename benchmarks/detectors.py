@@ -20,7 +20,15 @@ from loopguard_core.testing import ScriptedCall
 from ._corpus import Case
 from ._frameworks import Step, run_agent_executor, run_create_agent, run_pydantic_ai
 
-__all__ = ["CREWAI_MAX_ITER", "Detector", "Outcome", "all_detectors", "loopguard_default", "outcome_of"]
+__all__ = [
+    "CREWAI_MAX_ITER",
+    "Detector",
+    "Outcome",
+    "all_detectors",
+    "loopguard_config",
+    "loopguard_default",
+    "outcome_of",
+]
 
 CREWAI_MAX_ITER = 25  # crewai Agent.max_iter default (base_agent.py)
 HALTS = (Step.HALT_TOOL, Step.HALT_MODEL)
@@ -130,8 +138,20 @@ def _loopguard(calls: Sequence[ScriptedCall]) -> tuple[list[Step], str]:
     return steps, reason
 
 
+def loopguard_config() -> str:
+    """``Breaker()``'s loop rules as they are in the installed version (read from the defaults, not typed)."""
+    limits = Breaker().limits
+    loop = limits.loop
+    return (
+        f"Breaker() defaults: max_repeats={loop.max_repeats} (same call, same answer), "
+        f"similarity={loop.similarity} (paraphrase), max_empty_results={loop.max_empty_results} (stall), "
+        f"poll_max_repeats={loop.poll_max_repeats} for tools named like a status poll, "
+        f"max_consecutive_failures={limits.max_consecutive_failures}"
+    )
+
+
 def loopguard_default() -> Detector:
-    return Detector("loopguard", "loopguard", "Breaker() defaults", _loopguard)
+    return Detector("loopguard", "loopguard", loopguard_config(), _loopguard)
 
 
 # -- agentguard47 --------------------------------------------------------------------------------

@@ -1,0 +1,122 @@
+"""The overhead benchmark's bookkeeping (never a timed assertion): goal rows say what was measured and
+whether the target was met, unreachable servers are reported as pending with the reason, and the storage
+variants leave nothing behind in the user's PostgreSQL or Redis."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from benchmarks import overhead
+from benchmarks._timing import Measured
+
+REQUIRE = os.environ.get("LOOPGUARD_REQUIRE_SERVICES", "").strip() == "1"
+POSTGRES_URL = os.environ.get("LOOPGUARD_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("LOOPGUARD_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def measured(**ns: float) -> dict[str, Measured]:
+    return {key: Measured(key, key, value, value, value, 1) for key, value in ns.items()}
+
+
+def by_name(goals: list[overhead.Goal], start: str) -> overhead.Goal:
+    return next(g for g in goals if g.name.startswith(start))
+
+
+def test_goal_rows_carry_the_measured_figure_and_whether_it_met_the_target() -> None:
+    m = measured(
+        bare=100, pybreaker=1_100, loopguard_memory=3_100, sqlite_raw=40_000, sqlite_record=100_000, sqlite_turn=200_000
+    )
+    goals, context = overhead._goals(m, ["PostgreSQL ledger pending: no server at x (refused)"])
+    memory = by_name(goals, "in-memory")
+    assert (memory.value, memory.status) == (3.0, "not met")  # (3100-100)/(1100-100) > 2.0
+    sqlite = by_name(goals, "SQLite")
+    assert (sqlite.value, sqlite.unit, sqlite.status) == (40.0, "%", "not met")  # raw/record = 40% < 50%
+    postgres = by_name(goals, "PostgreSQL")
+    assert postgres.status == "pending"
+    assert "no server at x" in postgres.note
+    assert any("20.0%" in line for line in context)  # the full turn is reported beside the goal, not as it
+
+    m.update(measured(sqlite_record=60_000, loopguard_memory=1_900))
+    goals, _ = overhead._goals(m, [])
+    assert by_name(goals, "SQLite").status == "met"
+    assert by_name(goals, "in-memory").status == "met"
+    assert by_name(goals, "Redis").status == "pending"
+
+
+def test_an_unreachable_postgres_is_pending_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("psycopg")
+    url = "postgresql://postgres@127.0.0.1:1/test"
+    monkeypatch.setattr(overhead, "POSTGRES_URL", url)
+    res = overhead._Resources()
+    try:
+        variants, why = overhead._postgres_variants(res)
+    finally:
+        res.cleanup()
+    assert variants == []
+    assert why is not None
+    assert why.startswith("PostgreSQL ledger pending: no server at " + url)
+
+
+def _reachable(ping: Any, what: str) -> None:
+    try:
+        ping()
+    except Exception as exc:
+        message = f"{what} is not reachable ({type(exc).__name__}: {exc})"
+        if REQUIRE:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.mark.postgres
+def test_postgres_variants_write_rows_and_drop_their_schemas(monkeypatch: pytest.MonkeyPatch) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    _reachable(lambda: psycopg.connect(POSTGRES_URL, connect_timeout=2).close(), f"PostgreSQL at {POSTGRES_URL}")
+    monkeypatch.setattr(overhead, "POSTGRES_URL", POSTGRES_URL)
+    listing = "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'lgbench_%'"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        before = {row[0] for row in admin.execute(listing)}
+        res = overhead._Resources()
+        try:
+            variants, why = overhead._postgres_variants(res)
+            assert why is None
+            assert [v.key for v in variants] == ["pg_raw", "pg_record", "pg_turn"]
+            for variant in variants:
+                op = variant.make()
+                assert variant.make() is op  # one table per variant for the whole run
+                for _ in range(3):
+                    op()
+            created = {row[0] for row in admin.execute(listing)} - before
+            assert len(created) == 3
+            for name in created:
+                table = "ledger" if name.endswith("_raw") else "loopguard_ledger"
+                row = admin.execute(f'SELECT count(*) FROM "{name}".{table}').fetchone()
+                assert row is not None
+                assert row[0] == 3
+        finally:
+            res.cleanup()
+        assert {row[0] for row in admin.execute(listing)} - before == set()
+
+
+@pytest.mark.redis
+def test_redis_variants_delete_every_key_they_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1)
+    _reachable(client.ping, f"Redis at {REDIS_URL}")
+    monkeypatch.setattr(overhead, "REDIS_URL", REDIS_URL)
+    before = set(client.scan_iter(match="*lgbench-*", count=1000))
+    res = overhead._Resources()
+    try:
+        variants, why = overhead._redis_variants(res)
+        assert why is None
+        for variant in variants:
+            op = variant.make()
+            for _ in range(3):
+                op()
+        assert set(client.scan_iter(match="*lgbench-*", count=1000)) - before
+    finally:
+        res.cleanup()
+    assert set(client.scan_iter(match="*lgbench-*", count=1000)) - before == set()
+    client.close()
