@@ -23,7 +23,16 @@ from .clock import Clock, SystemClock
 from .errors import LoopGuardTripped, LoopGuardWarning
 from .limits import Limits, LoopDetection, usd_to_micros
 from .runs import RunHandle, RunRegistry
-from .signatures import call_signature, canonical_text, is_empty_result, outcome_digest, question_words
+from .signatures import (
+    call_signature,
+    canonical_text,
+    is_empty_result,
+    is_informative,
+    outcome_digest,
+    question_words,
+    request_shape,
+    says_in_progress,
+)
 from .state import BreakerState
 from .stores import MemoryStore, Store, store_from_url
 from .stores.base import ModelRequest, ModelUsage, RunKey, RunSnapshot, ToolOutcome, ToolRequest, Verdict
@@ -275,8 +284,14 @@ class Breaker:
             words = question_words(args) if loop.similarity is not None else ""
         failed = error is not None and error is not False
         empty = not failed and is_empty_result(result)
+        shape = request_shape(name, args) if empty else ""  # only empty answers need it
         digest = outcome_digest(result, error)
-        return ToolOutcome(name, signature, digest, failed, self.clock.monotonic(), call_id, empty, words)
+        # Paraphrase detection compares answers: an uninformative one ("Yes.") proves nothing, so skip it.
+        if words and (failed or not is_informative(result)):
+            words = ""
+        waiting = not failed and says_in_progress(result)
+        now = self.clock.monotonic()
+        return ToolOutcome(name, signature, digest, failed, now, call_id, empty, words, shape, waiting)
 
     def _after_tool_record(self, verdict: Verdict, outcome: ToolOutcome, args: Any, agent: str | None) -> None:
         self._announce(verdict)

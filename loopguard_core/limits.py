@@ -102,11 +102,13 @@ class LoopDetection:
         overrides = _int_mapping("LoopDetection.max_repeats_per_tool", self.max_repeats_per_tool)
         object.__setattr__(self, "max_repeats_per_tool", overrides)
 
-    def repeats_allowed(self, tool: str) -> int:
+    def repeats_allowed(self, tool: str, waiting: bool = False) -> int:
+        """Identical outcomes allowed for ``tool``; ``waiting``: its last answer said "still running"."""
         override = self.max_repeats_per_tool.get(tool)
         if override is not None:
             return override
-        return self.poll_max_repeats if _is_poll_tool(self.poll_tools, tool) else self.max_repeats
+        poll = waiting or _is_poll_tool(self.poll_tools, tool)
+        return max(self.poll_max_repeats, self.max_repeats) if poll else self.max_repeats
 
 
 @functools.lru_cache(maxsize=4096)

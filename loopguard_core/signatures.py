@@ -21,7 +21,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["call_signature", "canonical_text", "is_empty_result", "outcome_digest", "question_words", "word_overlap"]
+__all__ = [
+    "call_signature",
+    "canonical_text",
+    "is_empty_result",
+    "is_informative",
+    "outcome_digest",
+    "question_words",
+    "request_shape",
+    "says_in_progress",
+    "word_overlap",
+]
 
 _MAX_DEPTH = 32
 _MAX_NODES = 20_000
@@ -236,15 +246,67 @@ def word_overlap(a: str, b: str) -> float:
     return len(left & right) / len(left | right)
 
 
-_EMPTY_TEXT = frozenset({"", "[]", "{}", "null", "none", "()", '""', "''"})
+_EMPTY_TEXT = frozenset({"", "[]", "{}", "null", "()", '""', "''"})
 
 
 def is_empty_result(result: Any) -> bool:
-    """True for an answer with nothing in it: None, empty containers, blank or "[]"/"{}"/"null" text."""
+    """True for an answer with nothing in it: empty containers, blank or "[]"/"{}"/"null" text.
+
+    ``None`` is not empty: it is what a tool that acts (writes, sends, deletes) returns on success.
+    """
     if result is None:
-        return True
+        return False
     if isinstance(result, str):
         return " ".join(result.split()).casefold() in _EMPTY_TEXT
     if isinstance(result, (list, tuple, dict, set, frozenset, bytes, bytearray)):
         return len(result) == 0
     return False
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def request_shape(tool: str, args: Any) -> str:
+    """A signature of the request with every number masked: ``list(page=6)`` and ``list(page=7)`` match."""
+    return call_signature(tool, _mask_numbers(args, 0))
+
+
+def _mask_numbers(value: Any, depth: int) -> Any:
+    if depth > 16:
+        return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return "#"
+    if isinstance(value, str):
+        return _NUMBER.sub("#", value)
+    if isinstance(value, Mapping):
+        return {k: _mask_numbers(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask_numbers(v, depth + 1) for v in value]
+    return value
+
+
+_IN_PROGRESS = re.compile(
+    r"\b(queued|pending|running|in[ _-]progress|processing|waiting|starting|scheduled|building|deploying|"
+    r"provisioning|not (?:yet )?ready|not (?:yet )?done|not finished|still)\b"
+)
+_INFORMATIVE_CHARS = 24
+
+
+def says_in_progress(result: Any) -> bool:
+    """True for a short status answer saying work is still under way ("running", "in progress", ...).
+
+    Polling until such an answer changes is waiting, not looping, so these outcomes get poll patience
+    whatever the tool is called.
+    """
+    if not isinstance(result, str) or len(result) > 80:
+        return False
+    return _IN_PROGRESS.search(result.casefold()) is not None
+
+
+def is_informative(result: Any) -> bool:
+    """Whether two identical answers say something: "Yes." twice proves little, ten identical results do."""
+    if isinstance(result, str):
+        return len(" ".join(result.split())) >= _INFORMATIVE_CHARS
+    return result is not None and not is_empty_result(result) and not isinstance(result, (bool, int, float))

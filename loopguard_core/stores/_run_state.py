@@ -25,8 +25,8 @@ _RECENT_QUESTIONS = 8  # free-text requests remembered per tool for paraphrase d
 # Per signature: (streak, inflight, last outcome). streak = identical outcomes in a row plus calls admitted
 # but not yet reported. Immutable tuples of atoms, so the garbage collector stops tracking them: a run with
 # a million signatures must not make every collection walk them.
-_Signature = tuple[int, int, "str | None"]
-_NEW_SIGNATURE: _Signature = (0, 0, None)
+_Signature = tuple[int, int, "str | None", bool]  # (..., waiting: the last answer said "in progress")
+_NEW_SIGNATURE: _Signature = (0, 0, None, False)
 
 
 def _word_sets(words: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -54,7 +54,7 @@ class RunState:
         self.trips = 0
         self.calls_per_tool: dict[str, int] = {}
         self.failures: dict[str, int] = {}
-        self.empties: dict[str, int] = {}
+        self.empties: dict[str, tuple[str, int]] = {}  # tool -> (request shape, empty answers in a row)
         self.recent: dict[str, deque[tuple[frozenset[str], frozenset[str], str]]] = {}
         self.signatures: OrderedDict[str, _Signature] = OrderedDict()
         self.seen: OrderedDict[str, Verdict] = OrderedDict()
@@ -144,11 +144,11 @@ class RunState:
         self.tool_calls += 1
         self.calls_per_tool[tool] = self.calls_per_tool.get(tool, 0) + 1
         signatures = self.signatures
-        streak, inflight, last = signatures.get(req.signature, _NEW_SIGNATURE)
+        streak, inflight, last, waiting = signatures.get(req.signature, _NEW_SIGNATURE)
         if streak or inflight or last is not None:
             signatures.move_to_end(req.signature)
         # Counted as a repeat until its outcome shows otherwise (pre-flight-only callers still catch loops).
-        signatures[req.signature] = (streak + 1, inflight + 1, last)
+        signatures[req.signature] = (streak + 1, inflight + 1, last, waiting)
         if len(signatures) > limits.loop.memory:
             signatures.popitem(last=False)
         probe = False
@@ -187,7 +187,8 @@ class RunState:
             return None
         sig = self.signatures.get(req.signature)
         if sig is not None:
-            allowed = loop.repeats_allowed(tool)
+            # An answer saying "still running" earns the same patience as a tool named like a status poll.
+            allowed = loop.repeats_allowed(tool, waiting=sig[3])
             if sig[0] >= allowed:
                 return "loop", {"repeats": sig[0], "limit": allowed, "signature": req.signature}
         if self.empties or (req.words and self.recent):
@@ -196,7 +197,7 @@ class RunState:
 
     def _no_progress(self, req: ToolRequest, loop: LoopDetection) -> tuple[str, dict[str, Any]] | None:
         """Repeats that a signature cannot see: empty answers in a row, the same question reworded."""
-        empties = self.empties.get(req.tool, 0)
+        empties = self.empties.get(req.tool, ("", 0))[1]
         if loop.max_empty_results is not None and empties >= loop.max_empty_results:
             return "stall", {"observed": empties, "limit": loop.max_empty_results}
         threshold = loop.similarity
@@ -221,19 +222,21 @@ class RunState:
         moves: list[Transition] = []
         sig = self.signatures.get(out.signature)
         if sig is not None:
-            streak, inflight, last = sig
+            streak, inflight, last, _ = sig
             inflight = max(0, inflight - 1)
             if last != out.outcome:
                 # A new answer restarts the streak; identical calls still in flight (parallel tool calls)
                 # keep counting, so a burst of copies cannot slip past the limit together.
                 streak, last = 1 + inflight, out.outcome
-            self.signatures[out.signature] = (streak, inflight, last)
+            self.signatures[out.signature] = (streak, inflight, last, out.in_progress)
         if out.failed:
             self.failures[out.tool] = self.failures.get(out.tool, 0) + 1
         else:
             self.failures.pop(out.tool, None)
         if out.empty and not out.failed:
-            self.empties[out.tool] = self.empties.get(out.tool, 0) + 1
+            # Only the same request with another page/offset keeps the streak: paging into nothing.
+            shape, count = self.empties.get(out.tool, ("", 0))
+            self.empties[out.tool] = (out.shape, count + 1 if shape == out.shape else 1)
         else:
             self.empties.pop(out.tool, None)
         if out.words:

@@ -54,10 +54,15 @@ class ToolOutcome(NamedTuple):
     failed: bool
     now: float
     call_id: str | None = None
-    #: the call succeeded with an empty answer ([] / {} / "" / None)
+    #: the call succeeded with an empty answer ([] / {} / "" / "null"; None is "no return value", not empty)
     empty: bool = False
     #: content words of the request's free text, "" when it has none
     words: str = ""
+    #: for an empty answer: the request's signature with every number masked ("page 6" == "page 7"),
+    #: so only the same request with another page/offset counts toward a stall
+    shape: str = ""
+    #: the answer says work is still under way ("running", "in progress"): poll patience applies
+    in_progress: bool = False
 
 
 class ModelRequest(NamedTuple):

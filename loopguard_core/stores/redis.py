@@ -8,7 +8,8 @@ budget. The scripts ship as package data (``stores/lua``) and mirror :mod:`._run
 - Money is integer micro-USD; time is Redis ``TIME`` (one clock for every host), not the caller's.
 - Keys share one hash tag per run, ``{lg:<scope>:<run>}``, so a Redis Cluster keeps a run in one slot.
 - Loop memory is bounded (``LoopDetection.memory`` signatures, 4,096 call ids) and every key expires
-  ``ttl_seconds`` after the run's last write, so finished runs do not accumulate.
+  about ``ttl_seconds`` after the run's last write (the TTL is set when a key is created and refreshed
+  every ``ttl_seconds / 64``), so finished runs do not accumulate.
 - The HALF_OPEN probe is a reservation with an expiry: exactly one caller probes; if it never reports,
   another may probe after the recovery window.
 - Admitted model calls reserve their projected tokens and micro-USD until they report back (or the
@@ -167,7 +168,8 @@ class RedisStore:
     or pass your own ``client`` (then its timeouts and retries are yours to set).
 
     Options: ``failure_policy`` ``"closed"`` (refuse when Redis is unreachable) or ``"open"`` (admit and
-    warn); ``ttl_seconds`` after a run's last write before its keys expire (default 24 h);
+    warn); ``ttl_seconds`` after a run's last write before its keys expire (default 24 h, give or take
+    1/64 of it);
     ``socket_timeout`` / ``socket_connect_timeout`` (default 0.25 s each), the bound on how long a call
     waits for an unreachable Redis; ``outage_backoff_seconds`` during which, after a failure, calls are
     answered by the policy without trying Redis again (default 1 s; 0 retries every call);

@@ -165,10 +165,11 @@ def test_parallel_identical_calls_cannot_slip_past_the_limit_together() -> None:
 
 
 def test_the_same_question_in_other_words_with_the_same_answer_is_a_loop() -> None:
+    answer = "10 results: the rate limiting guide at example.com"
     trace = calls(
-        ("web_search", {"q": "best practices for rate limiting"}, "guide"),
-        ("web_search", {"q": "recommended practices for rate limiting"}, "guide"),
-        ("web_search", {"q": "good practices for rate limiting"}, "guide"),
+        ("web_search", {"q": "best practices for rate limiting"}, answer),
+        ("web_search", {"q": "recommended practices for rate limiting"}, answer),
+        ("web_search", {"q": "good practices for rate limiting"}, answer),
     )
     result = drive(Breaker(), trace)
     assert result.refused_at == 3
@@ -201,6 +202,12 @@ def test_empty_answers_in_a_row_stall_and_any_real_answer_resets() -> None:
     assert result.trip.reason == "stall"
     mixed = calls(*[("search", {"q": n}, [] if n % 3 else ["hit"]) for n in range(20)])
     assert not drive(Breaker(), mixed).tripped
+    # Different requests that each find nothing are not paging into nothing.
+    searches = calls(*[("search", {"q": f"term {chr(97 + n)}"}, []) for n in range(8)])
+    assert not drive(Breaker(), searches).tripped
+    # Tools that act return None on success: never "empty".
+    writes = calls(*[("write_file", {"path": f"out/{n}.txt", "n": n}, None) for n in range(10)])
+    assert not drive(Breaker(), writes).tripped
     off = Breaker(loop_detection=LoopDetection(max_empty_results=None))
     assert not drive(off, past_end).tripped
 
@@ -210,8 +217,8 @@ def test_status_polls_get_more_patience_than_other_tools() -> None:
     assert not drive(Breaker(), until_done).tripped
     stuck = calls(*[("job_status", {"job": "b-18"}, "running")] * 30)
     assert drive(Breaker(), stuck).refused_at == 9
-    custom = Breaker(loop_detection=LoopDetection(poll_tools="", max_repeats=2))
-    assert drive(custom, stuck).refused_at == 3
+    impatient = Breaker(loop_detection=LoopDetection(poll_max_repeats=2))
+    assert drive(impatient, stuck).refused_at == 3
 
 
 def test_new_loop_settings_are_validated() -> None:
@@ -221,3 +228,24 @@ def test_new_loop_settings_are_validated() -> None:
         LoopDetection(poll_tools="(")
     with pytest.raises(ValueError, match="max_empty_results"):
         LoopDetection(max_empty_results=0)
+
+
+def test_an_answer_that_says_still_running_earns_poll_patience_whatever_the_tool_name() -> None:
+    rollout = calls(
+        *[("get_deployment", {"id": "dep-42"}, "in progress")] * 5, ("get_deployment", {"id": "dep-42"}, "complete")
+    )
+    assert not drive(Breaker(), rollout).tripped
+    stuck = calls(*[("get_deployment", {"id": "dep-42"}, "in progress")] * 30)
+    assert drive(Breaker(), stuck).refused_at == 9
+    same = calls(*[("get_deployment", {"id": "dep-42"}, "region eu-west-1, 3 replicas")] * 5)
+    assert drive(Breaker(), same).refused_at == 3
+
+
+def test_short_identical_answers_do_not_make_similar_questions_a_loop() -> None:
+    plans = calls(
+        *[
+            ("ask_docs", {"question": f"does the {p} plan include single sign-on"}, "Yes.")
+            for p in ("team", "business", "enterprise", "starter")
+        ]
+    )
+    assert not drive(Breaker(), plans).tripped

@@ -54,7 +54,7 @@ def test_question_words_and_overlap() -> None:
 
 
 def test_empty_results() -> None:
-    for empty in (None, "", "  ", "[]", "{}", "null", [], {}, (), b""):
+    for empty in ("", "  ", "[]", "{}", "null", [], {}, (), b""):
         assert is_empty_result(empty)
-    for full in ("0 results", [0], {"a": 1}, 0, False):
+    for full in (None, "0 results", [0], {"a": 1}, 0, False):
         assert not is_empty_result(full)
