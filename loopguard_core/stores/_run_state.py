@@ -19,7 +19,8 @@ __all__ = ["BUDGET_REASONS", "RunState"]
 #: Trips that end the run: no recovery window, no probe.
 BUDGET_REASONS = frozenset({"turn_ceiling", "token_ceiling", "cost_ceiling", "tool_ceiling", "wall_clock"})
 _IDEMPOTENCY_MEMORY = 4_096
-_RECENT_QUESTIONS = 8  # free-text requests remembered per tool for paraphrase detection
+_RECENT_QUESTIONS = 8
+_MAX_RESERVATIONS = 1_024  # free-text requests remembered per tool for paraphrase detection
 
 
 # Per signature: (streak, inflight, last outcome). streak = identical outcomes in a row plus calls admitted
@@ -57,6 +58,12 @@ class RunState:
         self.empties: dict[str, tuple[str, int]] = {}  # tool -> (request shape, empty answers in a row)
         self.recent: dict[str, deque[tuple[frozenset[str], frozenset[str], str]]] = {}
         self.signatures: OrderedDict[str, _Signature] = OrderedDict()
+        # Model calls admitted but not yet reported hold their projection, so concurrent callers cannot
+        # each take the last unit of a budget: reservation id -> (tokens, micro-USD, expires at).
+        self.reservations: dict[str, tuple[int, int, float]] = {}
+        self.reserved_tokens = 0
+        self.reserved_micros = 0
+        self._reservation_seq = 0
         self.seen: OrderedDict[str, Verdict] = OrderedDict()
 
     # -- state machine ---------------------------------------------------------------------------
@@ -260,7 +267,7 @@ class RunState:
         return self._remember(key, Verdict(True, None, False, {}, tuple(moves), turn=self.turns, probe=is_probe))
 
     # -- model calls -----------------------------------------------------------------------------
-    def admit_model(self, req: ModelRequest, limits: Limits) -> Verdict:
+    def admit_model(self, req: ModelRequest, limits: Limits, reservation_seconds: float | None = None) -> Verdict:
         key = None if req.call_id is None else "m:" + req.call_id
         if key is not None and key in self.seen:
             return self._duplicate(key)
@@ -276,32 +283,61 @@ class RunState:
         if limits.max_turns is not None and self.turns + 1 > limits.max_turns:
             facts = {"observed": self.turns + 1, "limit": limits.max_turns}
             return self._remember(key, self._trip("turn_ceiling", req.now, moves, facts))
+        if self.reservations:  # calls that never reported back give their reservation up
+            for rid in [r for r, (_, _, expires) in self.reservations.items() if expires <= req.now]:
+                self._release(rid)
         # Every call spends at least one token: at the ceiling exactly, the next call must be refused.
         if limits.max_tokens is not None:
-            projected = self.tokens + max(req.projected_tokens, 1)
+            projected = self.tokens + self.reserved_tokens + max(req.projected_tokens, 1)
             if projected > limits.max_tokens:
                 facts = {"observed": projected, "limit": limits.max_tokens, "spent": self.tokens}
+                if self.reserved_tokens:
+                    facts["in_flight"] = self.reserved_tokens
                 return self._remember(key, self._trip("token_ceiling", req.now, moves, facts))
         cap = limits.max_cost_micros
         if cap is not None:
-            projected = self.cost_micros + max(req.projected_cost_micros, 1)
+            projected = self.cost_micros + self.reserved_micros + max(req.projected_cost_micros, 1)
             if projected > cap:
                 facts = {
                     "observed": projected / 1_000_000,
                     "limit": limits.max_cost_usd,
                     "spent": self.cost_micros / 1_000_000,
                 }
+                if self.reserved_micros:
+                    facts["in_flight"] = self.reserved_micros / 1_000_000
                 return self._remember(key, self._trip("cost_ceiling", req.now, moves, facts))
         self.turns += 1
-        return self._remember(key, Verdict(True, None, False, {}, tuple(moves), turn=self.turns))
+        if reservation_seconds is not None and (limits.max_tokens is not None or cap is not None):
+            self._reservation_seq += 1
+            rid = "=" + req.call_id if req.call_id is not None else f"#{self._reservation_seq}"
+            self._release(rid)  # never two reservations under one id
+            self.reservations[rid] = (req.projected_tokens, req.projected_cost_micros, req.now + reservation_seconds)
+            self.reserved_tokens += req.projected_tokens
+            self.reserved_micros += req.projected_cost_micros
+            if len(self.reservations) > _MAX_RESERVATIONS:
+                self._release(next(iter(self.reservations)))
+        return self._remember(key, Verdict(True, None, False, _NO_FACTS, tuple(moves), self.turns))
+
+    def _release(self, rid: str) -> None:
+        held = self.reservations.pop(rid, None)
+        if held is not None:
+            self.reserved_tokens -= held[0]
+            self.reserved_micros -= held[1]
 
     def record_model(self, usage: ModelUsage, limits: Limits) -> Verdict:
         key = None if usage.call_id is None else "M:" + usage.call_id
         if key is not None and key in self.seen:
             return self._duplicate(key)
+        if self.reservations:
+            rid = "=" + usage.call_id if usage.call_id is not None else None
+            if rid is None or rid not in self.reservations:
+                # A report without a matching id releases the smallest reservation: what stays reserved
+                # then never falls below what the calls still in flight really reserved.
+                rid = min(self.reservations, key=lambda r: (self.reservations[r][0], self.reservations[r][1]))
+            self._release(rid)
         self.tokens += usage.tokens
         self.cost_micros += usage.cost_micros
-        return self._remember(key, Verdict(True, None, False, {}, (), turn=self.turns))
+        return self._remember(key, Verdict(True, None, False, _NO_FACTS, (), self.turns))
 
     # -- views and control -----------------------------------------------------------------------
     def snapshot(self) -> RunSnapshot:

@@ -18,7 +18,16 @@ class MemoryStore:
     call runs, so calls through one breaker never serialise on each other.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, reservation_seconds: float | None = 600.0) -> None:
+        """``reservation_seconds``: how long an admitted model call that never reports back holds its
+        projected tokens and USD (``None``: no reservations; concurrent calls then project independently)."""
+        if reservation_seconds is not None and (
+            isinstance(reservation_seconds, bool)
+            or not isinstance(reservation_seconds, (int, float))
+            or not reservation_seconds > 0
+        ):
+            raise ValueError(f"reservation_seconds must be > 0 or None, got {reservation_seconds!r}")
+        self._reservation_seconds = reservation_seconds
         self._lock = threading.Lock()
         self._runs: dict[RunKey, RunState] = {}
 
@@ -38,7 +47,7 @@ class MemoryStore:
 
     def admit_model(self, run: RunKey, request: ModelRequest, limits: Limits) -> Verdict:
         with self._lock:
-            return self._state(run).admit_model(request, limits)
+            return self._state(run).admit_model(request, limits, self._reservation_seconds)
 
     def record_model(self, run: RunKey, usage: ModelUsage, limits: Limits) -> Verdict:
         with self._lock:

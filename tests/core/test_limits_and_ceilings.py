@@ -155,3 +155,33 @@ def test_trip_message_is_one_actionable_line() -> None:
     assert "writer" in text
     assert "To continue" in text
     assert isinstance(info.value, RuntimeError)
+
+
+def test_concurrent_model_calls_cannot_both_take_the_last_tokens(clock: FakeClock) -> None:
+    breaker = Breaker(max_tokens=1_000, clock=clock, isolate_runs=False)
+    breaker.before_model(estimated_input_tokens=300, max_output_tokens=300, call_id="a")  # in flight: 600
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_model(estimated_input_tokens=300, max_output_tokens=300, call_id="b")  # 1200 > 1000
+    assert info.value.facts["in_flight"] == 600
+
+
+def test_a_reported_call_releases_its_reservation() -> None:
+    breaker = Breaker(max_tokens=1_000)
+    breaker.before_model(estimated_input_tokens=300, max_output_tokens=300, call_id="a")
+    breaker.after_model(input_tokens=100, output_tokens=50, call_id="a")
+    breaker.before_model(estimated_input_tokens=400, max_output_tokens=400, call_id="b")  # 150 + 800 <= 1000
+    breaker.after_model(input_tokens=10, output_tokens=10)  # no id: releases the smallest reservation
+    assert breaker.usage().tokens == 170
+
+
+def test_a_call_that_never_reports_releases_its_reservation_after_the_window(clock: FakeClock) -> None:
+    from loopguard_core import MemoryStore
+
+    breaker = Breaker(max_tokens=1_000, clock=clock, store=MemoryStore(reservation_seconds=60))
+    breaker.before_model(estimated_input_tokens=400, max_output_tokens=400)  # crashed before reporting
+    with pytest.raises(LoopGuardTripped):
+        breaker.before_model(estimated_input_tokens=400, max_output_tokens=400)
+    fresh = Breaker(max_tokens=1_000, clock=clock, store=MemoryStore(reservation_seconds=60))
+    fresh.before_model(estimated_input_tokens=400, max_output_tokens=400)
+    clock.advance(60)
+    fresh.before_model(estimated_input_tokens=400, max_output_tokens=400)  # the first reservation expired
