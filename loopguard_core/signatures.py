@@ -300,7 +300,9 @@ def says_in_progress(result: Any) -> bool:
     Polling until such an answer changes is waiting, not looping, so these outcomes get poll patience
     whatever the tool is called.
     """
-    if not isinstance(result, str) or len(result) > 80:
+    # A status, not data that mentions one: "running", "build-18: in progress (step 3/7)" qualify,
+    # "account 42: balance 0, last refund pending" does not.
+    if not isinstance(result, str) or len(result) > 48 or len(result.split()) > 6:
         return False
     return _IN_PROGRESS.search(result.casefold()) is not None
 

@@ -58,3 +58,12 @@ def test_empty_results() -> None:
         assert is_empty_result(empty)
     for full in (None, "0 results", [0], {"a": 1}, 0, False):
         assert not is_empty_result(full)
+
+
+def test_in_progress_means_a_status_answer_not_data_that_mentions_one() -> None:
+    from loopguard_core.signatures import says_in_progress
+
+    for status in ("running", "In progress", "build-18: queued", "status: pending (step 3/7)"):
+        assert says_in_progress(status)
+    for data in ("account 42: balance 0, last refund pending", "done", "failed: quota exceeded", {"state": "x"}):
+        assert not says_in_progress(data)
