@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +19,49 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
     written = []
 
     summaries = results["detection"]["summaries"]
-    labels = [s["label"].replace(" ", "\n", 2) for s in summaries]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), sharey=True)
-    y = range(len(summaries))
-    axes[0].barh(y, [100 * s["caught_in_time"] / s["runaways"] for s in summaries], color="#2a9d8f")
-    axes[0].set_title("runaways refused by deadline (%)")
-    axes[1].barh(y, [100 * s["false_stops"] / s["legit"] for s in summaries], color="#e76f51")
-    axes[1].set_title("legit runs falsely stopped (%)")
-    axes[2].barh(y, [s["wasted"] for s in summaries], color="#264653")
-    axes[2].set_title("tool calls wasted before the stop (all runaways)")
-    axes[0].set_yticks(list(y), labels, fontsize=8)
+    labels = [textwrap.fill(s["label"], 22, break_long_words=False) for s in summaries]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 6), sharey=True)
+    y = list(range(len(summaries)))
+    panels = [
+        (
+            "runaways refused by deadline (higher is better)",
+            [100 * s["caught_in_time"] / s["runaways"] for s in summaries],
+            [f"{s['caught_in_time']}/{s['runaways']}" for s in summaries],
+            "#2a9d8f",
+        ),
+        (
+            "legit runs falsely stopped (lower is better)",
+            [100 * s["false_stops"] / s["legit"] for s in summaries],
+            [f"{s['false_stops']}/{s['legit']}" for s in summaries],
+            "#e76f51",
+        ),
+        (
+            "tool calls wasted before the stop, all runaways (lower is better)",
+            [s["wasted"] for s in summaries],
+            [str(s["wasted"]) for s in summaries],
+            "#264653",
+        ),
+    ]
+    for ax, (title, values, texts, color) in zip(axes, panels):
+        ax.barh(y, values, color=color)
+        ax.set_title(title, fontsize=10)
+        top = max(max(values), 1)
+        for yi, value, text in zip(y, values, texts):
+            ax.text(value + top * 0.01, yi, text, va="center", fontsize=9)
+        ax.set_xlim(0, top * 1.15)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_xlim(0, 115)
+    axes[1].set_xlim(0, 115)
+    axes[0].set_xlabel("% of runaways")
+    axes[1].set_xlabel("% of legit runs")
+    axes[2].set_xlabel("tool calls")
+    axes[0].set_yticks(y, labels, fontsize=9)
     axes[0].invert_yaxis()
-    for ax in axes[:2]:
-        ax.set_xlim(0, 100)
-    fig.suptitle(f"Detection quality on {summaries[0]['runaways']} runaway and {summaries[0]['legit']} legit traces")
+    axes[0].get_yticklabels()[0].set_fontweight("bold")
+    fig.suptitle(
+        f"Detection quality on {summaries[0]['runaways']} runaway and {summaries[0]['legit']} legit traces"
+        " (each detector on its defaults)"
+    )
     fig.tight_layout()
     written.append(out / "detection.png")
     fig.savefig(written[-1], dpi=110)
@@ -61,8 +91,8 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
         ecolor="black",
         capsize=3,
     )
-    for yi, m, xi in zip(y, items, x):
-        ax.text(xi * 1.15, yi, f"{m['median_ns'] / 1000:,.1f} µs", va="center", fontsize=8)
+    for yi, m in zip(y, items):
+        ax.text(m["p75_ns"] / bare * 1.12, yi, f"{m['median_ns'] / 1000:,.1f} µs", va="center", fontsize=8)
     ax.set_yticks(y, [m["label"] for m in items], fontsize=9)
     ax.set_xscale("log")
     ax.set_xlim(right=max(x) * 6)
@@ -74,7 +104,7 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
         if any(m.get("group", "in memory") == g for m in items)
     ]
     names = [g for g in colors if any(m.get("group", "in memory") == g for m in items)]
-    ax.legend(handles, names, loc="lower right", fontsize=8)
+    ax.legend(handles, names, loc="upper right", fontsize=8)
     ax.set_title("Overhead per call (median of interleaved rounds)")
     fig.tight_layout()
     written.append(out / "overhead.png")
@@ -82,9 +112,16 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
     plt.close(fig)
 
     scale = results["scale"]
-    fig, ax1 = plt.subplots(figsize=(8, 4.5))
+    fig, ax1 = plt.subplots(figsize=(9, 5))
     calls = [r["calls"] for r in scale["cost"]]
     ax1.plot(calls, [r["ns_per_call"] / 1000 for r in scale["cost"]], "o-", color="#2a9d8f", label="µs per call")
+    ax1.plot(
+        calls,
+        [r["fresh_ns_per_call"] / 1000 for r in scale["cost"]],
+        "^:",
+        color="#264653",
+        label="µs per call, fresh 100-call session timed beside it",
+    )
     ax1.set_xscale("log")
     ax1.set_xlabel("tool calls already made in the session")
     ax1.set_ylabel("µs per before+after")
@@ -94,8 +131,8 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
     ax2.set_ylabel("peak traced memory (MiB)")
     ax2.set_ylim(bottom=0)
     ax1.set_title("Cost per check vs session length (one Breaker, distinct calls)")
-    fig.legend(loc="upper left", bbox_to_anchor=(0.12, 0.88))
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     written.append(out / "scale.png")
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)

@@ -3,11 +3,13 @@
 ``python -m benchmarks.scale [--smoke] [--json PATH]``:
 
 - one ``Breaker()`` takes 10^2 ... 10^6 distinct tool calls (before + after) in one run; at each decade
-  the cost of the next 2,000 calls is timed (median of 5 batches) and, in a separate pass under
-  ``tracemalloc``, the peak traced memory is read;
+  batches of the next 2,000 calls are timed, each paired (in random order) with the same batch on a fresh
+  session of 100 calls, so the machine's noise of that moment hits both: the figure per decade is the
+  ratio of the two medians, and the goal (flat within 1.2x) is checked on the worst ratio. In a separate
+  pass under ``tracemalloc``, the peak traced memory is read;
 - a SQLite ledger of N rows (10^6 in the full run) is written in a child process and verified in another,
-  which reports the verify time and its peak RSS (``ru_maxrss``): constant memory means the peak does not
-  grow with N.
+  which reports the verify time and its peak RSS (``VmHWM`` of the child's own address space; ``ru_maxrss``
+  would include the parent's memory inherited at fork): constant memory means the peak does not grow with N.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -38,20 +41,50 @@ def _ops(breaker: Breaker, counter: itertools.count[int], n: int) -> None:
         after("noop", args, result="ok")  # non-empty: five empty answers in a row would stall
 
 
-def session_cost(max_exp: int) -> list[dict[str, Any]]:
+BATCH = 2_000
+FRESH_CALLS = 100
+
+
+def _batch(breaker: Breaker, counter: itertools.count[int]) -> float:
+    start = time.perf_counter_ns()
+    _ops(breaker, counter, BATCH)
+    return (time.perf_counter_ns() - start) / BATCH
+
+
+def _fresh_batch() -> float:
+    fresh, counter = Breaker(), itertools.count()
+    _ops(fresh, counter, FRESH_CALLS)
+    return _batch(fresh, counter)
+
+
+def session_cost(max_exp: int, pairs: int = 9, seed: int = 6) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
     breaker, counter = Breaker(), itertools.count()
     done, rows = 0, []
     for exp in range(2, max_exp + 1):
         target = 10**exp
-        _ops(breaker, counter, target - done)
-        done = target
-        batches = []
-        for _ in range(5):
-            start = time.perf_counter_ns()
-            _ops(breaker, counter, 2_000)
-            batches.append((time.perf_counter_ns() - start) / 2_000)
-            done += 2_000
-        rows.append({"calls": target, "ns_per_call": statistics.median(batches), "batches": batches})
+        _ops(breaker, counter, max(0, target - done))
+        done = max(done, target)
+        grown, fresh = [], []
+        for _ in range(pairs):
+            if rng.random() < 0.5:
+                fresh.append(_fresh_batch())
+                grown.append(_batch(breaker, counter))
+            else:
+                grown.append(_batch(breaker, counter))
+                fresh.append(_fresh_batch())
+            done += BATCH
+        med, ref = statistics.median(grown), statistics.median(fresh)
+        rows.append(
+            {
+                "calls": target,
+                "ns_per_call": med,
+                "fresh_ns_per_call": ref,
+                "ratio": round(med / ref, 3),
+                "batches": grown,
+                "fresh_batches": fresh,
+            }
+        )
     return rows
 
 
@@ -83,14 +116,18 @@ print(time.perf_counter() - start)
 """
 
 _VERIFY = """
-import json, resource, sys, time
+import json, re, resource, sys, time
 from loopguard_core.ledger import Ledger
 ledger = Ledger(sys.argv[1], read_only=True)
 start = time.perf_counter()
 result = ledger.verify()
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"ok": result.ok, "seconds": seconds, "peak_rss_kb": peak}))
+try:  # this process's own peak; ru_maxrss keeps the parent's high-water mark across fork + exec
+    with open("/proc/self/status") as fh:
+        peak, how = int(re.search(r"VmHWM:\\s+(\\d+)", fh.read()).group(1)), "VmHWM"
+except (OSError, AttributeError):
+    peak, how = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
+print(json.dumps({"ok": result.ok, "seconds": seconds, "peak_rss_kb": peak, "rss_source": how}))
 """
 
 
@@ -118,22 +155,28 @@ def ledger_verify(sizes: Sequence[int]) -> list[dict[str, Any]] | str:
 def run(*, smoke: bool = False) -> dict[str, Any]:
     max_exp = 4 if smoke else 6
     sizes = [1_000, 10_000] if smoke else [10_000, 100_000, 1_000_000]
-    cost = session_cost(max_exp)
-    base = cost[0]["ns_per_call"]
-    worst = max(r["ns_per_call"] for r in cost) / base
+    cost = session_cost(max_exp, pairs=3 if smoke else 9)
+    medians = [r["ns_per_call"] for r in cost]
     return {
         "cost": cost,
-        "flatness": round(worst, 2),
+        "flatness": round(max(r["ratio"] for r in cost), 2),
+        "spread": round(max(medians) / min(medians), 2),
         "memory": session_memory(max_exp),
         "verify": ledger_verify(sizes),
     }
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = [f"{'calls in session':>16} {'ns/call':>10} {'peak traced MiB':>16}"]
+    lines = [f"{'calls in session':>16} {'ns/call':>10} {'fresh ns/call':>14} {'ratio':>6} {'peak traced MiB':>16}"]
     for cost, mem in zip(result["cost"], result["memory"]):
-        lines.append(f"{cost['calls']:>16,} {cost['ns_per_call']:>10,.0f} {mem['peak_bytes'] / 2**20:>16.2f}")
-    lines.append(f"worst / first per-call cost: {result['flatness']}x (goal <= 1.2x)")
+        lines.append(
+            f"{cost['calls']:>16,} {cost['ns_per_call']:>10,.0f} {cost['fresh_ns_per_call']:>14,.0f}"
+            f" {cost['ratio']:>6.2f} {mem['peak_bytes'] / 2**20:>16.2f}"
+        )
+    lines.append(
+        f"worst ratio to a fresh session timed beside it: {result['flatness']}x (goal <= 1.2x);"
+        f" max/min of the medians across decades: {result['spread']}x"
+    )
     verify = result["verify"]
     if isinstance(verify, str):
         lines.append(f"ledger verify: {verify}")
