@@ -151,9 +151,12 @@ class _LimitArgs:
                     _opt(limits.max_calls_per_tool.get(name)),
                     _opt(limits.max_consecutive_failures),
                     str(loop.repeats_allowed(name)) if checked else "",
+                    str(loop.repeats_allowed(name, waiting=True)),
                     str(loop.memory),
                     str(_us(limits.recovery_seconds)),
                     "" if limits.max_seconds is None else str(_us(limits.max_seconds)),
+                    _opt(loop.max_empty_results),
+                    "" if loop.similarity is None else repr(float(loop.similarity)),
                 )
             )
             if len(self.tools) < 4_096:  # tool names come from models: keep the cache bounded
@@ -312,7 +315,7 @@ class RedisStore:
         call_id = "" if request.call_id is None else "=" + request.call_id
         agent = "" if request.agent is None else "=" + request.agent
         config = self._args_for(limits).tool(request.tool)
-        return (self._clock(request.now), config, call_id, request.tool, request.signature, agent)
+        return (self._clock(request.now), config, call_id, request.tool, request.signature, agent, request.words)
 
     def _outcome_argv(self, outcome: ToolOutcome) -> tuple[str, ...]:
         call_id = "" if outcome.call_id is None else "=" + outcome.call_id
@@ -325,6 +328,10 @@ class RedisStore:
             outcome.signature,
             outcome.outcome,
             failed,
+            "1" if outcome.empty else "0",
+            "1" if outcome.in_progress else "0",
+            outcome.words,
+            outcome.shape,
         )
 
     def _model_argv(self, request: ModelRequest, limits: Limits) -> tuple[str, ...]:
@@ -634,8 +641,12 @@ def _facts(
         facts = {**head, "observed": _int(observed), "limit": _int(limit), "applies_to": applies}
     elif reason == "failures":
         facts = {**head, "observed": _int(observed), "limit": _int(limit)}
+    elif reason == "loop" and len(extra) > 1:  # the same question in other words
+        facts = {**head, "repeats": _int(extra[0]), "limit": _int(limit), "similar": True}
     elif reason == "loop":
         facts = {**head, "repeats": _int(extra[0]), "limit": _int(limit), "signature": signature}
+    elif reason == "stall":
+        facts = {**head, "observed": _int(observed), "limit": _int(limit)}
     elif reason == "turn_ceiling":
         facts = {"observed": _int(observed), "limit": _int(limit)}
     elif reason == "token_ceiling":

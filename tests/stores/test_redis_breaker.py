@@ -10,6 +10,8 @@ from .conftest import delete_scope
 
 pytest.importorskip("redis", reason="needs the redis extra: pip install 'loopguard-core[redis]'")
 
+pytestmark = pytest.mark.redis
+
 
 def search(breaker: Breaker, query: str, result: str, body_runs: list[str]) -> str:
     """A guarded tool as an adapter wraps it: check, run the body, report."""

@@ -20,6 +20,8 @@ pytest.importorskip("redis", reason="needs the redis extra: pip install 'loopgua
 
 from loopguard_core.stores.redis import RedisStore
 
+pytestmark = pytest.mark.redis
+
 REFUSED_PORT_URL = "redis://:hunter2@127.0.0.1:1/0"  # nothing listens on port 1
 LIMITS = Limits(max_turns=100)
 

@@ -22,6 +22,8 @@ pytest.importorskip("redis", reason="needs the redis extra: pip install 'loopgua
 
 from loopguard_core.stores.redis import RedisStore
 
+pytestmark = pytest.mark.redis
+
 FORK = multiprocessing.get_context("fork")
 
 

@@ -20,6 +20,8 @@ redis = pytest.importorskip("redis", reason="needs the redis extra: pip install 
 
 from loopguard_core.stores.redis import RedisStore, redact_url  # noqa: E402
 
+pytestmark = pytest.mark.redis
+
 
 @pytest.fixture
 def store(redis_url: str) -> Iterator[RedisStore]:

@@ -25,7 +25,7 @@ from .conftest import delete_scope
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def store(request: pytest.FixtureRequest, scope: str) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()
@@ -49,8 +49,10 @@ class Run:
     def later(self, seconds: float) -> None:
         self.now += seconds
 
-    def tool(self, tool: str = "search", sig: str | None = None, *, call_id: str | None = None) -> Verdict:
-        request = ToolRequest(tool, sig or f"{tool}()", self.now, call_id, "agent-a")
+    def tool(
+        self, tool: str = "search", sig: str | None = None, *, call_id: str | None = None, words: str = ""
+    ) -> Verdict:
+        request = ToolRequest(tool, sig or f"{tool}()", self.now, call_id, "agent-a", words)
         return self.store.admit_tool(self.key, request, self.limits)
 
     def done(
@@ -61,8 +63,14 @@ class Run:
         *,
         failed: bool = False,
         call_id: str | None = None,
+        empty: bool = False,
+        words: str = "",
+        shape: str = "",
+        in_progress: bool = False,
     ) -> Verdict:
-        out = ToolOutcome(tool, sig or f"{tool}()", outcome, failed, self.now, call_id)
+        out = ToolOutcome(
+            tool, sig or f"{tool}()", outcome, failed, self.now, call_id, empty, words, shape, in_progress
+        )
         return self.store.record_tool(self.key, out, self.limits)
 
     def call(
@@ -198,6 +206,44 @@ def test_parallel_identical_calls_cannot_slip_past_the_limit_together(store: Sto
     run.done("x", "s", "same")
     run.done("x", "s", "same")
     assert run.tool("x", "s").reason == "loop"
+
+
+def test_paging_into_empty_answers_stalls(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(loop=LoopDetection(max_empty_results=3)))
+    for page in range(3):
+        assert run.tool("list", f"page={page}").admitted
+        run.done("list", f"page={page}", "[]", empty=True, shape="list page=#")
+    refused = run.tool("list", "page=3")
+    assert (refused.reason, refused.terminal) == ("stall", False)
+    assert (refused.facts["observed"], refused.facts["limit"]) == (3, 3)
+
+
+def test_the_same_question_in_other_words_with_the_same_answer_is_a_loop(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits())
+    asks = [("q1", "best pizza places rome"), ("q2", "rome pizza best"), ("q3", "pizza in rome best places")]
+    for sig, words in asks[:2]:
+        assert run.tool("search", sig, words=words).admitted
+        run.done("search", sig, "no results", words=words)
+    refused = run.tool("search", asks[2][0], words=asks[2][1])
+    assert refused.reason == "loop"
+    assert refused.facts["similar"] is True
+    assert run.tool("search", "q4", words="weather paris today").reason == "open"
+
+
+def test_an_answer_saying_still_running_earns_poll_patience(store: Store, scope: str) -> None:
+    loop = LoopDetection(max_repeats=2, poll_max_repeats=5)
+    run = Run(store, scope, Limits(loop=loop))
+    for _ in range(5):
+        assert run.tool("fetch_report", "r1").admitted
+        run.done("fetch_report", "r1", "still running", in_progress=True)
+    assert run.tool("fetch_report", "r1").reason == "loop"
+
+
+def test_concurrent_model_calls_cannot_overshoot_together(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_tokens=100))
+    assert run.model(60, call_id="a").admitted  # in flight: holds 60
+    refused = run.model(60, call_id="b")
+    assert refused.facts == {"observed": 120, "limit": 100, "spent": 0, "in_flight": 60}
 
 
 def test_exempt_tools_and_per_tool_repeats(store: Store, scope: str) -> None:
@@ -405,7 +451,8 @@ def test_runs_and_scopes_are_isolated(store: Store, scope: str) -> None:
 
 
 # -- the same verdicts, step by step, for long random sequences ----------------------------------------
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.redis
+@pytest.mark.parametrize("seed", range(16))
 def test_random_sequences_give_identical_verdicts(redis_url: str, scope: str, seed: int) -> None:
     from loopguard_core.stores.redis import RedisStore
 
@@ -419,22 +466,36 @@ def test_random_sequences_give_identical_verdicts(redis_url: str, scope: str, se
         max_seconds=rng.choice([None, None, 500.0]),
         max_consecutive_failures=rng.choice([None, 2, 3]),
         recovery_seconds=rng.choice([5.0, 20.0]),
-        loop=LoopDetection(max_repeats=rng.choice([1, 2, 3]), memory=rng.choice([4, 100])),
+        loop=LoopDetection(
+            max_repeats=rng.choice([1, 2, 3]),
+            memory=rng.choice([4, 100]),
+            max_empty_results=rng.choice([None, 2, 3]),
+            similarity=rng.choice([None, 0.5, 0.8]),
+            poll_max_repeats=rng.choice([3, 5]),
+        ),
     )
-    # Reservations are Redis's addition for concurrent workers; the reference has none.
-    redis_store = RedisStore(redis_url, clock="request", reservation_seconds=None)
-    memory = MemoryStore()
+    reservation = rng.choice([None, 30.0, 600.0])
+    redis_store = RedisStore(redis_url, clock="request", reservation_seconds=reservation)
+    memory = MemoryStore(reservation_seconds=reservation)
     runs = [Run(memory, scope, limits), Run(redis_store, scope, limits)]
-    tools, args, outcomes = ["search", "fetch", "db"], ["a", "b", "c", "d", "e"], ["x", "y"]
+    tools, args, outcomes = ["search", "fetch", "db", "job_status"], ["a", "b", "c", "d", "e"], ["x", "y", "[]"]
+    questions = ["", "", "best pizza rome", "pizza rome best places", "weather paris 2", "weather paris 3"]
     for step in range(300):
         op = rng.random()
         tool, sig = rng.choice(tools), rng.choice(args)
         call_id = rng.choice([None, None, f"id{rng.randrange(40)}"])
+        words = rng.choice(questions)
         if op < 0.45:
-            got = [run.tool(tool, tool + sig, call_id=call_id) for run in runs]
+            got = [run.tool(tool, tool + sig, call_id=call_id, words=words) for run in runs]
         elif op < 0.75:
             outcome, failed = rng.choice(outcomes), rng.random() < 0.3
-            got = [run.done(tool, tool + sig, outcome, failed=failed, call_id=call_id) for run in runs]
+            extra: dict[str, Any] = {
+                "empty": outcome == "[]",
+                "words": words,
+                "shape": tool + rng.choice(["p#", "q#"]),
+                "in_progress": rng.random() < 0.2,
+            }
+            got = [run.done(tool, tool + sig, outcome, failed=failed, call_id=call_id, **extra) for run in runs]
         elif op < 0.87:
             tokens, micros = rng.randrange(0, 300), rng.randrange(0, 3_000)
             got = [run.model(tokens, micros, call_id=call_id) for run in runs]

@@ -5,7 +5,8 @@
 --
 -- KEYS share one hash tag {<ns>:<scope>:<run>}, so a Redis Cluster keeps a run in one slot:
 --   1 the run's hash: 'S' the scalar state (msgpack), 'T' the tool names (msgpack), and one field per
---     'n:<tool>' call count, 'f:<tool>' failure streak, 's:<signature>' loop streak,
+--     'n:<tool>' call count, 'f:<tool>' failure streak, 'e:<tool>' empty answers in a row,
+--     'q:<tool>' recent free-text questions and their answers (msgpack), 's:<signature>' loop streak,
 --     'i:<call id>' first verdict (JSON), 'r:<reservation>' tokens and micro-USD reserved
 --   2 signature LRU (zset)  3 call-id order (list)  4 reservation expiries (zset)
 --   5 reservations by size (zset)
@@ -118,10 +119,13 @@ local function move(s, target, why, moves)
   put(s, 'st', target)
 end
 
--- Opens the breaker. Returns the refusal with facts {limit, observed, extra...}. Budget ceilings
--- (turns, tokens, USD, tool calls, wall clock) end the run; loops and failures may recover.
+-- Budget ceilings end the run; health trips (loop, stall, failures) may recover.
+local BUDGET = { turn_ceiling = true, token_ceiling = true, cost_ceiling = true, tool_ceiling = true,
+  wall_clock = true }
+
+-- Opens the breaker. Returns the refusal with facts {limit, observed, extra...}.
 local function trip(s, reason, now, moves, tool, limit, observed, ...)
-  local terminal = reason ~= 'loop' and reason ~= 'failures'
+  local terminal = BUDGET[reason] == true
   move(s, 'o', reason, moves)
   if terminal then s.term = true end
   s.tr, s.tk, s.tt, s.tl, s.to = reason, reason, tool, limit, observed
@@ -153,22 +157,36 @@ local function over_time(s, now, max_us)
   return nil
 end
 
--- A signature entry is '<streak> <in flight>', then '|<digest of its last outcome>' once one is known.
+-- A signature entry is '<streak> <in flight> <waiting 0/1>', then '|<digest of its last outcome>' once
+-- one is known. streak: identical outcomes in a row plus calls admitted but not yet reported; waiting:
+-- the last answer said the work is still under way.
 local function read_sig(entry)
   local counts, outcome = entry, nil
   local bar = string.find(entry, '|', 1, true)
   if bar then counts, outcome = string.sub(entry, 1, bar - 1), string.sub(entry, bar + 1) end
-  local sp = string.find(counts, ' ', 1, true)
-  return tonumber(string.sub(counts, 1, sp - 1)), tonumber(string.sub(counts, sp + 1)), outcome
+  local streak, inflight, waiting = string.match(counts, '^(%d+) (%d+) (%d)$')
+  return tonumber(streak), tonumber(inflight), waiting == '1', outcome
 end
 
-local function write_sig(sig, streak, inflight, outcome)
-  local value = int(streak) .. ' ' .. int(inflight)
+local function write_sig(sig, streak, inflight, waiting, outcome)
+  local value = int(streak) .. ' ' .. int(inflight) .. (waiting and ' 1' or ' 0')
   if outcome then value = value .. '|' .. outcome end
   hset('s:' .. sig, value)
 end
 
--- Gives back what a reservation held ('<tokens> <micro-USD>', or nil if it is already gone).
+-- Words of a question (space-separated) as a set, with its numbers (which identify things) apart.
+local function word_sets(words)
+  local all, numbers, n_all, n_numbers = {}, {}, 0, 0
+  for w in string.gmatch(words, '%S+') do
+    if not all[w] then
+      all[w], n_all = true, n_all + 1
+      if string.match(w, '^%d+$') then numbers[w], n_numbers = true, n_numbers + 1 end
+    end
+  end
+  return all, n_all, numbers, n_numbers
+end
+
+-- Gives back what a reservation held ('<tokens> <micro-USD> <member>', or nil if already gone).
 local function release(s, rid, amounts)
   if not rid then -- the counters say reserved but nothing is: heal rather than block the run
     put(s, 'rt', 0)
@@ -178,25 +196,32 @@ local function release(s, rid, amounts)
   end
   amounts = amounts or redis.call('HGET', H, 'r:' .. rid)
   if not amounts then return end
-  local sp = string.find(amounts, ' ', 1, true)
-  put(s, 'rt', s.rt - tonumber(string.sub(amounts, 1, sp - 1)))
-  put(s, 'rc', s.rc - tonumber(string.sub(amounts, sp + 1)))
+  local tokens, micros, member = string.match(amounts, '^(%d+) (%d+) (.*)$')
+  put(s, 'rt', s.rt - tonumber(tokens))
+  put(s, 'rc', s.rc - tonumber(micros))
   put(s, 'rn', s.rn - 1)
   redis.call('HDEL', H, 'r:' .. rid)
-  redis.call('ZREM', RES, rid)
-  redis.call('ZREM', RESMIN, rid)
+  redis.call('ZREM', RES, member)
+  redis.call('ZREM', RESMIN, member)
+end
+
+-- The reservation a zset member stands for (members are '<order>:<id>': ties go to the older one).
+local function rid_of(member)
+  if not member then return nil end
+  return string.match(member, '^%d+:(.*)$')
 end
 
 -- Holds a reservation for an admitted model call until it reports back or expires.
 local function reserve(s, rid, now, lifetime, tokens, micros)
-  redis.call('ZADD', RES, int(now + lifetime), rid)
-  -- Ordered by micro-USD, then tokens: see record_model for why the smallest goes first.
-  redis.call('ZADD', RESMIN, micros + tokens / 1e9, rid)
+  local member = string.format('%015d', s.seq) .. ':' .. rid
+  redis.call('ZADD', RES, int(now + lifetime), member)
+  -- Ordered by tokens, then micro-USD: see record_model for why the smallest goes first.
+  redis.call('ZADD', RESMIN, tokens * 1e9 + micros, member)
   if s.rn == 0 then
     created(RES)
     created(RESMIN)
   end
-  hset('r:' .. rid, int(tokens) .. ' ' .. int(micros))
+  hset('r:' .. rid, int(tokens) .. ' ' .. int(micros) .. ' ' .. member)
   put(s, 'rt', s.rt + tokens)
   put(s, 'rc', s.rc + micros)
   put(s, 'rn', s.rn + 1)

@@ -27,7 +27,7 @@ end
 -- Reservations of calls that never reported back expire.
 if s.rn > 0 then
   local expired = redis.call('ZRANGEBYSCORE', RES, '-inf', int(now))
-  for i = 1, #expired do release(s, expired[i]) end
+  for i = 1, #expired do release(s, rid_of(expired[i])) end
 end
 -- Every call spends at least one token: at the ceiling exactly, the next call must be refused.
 if max_tokens then
@@ -50,6 +50,6 @@ if lifetime then
   rid = rid or ('#' .. int(s.seq))
   if has_id and v[3] then release(s, rid, v[3]) end -- never two reservations under one id
   reserve(s, rid, now, lifetime, want_tokens, want_micros)
-  if s.rn > RES_MAX then release(s, redis.call('ZRANGE', RES, 0, 0)[1]) end
+  if s.rn > RES_MAX then release(s, rid_of(redis.call('ZRANGE', RES, 0, 0)[1])) end
 end
 return finish(s, now, key, { 1, '', 0, s.turns, 0, '' }, moves, nil)

@@ -1,7 +1,7 @@
 -- record_model: what a model call really used. Releases the call's reservation and adds the usage; an
--- overspend is recorded and refuses the next call. Without a call id the report cannot be matched to
--- its admission, so the smallest reservation is released: what stays reserved then never falls below
--- what the calls still in flight really reserved, so concurrent workers still cannot overshoot.
+-- overspend is recorded and refuses the next call. Without a matching call id the report cannot be
+-- matched to its admission, so the smallest reservation (tokens, then micro-USD) is released: what stays
+-- reserved then never falls below what the calls still in flight really reserved.
 -- ARGV: 1 clock, 2 'ttl', 3 call id, 4 tokens, 5 micro-USD.
 local has_id, id = call_id()
 local key = has_id and ('M:' .. id) or nil
@@ -12,7 +12,7 @@ if s.rn > 0 then
   if has_id and v[3] then
     release(s, '=' .. id, v[3])
   else
-    release(s, redis.call('ZRANGE', RESMIN, 0, 0)[1])
+    release(s, rid_of(redis.call('ZRANGE', RESMIN, 0, 0)[1]))
   end
 end
 put(s, 'tokens', s.tokens + tonumber(ARGV[4]))

@@ -1,25 +1,43 @@
--- record_tool: what a tool call returned; updates loop and failure streaks and settles a probe.
--- ARGV: 1 clock, 2 'ttl', 3 call id, 4 tool, 5 signature, 6 outcome digest, 7 failed (0/1).
+-- record_tool: what a tool call returned; updates loop, stall and failure streaks and settles a probe.
+-- ARGV: 1 clock, 2 'ttl', 3 call id, 4 tool, 5 signature, 6 outcome digest, 7 failed (0/1),
+--       8 empty answer (0/1), 9 says still running (0/1), 10 question words, 11 request shape.
+local RECENT = 8 -- free-text questions remembered per tool
 local has_id, id = call_id()
 local key = has_id and ('T:' .. id) or nil
 local tool, sig, outcome, failed = ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
-local v = redis.call('HMGET', H, 'S', 's:' .. sig, 'f:' .. tool, key and ('i:' .. key) or 'S')
+local empty, waiting, words, shape = ARGV[8] == '1', ARGV[9] == '1', ARGV[10], ARGV[11]
+local v = redis.call('HMGET', H, 'S', 's:' .. sig, 'f:' .. tool, key and ('i:' .. key) or 'S', 'e:' .. tool,
+  words ~= '' and ('q:' .. tool) or 'S')
 if key and v[4] then return { 2, v[4] } end
 
 if v[2] then
-  local streak, inflight, last = read_sig(v[2])
+  local streak, inflight, _, last = read_sig(v[2])
   inflight = math.max(0, inflight - 1)
   if last ~= outcome then
     -- A new answer restarts the streak; identical calls still in flight (parallel tool calls) keep
     -- counting, so a burst of copies cannot slip past the limit together.
     streak, last = 1 + inflight, outcome
   end
-  write_sig(sig, streak, inflight, last)
+  write_sig(sig, streak, inflight, waiting, last)
 end
 if failed then
   hset('f:' .. tool, int((tonumber(v[3]) or 0) + 1))
 elseif v[3] then
   redis.call('HDEL', H, 'f:' .. tool)
+end
+if empty and not failed then
+  -- Only the same request with another page/offset keeps the streak: paging into nothing.
+  local count, before = 0, ''
+  if v[5] then count, before = string.match(v[5], '^(%d+)|(.*)$') end
+  hset('e:' .. tool, int(before == shape and tonumber(count) + 1 or 1) .. '|' .. shape)
+elseif v[5] then
+  redis.call('HDEL', H, 'e:' .. tool)
+end
+if words ~= '' then
+  local ring = v[6] and cmsgpack.unpack(v[6]) or {}
+  ring[#ring + 1] = { words, outcome }
+  if #ring > RECENT then table.remove(ring, 1) end
+  hset('q:' .. tool, cmsgpack.pack(ring))
 end
 local now, s, moves = clock(), state(v[1]), {}
 local probe = 0

@@ -1,7 +1,7 @@
--- reset: close the breaker by hand (OPEN/HALF_OPEN -> CLOSED); counters stay, loop memory and failure
--- streaks are cleared, and remembered refusals are forgotten.
+-- reset: close the breaker by hand (OPEN/HALF_OPEN -> CLOSED); counters stay, loop memory, failure and
+-- stall streaks are cleared, and remembered refusals are forgotten.
 -- ARGV: 1 clock, 2 'ttl'.
-local v = redis.call('HMGET', H, 'S', 'T')
+local v = redis.call('HMGET', H, 'S')
 local now, s, moves = clock(), state(v[1]), {}
 if s.st == 'h' or s.st == 'o' then move(s, 'c', 'reset', moves) end
 put(s, 'term', false)
@@ -10,9 +10,12 @@ s.tr, s.tk, s.tt, s.tl, s.to, s.oa, s.pk = '', '', '', '', '', false, ''
 local function hdel_all(fields)
   for i = 1, #fields, 1000 do redis.call('HDEL', H, unpack(fields, i, math.min(i + 999, #fields))) end
 end
+-- Loop memory, failure and stall streaks, recent questions: every field with one of these prefixes.
+local DOOMED = { ['s:'] = true, ['f:'] = true, ['e:'] = true, ['q:'] = true }
 local doomed = {}
-for _, tool in ipairs(v[2] and cmsgpack.unpack(v[2]) or {}) do doomed[#doomed + 1] = 'f:' .. tool end
-for _, sig in ipairs(redis.call('ZRANGE', LRU, 0, -1)) do doomed[#doomed + 1] = 's:' .. sig end
+for _, field in ipairs(redis.call('HKEYS', H)) do
+  if DOOMED[string.sub(field, 1, 2)] then doomed[#doomed + 1] = field end
+end
 redis.call('DEL', LRU)
 put(s, 'ln', 0)
 -- A call refused before the reset may be retried with the same id after it (e.g. a human approved it).
