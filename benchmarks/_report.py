@@ -269,16 +269,24 @@ models in its `about` field.
 
 **loopguard's rules, as benchmarked** (`Breaker()` defaults; see [loop detection](loop-detection.md)): a call is
 refused when the same call (canonical signature) already got the same answer `max_repeats` = 2 times in a row;
-reworded free-text requests to one tool whose words overlap (Jaccard >= 0.5) and got the same answer count as
-the same call (paraphrase); a tool that answered nothing (`[]`, `{{}}`, `""`, `None`) 4 times in a row, whatever
-the arguments, is refused (`stall`); tools whose name looks like a status poll (`status`, `poll`, `progress`,
-`wait`, ...) may see the same answer 8 times; 5 failures in a row end the run. The own corpus was written before
-the paraphrase, stall and poll rules existed and has not been changed since, except for five legitimate
-scenarios added with them to measure their false alarms (`empty_searches_then_hit`, `audit_no_findings`,
-`poll_unnamed_status_tool`, `related_questions_new_answers`, `same_question_per_plan`): empty answers that are
-findings, a status poll through a tool whose name does not say so, similar questions with new or with the same
-answers. Where loopguard's defaults stop those, the fix is a setting (`max_repeats_per_tool`, `exempt_tools`,
-`max_empty_results`, `similarity`), which the benchmark does not apply: every detector runs on its defaults.
+reworded free-text requests to one tool whose words overlap (Jaccard >= 0.5) and got the same informative answer
+(24 characters or more) count as the same call (paraphrase); 4 empty answers in a row (`[]`, `{{}}`, `""`) to the
+same request with only its numbers changed refuse the tool's next call (`stall`: paging past the end); tools
+named like a status poll (`status`, `poll`, `progress`, `wait`, ...) and calls whose last answer says work is
+under way ("running", "in progress", ...) may see the same answer 8 times; 5 failures in a row end the run.
+
+**How the corpus and the rules evolved** (so a reader can tell evidence from fitting). The own corpus's first 25
+scenarios predate the paraphrase, stall and poll rules and have not changed since, but those rules were written
+with them in view (commit b623ef3 reports them at 20/20 caught, 0/19 false). Five legitimate scenarios were
+added when those rules arrived, to measure their false alarms (`empty_searches_then_hit`,
+`audit_no_findings`, `poll_unnamed_status_tool`, `related_questions_new_answers`, `same_question_per_plan`);
+loopguard stopped three of them, and the rules were then revised with them in view (commit 68c8086: stall only
+for the same request, patience for "still running" answers, paraphrase only on informative answers), so they are
+no longer held out. Three more legitimate scenarios were written after that revision, unseen by it
+(`overdue_per_customer`, `dns_propagation_wait`, `incidents_per_region`): six customers with no overdue
+invoices, a DNS lookup polled until the new address appears, one question asked for three regions with the same
+"no incidents" answer. Every detector runs on its defaults; the settings that fix loopguard's false alarms
+(`max_repeats_per_tool`, `exempt_tools`, `max_empty_results`, `similarity`) are not applied.
 
 **Definitions.**
 - *Refused by deadline*: the detector refused a call (its tool body never ran) at or before the scenario's
