@@ -125,7 +125,7 @@ class _LimitArgs:
 
     def __init__(self, limits: Limits, ttl_ms: str, reservation_us: int | None) -> None:
         self.limits, self.ttl = limits, ttl_ms
-        self.tools: dict[str, str] = {}
+        self.tools: dict[str, bytes] = {}
         reserve = reservation_us is not None and (limits.max_tokens is not None or limits.max_cost_usd is not None)
         self.model = ",".join(
             (
@@ -137,9 +137,9 @@ class _LimitArgs:
                 "" if limits.max_seconds is None else str(_us(limits.max_seconds)),
                 str(reservation_us) if reserve else "",
             )
-        )
+        ).encode()
 
-    def tool(self, name: str) -> str:
+    def tool(self, name: str) -> bytes:
         config = self.tools.get(name)
         if config is None:
             limits, loop = self.limits, self.limits.loop
@@ -158,7 +158,7 @@ class _LimitArgs:
                     _opt(loop.max_empty_results),
                     "" if loop.similarity is None else repr(float(loop.similarity)),
                 )
-            )
+            ).encode()
             if len(self.tools) < 4_096:  # tool names come from models: keep the cache bounded
                 self.tools[name] = config
         return config
@@ -225,10 +225,12 @@ class RedisStore:
         self._redis = require("redis", extra="redis", purpose="The Redis breaker store")
         exceptions = require("redis.exceptions", extra="redis", purpose="The Redis breaker store")
         self._errors: tuple[type[BaseException], ...] = (exceptions.RedisError, OSError)
+        self._no_script: type[BaseException] = exceptions.NoScriptError
         self.url = redact_url(url)
         self.failure_policy = failure_policy
         self._raw_url = url
         self._ttl_ms = str(max(1, round(ttl_seconds * 1000)))
+        self._ttl = self._ttl_ms.encode()
         self._server_clock = clock == "server"
         self._backoff = float(outage_backoff_seconds)
         self._reservation_us = None if reservation_seconds is None else _us(reservation_seconds)
@@ -253,7 +255,7 @@ class RedisStore:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, dict[str, Any]]]
         self._async = weakref.WeakKeyDictionary()
         self._async_lock = threading.Lock()
-        self._keys: dict[RunKey, tuple[str, ...]] = {}
+        self._keys: dict[RunKey, tuple[bytes, ...]] = {}
         self._limit_args: dict[int, _LimitArgs] = {}
         self._down_until = 0.0
         self._down_error = ""
@@ -286,14 +288,14 @@ class RedisStore:
 
     def keys(self, run: RunKey) -> tuple[str, ...]:
         """The Redis keys that hold ``run`` (all in one hash slot)."""
-        return self._run_keys(run)
+        return tuple(key.decode() for key in self._run_keys(run))
 
     # -- plumbing ----------------------------------------------------------------------------------
-    def _run_keys(self, run: RunKey) -> tuple[str, ...]:
+    def _run_keys(self, run: RunKey) -> tuple[bytes, ...]:
         keys = self._keys.get(run)
         if keys is None:
             tag = f"{{{self._namespace}:{_escape(run.scope)}:{_escape(run.run_id)}}}"
-            keys = tuple(tag + suffix for suffix in _SUFFIXES)
+            keys = tuple((tag + suffix).encode() for suffix in _SUFFIXES)  # encoded once, not per call
             if len(self._keys) >= 1_024:
                 self._keys.clear()
             self._keys[run] = keys
@@ -311,18 +313,18 @@ class RedisStore:
     def _clock(self, now: float) -> str:
         return "" if self._server_clock else str(_us(now))
 
-    def _tool_argv(self, request: ToolRequest, limits: Limits) -> tuple[str, ...]:
+    def _tool_argv(self, request: ToolRequest, limits: Limits) -> tuple[str | bytes, ...]:
         call_id = "" if request.call_id is None else "=" + request.call_id
         agent = "" if request.agent is None else "=" + request.agent
         config = self._args_for(limits).tool(request.tool)
         return (self._clock(request.now), config, call_id, request.tool, request.signature, agent, request.words)
 
-    def _outcome_argv(self, outcome: ToolOutcome) -> tuple[str, ...]:
+    def _outcome_argv(self, outcome: ToolOutcome) -> tuple[str | bytes, ...]:
         call_id = "" if outcome.call_id is None else "=" + outcome.call_id
         failed = "1" if outcome.failed else "0"
         return (
             self._clock(outcome.now),
-            self._ttl_ms,
+            self._ttl,
             call_id,
             outcome.tool,
             outcome.signature,
@@ -334,30 +336,37 @@ class RedisStore:
             outcome.shape,
         )
 
-    def _model_argv(self, request: ModelRequest, limits: Limits) -> tuple[str, ...]:
+    def _model_argv(self, request: ModelRequest, limits: Limits) -> tuple[str | bytes, ...]:
         call_id = "" if request.call_id is None else "=" + request.call_id
         tokens, micros = max(0, request.projected_tokens), max(0, request.projected_cost_micros)
         return (self._clock(request.now), self._args_for(limits).model, call_id, str(tokens), str(micros))
 
-    def _usage_argv(self, usage: ModelUsage) -> tuple[str, ...]:
+    def _usage_argv(self, usage: ModelUsage) -> tuple[str | bytes, ...]:
         call_id = "" if usage.call_id is None else "=" + usage.call_id
         return (
             self._clock(usage.now),
-            self._ttl_ms,
+            self._ttl,
             call_id,
             str(max(0, usage.tokens)),
             str(max(0, usage.cost_micros)),
         )
 
-    def _run(self, step: str, keys: Sequence[str], argv: Sequence[str]) -> Any:
+    def _run(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
         if self._down_until and time.monotonic() < self._down_until:
             raise _Unavailable(self._down_error)
+        script, client = self._scripts[step], self._client
         try:
-            return self._scripts[step](keys, argv)
+            # What redis-py's Script.__call__ does, minus its per-call overhead: EVALSHA, and only on an
+            # explicit NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and send it again.
+            try:
+                return client.evalsha(script.sha, len(keys), *keys, *argv)
+            except self._no_script:
+                script.sha = client.script_load(script.script)
+                return client.evalsha(script.sha, len(keys), *keys, *argv)
         except self._errors as exc:
             raise self._went_down(exc) from exc
 
-    async def _arun(self, step: str, keys: Sequence[str], argv: Sequence[str]) -> Any:
+    async def _arun(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
         if self._down_until and time.monotonic() < self._down_until:
             raise _Unavailable(self._down_error)
         scripts = self._async_scripts()
@@ -483,7 +492,7 @@ class RedisStore:
 
     def reset(self, run: RunKey) -> Verdict:
         try:
-            raw = self._run("reset", self._run_keys(run), (self._clock(time.monotonic()), self._ttl_ms))
+            raw = self._run("reset", self._run_keys(run), (self._clock(time.monotonic()), self._ttl))
         except _Unavailable as exc:
             raise self._store_error("reset the breaker", exc.error) from None
         return self._verdict(raw, Limits(), None)

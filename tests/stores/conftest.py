@@ -36,7 +36,9 @@ def require_service(what: str, url: str, probe: Callable[[], object]) -> None:
         message = f"{what} at {url} is not reachable ({type(exc).__name__}: {exc})"
         if services_required():
             pytest.fail(f"{message}; {REQUIRE_ENV}=1 makes this a failure", pytrace=False)
-        pytest.skip(f"{message}; start it (see DEVELOPERS.md) or set {REQUIRE_ENV}=1 to fail instead")
+        pytest.skip(
+            f"{message}; start it (or point the LOOPGUARD_*_URL variable at one), or set {REQUIRE_ENV}=1 to fail"
+        )
 
 
 def _ping_redis() -> None:
