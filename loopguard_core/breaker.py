@@ -284,7 +284,8 @@ class Breaker:
             words = question_words(args) if loop.similarity is not None else ""
         failed = error is not None and error is not False
         empty = not failed and is_empty_result(result)
-        shape = request_shape(name, args) if empty else ""  # only empty answers need it
+        # Only empty answers need it; "" (no paging parameter) never counts toward a stall.
+        shape = request_shape(name, args) if empty else ""
         digest = outcome_digest(result, error)
         # Paraphrase detection compares answers: an uninformative one ("Yes.") proves nothing, so skip it.
         if words and (failed or not is_informative(result)):

@@ -25,6 +25,7 @@ __all__ = [
     "call_signature",
     "canonical_text",
     "is_empty_result",
+    "is_identifier",
     "is_informative",
     "outcome_digest",
     "question_words",
@@ -216,9 +217,19 @@ def question_words(args: Any) -> str:
     return " ".join(sorted(words))
 
 
+# A token keeps inner dots and dashes, so an identifier stays whole: "us-east-1", "inv-0042", "v2.3", "4101".
+_TOKEN = re.compile(r"[^\W_](?:[\w.-]*[^\W_])?")
+
+
 @functools.lru_cache(maxsize=8192)
 def _content_words(text: str) -> str:
-    return " ".join(sorted({w for w in _WORD.findall(text.casefold()) if w not in _STOPWORDS}))
+    words: set[str] = set()
+    for token in _TOKEN.findall(text.casefold()):
+        if is_identifier(token):  # names one thing: must match exactly, kept whole
+            words.add(token)
+        else:
+            words.update(w for w in _WORD.findall(token) if w not in _STOPWORDS)
+    return " ".join(sorted(words))
 
 
 def _collect_text(value: Any, out: list[str], depth: int) -> None:
@@ -236,14 +247,19 @@ def _collect_text(value: Any, out: list[str], depth: int) -> None:
 
 
 def word_overlap(a: str, b: str) -> float:
-    """Jaccard overlap of two :func:`question_words` strings; 0.0 when their numbers differ."""
+    """Jaccard overlap of two :func:`question_words` strings; 0.0 when their identifiers differ."""
     if not a or not b:
         return 0.0
     left, right = set(a.split()), set(b.split())
-    # Numbers identify things (page 2, job 7, topic 3): different numbers are different questions.
-    if {w for w in left if w.isdigit()} != {w for w in right if w.isdigit()}:
+    # Identifiers name things (page 2, job 7, us-east-1): different identifiers are different questions.
+    if {w for w in left if is_identifier(w)} != {w for w in right if is_identifier(w)}:
         return 0.0
     return len(left & right) / len(left | right)
+
+
+def is_identifier(word: str) -> bool:
+    """A word of :func:`question_words` that names one thing (it contains a digit)."""
+    return any(ch.isdigit() for ch in word)
 
 
 _EMPTY_TEXT = frozenset({"", "[]", "{}", "null", "()", '""', "''"})
@@ -263,28 +279,21 @@ def is_empty_result(result: Any) -> bool:
     return False
 
 
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_PAGING_KEY = re.compile(
+    r"^(page|pages|page_?(number|num|no|index|token)|offset|skip|start|start_?index|cursor|after|before|"
+    r"from|next|next_?(page|token|cursor)|continuation(_?token)?|marker|p)$",
+    re.IGNORECASE,
+)
 
 
 def request_shape(tool: str, args: Any) -> str:
-    """A signature of the request with every number masked: ``list(page=6)`` and ``list(page=7)`` match."""
-    return call_signature(tool, _mask_numbers(args, 0))
-
-
-def _mask_numbers(value: Any, depth: int) -> Any:
-    if depth > 16:
-        return value
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return "#"
-    if isinstance(value, str):
-        return _NUMBER.sub("#", value)
-    if isinstance(value, Mapping):
-        return {k: _mask_numbers(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_mask_numbers(v, depth + 1) for v in value]
-    return value
+    """The request with its paging parameters masked (``page``, ``offset``, ``cursor``, ...), or "" if it
+    has none: ``list(page=6)`` and ``list(page=7)`` match, ``invoices(customer_id=1)`` and ``(customer_id=2)``
+    do not (they are different questions, not pages of one)."""
+    if not isinstance(args, Mapping) or not any(isinstance(k, str) and _PAGING_KEY.match(k) for k in args):
+        return ""
+    masked = {k: "#" if isinstance(k, str) and _PAGING_KEY.match(k) else v for k, v in args.items()}
+    return call_signature(tool, masked)
 
 
 _IN_PROGRESS = re.compile(

@@ -11,6 +11,7 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from ..limits import Limits, LoopDetection
+from ..signatures import is_identifier
 from ..state import BreakerState, check_transition
 from .base import _NO_FACTS, ModelRequest, ModelUsage, RunSnapshot, ToolOutcome, ToolRequest, Transition, Verdict
 
@@ -33,7 +34,7 @@ _NEW_SIGNATURE: _Signature = (0, 0, None, False)
 def _word_sets(words: str) -> tuple[frozenset[str], frozenset[str]]:
     """The words of a question and the numbers among them (see signatures.question_words)."""
     split = frozenset(words.split())
-    return split, frozenset(w for w in split if w.isdigit())
+    return split, frozenset(w for w in split if is_identifier(w))
 
 
 class RunState:
@@ -215,7 +216,7 @@ class RunState:
             answers = [
                 outcome
                 for seen_words, seen_numbers, outcome in reversed(ring)
-                # Numbers identify things (page 2, job 7): different numbers are different questions.
+                # Identifiers name things (page 2, job 7, us-east-1): different ones are different questions.
                 if seen_numbers == numbers and len(words & seen_words) >= threshold * len(words | seen_words)
             ][:allowed]
             if len(answers) >= allowed and len(set(answers)) == 1:
@@ -240,7 +241,7 @@ class RunState:
             self.failures[out.tool] = self.failures.get(out.tool, 0) + 1
         else:
             self.failures.pop(out.tool, None)
-        if out.empty and not out.failed:
+        if out.empty and not out.failed and out.shape:
             # Only the same request with another page/offset keeps the streak: paging into nothing.
             shape, count = self.empties.get(out.tool, ("", 0))
             self.empties[out.tool] = (out.shape, count + 1 if shape == out.shape else 1)

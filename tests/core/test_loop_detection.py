@@ -249,3 +249,23 @@ def test_short_identical_answers_do_not_make_similar_questions_a_loop() -> None:
         ]
     )
     assert not drive(Breaker(), plans).tripped
+
+
+def test_different_ids_that_each_have_nothing_are_not_paging_into_nothing() -> None:
+    customers = calls(*[("list_overdue_invoices", {"customer_id": 4100 + 17 * n}, []) for n in range(8)])
+    assert not drive(Breaker(), customers).tripped
+    offsets = calls(*[("list_orders", {"status": "open", "offset": 50 * n}, []) for n in range(8)])
+    result = drive(Breaker(), offsets)
+    assert result.trip is not None
+    assert result.trip.reason == "stall"
+
+
+def test_questions_about_different_identifiers_are_different_questions() -> None:
+    answer = "No incidents reported for this region in the last 24 hours."
+    regions = calls(
+        *[
+            ("search_incidents", {"q": f"is region {r} affected by the outage"}, answer)
+            for r in ("us-east-1", "eu-west-1", "ap-south-1", "us-west-2")
+        ]
+    )
+    assert not drive(Breaker(), regions).tripped

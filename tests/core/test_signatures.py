@@ -51,6 +51,8 @@ def test_question_words_and_overlap() -> None:
     assert question_words({"path": "src/app.py", "id": 7}) == ""
     assert word_overlap("best practices rate", "practices rate recommended") == 0.5
     assert word_overlap("report region 1", "report region 2") == 0.0  # different numbers, different things
+    assert question_words({"q": "is region us-east-1 affected"}) == "affected region us-east-1"
+    assert word_overlap("affected region us-east-1", "affected eu-west-1 region") == 0.0
 
 
 def test_empty_results() -> None:

@@ -174,13 +174,13 @@ local function write_sig(sig, streak, inflight, waiting, outcome)
   hset('s:' .. sig, value)
 end
 
--- Words of a question (space-separated) as a set, with its numbers (which identify things) apart.
+-- Words of a question (space-separated) as a set, with its identifiers (words with a digit) apart.
 local function word_sets(words)
   local all, numbers, n_all, n_numbers = {}, {}, 0, 0
   for w in string.gmatch(words, '%S+') do
     if not all[w] then
       all[w], n_all = true, n_all + 1
-      if string.match(w, '^%d+$') then numbers[w], n_numbers = true, n_numbers + 1 end
+      if string.find(w, '%d') then numbers[w], n_numbers = true, n_numbers + 1 end  -- an identifier
     end
   end
   return all, n_all, numbers, n_numbers

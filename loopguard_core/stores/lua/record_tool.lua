@@ -25,7 +25,7 @@ if failed then
 elseif v[3] then
   redis.call('HDEL', H, 'f:' .. tool)
 end
-if empty and not failed then
+if empty and not failed and shape ~= '' then  -- only a paging request can stall
   -- Only the same request with another page/offset keeps the streak: paging into nothing.
   local count, before = 0, ''
   if v[5] then count, before = string.match(v[5], '^(%d+)|(.*)$') end
