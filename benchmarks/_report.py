@@ -285,8 +285,12 @@ for the same request, patience for "still running" answers, paraphrase only on i
 no longer held out. Three more legitimate scenarios were written after that revision, unseen by it
 (`overdue_per_customer`, `dns_propagation_wait`, `incidents_per_region`): six customers with no overdue
 invoices, a DNS lookup polled until the new address appears, one question asked for three regions with the same
-"no incidents" answer. Every detector runs on its defaults; the settings that fix loopguard's false alarms
-(`max_repeats_per_tool`, `exempt_tools`, `max_empty_results`, `similarity`) are not applied.
+"no incidents" answer. loopguard stopped all three; the rules were then revised once more with them in view
+(commit after fb199d5: stall only for paging parameters such as `page`/`offset`/`cursor`, and identifiers such as
+`us-east-1` must match for two questions to be similar), which fixed two; the DNS wait is kept as a documented
+known limit. None of the legitimate scenarios is held out any more: the next round of corpus additions should be
+written without looking at the rules. Every detector runs on its defaults; the settings that fix loopguard's
+false alarms (`max_repeats_per_tool`, `exempt_tools`, `max_empty_results`, `similarity`) are not applied.
 
 **Definitions.**
 - *Refused by deadline*: the detector refused a call (its tool body never ran) at or before the scenario's
