@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import re
+import struct
 import threading
 import time
 import weakref
@@ -86,8 +87,23 @@ def _us(seconds: float) -> int:
     return round(seconds * _US)
 
 
-def _opt(value: int | None) -> str:
-    return "" if value is None else str(value)
+def _msgpack(values: Sequence[int | float | None]) -> bytes:
+    """Values as a msgpack stream (nil, unsigned ints, doubles): the scripts read it with one C call."""
+    out = bytearray()
+    for value in values:
+        if value is None:
+            out.append(0xC0)
+        elif isinstance(value, float):
+            out += b"\xcb" + struct.pack(">d", value)
+        elif 0 <= value < 0x80:
+            out.append(value)
+        elif 0 <= value < 1 << 32:
+            out += b"\xce" + struct.pack(">I", value)
+        elif 0 <= value < 1 << 63:
+            out += b"\xcf" + struct.pack(">Q", value)
+        else:
+            raise ValueError(f"cannot pass {value!r} to the Redis scripts")
+    return bytes(out)
 
 
 def _text(value: Any) -> str:
@@ -119,46 +135,46 @@ def redact_url(url: str) -> str:
 
 class _LimitArgs:
     """The configuration argument of each script for one Limits object, computed once (per tool for
-    tool calls): ``"ttl,limit,limit,..."``, one argument instead of eight to encode per call."""
+    tool calls): ttl and limits as one msgpack argument instead of a dozen to encode per call."""
 
     __slots__ = ("limits", "model", "tools", "ttl")
 
-    def __init__(self, limits: Limits, ttl_ms: str, reservation_us: int | None) -> None:
+    def __init__(self, limits: Limits, ttl_ms: int, reservation_us: int | None) -> None:
         self.limits, self.ttl = limits, ttl_ms
         self.tools: dict[str, bytes] = {}
         reserve = reservation_us is not None and (limits.max_tokens is not None or limits.max_cost_usd is not None)
-        self.model = ",".join(
+        self.model = _msgpack(
             (
                 ttl_ms,
-                _opt(limits.max_turns),
-                _opt(limits.max_tokens),
-                _opt(limits.max_cost_micros),
-                str(_us(limits.recovery_seconds)),
-                "" if limits.max_seconds is None else str(_us(limits.max_seconds)),
-                str(reservation_us) if reserve else "",
+                limits.max_turns,
+                limits.max_tokens,
+                limits.max_cost_micros,
+                _us(limits.recovery_seconds),
+                None if limits.max_seconds is None else _us(limits.max_seconds),
+                reservation_us if reserve else None,
             )
-        ).encode()
+        )
 
     def tool(self, name: str) -> bytes:
         config = self.tools.get(name)
         if config is None:
             limits, loop = self.limits, self.limits.loop
             checked = loop.enabled and name not in loop.exempt_tools
-            config = ",".join(
+            config = _msgpack(
                 (
                     self.ttl,
-                    _opt(limits.max_tool_calls),
-                    _opt(limits.max_calls_per_tool.get(name)),
-                    _opt(limits.max_consecutive_failures),
-                    str(loop.repeats_allowed(name)) if checked else "",
-                    str(loop.repeats_allowed(name, waiting=True)),
-                    str(loop.memory),
-                    str(_us(limits.recovery_seconds)),
-                    "" if limits.max_seconds is None else str(_us(limits.max_seconds)),
-                    _opt(loop.max_empty_results),
-                    "" if loop.similarity is None else repr(float(loop.similarity)),
+                    limits.max_tool_calls,
+                    limits.max_calls_per_tool.get(name),
+                    limits.max_consecutive_failures,
+                    loop.repeats_allowed(name) if checked else None,
+                    loop.repeats_allowed(name, waiting=True),
+                    loop.memory,
+                    _us(limits.recovery_seconds),
+                    None if limits.max_seconds is None else _us(limits.max_seconds),
+                    loop.max_empty_results,
+                    None if loop.similarity is None else float(loop.similarity),
                 )
-            ).encode()
+            )
             if len(self.tools) < 4_096:  # tool names come from models: keep the cache bounded
                 self.tools[name] = config
         return config
@@ -229,8 +245,8 @@ class RedisStore:
         self.url = redact_url(url)
         self.failure_policy = failure_policy
         self._raw_url = url
-        self._ttl_ms = str(max(1, round(ttl_seconds * 1000)))
-        self._ttl = self._ttl_ms.encode()
+        self._ttl_ms = max(1, round(ttl_seconds * 1000))
+        self._ttl = _msgpack((self._ttl_ms,))
         self._server_clock = clock == "server"
         self._backoff = float(outage_backoff_seconds)
         self._reservation_us = None if reservation_seconds is None else _us(reservation_seconds)

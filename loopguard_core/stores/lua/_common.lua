@@ -13,8 +13,8 @@
 -- One HMGET reads all a step needs and one HSET writes it back: a round trip stays one EVALSHA and
 -- the script itself stays a few Redis calls.
 -- ARGV[1] is the clock in microseconds, or '' to read Redis TIME (the default: one clock for every
--- process and host). ARGV[2] is the step's configuration, 'ttl,limit,limit,...' (precomputed once per
--- Limits object; '' means no limit). ARGV[3] is '' without a call id, '=' .. id with one.
+-- process and host). ARGV[2] is the step's configuration: msgpack values ttl, limit, limit, ... (nil for
+-- no limit), precomputed once per Limits object. ARGV[3] is '' without a call id, '=' .. id with one.
 -- The TTL is in milliseconds: every key gets it when created, and all of a run's keys get it again
 -- once ttl/64 has passed since they last did, so a live run never expires and a finished one is gone
 -- ttl after its last write (give or take ttl/64).
@@ -22,8 +22,7 @@ if redis.replicate_commands then pcall(redis.replicate_commands) end -- Redis < 
 
 local H, LRU, SEENQ, RES, RESMIN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local SEEN_MAX, RES_MAX = 4096, 1024
-local CFG = {}
-for field in string.gmatch((ARGV[2] or '') .. ',', '([^,]*),') do CFG[#CFG + 1] = field end
+local CFG = ARGV[2] and { cmsgpack.unpack(ARGV[2]) } or {} -- msgpack values, nil for "no limit"
 local TTL = CFG[1]
 local REFRESH_US = (tonumber(TTL) or 0) * 1000 / 64
 

@@ -1,6 +1,6 @@
 -- admit_model: pre-flight check of one model call against turn, token and USD ceilings.
--- ARGV: 1 clock, 2 'ttl,max_turns,max_tokens,max micro-USD,recovery window (us),max_seconds (us),
---       reservation lifetime (us; '' = do not reserve)', 3 call id, 4 projected tokens,
+-- ARGV: 1 clock, 2 config (ttl, max_turns, max_tokens, max micro-USD, recovery window (us), max_seconds
+--       (us), reservation lifetime (us; nil = do not reserve)), 3 call id, 4 projected tokens,
 --       5 projected micro-USD.
 -- Spent plus what admitted calls still in flight have reserved is compared with a ceiling, so
 -- concurrent workers cannot each take the last unit; record_model releases the reservation.

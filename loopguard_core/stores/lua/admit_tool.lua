@@ -1,7 +1,7 @@
 -- admit_tool: pre-flight check of one tool call; admits and counts it, or refuses (and trips).
--- ARGV: 1 clock, 2 config 'ttl,max_tool_calls,max calls of this tool,max_consecutive_failures,
---       repeats allowed ('' = loop detection off for this tool),repeats allowed while waiting,
---       signatures remembered,recovery window (us),max_seconds (us),max_empty_results,similarity',
+-- ARGV: 1 clock, 2 config (ttl, max_tool_calls, max calls of this tool, max_consecutive_failures,
+--       repeats allowed (nil = loop detection off for this tool), repeats allowed while waiting,
+--       signatures remembered, recovery window (us), max_seconds (us), max_empty_results, similarity),
 --       3 call id, 4 tool, 5 signature, 6 agent ('' or '=' .. agent), 7 question words ('' if none).
 local has_id, id = call_id()
 local key = has_id and ('t:' .. id) or nil

@@ -2,7 +2,7 @@
 -- overspend is recorded and refuses the next call. Without a matching call id the report cannot be
 -- matched to its admission, so the smallest reservation (tokens, then micro-USD) is released: what stays
 -- reserved then never falls below what the calls still in flight really reserved.
--- ARGV: 1 clock, 2 'ttl', 3 call id, 4 tokens, 5 micro-USD.
+-- ARGV: 1 clock, 2 config (ttl), 3 call id, 4 tokens, 5 micro-USD.
 local has_id, id = call_id()
 local key = has_id and ('M:' .. id) or nil
 local v = redis.call('HMGET', H, 'S', key and ('i:' .. key) or 'S', has_id and ('r:=' .. id) or 'S')

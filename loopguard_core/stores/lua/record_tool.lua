@@ -1,5 +1,5 @@
 -- record_tool: what a tool call returned; updates loop, stall and failure streaks and settles a probe.
--- ARGV: 1 clock, 2 'ttl', 3 call id, 4 tool, 5 signature, 6 outcome digest, 7 failed (0/1),
+-- ARGV: 1 clock, 2 config (ttl), 3 call id, 4 tool, 5 signature, 6 outcome digest, 7 failed (0/1),
 --       8 empty answer (0/1), 9 says still running (0/1), 10 question words, 11 request shape.
 local RECENT = 8 -- free-text questions remembered per tool
 local has_id, id = call_id()

@@ -1,6 +1,6 @@
 -- reset: close the breaker by hand (OPEN/HALF_OPEN -> CLOSED); counters stay, loop memory, failure and
 -- stall streaks are cleared, and remembered refusals are forgotten.
--- ARGV: 1 clock, 2 'ttl'.
+-- ARGV: 1 clock, 2 config (ttl).
 local v = redis.call('HMGET', H, 'S')
 local now, s, moves = clock(), state(v[1]), {}
 if s.st == 'h' or s.st == 'o' then move(s, 'c', 'reset', moves) end
