@@ -21,6 +21,16 @@ from pathlib import Path
 import pytest
 
 REDIS_URL = os.environ.get("LOOPGUARD_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Tests that are not about timeouts give Redis 2 s (not the store's 0.25 s default), so a loaded CI machine
+# cannot turn a slow answer into a spurious "store_unavailable".
+PATIENT = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+
+
+def patient(url: str) -> str:
+    """``url`` with PATIENT as store options in its query string."""
+    return url + ("&" if "?" in url else "?") + "socket_timeout=2&socket_connect_timeout=2"
+
+
 REQUIRE_ENV = "LOOPGUARD_REQUIRE_SERVICES"
 
 

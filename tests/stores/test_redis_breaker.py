@@ -6,7 +6,7 @@ import pytest
 
 from loopguard_core import Breaker, BreakerState, LoopGuardTripped
 
-from .conftest import delete_scope
+from .conftest import delete_scope, patient
 
 pytest.importorskip("redis", reason="needs the redis extra: pip install 'loopguard-core[redis]'")
 
@@ -23,8 +23,8 @@ def search(breaker: Breaker, query: str, result: str, body_runs: list[str]) -> s
 
 def test_two_breakers_naming_one_scope_are_one_breaker(redis_url: str, scope: str) -> None:
     trips: list[LoopGuardTripped] = []
-    worker_a = Breaker(max_turns=3, store=redis_url, scope=scope, on_trip=trips.append)
-    worker_b = Breaker(max_turns=3, store=redis_url, scope=scope)
+    worker_a = Breaker(max_turns=3, store=patient(redis_url), scope=scope, on_trip=trips.append)
+    worker_b = Breaker(max_turns=3, store=patient(redis_url), scope=scope)
     body_runs: list[str] = []
 
     search(worker_a, "weather in Paris", "no results", body_runs)
@@ -52,8 +52,8 @@ def test_two_breakers_naming_one_scope_are_one_breaker(redis_url: str, scope: st
 
 
 async def test_the_async_path_shares_state_with_the_sync_path(redis_url: str, scope: str) -> None:
-    async_worker = Breaker(max_tool_calls=3, store=redis_url, scope=scope)
-    sync_worker = Breaker(max_tool_calls=3, store=redis_url, scope=scope)
+    async_worker = Breaker(max_tool_calls=3, store=patient(redis_url), scope=scope)
+    sync_worker = Breaker(max_tool_calls=3, store=patient(redis_url), scope=scope)
     await async_worker.abefore_tool("fetch", {"url": "a"})
     await async_worker.aafter_tool("fetch", {"url": "a"}, result="page a")
     sync_worker.before_tool("fetch", {"url": "b"})
@@ -69,8 +69,8 @@ async def test_the_async_path_shares_state_with_the_sync_path(redis_url: str, sc
 
 
 def test_without_a_scope_each_breaker_and_run_is_separate(redis_url: str) -> None:
-    one = Breaker(max_turns=1, store=redis_url)
-    two = Breaker(max_turns=1, store=redis_url)
+    one = Breaker(max_turns=1, store=patient(redis_url))
+    two = Breaker(max_turns=1, store=patient(redis_url))
     one.before_model()
     two.before_model()  # a different breaker: its own counts
     with pytest.raises(LoopGuardTripped):
@@ -83,7 +83,7 @@ def test_without_a_scope_each_breaker_and_run_is_separate(redis_url: str) -> Non
 
 
 def test_store_options_travel_in_the_url(redis_url: str, scope: str) -> None:
-    breaker = Breaker(store=redis_url + "?failure_policy=open&ttl_seconds=120", scope=scope)
+    breaker = Breaker(store=patient(redis_url) + "&failure_policy=open&ttl_seconds=120", scope=scope)
     store = breaker._store
     assert getattr(store, "failure_policy", None) == "open"
     breaker.before_tool("search", {"q": "x"})

@@ -22,6 +22,8 @@ pytest.importorskip("redis", reason="needs the redis extra: pip install 'loopgua
 
 from loopguard_core.stores.redis import RedisStore
 
+from .conftest import PATIENT, patient
+
 pytestmark = pytest.mark.redis
 
 FORK = multiprocessing.get_context("fork")
@@ -63,10 +65,10 @@ def _spend_turns(barrier: Any, index: int, url: str, scope: str) -> int:
 
 
 def test_four_processes_share_max_turns_exactly(redis_url: str, scope: str) -> None:
-    admitted = run_workers(4, _spend_turns, redis_url, scope)
+    admitted = run_workers(4, _spend_turns, patient(redis_url), scope)
     assert sum(admitted) == 1_000
     assert all(count > 0 for count in admitted)  # they really raced
-    assert Breaker(store=redis_url, scope=scope).usage().turns == 1_000
+    assert Breaker(store=patient(redis_url), scope=scope).usage().turns == 1_000
 
 
 PRICES = {"model-x": (1.0, 10.0)}  # USD per million tokens: 1 micro-USD per input token, 10 per output
@@ -91,8 +93,8 @@ def _spend_usd(barrier: Any, index: int, url: str, scope: str) -> tuple[int, int
 
 
 def test_a_shared_usd_ceiling_is_never_exceeded(redis_url: str, scope: str) -> None:
-    results = run_workers(4, _spend_usd, redis_url, scope)
-    spent = Breaker(store=redis_url, scope=scope).usage().cost_micros
+    results = run_workers(4, _spend_usd, patient(redis_url), scope)
+    spent = Breaker(store=patient(redis_url), scope=scope).usage().cost_micros
     assert spent <= 250_000
     assert spent >= 125_000  # the budget was really used, by every worker
     assert all(calls > 0 for calls, _ in results)
@@ -112,7 +114,7 @@ def test_a_loop_started_in_one_process_is_refused_in_another(redis_url: str, sco
     queue = FORK.Queue()
     outcomes = []
     for _ in range(3):  # each call from a fresh process, one after the other
-        process = FORK.Process(target=_loop_step, args=(redis_url, scope, queue))
+        process = FORK.Process(target=_loop_step, args=(patient(redis_url), scope, queue))
         process.start()
         outcomes.append(queue.get(timeout=30))
         process.join(timeout=30)
@@ -123,7 +125,7 @@ PROBE_LIMITS = Limits(max_consecutive_failures=2, recovery_seconds=30)
 
 
 def _probe(barrier: Any, index: int, url: str, scope: str, now: float) -> tuple[bool, bool, str | None]:
-    store = RedisStore(url, clock="request")
+    store = RedisStore(url, clock="request", **PATIENT)
     barrier.wait()
     verdict = store.admit_tool(RunKey(scope, "run"), ToolRequest("db", f"probe-{index}", now), PROBE_LIMITS)
     return verdict.admitted, verdict.probe, verdict.reason
@@ -132,7 +134,7 @@ def _probe(barrier: Any, index: int, url: str, scope: str, now: float) -> tuple[
 @pytest.mark.parametrize("round_", range(3))
 def test_eight_processes_racing_at_half_open_admit_exactly_one_probe(redis_url: str, scope: str, round_: int) -> None:
     # The request clock lets every worker arrive after the recovery window without sleeping.
-    store = RedisStore(redis_url, clock="request")
+    store = RedisStore(redis_url, clock="request", **PATIENT)
     run, limits = RunKey(scope, "run"), PROBE_LIMITS
     for i in range(2):
         store.admit_tool(run, ToolRequest("db", f"q{i}", 0.0), limits)

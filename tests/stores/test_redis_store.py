@@ -20,12 +20,14 @@ redis = pytest.importorskip("redis", reason="needs the redis extra: pip install 
 
 from loopguard_core.stores.redis import RedisStore, redact_url  # noqa: E402
 
+from .conftest import PATIENT  # noqa: E402
+
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
 def store(redis_url: str) -> Iterator[RedisStore]:
-    made = RedisStore(redis_url)
+    made = RedisStore(redis_url, **PATIENT)
     yield made
     made.close()
 
@@ -56,7 +58,7 @@ def test_scope_and_run_names_cannot_collide(store: RedisStore, scope: str) -> No
 
 def test_every_key_expires_and_a_live_run_keeps_refreshing(redis_url: str, scope: str, redis_client: Any) -> None:
     # TTL 64 s: keys get it when created, and all of them again once 1 s (ttl/64) has passed.
-    store = RedisStore(redis_url, ttl_seconds=64, clock="request")
+    store = RedisStore(redis_url, ttl_seconds=64, clock="request", **PATIENT)
     run = RunKey(scope, "r")
     limits = Limits(max_tokens=1_000)
     store.admit_tool(run, tool(call_id="c1"), limits)
@@ -115,7 +117,7 @@ def test_scripts_reload_after_script_flush_and_counts_continue(
 
 
 def test_in_flight_model_calls_reserve_their_projection(redis_url: str, scope: str) -> None:
-    store = RedisStore(redis_url, clock="request", reservation_seconds=30)
+    store = RedisStore(redis_url, clock="request", reservation_seconds=30, **PATIENT)
     run = RunKey(scope, "r")
     limits = Limits(max_tokens=100, max_cost_usd=1.0)
     assert store.admit_model(run, ModelRequest(60, 1_000, 0.0, "a"), limits).admitted
@@ -203,7 +205,7 @@ async def test_async_scripts_reload_after_script_flush(store: RedisStore, scope:
 
 
 def test_a_report_without_call_id_releases_the_smallest_reservation(redis_url: str, scope: str) -> None:
-    store = RedisStore(redis_url, clock="request")
+    store = RedisStore(redis_url, clock="request", **PATIENT)
     run = RunKey(scope, "r")
     limits = Limits(max_tokens=100)
     assert store.admit_model(run, ModelRequest(50, 0, 0.0), limits).admitted

@@ -20,7 +20,7 @@ from loopguard_core.state import BreakerState
 from loopguard_core.stores import MemoryStore, Store
 from loopguard_core.stores.base import ModelRequest, ModelUsage, RunKey, ToolOutcome, ToolRequest, Verdict
 
-from .conftest import delete_scope
+from .conftest import PATIENT, delete_scope
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
@@ -33,7 +33,7 @@ def store(request: pytest.FixtureRequest, scope: str) -> Iterator[Store]:
     from loopguard_core.stores.redis import RedisStore
 
     url = request.getfixturevalue("redis_url")
-    redis_store = RedisStore(url, clock="request")
+    redis_store = RedisStore(url, clock="request", **PATIENT)
     yield redis_store
     redis_store.close()
     delete_scope(url, scope)
@@ -475,7 +475,7 @@ def test_random_sequences_give_identical_verdicts(redis_url: str, scope: str, se
         ),
     )
     reservation = rng.choice([None, 30.0, 600.0])
-    redis_store = RedisStore(redis_url, clock="request", reservation_seconds=reservation)
+    redis_store = RedisStore(redis_url, clock="request", reservation_seconds=reservation, **PATIENT)
     memory = MemoryStore(reservation_seconds=reservation)
     runs = [Run(memory, scope, limits), Run(redis_store, scope, limits)]
     tools, args, outcomes = ["search", "fetch", "db", "job_status"], ["a", "b", "c", "d", "e"], ["x", "y", "[]"]
