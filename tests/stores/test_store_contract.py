@@ -444,7 +444,9 @@ def test_runs_and_scopes_are_isolated(store: Store, scope: str) -> None:
     one, two = Run(store, scope, limits, "r1"), Run(store, scope, limits, "r2")
     assert one.model().admitted and two.model().admitted
     assert not one.model().admitted
-    assert Run(store, scope + "-other", limits, "r1").model().admitted
+    other = Run(store, scope + "-other", limits, "r1")
+    assert other.model().admitted
+    store.drop(other.key)
     store.drop(one.key)
     assert one.snap().turns == 0
     assert two.snap().turns == 1
