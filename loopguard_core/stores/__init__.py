@@ -21,6 +21,7 @@ __all__ = [
     "MemoryStore",
     "ModelRequest",
     "ModelUsage",
+    "RedisStore",
     "RunKey",
     "RunSnapshot",
     "Store",
@@ -45,3 +46,10 @@ def store_from_url(url: str, **options: object) -> Store:
         store: Store = redis_store.RedisStore.from_url(url, **options)
         return store
     raise ValueError(f"unknown store URL {url!r}: use 'memory://' or 'redis://HOST:PORT/DB'")
+
+
+def __getattr__(name: str) -> object:
+    # RedisStore needs redis-py (extra "redis"): import it only when asked for, naming the extra if missing.
+    if name == "RedisStore":
+        return importlib.import_module("loopguard_core.stores.redis").RedisStore
+    raise AttributeError(f"module 'loopguard_core.stores' has no attribute {name!r}")
