@@ -271,7 +271,9 @@ models in its `about` field.
 refused when the same call (canonical signature) already got the same answer `max_repeats` = 2 times in a row;
 reworded free-text requests to one tool whose words overlap (Jaccard >= 0.5) and got the same informative answer
 (24 characters or more) count as the same call (paraphrase); 4 empty answers in a row (`[]`, `{{}}`, `""`) to the
-same request with only its numbers changed refuse the tool's next call (`stall`: paging past the end); tools
+same request with only its paging parameter changed (`page`, `offset`, `cursor`, ...) refuse the tool's next
+call (`stall`: paging past the end); identifiers (words with a digit) must match for two questions to be similar;
+tools
 named like a status poll (`status`, `poll`, `progress`, `wait`, ...) and calls whose last answer says work is
 under way ("running", "in progress", ...) may see the same answer 8 times; 5 failures in a row end the run.
 
