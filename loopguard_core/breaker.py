@@ -166,7 +166,7 @@ class Breaker:
         self._runs = RunRegistry(session_id or scope or uuid.uuid4().hex)
         self._pending: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._pending_lock = threading.Lock()
-        self._signatures: dict[str, tuple[str, str]] = {}
+        self._signatures: dict[object, tuple[str, str, Any]] = {}
         self._unpriced: set[str] = set()
 
     # -- runs -------------------------------------------------------------------------------------
@@ -266,19 +266,22 @@ class Breaker:
             self._trip(verdict, agent=request.agent, tool=request.tool, args=args)
         if not verdict.duplicate:
             self._mark_start(("tool", request.call_id or request.signature, ""), request.now)
-            if request.call_id is not None:
-                with self._pending_lock:
-                    self._signatures[request.call_id] = (request.signature, request.words)
-                    if len(self._signatures) > _MAX_PENDING:
-                        self._signatures.pop(next(iter(self._signatures)))
+            # Remember the admission's signature so after_tool need not canonicalise the args again: by call
+            # id, or else by the identity of the args object itself (kept alive here, so the id stays its own).
+            key = request.call_id if request.call_id is not None else (request.tool, id(args))
+            with self._pending_lock:
+                self._signatures[key] = (request.signature, request.words, args)
+                if len(self._signatures) > _MAX_PENDING:
+                    self._signatures.pop(next(iter(self._signatures)))
 
     def _tool_outcome(self, tool: str, args: Any, result: Any, error: Any, call_id: str | None) -> ToolOutcome:
         name = _tool_name(tool)
         loop = self.limits.loop
-        # With a call id the admission already computed the signature: do not canonicalise the args twice.
-        known = self._signatures.pop(call_id, None) if call_id is not None else None
-        if known is not None:
-            signature, words = known
+        key = call_id if call_id is not None else (name, id(args))
+        with self._pending_lock:
+            known = self._signatures.pop(key, None)
+        if known is not None and (call_id is not None or known[2] is args):
+            signature, words = known[0], known[1]
         else:
             signature = call_signature(name, args, loose=loop.loose_matching)
             words = question_words(args) if loop.similarity is not None else ""

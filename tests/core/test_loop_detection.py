@@ -269,3 +269,14 @@ def test_questions_about_different_identifiers_are_different_questions() -> None
         ]
     )
     assert not drive(Breaker(), regions).tripped
+
+
+def test_an_outcome_is_filed_under_the_call_as_admitted_even_if_the_tool_mutates_its_args() -> None:
+    breaker = Breaker()
+    for _ in range(2):
+        args = {"q": "x"}
+        breaker.before_tool("search", args)
+        args["q"] = "mutated by the tool body"
+        breaker.after_tool("search", args, result="same")
+    with pytest.raises(LoopGuardTripped):
+        breaker.before_tool("search", {"q": "x"})
