@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ._errors import LedgerConfigError
-from ._model import ORIGINS
+from ._model import COLUMNS, ORIGINS
 
 __all__ = [
     "HASHED_COLUMNS",
@@ -32,22 +32,9 @@ __all__ = [
     "validate_record",
 ]
 
-#: The stored columns covered by a row's hash, in encoding order.
-HASHED_COLUMNS: tuple[str, ...] = (
-    "session_id",
-    "turn",
-    "origin",
-    "agent",
-    "tool",
-    "input_hash",
-    "input_tokens",
-    "output_tokens",
-    "cost_micros",
-    "duration_ms",
-    "passed",
-    "breach_reason",
-    "created_at",
-)
+#: The stored columns covered by a row's hash, in encoding order: every column but the sequence and the two
+#: hashes themselves.
+HASHED_COLUMNS: tuple[str, ...] = COLUMNS[1:-2]
 
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False)
 # The same encoder's C core, built once: JSONEncoder.encode builds it anew on every call, which costs about
