@@ -154,7 +154,11 @@ class AgentLoop:
                     kwargs["system"] = system
                 if self.tool_schemas:
                     kwargs["tools"] = self.tool_schemas
-                response = self.client.messages.create(**kwargs)
+                try:
+                    response = self.client.messages.create(**kwargs)
+                except Exception as exc:
+                    self.breaker.model_failed(model=self.model, agent=self.agent, error=exc)
+                    raise
                 usage = _get(response, "usage")
                 self.breaker.after_model(
                     input_tokens=int(_get(usage, "input_tokens", 0) or 0),

@@ -376,6 +376,42 @@ class Breaker:
         verdict = await self._astore("arecord_model", "record_model", usage)
         self._after_model_record(verdict, usage, input_tokens, output_tokens, model, agent, input)
 
+    def model_failed(
+        self, *, model: str | None = None, agent: str | None = None, call_id: str | None = None, error: Any = None
+    ) -> None:
+        """Report that an admitted model call raised instead of answering (a 5xx, a timeout, a cancel).
+
+        Its reservation of projected tokens and USD is released at once and nothing is counted, so failed
+        requests cannot add up to a false ceiling. A retry that later succeeds under the same ``call_id``
+        is still counted. The ledger gets a failed model row. Never raises a trip.
+        """
+        usage = ModelUsage(0, 0, self.clock.monotonic(), call_id, True)
+        verdict = self._store.record_model(self._key(), usage, self.limits)
+        self._after_model_failure(verdict, usage, model, agent, error)
+
+    async def amodel_failed(
+        self, *, model: str | None = None, agent: str | None = None, call_id: str | None = None, error: Any = None
+    ) -> None:
+        usage = ModelUsage(0, 0, self.clock.monotonic(), call_id, True)
+        verdict = await self._astore("arecord_model", "record_model", usage)
+        self._after_model_failure(verdict, usage, model, agent, error)
+
+    def _after_model_failure(
+        self, verdict: Verdict, usage: ModelUsage, model: str | None, agent: str | None, error: Any
+    ) -> None:
+        self._announce(verdict)
+        started = self._take_start(("model", usage.call_id or "", agent or ""))
+        if self.ledger is not None:
+            reason = type(error).__name__ if isinstance(error, BaseException) else None
+            self._write(
+                origin="model",
+                turn=verdict.turn,
+                agent=agent,
+                input_text=canonical_text({"model": model, "failed": reason}, loose=False),
+                duration_ms=_ms(started, usage.now),
+                passed=False,
+            )
+
     def _model_request(
         self, model: str | None, estimated_input_tokens: int, max_output_tokens: int, call_id: str | None
     ) -> ModelRequest:

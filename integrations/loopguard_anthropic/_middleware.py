@@ -71,10 +71,16 @@ class LoopGuardMiddleware(Middleware):
             for tool, args, kwargs in self._outcomes(body):
                 self.breaker.after_tool(tool, args, agent=self.agent, **kwargs)
             self.breaker.before_model(**self._preflight(body, call_id))
-        response = call_next(request)
+        try:
+            response = call_next(request)
+        except Exception as exc:  # a connection error: release the request's reservation, then go on
+            self.breaker.model_failed(model=body.get("model"), agent=self.agent, call_id=call_id, error=exc)
+            raise
         http = getattr(response, "http_response", None)
         if http is None or not http.is_success:
-            return response  # an error status: the SDK retries or raises it
+            if http is not None:  # an error status: the SDK retries or raises it; nothing was generated
+                self.breaker.model_failed(model=body.get("model"), agent=self.agent, call_id=call_id)
+            return response
         watch_input = body.get("messages")
         if request.stream:
             _watch_sync(http, lambda steps, watch: self._apply_sync(steps, watch, call_id, watch_input))
@@ -108,9 +114,15 @@ class LoopGuardMiddleware(Middleware):
             for tool, args, kwargs in self._outcomes(body):
                 await self.breaker.aafter_tool(tool, args, agent=self.agent, **kwargs)
             await self.breaker.abefore_model(**self._preflight(body, call_id))
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception as exc:  # a connection error: release the request's reservation, then go on
+            await self.breaker.amodel_failed(model=body.get("model"), agent=self.agent, call_id=call_id, error=exc)
+            raise
         http = getattr(response, "http_response", None)
         if http is None or not http.is_success:
+            if http is not None:  # an error status: the SDK retries or raises it; nothing was generated
+                await self.breaker.amodel_failed(model=body.get("model"), agent=self.agent, call_id=call_id)
             return response
         watch_input = body.get("messages")
         if request.stream:

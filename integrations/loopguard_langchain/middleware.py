@@ -223,7 +223,11 @@ class LoopGuardMiddleware(AgentMiddleware):
                 self.breaker.before_model(**pre)
             except LoopGuardTripped as trip:
                 return self._model_refused(trip)
-            response = handler(request)
+            try:
+                response = handler(request)
+            except Exception as exc:  # release the call's reservation; the error itself goes on unchanged
+                self.breaker.model_failed(model=pre["model"], agent=pre["agent"], error=exc)
+                raise
             self.breaker.after_model(**self._usage_args(request, response, pre))
             return response
 
@@ -238,7 +242,11 @@ class LoopGuardMiddleware(AgentMiddleware):
                 await self.breaker.abefore_model(**pre)
             except LoopGuardTripped as trip:
                 return self._model_refused(trip)
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except Exception as exc:  # release the call's reservation; the error itself goes on unchanged
+                await self.breaker.amodel_failed(model=pre["model"], agent=pre["agent"], error=exc)
+                raise
             await self.breaker.aafter_model(**self._usage_args(request, response, pre))
             return response
 

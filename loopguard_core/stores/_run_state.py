@@ -326,16 +326,19 @@ class RunState:
             self.reserved_micros -= held[1]
 
     def record_model(self, usage: ModelUsage, limits: Limits) -> Verdict:
-        key = None if usage.call_id is None else "M:" + usage.call_id
+        key = None if usage.call_id is None or usage.failed else "M:" + usage.call_id
         if key is not None and key in self.seen:
             return self._duplicate(key)
-        if self.reservations:
+        if self.reservations and not (usage.failed and usage.call_id is not None):
             rid = "=" + usage.call_id if usage.call_id is not None else None
             if rid is None or rid not in self.reservations:
                 # A report without a matching id releases the smallest reservation: what stays reserved
                 # then never falls below what the calls still in flight really reserved.
                 rid = min(self.reservations, key=lambda r: (self.reservations[r][0], self.reservations[r][1]))
             self._release(rid)
+        elif self.reservations and usage.call_id is not None:
+            # A failure names its call: release exactly that reservation (another call's stays held).
+            self._release("=" + usage.call_id)
         self.tokens += usage.tokens
         self.cost_micros += usage.cost_micros
         return self._remember(key, Verdict(True, None, False, _NO_FACTS, (), self.turns))

@@ -77,6 +77,9 @@ class ModelUsage(NamedTuple):
     cost_micros: int
     now: float
     call_id: str | None = None
+    #: the call raised instead of answering: release its reservation, count nothing, and do not remember
+    #: the id (a retry under the same id that succeeds must still be counted)
+    failed: bool = False
 
 
 @dataclass(frozen=True)

@@ -365,6 +365,7 @@ class RedisStore:
             call_id,
             str(max(0, usage.tokens)),
             str(max(0, usage.cost_micros)),
+            "1" if usage.failed else "0",
         )
 
     def _run(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:

@@ -75,3 +75,16 @@ def test_bad_construction_is_refused_clearly() -> None:
         AgentLoop(ScriptedClient([]), object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_tokens"):
         AgentLoop(ScriptedClient([]), Breaker(), max_tokens=0)
+
+
+def test_a_failing_model_call_is_reported_and_reaches_the_caller() -> None:
+    class Overloaded(ScriptedClient):
+        def create(self, **kwargs: object) -> dict[str, object]:
+            raise ConnectionError("529 overloaded")
+
+    breaker = Breaker(max_tokens=3_000, isolate_runs=False)  # one budget across the retries
+    loop = AgentLoop(Overloaded([]), breaker, max_tokens=1_000)
+    for _ in range(5):
+        with pytest.raises(ConnectionError):
+            loop.run("find")
+    assert breaker.usage().tokens == 0  # no reservation of the failed calls is left behind

@@ -185,3 +185,20 @@ def test_a_call_that_never_reports_releases_its_reservation_after_the_window(clo
     fresh.before_model(estimated_input_tokens=400, max_output_tokens=400)
     clock.advance(60)
     fresh.before_model(estimated_input_tokens=400, max_output_tokens=400)  # the first reservation expired
+
+
+def test_failed_model_calls_do_not_add_up_to_a_false_ceiling() -> None:
+    rows: list[dict[str, object]] = []
+
+    class Recorder:
+        def record(self, **row: object) -> int:
+            rows.append(row)
+            return len(rows)
+
+    breaker = Breaker(max_tokens=1_000, ledger=Recorder())
+    for _ in range(10):  # ten requests that each reserve 600 tokens and then fail (e.g. HTTP 529)
+        breaker.before_model(estimated_input_tokens=300, max_output_tokens=300)
+        breaker.model_failed(error=TimeoutError("overloaded"))
+    breaker.before_model(estimated_input_tokens=300, max_output_tokens=300)  # not refused: nothing was spent
+    assert breaker.usage().tokens == 0
+    assert [row["passed"] for row in rows] == [False] * 10

@@ -246,6 +246,29 @@ def test_concurrent_model_calls_cannot_overshoot_together(store: Store, scope: s
     assert refused.facts == {"observed": 120, "limit": 100, "spent": 0, "in_flight": 60}
 
 
+def test_a_failed_model_call_releases_its_reservation_and_a_retry_under_its_id_still_counts(
+    store: Store, scope: str
+) -> None:
+    run = Run(store, scope, Limits(max_tokens=100))
+    assert run.model(60, call_id="a").admitted
+    failure = ModelUsage(0, 0, run.now, "a", True)
+    assert store.record_model(run.key, failure, run.limits).admitted
+    assert run.model(90, call_id="a-retry").admitted  # nothing is held for the failed call any more
+    assert not run.used(40, call_id="a").duplicate  # a success reported under the failed call's id counts
+    assert run.snap().tokens == 40
+
+
+def test_a_failure_reported_twice_never_releases_another_calls_reservation(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_tokens=100))
+    assert run.model(30, call_id="a").admitted
+    assert run.model(60, call_id="b").admitted
+    for _ in range(2):  # e.g. an SDK retry that failed twice under one idempotency key
+        assert store.record_model(run.key, ModelUsage(0, 0, run.now, "a", True), run.limits).admitted
+    refused = run.model(50, call_id="c")  # b still holds 60: 60 + 50 > 100
+    assert not refused.admitted
+    assert refused.facts["in_flight"] == 60
+
+
 def test_exempt_tools_and_per_tool_repeats(store: Store, scope: str) -> None:
     loop = LoopDetection(exempt_tools={"wait"}, max_repeats_per_tool={"status": 4})
     run = Run(store, scope, Limits(loop=loop))

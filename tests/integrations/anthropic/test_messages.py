@@ -286,3 +286,17 @@ def test_usd_ceiling_refuses_the_request_that_would_cross_it() -> None:
     assert info.value.reason == "cost_ceiling"
     assert api.http_attempts == api.replies  # the refused request was never sent
     assert 0 < breaker.usage().cost_usd <= 0.01
+
+
+def test_failed_requests_release_their_reservation_and_the_error_reaches_the_caller() -> None:
+    import anthropic
+
+    # Every request fails (529, no retries left): without the release, 2 x 400 reserved tokens > 600.
+    api, breaker = ScriptedAPI(["ok"], errors=[529] * 4), Breaker(max_tokens=600, isolate_runs=False)
+    client = guard(api.client(max_retries=0), breaker)
+    for _ in range(4):
+        with pytest.raises(anthropic.APIStatusError):
+            client.messages.create(model=MODEL, max_tokens=400, messages=[{"role": "user", "content": "hi"}])
+    message = client.messages.create(model=MODEL, max_tokens=400, messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text == "ok"
+    assert breaker.usage().turns == 5

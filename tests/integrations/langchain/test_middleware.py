@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytest.importorskip("langchain.agents", reason="needs the langchain extra: pip install 'loopguard-core[langchain]'")
@@ -386,3 +388,29 @@ async def test_shared_breaker_across_agents_async() -> None:
         await graph.ainvoke(user())
     assert caught.value.agent == "writer"
     assert counter["lookup"] == 2
+
+
+class _OverloadedModel(ScriptedChatModel):
+    """A provider that answers every request with an error (HTTP 529 in real life)."""
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+        raise ConnectionError("529 overloaded")
+
+    async def _agenerate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+        raise ConnectionError("529 overloaded")
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["invoke", "ainvoke"])
+def test_failed_model_calls_release_their_reservation_and_the_error_reaches_the_caller(use_async: bool) -> None:
+    import asyncio
+
+    breaker = Breaker(max_tokens=600, isolate_runs=False)  # one budget across the retries
+    agent = create_agent(_OverloadedModel(max_tokens=400), [], middleware=[LoopGuardMiddleware(breaker)])
+
+    def call() -> Any:
+        return asyncio.run(agent.ainvoke(user("hi"))) if use_async else agent.invoke(user("hi"))
+
+    for _ in range(4):  # without the release, the second request would already be refused (2 x 400 > 600)
+        with pytest.raises(ConnectionError):
+            call()
+    assert breaker.usage().tokens == 0
