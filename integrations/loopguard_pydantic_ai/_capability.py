@@ -36,6 +36,7 @@ class _Slot:
 
     trip: LoopGuardTripped | None = None
     admitted: bool = False
+    reported: bool = False
     args: Any = None
 
 
@@ -118,6 +119,11 @@ class LoopGuardCapability(AbstractCapability[Any]):
             if slot.trip is not None:
                 _warn_swallowed("a model request", f"it became {type(exc).__name__}")
                 raise slot.trip from exc
+            if slot.admitted and not slot.reported and isinstance(exc, Exception):
+                # The request was admitted but failed (5xx, timeout): release its reservation at once.
+                await self.breaker.amodel_failed(
+                    model=model_name(request_context.model), agent=_agent_name(ctx), error=exc
+                )
             raise
         finally:
             _MODEL_SLOT.reset(token)
@@ -139,11 +145,16 @@ class LoopGuardCapability(AbstractCapability[Any]):
             if slot is not None:
                 slot.trip = trip
             raise
+        if slot is not None:
+            slot.admitted = True
         return request_context
 
     async def after_model_request(
         self, ctx: RunContext[Any], *, request_context: Any, response: ModelResponse
     ) -> ModelResponse:
+        slot = _MODEL_SLOT.get()
+        if slot is not None:
+            slot.reported = True
         usage = response.usage
         name = response.model_name or model_name(request_context.model)
         await self.breaker.aafter_model(

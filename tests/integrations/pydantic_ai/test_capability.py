@@ -230,3 +230,27 @@ async def test_runaway_stopped_when_driving_the_run_node_by_node() -> None:
 
     assert info.value.reason == "loop"
     assert counter.count("lookup") == 2
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["run_sync", "run"])
+def test_failed_model_requests_release_their_reservation_and_the_error_reaches_the_caller(use_async: bool) -> None:
+    import asyncio
+
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    def overloaded(messages: list[object], info: AgentInfo) -> object:
+        raise ConnectionError("529 overloaded")
+
+    breaker = Breaker(max_tokens=600, isolate_runs=False)  # one budget across the retries
+    agent = Agent(FunctionModel(overloaded), capabilities=[LoopGuardCapability(breaker)])
+
+    def call() -> object:
+        settings = {"max_tokens": 400}
+        if use_async:
+            return asyncio.run(agent.run("hi", model_settings=settings))  # type: ignore[arg-type]
+        return agent.run_sync("hi", model_settings=settings)  # type: ignore[arg-type]
+
+    for _ in range(4):  # without the release, the second request would be refused (2 x 400 > 600)
+        with pytest.raises(ConnectionError):
+            call()
+    assert breaker.usage().tokens == 0
