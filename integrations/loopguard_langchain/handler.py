@@ -302,7 +302,12 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
-            self._models.pop(run_id, None)
+            entry = self._models.pop(run_id, None)
+        if entry is None:
+            return
+        model, agent, _, _, root = entry
+        with self._scope(root):  # an admitted call that failed: release its reservation at once
+            self.breaker.model_failed(model=model, agent=agent, error=error)
 
 
 def _usage(response: Any) -> tuple[int, int] | None:

@@ -260,3 +260,18 @@ def test_why_async_handlers_are_refused_langchain_swallows_them() -> None:
     agent = create_agent(ScriptedChatModel(script=[[RUNAWAY], "done"]), counted_tools(counter))
     agent.invoke(user(), config=cfg(NaiveAsyncGuard()))
     assert counter["lookup"] == 1
+
+
+def test_failed_model_calls_release_their_reservation_through_on_llm_error() -> None:
+
+    class Overloaded(ScriptedChatModel):
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            raise ConnectionError("529 overloaded")
+
+    breaker = Breaker(max_tokens=600, isolate_runs=False)  # one budget across the retries
+    handler = LoopGuardCallbackHandler(breaker)
+    agent = create_agent(Overloaded(max_tokens=400), [])
+    for _ in range(4):  # without the release, the second request would be refused (2 x 400 > 600)
+        with pytest.raises(ConnectionError):
+            agent.invoke(user("hi"), config={"callbacks": [handler]})
+    assert breaker.usage().tokens == 0
