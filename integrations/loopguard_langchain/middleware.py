@@ -23,13 +23,13 @@ from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import AIMessage, ToolMessage
-from langgraph.errors import GraphBubbleUp
 
 from loopguard_core import Breaker, LoopGuardTripped, LoopGuardWarning
 
-from ._common import agent_name, estimate_messages, message_digest_input, model_cap, model_name, tool_outcome, usage_of
+from ._common import agent_name, estimate_messages, message_digest_input, model_cap, model_name, usage_of
 from ._order import find_create_agent_list, order_problem
 from ._scope import InvocationRuns, current_invocation
+from ._tool_run import arun_and_report, run_and_report
 
 __all__ = ["LoopGuardMiddleware"]
 
@@ -157,16 +157,7 @@ class LoopGuardMiddleware(AgentMiddleware):
                 self.breaker.before_tool(name, args, agent=agent, call_id=call_id)
             except LoopGuardTripped as trip:
                 return self._tool_refused(trip, call)
-            try:
-                output = handler(request)
-            except GraphBubbleUp:  # an interrupt or a Command to a parent graph is control flow, not failure
-                raise
-            except Exception as exc:
-                self.breaker.after_tool(name, args, error=exc, agent=agent, call_id=call_id)
-                raise
-            result, error = tool_outcome(output)
-            self.breaker.after_tool(name, args, result=result, error=error, agent=agent, call_id=call_id)
-            return output
+            return run_and_report(self.breaker, name, args, agent, call_id, lambda: handler(request))
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         call = request.tool_call
@@ -178,16 +169,7 @@ class LoopGuardMiddleware(AgentMiddleware):
                 await self.breaker.abefore_tool(name, args, agent=agent, call_id=call_id)
             except LoopGuardTripped as trip:
                 return self._tool_refused(trip, call)
-            try:
-                output = await handler(request)
-            except GraphBubbleUp:
-                raise
-            except Exception as exc:
-                await self.breaker.aafter_tool(name, args, error=exc, agent=agent, call_id=call_id)
-                raise
-            result, error = tool_outcome(output)
-            await self.breaker.aafter_tool(name, args, result=result, error=error, agent=agent, call_id=call_id)
-            return output
+            return await arun_and_report(self.breaker, name, args, agent, call_id, lambda: handler(request))
 
     # -- model calls ------------------------------------------------------------------------------
     def _preflight_args(self, request: Any) -> dict[str, Any]:

@@ -19,12 +19,12 @@ import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt import ToolNode
 
 from loopguard_core import Breaker, LoopGuardTripped, LoopGuardWarning
-from loopguard_langchain._common import agent_name, tool_outcome
+from loopguard_langchain._common import agent_name
 from loopguard_langchain._scope import InvocationRuns, current_invocation
+from loopguard_langchain._tool_run import arun_and_report, run_and_report
 
 __all__ = ["GuardedToolNode", "guarded_tool_node"]
 
@@ -67,16 +67,7 @@ class _Guard:
             except LoopGuardTripped as trip:
                 self._stash(trip)
                 raise
-            try:
-                output = handler(request)
-            except GraphBubbleUp:
-                raise
-            except Exception as exc:
-                self.breaker.after_tool(name, args, error=exc, agent=agent, call_id=call_id)
-                raise
-            result, error = tool_outcome(output)
-            self.breaker.after_tool(name, args, result=result, error=error, agent=agent, call_id=call_id)
-            return output
+            return run_and_report(self.breaker, name, args, agent, call_id, lambda: handler(request))
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         name, args, call_id, agent, key = self._call(request)
@@ -86,16 +77,7 @@ class _Guard:
             except LoopGuardTripped as trip:
                 self._stash(trip)
                 raise
-            try:
-                output = await handler(request)
-            except GraphBubbleUp:
-                raise
-            except Exception as exc:
-                await self.breaker.aafter_tool(name, args, error=exc, agent=agent, call_id=call_id)
-                raise
-            result, error = tool_outcome(output)
-            await self.breaker.aafter_tool(name, args, result=result, error=error, agent=agent, call_id=call_id)
-            return output
+            return await arun_and_report(self.breaker, name, args, agent, call_id, lambda: handler(request))
 
 
 class GuardedToolNode(ToolNode):

@@ -1,0 +1,45 @@
+"""Run an admitted tool call and report its outcome to the breaker (shared by the middleware and ToolNode)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from langgraph.errors import GraphBubbleUp
+
+from loopguard_core import Breaker
+
+from ._common import tool_outcome
+
+__all__ = ["arun_and_report", "run_and_report"]
+
+
+def run_and_report(
+    breaker: Breaker, name: str, args: Any, agent: str | None, call_id: str | None, run: Callable[[], Any]
+) -> Any:
+    """Run the tool body; report its result or error (an interrupt is control flow, not a failure)."""
+    try:
+        output = run()
+    except GraphBubbleUp:
+        raise
+    except Exception as exc:
+        breaker.after_tool(name, args, error=exc, agent=agent, call_id=call_id)
+        raise
+    result, error = tool_outcome(output)
+    breaker.after_tool(name, args, result=result, error=error, agent=agent, call_id=call_id)
+    return output
+
+
+async def arun_and_report(
+    breaker: Breaker, name: str, args: Any, agent: str | None, call_id: str | None, run: Callable[[], Awaitable[Any]]
+) -> Any:
+    try:
+        output = await run()
+    except GraphBubbleUp:
+        raise
+    except Exception as exc:
+        await breaker.aafter_tool(name, args, error=exc, agent=agent, call_id=call_id)
+        raise
+    result, error = tool_outcome(output)
+    await breaker.aafter_tool(name, args, result=result, error=error, agent=agent, call_id=call_id)
+    return output
