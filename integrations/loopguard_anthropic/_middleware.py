@@ -16,12 +16,13 @@ Per request:
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
-from anthropic import Middleware
+from anthropic import AnthropicError, Middleware
 
 from loopguard_core import Breaker, LoopGuardTripped
 
@@ -253,34 +254,96 @@ def _message_steps(data: Mapping[str, Any]) -> list[ToolUse | Usage]:
 
 
 # -- streams: watch the decoded bytes as the SDK's Stream reads them ------------------------------------------
+#
+# The check runs inside the response's byte iterator, so the bytes that complete a refused call never pass.
+# From anthropic 2.17 the SDK's Stream wraps anything that iterator raises into APIConnectionError("Connection
+# error."), and it closes the response (in a ``finally``) while that wrapper propagates. So ``close`` puts the
+# guard's own exception back in its place. Older releases and raw readers (``iter_bytes``, ``read``) get it
+# directly, and then ``close`` leaves it alone.
+
+
+class _Raised:
+    """What the guard's check raised inside one response body, kept until ``close`` can restore it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+    def restore(self) -> None:
+        """Called by ``close``: if an SDK error that wraps the guard's error is propagating, raise the guard's."""
+        error, current = self.error, sys.exc_info()[1]
+        if error is None or not isinstance(current, AnthropicError) or not _caused_by(current, error):
+            return
+        self.error = None
+        raise error from None  # the wrapper was the SDK's reading of our raise, not a connection failure
+
+
+def _caused_by(error: BaseException, cause: BaseException) -> bool:
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if current is cause:
+            return True
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
 
 
 def _watch_sync(http: Any, apply: Callable[[list[ToolUse | Usage], StreamWatch], None]) -> None:
-    original = http.iter_bytes
-    watch = StreamWatch()
+    original_iter, original_close = http.iter_bytes, http.close
+    watch, raised = StreamWatch(), _Raised()
+
+    def check(steps: list[ToolUse | Usage]) -> None:
+        try:
+            apply(steps, watch)
+        except Exception as exc:
+            raised.error = exc
+            raise
 
     def iter_bytes(chunk_size: int | None = None) -> Iterator[bytes]:
-        with contextlib.closing(original(chunk_size)) as chunks:
+        with contextlib.closing(original_iter(chunk_size)) as chunks:
             for chunk in chunks:
-                apply(watch.feed(chunk), watch)  # may raise: the bytes that complete a refused call never pass
+                check(watch.feed(chunk))  # may raise: the bytes that complete a refused call never pass
                 yield chunk
-            apply(watch.finish(), watch)
+            check(watch.finish())
 
-    http.iter_bytes = iter_bytes  # this response only: every reader (Stream, iter_text, read) goes through it
+    def close() -> None:
+        original_close()
+        raised.restore()
+
+    # This response only: every reader (Stream, iter_text, read) goes through them.
+    http.iter_bytes = iter_bytes
+    http.close = close
 
 
-def _watch_async(http: Any, apply: Callable[[list[ToolUse | Usage], StreamWatch], Any]) -> None:
-    original = http.aiter_bytes
-    watch = StreamWatch()
+def _watch_async(http: Any, apply: Callable[[list[ToolUse | Usage], StreamWatch], Awaitable[None]]) -> None:
+    original_iter, original_close = http.aiter_bytes, http.aclose
+    watch, raised = StreamWatch(), _Raised()
+
+    async def check(steps: list[ToolUse | Usage]) -> None:
+        try:
+            await apply(steps, watch)
+        except Exception as exc:
+            raised.error = exc
+            raise
 
     async def aiter_bytes(chunk_size: int | None = None) -> AsyncIterator[bytes]:
-        chunks = original(chunk_size)
+        chunks = original_iter(chunk_size)
         try:
             async for chunk in chunks:
-                await apply(watch.feed(chunk), watch)
+                await check(watch.feed(chunk))
                 yield chunk
-            await apply(watch.finish(), watch)
+            await check(watch.finish())
         finally:
             await chunks.aclose()
 
+    async def aclose() -> None:
+        await original_close()
+        raised.restore()
+
     http.aiter_bytes = aiter_bytes
+    http.aclose = aclose

@@ -6,7 +6,8 @@ When the script runs out it repeats ``loop`` (when set) up to ``cap`` replies, s
 as a wrong count rather than a hung test. ``"stream": true`` requests get server-sent events, one event per
 chunk, exactly as the API frames them (``chunk_size=7`` re-cuts them across event boundaries).
 ``errors=[529, ...]`` answers the first attempts with those statuses (``retry-after-ms: 1``), to exercise
-the SDK's retries.
+the SDK's retries. ``break_after=n`` drops every stream after ``n`` chunks with ``httpx2.ReadError`` (a
+connection lost mid-body).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class ScriptedAPI:
         usage: tuple[int, int] = (100, 20),
         errors: list[int] | None = None,
         chunk_size: int | None = None,
+        break_after: int | None = None,
     ) -> None:
         self.script = list(script or [])
         self.loop = loop
@@ -41,6 +43,7 @@ class ScriptedAPI:
         self.usage = usage
         self.errors = list(errors or [])
         self.chunk_size = chunk_size  # re-cut the event stream into chunks of this many bytes
+        self.break_after = break_after
         self.bodies: list[dict[str, Any]] = []  # every Messages request that reached the "API"
         self.http_attempts = 0
         self.counted = 0  # count_tokens calls
@@ -104,16 +107,25 @@ class ScriptedAPI:
             raw = b"".join(events)
             events = [raw[i : i + self.chunk_size] for i in range(0, len(raw), self.chunk_size)]
         headers = {"content-type": "text/event-stream"}
+        cut = self.break_after
+
+        def dropped() -> httpx2.ReadError:
+            return httpx2.ReadError("peer closed connection without sending complete message body", request=request)
+
         if async_:
 
             async def agen() -> AsyncIterator[bytes]:
-                for event in events:
+                for event in events[:cut]:
                     yield event
+                if cut is not None:
+                    raise dropped()
 
             return httpx2.Response(200, content=agen(), headers=headers)
 
         def gen() -> Iterator[bytes]:
-            yield from events
+            yield from events[:cut]
+            if cut is not None:
+                raise dropped()
 
         return httpx2.Response(200, content=gen(), headers=headers)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx2
 import pytest
 
 pytest.importorskip("anthropic", reason="needs the anthropic extra: pip install 'loopguard-core[anthropic]'")
 
+import anthropic
+
 from loopguard_anthropic import guard
-from loopguard_core import Breaker, BreakerState, LoopGuardTripped
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped, StoreError
 from tests.integrations.anthropic.fakes import MODEL, BodyCounter, ScriptedAPI
 
 SAME = ("lookup", {"q": "same"})
@@ -101,6 +104,7 @@ def test_runaway_refused_on_messages_stream_sync() -> None:
     with pytest.raises(LoopGuardTripped) as info:
         stream_loop(guard(api.client(), breaker), counter)
 
+    assert type(info.value) is LoopGuardTripped  # not the SDK's APIConnectionError wrapping it (anthropic>=2.17)
     assert info.value.reason == "loop"
     assert counter.count() == 2
     assert breaker.usage().tool_calls == 2
@@ -123,6 +127,7 @@ async def test_runaway_refused_on_messages_stream_async() -> None:
     with pytest.raises(LoopGuardTripped) as info:
         await async_agent_loop(guard(api.async_client(), breaker), counter, stream=True)
 
+    assert type(info.value) is LoopGuardTripped
     assert info.value.reason == "loop"
     assert counter.count() == 2
 
@@ -145,10 +150,107 @@ def test_raw_stream_true_never_delivers_the_refused_tool_use_block() -> None:
     api, breaker = ScriptedAPI([SAME, SAME, SAME]), Breaker()
     completed_tool_blocks: list[int] = []
 
-    with pytest.raises(LoopGuardTripped):
+    with pytest.raises(LoopGuardTripped) as info:
         raw_stream_loop(guard(api.client(), breaker), completed_tool_blocks)
 
+    assert type(info.value) is LoopGuardTripped
     assert completed_tool_blocks == [0, 1]  # the third block's content_block_stop was never handed over
+
+
+async def test_raw_stream_true_never_delivers_the_refused_tool_use_block_async() -> None:
+    api, breaker = ScriptedAPI([SAME, SAME, SAME]), Breaker()
+    client = guard(api.async_client(), breaker)
+    completed: list[int] = []
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+
+    async def loop() -> None:
+        for turn in range(3):
+            tool_id = None
+            async for event in await client.messages.create(
+                model=MODEL, max_tokens=256, messages=messages, stream=True
+            ):
+                if event.type == "content_block_start" and event.content_block.type == "tool_use":
+                    tool_id = event.content_block.id
+                if event.type == "content_block_stop":
+                    completed.append(turn)
+            messages.append({"role": "assistant", "content": [{"type": "tool_use", "id": tool_id, **_call(SAME)}]})
+            result = {"type": "tool_result", "tool_use_id": tool_id, "content": "x"}
+            messages.append({"role": "user", "content": [result]})
+
+    with pytest.raises(LoopGuardTripped) as info:
+        await loop()
+
+    assert type(info.value) is LoopGuardTripped
+    assert info.value.reason == "loop"
+    assert completed == [0, 1]
+
+
+def test_raw_bytes_readers_get_the_trip_too() -> None:
+    # with_streaming_response hands over the HTTP body itself: the refusal is raised while it is read.
+    api, breaker = ScriptedAPI(loop=SAME, chunk_size=7), Breaker(max_tool_calls=1)
+    client = guard(api.client(), breaker)
+    lines: list[str] = []
+
+    def read(turn: int) -> None:
+        with client.messages.with_streaming_response.create(
+            model=MODEL, max_tokens=256, messages=[{"role": "user", "content": f"go {turn}"}], stream=True
+        ) as response:
+            lines.extend(response.iter_lines())
+
+    read(0)
+    with pytest.raises(LoopGuardTripped) as info:
+        read(1)
+
+    assert type(info.value) is LoopGuardTripped
+    assert info.value.reason == "tool_ceiling"
+    assert sum('"content_block_stop"' in line for line in lines) == 1  # only the admitted call's block
+
+
+def test_a_stream_dropped_mid_body_stays_the_sdks_error() -> None:
+    # Only the guard's own exception is put back: a real failure to read the body is not a trip.
+    api, breaker = ScriptedAPI([SAME], break_after=3), Breaker()
+    client = guard(api.client(), breaker)
+
+    with (
+        pytest.raises((anthropic.APIConnectionError, httpx2.ReadError)) as info,  # the SDK wraps it from 2.17
+        client.messages.stream(model=MODEL, max_tokens=256, messages=[{"role": "user", "content": "go"}]) as events,
+    ):
+        events.get_final_message()
+
+    assert not isinstance(info.value, LoopGuardTripped)
+    assert breaker.state is BreakerState.CLOSED
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_a_guard_error_mid_stream_reaches_the_caller_as_itself(
+    monkeypatch: pytest.MonkeyPatch, use_async: bool
+) -> None:
+    # Not only trips: any error of the check (here a shared store going away) is the guard's, not a lost connection.
+    api, breaker = ScriptedAPI([SAME]), Breaker()
+    unreachable = StoreError("store unreachable")
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise unreachable
+
+    async def afail(*args: Any, **kwargs: Any) -> None:
+        raise unreachable
+
+    monkeypatch.setattr(breaker, "before_tool", fail)
+    monkeypatch.setattr(breaker, "abefore_tool", afail)
+    request: dict[str, Any] = {"model": MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": "go"}]}
+
+    async def read() -> None:
+        if use_async:
+            async with guard(api.async_client(), breaker).messages.stream(**request) as stream:
+                await stream.get_final_message()
+        else:
+            with guard(api.client(), breaker).messages.stream(**request) as events:
+                events.get_final_message()
+
+    with pytest.raises(StoreError) as info:
+        await read()
+
+    assert info.value is unreachable
 
 
 def _call(step: tuple[str, dict[str, Any]]) -> dict[str, Any]:

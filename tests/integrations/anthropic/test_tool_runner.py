@@ -61,7 +61,8 @@ def test_tool_runner_iteration_is_stopped_too() -> None:
     assert counter.count() == 2
 
 
-def test_streaming_tool_runner_with_eager_tools_never_runs_the_refused_call() -> None:
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "after-message"])
+def test_streaming_tool_runner_never_runs_the_refused_call(eager: bool) -> None:
     # run_tools_eagerly runs each tool as soon as the stream moves past its block: the check is per block.
     api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
     client = guard(api.client(), breaker)
@@ -71,7 +72,7 @@ def test_streaming_tool_runner_with_eager_tools_never_runs_the_refused_call() ->
         messages=PROMPT,
         tools=[lookup_tool(counter)],
         stream=True,
-        run_tools_eagerly=True,
+        run_tools_eagerly=eager,
     )
 
     def read_every_event() -> None:
@@ -82,6 +83,35 @@ def test_streaming_tool_runner_with_eager_tools_never_runs_the_refused_call() ->
     with pytest.raises(LoopGuardTripped) as info:
         read_every_event()
 
+    assert type(info.value) is LoopGuardTripped  # not the SDK's APIConnectionError wrapping it (anthropic>=2.17)
+    assert info.value.reason == "loop"
+    assert counter.count() == 2
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "after-message"])
+async def test_async_streaming_tool_runner_never_runs_the_refused_call(eager: bool) -> None:
+    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+    client = guard(api.async_client(), breaker)
+
+    @beta_async_tool
+    async def lookup(q: str) -> str:
+        """Look something up."""
+        counter.hit("lookup", q)
+        return "nothing new"
+
+    runner = client.beta.messages.tool_runner(
+        model=MODEL, max_tokens=256, messages=PROMPT, tools=[lookup], stream=True, run_tools_eagerly=eager
+    )
+
+    async def read_every_event() -> None:
+        async for stream in runner:
+            async for _event in stream:
+                pass
+
+    with pytest.raises(LoopGuardTripped) as info:
+        await read_every_event()
+
+    assert type(info.value) is LoopGuardTripped
     assert info.value.reason == "loop"
     assert counter.count() == 2
 
