@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from . import end_to_end, overhead, scale
+from . import end_to_end, overhead, real_traces, scale
 from ._corpus import REPO_ROOT, CorpusError
 from ._cost import MODEL, TOKENS_IN, TOKENS_OUT, usd_per_turn
 from ._report import write_report
@@ -51,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="quick mode (< 60 s) for CI")
     parser.add_argument("--docs", action="store_true", help="with --smoke: still write docs/benchmarks.md")
-    parser.add_argument("--corpus", help="public scenario corpus (default: $LOOPGUARD_SCENARIOS or ../shared/...)")
+    parser.add_argument(
+        "--corpus", help="public scenario corpus (default: $LOOPGUARD_SCENARIOS or tests/data/tool_call_scenarios.json)"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -60,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "platform": platform.platform(),
         "command": "python -m benchmarks" + (" --smoke" if args.smoke else ""),
     }
+    print("real traces ...", flush=True)
+    results["real_traces"] = real_traces.run(smoke=args.smoke)
     try:
         print("detection ...", flush=True)
         results["detection"] = _detection(args.corpus, own=not args.smoke)

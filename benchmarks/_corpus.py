@@ -60,14 +60,9 @@ class Case:
 
 
 def default_public_corpus(override: str | None = None) -> Path:
-    """``--corpus``, else ``$LOOPGUARD_SCENARIOS``, else ``../shared/scenarios/...`` beside the repo
-    (or a copy in ``tests/data/``)."""
+    """``--corpus``, else ``$LOOPGUARD_SCENARIOS``, else the copy kept in ``tests/data/``."""
     raw = override or os.environ.get(ENV_VAR)
-    if raw:
-        path = Path(raw)
-    else:
-        candidates = [REPO_ROOT.parent / "shared" / "scenarios" / _PUBLIC, REPO_ROOT / "tests" / "data" / _PUBLIC]
-        path = next((c for c in candidates if c.is_file()), candidates[0])
+    path = Path(raw) if raw else REPO_ROOT / "tests" / "data" / _PUBLIC
     if not path.is_file():
         raise CorpusError(
             f"scenario corpus not found at {path}; pass --corpus PATH or set {ENV_VAR}=PATH "

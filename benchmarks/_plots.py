@@ -17,6 +17,8 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    if results.get("real_traces"):
+        written.append(_plot_real(results["real_traces"], out, plt))
 
     summaries = results["detection"]["summaries"]
     labels = [textwrap.fill(s["label"], 22, break_long_words=False) for s in summaries]
@@ -137,3 +139,40 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
     return written
+
+
+def _plot_real(real: dict[str, Any], out: Path, plt: Any) -> Path:
+    """Runaways refused by their deadline and legit runs refused, per detector and real corpus."""
+    available = [d for d in real["detectors"] if not d["unavailable"]]
+    corpora = list(real["corpora"].items())
+    fig, axes = plt.subplots(1, 2, figsize=(14, 1.2 + 0.9 * len(available) * len(corpora)), sharey=True)
+    labels, caught, refused, caught_text, refused_text = [], [], [], [], []
+    for name, corpus in corpora:
+        for d in available:
+            r = corpus["results"][d["key"]]
+            labels.append(f"{d['label']}\n{name} corpus")
+            caught.append(100 * r["caught_by_deadline"] / max(r["runaways"], 1))
+            refused.append(100 * r["false_refusals"] / max(r["legit"], 1))
+            caught_text.append(f"{r['caught_by_deadline']}/{r['runaways']}")
+            refused_text.append(f"{r['false_refusals']}/{r['legit']}")
+    y = list(range(len(labels)))
+    colors = ["#2a9d8f" if "loopguard" in label else "#8d99ae" for label in labels]
+    for ax, values, texts, title in (
+        (axes[0], caught, caught_text, "runaways refused by their deadline (higher is better)"),
+        (axes[1], refused, refused_text, "legitimate runs refused (lower is better)"),
+    ):
+        ax.barh(y, values, color=colors)
+        for yi, value, text in zip(y, values, texts):
+            ax.text(value + 1, yi, text, va="center", fontsize=9)
+        ax.set_xlim(0, 115)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("%")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, labels, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle("Loop detection on real agent trajectories (each detector on its defaults)")
+    fig.tight_layout()
+    path = out / "real_traces.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,9 +1,12 @@
 """Write the project's detection corpus, ``benchmarks/corpus/families.json`` (deterministic, no randomness).
 
 ``python -m benchmarks.make_corpus`` regenerates it. Each scenario says what it models (``about``), which
-family it belongs to, and for a runaway the deadline (``trip_by``) by which a guard should refuse it:
-``2 * L + 2`` for a cycle of length L (as the public corpus's A-B oscillation), ``useful + 2`` for an
-exact repeat after useful work, ``useful + 5`` for a failure streak. Legit scenarios must never be refused.
+family it belongs to, and for a runaway the deadline (``trip_by``) by which a guard should refuse it, by the
+rule the real-trace corpus was labelled with (benchmarks/corpus/real/README.md): the call completing the
+4th occurrence of the repeating unit, ``4 * L`` for a cycle of length L and ``useful + 4`` for an exact
+repeat after useful work (before December 2026 these were the 3rd occurrence: ``2 * L + 2``, ``useful + 3``;
+real agents legitimately repeat a call three times and move on), ``useful + 5`` for a failure streak.
+Legit scenarios must never be refused.
 
 The corpus predates loopguard's paraphrase, stall and status-poll rules and was not changed to suit them;
 :func:`stress_legit` adds the legitimate work those rules could mistake for a loop (the rules were revised
@@ -47,7 +50,7 @@ def runaways() -> list[dict[str, Any]]:
                 "longer cycles",
                 f"A cycle of {length} reads, each returning the same file again and again.",
                 _cycle(paths, 30 // length + 1)[:30],
-                trip_by=2 * length + 2,
+                trip_by=4 * length,
             )
         )
     phrasings = [
@@ -79,7 +82,7 @@ def runaways() -> list[dict[str, Any]]:
             "pagination past the end",
             "Five pages of data, then the agent asks for page 6 again and again: always empty.",
             pages + [c("list_orders", {"page": 6}, []) for _ in range(20)],
-            trip_by=8,
+            trip_by=9,
         )
     )
     out.append(
@@ -141,7 +144,7 @@ def runaways() -> list[dict[str, Any]]:
             "exact repeats",
             "Twenty useful searches, then one search repeated: a count limit set above 20 sees nothing.",
             prefix + [c("web_search", {"q": "summary of the report"}, "no new results") for _ in range(20)],
-            trip_by=23,
+            trip_by=24,
         )
     )
     out.append(
@@ -156,7 +159,7 @@ def runaways() -> list[dict[str, Any]]:
                 else c("write_file", {"path": "app.py", "content": "v0"}, "ok")
                 for i in range(24)
             ],
-            trip_by=6,
+            trip_by=8,
         )
     )
     agents = ["planner", "researcher", "writer"]
@@ -171,7 +174,7 @@ def runaways() -> list[dict[str, Any]]:
             "multi-agent",
             "Three agents hand the same task round in a circle.",
             handoff,
-            trip_by=8,
+            trip_by=12,
             useful=3,
         )
     )
@@ -183,7 +186,7 @@ def runaways() -> list[dict[str, Any]]:
             "multi-agent",
             "Four agents take turns making the same lookup.",
             [c("kb_search", {"q": "refund policy"}, "policy v3", agent=four[i % 4]) for i in range(24)],
-            trip_by=3,
+            trip_by=4,
         )
     )
     return out

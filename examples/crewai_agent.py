@@ -1,4 +1,4 @@
-"""A CrewAI agent that keeps searching for the same order, stopped by loopguard before the third search.
+"""A CrewAI agent that keeps searching for the same order, stopped by loopguard before the fourth search.
 
     python examples/crewai_agent.py
 

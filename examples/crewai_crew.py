@@ -3,7 +3,7 @@
     python examples/crewai_crew.py [LEDGER_PATH]
 
 Triage keeps delegating ticket T-1 to billing, billing keeps answering "that is a triage matter". Neither
-agent loops on its own, but the crew does. One breaker across the crew sees the third identical hand-off
+agent loops on its own, but the crew does. One breaker across the crew sees the fourth identical hand-off
 and refuses it; the ledger (SQLite, hash-chained) attributes every call to the agent that made it.
 
 No API key needed (scripted models). With ANTHROPIC_API_KEY (or OPENAI_API_KEY) set, real models play both

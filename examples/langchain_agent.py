@@ -1,4 +1,4 @@
-"""A LangChain v1 agent that keeps searching for the same thing, stopped by loopguard before the third search.
+"""A LangChain v1 agent that keeps searching for the same thing, stopped by loopguard before the fourth search.
 
     python examples/langchain_agent.py
 
@@ -74,7 +74,7 @@ def main() -> dict[str, Any]:
     question = {"messages": [{"role": "user", "content": "Find ACME's lost order and tell me where it is."}]}
     report: dict[str, Any] = {}
 
-    # 1. Middleware, raising: the third identical search is refused before it runs.
+    # 1. Middleware, raising: the fourth identical search is refused before it runs.
     searches = 0
     breaker = Breaker(max_tokens=50_000, max_turns=20)
     agent = create_agent(pick_model(), [search_orders], middleware=[LoopGuardMiddleware(breaker)], name="support")

@@ -2,8 +2,8 @@
 
     python examples/langgraph_multi_agent.py
 
-The researcher searches twice and hands over; the writer repeats the same search, and its first repeat is the
-third identical call of the run: refused, attributed to the writer, with the tool body run only twice.
+The researcher searches three times and hands over; the writer repeats the same search, and its first repeat is
+the fourth identical call of the run: refused, attributed to the writer, with the tool body run only three times.
 No API key needed (scripted models).
 """
 
@@ -67,7 +67,7 @@ def main() -> dict[str, Any]:
     searches.clear()
     breaker = Breaker(max_tokens=100_000)
     guard = LoopGuardMiddleware(breaker)  # one instance, first in both agents' middleware lists
-    researcher = create_agent(ScriptedModel(searches=2), [web_search], middleware=[guard], name="researcher")
+    researcher = create_agent(ScriptedModel(searches=3), [web_search], middleware=[guard], name="researcher")
     writer = create_agent(ScriptedModel(), [web_search], middleware=[guard], name="writer")
     graph = StateGraph(MessagesState)
     graph.add_node("researcher", researcher)

@@ -1,4 +1,4 @@
-"""A Pydantic AI agent that keeps searching for the same thing, stopped by loopguard before the third search.
+"""A Pydantic AI agent that keeps searching for the same thing, stopped by loopguard before the fourth search.
 
     python examples/pydantic_ai_agent.py
 

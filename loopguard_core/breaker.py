@@ -11,7 +11,9 @@ Typical use::
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
 import uuid
 import warnings
@@ -20,19 +22,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .clock import Clock, SystemClock
+from .detection import FAILED, ToolSemantics, masked_digest
+from .detection._observe import ProseWords, RunTail, outcome_flags, request_facts
 from .errors import LoopGuardTripped, LoopGuardWarning
-from .limits import Limits, LoopDetection, usd_to_micros
+from .limits import MODES, Limits, LoopDetection, usd_to_micros
 from .runs import RunHandle, RunRegistry
-from .signatures import (
-    call_signature,
-    canonical_text,
-    is_empty_result,
-    is_informative,
-    outcome_digest,
-    question_words,
-    request_shape,
-    says_in_progress,
-)
+from .signatures import call_signature, canonical_text
 from .state import BreakerState
 from .stores import MemoryStore, Store, store_from_url
 from .stores.base import ModelRequest, ModelUsage, RunKey, RunSnapshot, ToolOutcome, ToolRequest, Verdict
@@ -46,6 +41,7 @@ logger.addHandler(logging.NullHandler())  # a library leaves handler choice to t
 TripCallback = Callable[[LoopGuardTripped], object]
 StateCallback = Callable[[BreakerState, BreakerState, str], object]
 _MAX_PENDING = 4_096
+_MAX_TAILS = 1_024
 
 
 def _callbacks(name: str, value: object) -> tuple[Callable[..., object], ...]:
@@ -81,6 +77,11 @@ class Breaker:
 
     Limits are keyword-only and optional; ``None`` means no limit. Loop detection and a five-failure
     streak rule are on by default; no budget ceiling applies unless you set one.
+
+    ``mode="observe"`` checks everything and refuses nothing: what would have been refused is logged,
+    written to the ledger (``breach_reason="observed:<reason>"``) and handed to ``on_observe`` callbacks (a
+    :class:`LoopGuardTripped` that is not raised, ``facts["observe"] is True``). A loop-detection policy or
+    a single detector may set its own mode (``LoopDetection(mode="observe")`` keeps budgets enforced).
     """
 
     def __init__(
@@ -105,7 +106,9 @@ class Breaker:
         clock: Clock | None = None,
         on_trip: TripCallback | Iterable[TripCallback] | None = None,
         on_state_change: StateCallback | Iterable[StateCallback] | None = None,
+        on_observe: TripCallback | Iterable[TripCallback] | None = None,
         ledger_failure: str = "raise",
+        mode: str = "enforce",
     ) -> None:
         if isinstance(loop_detection, bool):
             loop = LoopDetection(enabled=loop_detection)
@@ -113,6 +116,8 @@ class Breaker:
             loop = loop_detection
         else:
             raise TypeError(f"loop_detection must be a bool or a LoopDetection, got {loop_detection!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'enforce' or 'observe', got {mode!r}")
         self.limits = Limits(
             max_turns=max_turns,
             max_tokens=max_tokens,
@@ -124,6 +129,7 @@ class Breaker:
             output_reserve_tokens=output_reserve_tokens,
             recovery_seconds=recovery_seconds,
             loop=loop,
+            mode=mode,
         )
         if store is None:
             store = MemoryStore()
@@ -162,12 +168,78 @@ class Breaker:
         self._ledger_failure = ledger_failure
         self._on_trip = _callbacks("on_trip", on_trip)
         self._on_state_change = _callbacks("on_state_change", on_state_change)
+        self._on_observe = _callbacks("on_observe", on_observe)
         # Breakers that name the same scope share one run (and one ledger session) unless told otherwise.
         self._runs = RunRegistry(session_id or scope or uuid.uuid4().hex)
         self._pending: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._pending_lock = threading.Lock()
-        self._signatures: dict[object, tuple[str, str, Any]] = {}
+        self._signatures: dict[object, tuple[ToolRequest, Any]] = {}
         self._unpriced: set[str] = set()
+        self._declared: dict[str, ToolSemantics] = {}
+        self._semantics: dict[str, ToolSemantics] = {}
+        # Per run: the last call, to judge the next against it (see RunTail); raw values stay in this process.
+        self._tails: OrderedDict[RunKey, RunTail] = OrderedDict()
+        # Free-text words reach the store only as hashes keyed with this (shared by the store's processes).
+        key = getattr(store, "digest_key", None)
+        self._prose = ProseWords(key if isinstance(key, bytes) and key else os.urandom(16))
+
+    def add_listener(
+        self,
+        *,
+        on_trip: TripCallback | None = None,
+        on_observe: TripCallback | None = None,
+        on_state_change: StateCallback | None = None,
+    ) -> None:
+        """Register one more callback after construction (a replay, a test, an alert sink)."""
+        if on_trip is not None:
+            self._on_trip = (*self._on_trip, *_callbacks("on_trip", on_trip))
+        if on_observe is not None:
+            self._on_observe = (*self._on_observe, *_callbacks("on_observe", on_observe))
+        if on_state_change is not None:
+            self._on_state_change = (*self._on_state_change, *_callbacks("on_state_change", on_state_change))
+
+    # -- tool semantics -----------------------------------------------------------------------------
+    def declare_tool(
+        self, name: str, semantics: ToolSemantics | Mapping[str, Any] | None = None, **facts: bool
+    ) -> None:
+        """Tell loop detection what a tool is, from what the framework carries: MCP annotations, tool metadata
+        (adapters call this when they first see a tool). ``LoopDetection(tools=...)`` still wins, field by field.
+
+        ``breaker.declare_tool("wait_for_deploy", poll=True)``,
+        ``breaker.declare_tool(tool.name, tool.metadata)`` (MCP ``readOnlyHint``... or ``{"loopguard": {...}}``).
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"declare_tool needs the tool's name (a non-empty str), got {name!r}")
+        if semantics is None:
+            declared = ToolSemantics()
+        elif isinstance(semantics, ToolSemantics):
+            declared = semantics
+        elif isinstance(semantics, Mapping):
+            declared = ToolSemantics.from_metadata(semantics)
+        else:
+            raise TypeError(f"semantics must be a ToolSemantics or a metadata mapping, got {type(semantics).__name__}")
+        if facts:
+            declared = ToolSemantics(**facts).over(declared)
+        with self._pending_lock:
+            if len(self._declared) >= 4_096:  # tool names can come from models: bounded
+                self._declared.clear()
+            self._declared[name] = declared
+            self._semantics.pop(name, None)
+
+    def tool_semantics(self, name: str) -> ToolSemantics:
+        """What loop detection knows about ``name``: your declarations, then the framework's, then the name."""
+        known = self._semantics.get(name)
+        if known is None:
+            loop = self.limits.loop
+            known = loop.semantics(name)
+            runtime = self._declared.get(name)
+            if runtime is not None:
+                declared = loop.tools.get(name)
+                known = runtime.over(known) if declared is None else declared.over(runtime.over(known))
+            if len(self._semantics) >= 4_096:
+                self._semantics.clear()
+            self._semantics[name] = known
+        return known
 
     # -- runs -------------------------------------------------------------------------------------
     @property
@@ -189,7 +261,10 @@ class Breaker:
         return self.run(run_id).open()
 
     def _forget_run(self, run_id: str) -> None:
-        self._store.drop(RunKey(self.scope, run_id))
+        run = RunKey(self.scope, run_id)
+        self._store.drop(run)
+        with self._pending_lock:
+            self._tails.pop(run, None)
 
     def _key(self) -> RunKey:
         return RunKey(self.scope, self._runs.current())
@@ -235,8 +310,9 @@ class Breaker:
         call_id: str | None = None,
     ) -> None:
         """Report what a tool call returned (or how it failed). Never raises a trip."""
-        outcome = self._tool_outcome(tool, args, result, error, call_id)
-        verdict = self._store.record_tool(self._key(), outcome, self.limits)
+        run = self._key()
+        outcome = self._tool_outcome(tool, args, result, error, call_id, run)
+        verdict = self._store.record_tool(run, outcome, self.limits)
         self._after_tool_record(verdict, outcome, args, agent)
 
     async def aafter_tool(
@@ -249,53 +325,77 @@ class Breaker:
         agent: str | None = None,
         call_id: str | None = None,
     ) -> None:
-        outcome = self._tool_outcome(tool, args, result, error, call_id)
-        verdict = await self._astore("arecord_tool", "record_tool", outcome)
+        run = self._key()
+        outcome = self._tool_outcome(tool, args, result, error, call_id, run)
+        verdict = await self._astore("arecord_tool", "record_tool", outcome, run)
         self._after_tool_record(verdict, outcome, args, agent)
 
     def _tool_request(self, tool: str, args: Any, agent: str | None, call_id: str | None) -> ToolRequest:
         name = _tool_name(tool)
         loop = self.limits.loop
         signature = call_signature(name, args, loose=loop.loose_matching)
-        words = question_words(args) if loop.similarity is not None else ""
-        return ToolRequest(name, signature, self.clock.monotonic(), call_id, agent, words)
+        if not loop.enabled or name in loop.exempt_tools:
+            return ToolRequest(name, signature, self.clock.monotonic(), call_id, agent)
+        shape, poll = request_facts(name, args, self.tool_semantics(name))
+        prose = None if loop.paraphrase_similarity is None else functools.partial(self._prose, args)
+        return ToolRequest(name, signature, self.clock.monotonic(), call_id, agent, shape, frozenset(), poll, prose)
 
     def _after_tool_admission(self, verdict: Verdict, request: ToolRequest, args: Any) -> None:
         self._announce(verdict)
+        if verdict.observed and not verdict.duplicate:
+            self._observed(verdict, agent=request.agent, tool=request.tool, args=args)
         if not verdict.admitted:
             self._trip(verdict, agent=request.agent, tool=request.tool, args=args)
         if not verdict.duplicate:
             self._mark_start(("tool", request.call_id or request.signature, ""), request.now)
-            # Remember the admission's signature so after_tool need not canonicalise the args again: by call
+            # Remember the admission's request so after_tool need not canonicalise the args again: by call
             # id, or else by the identity of the args object itself (kept alive here, so the id stays its own).
             key = request.call_id if request.call_id is not None else (request.tool, id(args))
             with self._pending_lock:
-                self._signatures[key] = (request.signature, request.words, args)
+                self._signatures[key] = (request, args)
                 if len(self._signatures) > _MAX_PENDING:
                     self._signatures.pop(next(iter(self._signatures)))
 
-    def _tool_outcome(self, tool: str, args: Any, result: Any, error: Any, call_id: str | None) -> ToolOutcome:
+    def _tool_outcome(
+        self, tool: str, args: Any, result: Any, error: Any, call_id: str | None, run: RunKey
+    ) -> ToolOutcome:
         name = _tool_name(tool)
         loop = self.limits.loop
         key = call_id if call_id is not None else (name, id(args))
         with self._pending_lock:
             known = self._signatures.pop(key, None)
-        if known is not None and (call_id is not None or known[2] is args):
-            signature, words = known[0], known[1]
+        if known is not None and (call_id is not None or known[1] is args):
+            request = known[0]
         else:
-            signature = call_signature(name, args, loose=loop.loose_matching)
-            words = question_words(args) if loop.similarity is not None else ""
+            request = self._tool_request(name, args, None, call_id)
         failed = error is not None and error is not False
-        empty = not failed and is_empty_result(result)
-        # Only empty answers need it; "" (no paging parameter) never counts toward a stall.
-        shape = request_shape(name, args) if empty else ""
-        digest = outcome_digest(result, error)
-        # Paraphrase detection compares answers: an uninformative one ("Yes.") proves nothing, so skip it.
-        if words and (failed or not is_informative(result)):
-            words = ""
-        waiting = not failed and says_in_progress(result)
+        digest = masked_digest(result, error)
+        flags, words = 0, request.words
+        if loop.enabled and name not in loop.exempt_tools:
+            semantics = self.tool_semantics(name)
+            flags = outcome_flags(name, args, result, error, semantics)
+            similarity = loop.paraphrase_similarity
+            prose = self._prose if similarity is not None else None
+            with self._pending_lock:
+                tail = self._tails.get(run)
+                if tail is None:
+                    tail = self._tails[run] = RunTail()
+                    if len(self._tails) > _MAX_TAILS:
+                        self._tails.popitem(last=False)
+                extra, words = tail.observe(
+                    name,
+                    request.signature,
+                    digest,
+                    args,
+                    error if failed else result,
+                    bool(flags & FAILED),
+                    bool(semantics.paging),
+                    prose,
+                    similarity or 1.0,
+                )
+            flags |= extra
         now = self.clock.monotonic()
-        return ToolOutcome(name, signature, digest, failed, now, call_id, empty, words, shape, waiting)
+        return ToolOutcome(name, request.signature, digest, failed, now, call_id, flags, request.shape, words)
 
     def _after_tool_record(self, verdict: Verdict, outcome: ToolOutcome, args: Any, agent: str | None) -> None:
         self._announce(verdict)
@@ -424,6 +524,8 @@ class Breaker:
 
     def _after_model_admission(self, verdict: Verdict, request: ModelRequest, agent: str | None) -> None:
         self._announce(verdict)
+        if verdict.observed and not verdict.duplicate:
+            self._observed(verdict, agent=agent)
         if not verdict.admitted:
             self._trip(verdict, agent=agent)
         if not verdict.duplicate:
@@ -526,6 +628,42 @@ class Breaker:
                 logger.exception("loopguard on_trip callback %r failed; the trip is raised anyway", callback)
         raise error
 
+    def _observed(self, verdict: Verdict, *, agent: str | None, tool: str | None = None, args: Any = None) -> None:
+        """What observe mode would have refused: logged, written to the ledger, handed to ``on_observe``."""
+        for reason, facts in verdict.observed:
+            full = dict(facts)
+            full.update(
+                terminal=False,
+                session_id=self._runs.current(),
+                scope=self.scope,
+                agent=agent if agent is not None else full.get("agent"),
+                observe=True,
+            )
+            if tool is not None:
+                full["tool"] = tool
+            note = LoopGuardTripped(reason, **full)
+            logger.warning(
+                "%s", note, extra={"loopguard_reason": reason, "loopguard_facts": full, "loopguard_observe": True}
+            )
+            if self.ledger is not None:
+                try:
+                    self._write(
+                        origin="breaker",
+                        turn=verdict.turn,
+                        agent=agent,
+                        tool=tool,
+                        input_text=canonical_text(args, loose=False) if tool is not None else "",
+                        passed=True,
+                        breach_reason=f"observed:{reason}",
+                    )
+                except Exception:
+                    logger.exception("loopguard could not write an observation to the ledger")
+            for callback in self._on_observe:
+                try:
+                    callback(note)
+                except Exception:
+                    logger.exception("loopguard on_observe callback %r failed", callback)
+
     def _announce(self, verdict: Verdict) -> None:
         for move in verdict.transitions:
             logger.info("loopguard breaker %s -> %s (%s)", move.source, move.target, move.reason)
@@ -545,13 +683,14 @@ class Breaker:
             logger.exception("loopguard could not write a %s row to the ledger", row.get("origin"))
 
     # -- bookkeeping ------------------------------------------------------------------------------
-    async def _astore(self, async_name: str, sync_name: str, payload: Any) -> Verdict:
+    async def _astore(self, async_name: str, sync_name: str, payload: Any, run: RunKey | None = None) -> Verdict:
+        key = self._key() if run is None else run
         method = getattr(self._store, async_name, None)
         if method is not None:
-            result: Verdict = await method(self._key(), payload, self.limits)
+            result: Verdict = await method(key, payload, self.limits)
             return result
         sync: Callable[..., Verdict] = getattr(self._store, sync_name)
-        return sync(self._key(), payload, self.limits)
+        return sync(key, payload, self.limits)
 
     def _mark_start(self, key: tuple[str, str, str], now: float) -> None:
         if self.ledger is None:  # durations are only recorded in the ledger

@@ -53,7 +53,9 @@ _ADVICE: Mapping[str, str] = MappingProxyType(
         "token_ceiling": "raise max_tokens, lower the request's max_tokens, or narrow the task",
         "cost_ceiling": "raise max_cost_usd or use a cheaper model",
         "tool_ceiling": "raise max_tool_calls / max_calls_per_tool or check why the agent needs so many calls",
-        "loop": "the agent repeated a call that keeps returning the same thing; change the prompt or tool",
+        "loop": "nothing new came back, so the next call would not bring anything new either: give the agent "
+        "what it lacks, change the request or the tool, or, if this tool may legitimately repeat, raise "
+        "LoopDetection(max_repeats_per_tool={...}) or declare it a poll",
         "failures": "the tool keeps failing; fix the tool or its credentials before retrying",
         "wall_clock": "raise max_seconds or narrow the task",
         "open": "the breaker is open after an earlier trip; wait for the recovery window or start a new run",
@@ -113,14 +115,20 @@ class LoopGuardTripped(LoopGuardError, RuntimeError):
 
     @staticmethod
     def _default_message(reason: str, facts: Mapping[str, Any]) -> str:
-        what = _WHAT.get(reason, "{reason}")
+        what = _RULES.get(str(facts.get("rule")), _WHAT.get(reason, "{reason}"))
         try:
             detail = what.format_map(_Facts(facts, reason=reason))
         except (ValueError, TypeError):  # a fact of an unexpected type: fall back, never fail here
             detail = reason
         where = f" (agent {facts['agent']!r})" if facts.get("agent") else ""
         advice = _ADVICE.get(reason, "inspect the run before continuing")
-        return f"loopguard refused the call [{reason}]{where}: {detail}; it was not made. To continue: {advice}."
+        rule = facts.get("rule")
+        label = f"{reason}/{rule}" if isinstance(rule, str) and rule != reason else reason
+        if facts.get("observe"):
+            return (
+                f"loopguard would have refused the call [{label}]{where}: {detail}; mode is 'observe', so it was made."
+            )
+        return f"loopguard refused the call [{label}]{where}: {detail}; it was not made. To continue: {advice}."
 
 
 class _Facts(dict[str, Any]):
@@ -129,6 +137,14 @@ class _Facts(dict[str, Any]):
     def __init__(self, facts: Mapping[str, Any], **extra: Any) -> None:
         super().__init__(facts)
         self.update(extra)
+        if "positions" in facts:
+            self["positions"] = _Calls(facts["positions"])
+        flying = facts.get("in_flight")
+        self["in_flight_note"] = f", and {flying} identical still in flight" if isinstance(flying, int) else ""
+        repeats = facts.get("repeats")
+        if isinstance(repeats, int):
+            self["repeats_th"] = _ordinal(repeats + 1)
+            self["passes_th"] = _ordinal(repeats + 1)
 
     def __missing__(self, key: str) -> str:
         return "?"
@@ -147,6 +163,43 @@ _WHAT: Mapping[str, str] = MappingProxyType(
         "wall_clock": "the run has taken {observed} s, over max_seconds={limit}",
         "open": "the breaker is open after an earlier {tripped_by} trip",
         "store_unavailable": "the breaker store {url} did not answer ({error}) and its failure policy is closed",
+    }
+)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+class _Calls:
+    """Renders call numbers for a message: '#4, #5, #6'."""
+
+    def __init__(self, positions: Any) -> None:
+        self.positions = positions
+
+    def __format__(self, spec: str) -> str:
+        try:
+            numbers = [f"#{int(p)}" for p in self.positions]
+        except (TypeError, ValueError):
+            return "?"
+        if len(numbers) > 6:  # a long streak: its first calls and its last ones say enough
+            numbers = [*numbers[:2], "…", *numbers[-3:]]
+        return ", ".join(numbers) or "none finished yet"
+
+
+# What each loop rule saw, by the calls' numbers in the run (never their arguments).
+_RULES: Mapping[str, str] = MappingProxyType(
+    {
+        "repeat": "call #{call} to {tool!r} would make the same request for the {repeats_th} time in a row "
+        "(calls {positions}{in_flight_note}; each answered the same, volatile numbers and ids masked; limit {limit})",
+        "cycle": "call #{call} to {tool!r} would complete the {passes_th} pass of a block of {period} calls that "
+        "already went round {repeats} times with the same answers (passes starting at calls {positions})",
+        "interleaved": "call #{call} to {tool!r} repeats calls {positions}, which got the same answer, and nothing "
+        "between them made progress (only failed, no-op or repeated calls; limit {limit})",
+        "paraphrase": "call #{call} to {tool!r} asks again, in other words, what calls {positions} asked, and "
+        "they all got the same answer (limit {limit})",
+        "empty_pages": "{tool!r} returned nothing for calls {positions}, the same request paged on (limit {limit})",
     }
 )
 

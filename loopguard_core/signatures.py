@@ -6,9 +6,9 @@ NaN, multi-megabyte strings). Everything here is total: it never raises on a val
 only on the size of the value, never on the length of the session.
 
 ``loose`` folding (the default for loop detection) treats as equal what a person would call the same
-request: key order, letter case, surrounding/inner whitespace, ``1`` vs ``1.0``, and the word order and
-filler words of free text ("best practices for X" == "X best practices"). It can only ever merge calls
-whose *results* are also identical before they count as a loop, which is what keeps it safe.
+request: key order, letter case, surrounding/inner whitespace, ``1`` vs ``1.0``. Word order is kept: in a
+shell command, a query or code, order is meaning (``cp a b`` is not ``cp b a``); the same question asked in
+other words is the paraphrase detector's business, and only for natural-language text.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from .detection._text import says_in_progress
 
 __all__ = [
     "call_signature",
@@ -55,19 +57,25 @@ def _fold_text(text: str, loose: bool) -> str:
         return text
     if len(text) <= _FREE_TEXT_MAX:
         return _fold_short(text)
-    return " ".join(text.casefold().split())
+    return _fold(text)
 
 
 @functools.lru_cache(maxsize=8192)
 def _fold_short(text: str) -> str:
     # Agents in a loop send the same strings again and again: caching makes the repeat cheap.
-    folded = " ".join(text.casefold().split())
-    if " " in folded:
-        words = _WORD.findall(folded)
-        if len(words) >= 3:
-            content = sorted({w for w in words if w not in _STOPWORDS}) or sorted(set(words))
-            return "w:" + " ".join(content)
-    return folded
+    return _fold(text)
+
+
+_SPACES = re.compile(r"[ \t\f\v]+")
+
+
+def _fold(text: str) -> str:
+    """Case folded, every run of spaces one space; line breaks are kept: whether a line is indented is
+    meaning in code (the same edit de-indented is another edit), how wide the indentation is mostly is not."""
+    text = text.strip().casefold()
+    if "\n" not in text and "\r" not in text:
+        return " ".join(text.split())
+    return "\n".join(_SPACES.sub(" ", line).rstrip() for line in text.splitlines())
 
 
 class _Encoder:
@@ -296,24 +304,7 @@ def request_shape(tool: str, args: Any) -> str:
     return call_signature(tool, masked)
 
 
-_IN_PROGRESS = re.compile(
-    r"\b(queued|pending|running|in[ _-]progress|processing|waiting|starting|scheduled|building|deploying|"
-    r"provisioning|not (?:yet )?ready|not (?:yet )?done|not finished|still)\b"
-)
 _INFORMATIVE_CHARS = 24
-
-
-def says_in_progress(result: Any) -> bool:
-    """True for a short status answer saying work is still under way ("running", "in progress", ...).
-
-    Polling until such an answer changes is waiting, not looping, so these outcomes get poll patience
-    whatever the tool is called.
-    """
-    # A status, not data that mentions one: "running", "build-18: in progress (step 3/7)" qualify,
-    # "account 42: balance 0, last refund pending" does not.
-    if not isinstance(result, str) or len(result) > 48 or len(result.split()) > 6:
-        return False
-    return _IN_PROGRESS.search(result.casefold()) is not None
 
 
 def is_informative(result: Any) -> bool:

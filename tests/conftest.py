@@ -1,4 +1,4 @@
-"""Shared fixtures: a fake clock, and the path of the public scenario corpus."""
+"""Shared fixtures: a fake clock, and the path of the synthetic scenario corpus."""
 
 from __future__ import annotations
 
@@ -13,17 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def scenarios_path() -> Path:
-    """The public corpus lives in ../shared beside the repo; LOOPGUARD_SCENARIOS overrides it."""
+    """The synthetic scenario corpus, kept in the repository (LOOPGUARD_SCENARIOS overrides it)."""
     env = os.environ.get("LOOPGUARD_SCENARIOS")
-    if env:
-        return Path(env)
-    for candidate in (
-        REPO.parent / "shared" / "scenarios" / "tool_call_scenarios.json",
-        REPO / "tests" / "data" / "tool_call_scenarios.json",
-    ):
-        if candidate.exists():
-            return candidate
-    return REPO.parent / "shared" / "scenarios" / "tool_call_scenarios.json"
+    return Path(env) if env else REPO / "tests" / "data" / "tool_call_scenarios.json"
 
 
 @pytest.fixture

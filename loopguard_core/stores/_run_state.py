@@ -1,17 +1,20 @@
 """The decision rules of one run, as plain Python over a plain state object.
 
-This is the reference semantics: the memory store runs it under a lock, and the Redis store's Lua
-scripts implement the same steps (the shared test-suite runs against both). Nothing here blocks,
-allocates per session length, or calls user code.
+Ceilings and the breaker's state machine are small exact arithmetic: the memory store runs them here
+under a lock and the Redis store's Lua scripts do the same steps atomically (the shared contract suite
+runs against both). Loop judgement is not here: it is the detectors' (``loopguard_core.detection``), run
+over the window this state keeps, the same Python code whichever store holds the window. Nothing here
+blocks, allocates per session length, or calls user code except the configured detectors.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Any
 
-from ..limits import Limits, LoopDetection
-from ..signatures import is_identifier
+from ..detection import Call, Step
+from ..detection._policy import finding_facts
+from ..limits import Limits
 from ..state import BreakerState, check_transition
 from .base import _NO_FACTS, ModelRequest, ModelUsage, RunSnapshot, ToolOutcome, ToolRequest, Transition, Verdict
 
@@ -20,21 +23,8 @@ __all__ = ["BUDGET_REASONS", "RunState"]
 #: Trips that end the run: no recovery window, no probe.
 BUDGET_REASONS = frozenset({"turn_ceiling", "token_ceiling", "cost_ceiling", "tool_ceiling", "wall_clock"})
 _IDEMPOTENCY_MEMORY = 4_096
-_RECENT_QUESTIONS = 8
-_MAX_RESERVATIONS = 1_024  # free-text requests remembered per tool for paraphrase detection
-
-
-# Per signature: (streak, inflight, last outcome). streak = identical outcomes in a row plus calls admitted
-# but not yet reported. Immutable tuples of atoms, so the garbage collector stops tracking them: a run with
-# a million signatures must not make every collection walk them.
-_Signature = tuple[int, int, "str | None", bool]  # (..., waiting: the last answer said "in progress")
-_NEW_SIGNATURE: _Signature = (0, 0, None, False)
-
-
-def _word_sets(words: str) -> tuple[frozenset[str], frozenset[str]]:
-    """The words of a question and the numbers among them (see signatures.question_words)."""
-    split = frozenset(words.split())
-    return split, frozenset(w for w in split if is_identifier(w))
+_MAX_RESERVATIONS = 1_024
+_NO_OBSERVED: tuple[tuple[str, Any], ...] = ()
 
 
 class RunState:
@@ -55,10 +45,12 @@ class RunState:
         self.tool_calls = 0
         self.trips = 0
         self.calls_per_tool: dict[str, int] = {}
-        self.failures: dict[str, int] = {}
-        self.empties: dict[str, tuple[str, int]] = {}  # tool -> (request shape, empty answers in a row)
-        self.recent: dict[str, deque[tuple[frozenset[str], frozenset[str], str]]] = {}
-        self.signatures: OrderedDict[str, _Signature] = OrderedDict()
+        # tool -> (failures in a row with the same error, that error's digest)
+        self.failures: dict[str, tuple[int, str]] = {}
+        # The run's recent finished tool calls, oldest first (what the loop detectors judge), and the calls
+        # admitted but not yet reported: signature -> their call numbers, oldest first.
+        self.window: list[Step] = []
+        self.inflight: dict[str, list[int]] = {}
         # Model calls admitted but not yet reported hold their projection, so concurrent callers cannot
         # each take the last unit of a budget: reservation id -> (tokens, micro-USD, expires at).
         self.reservations: dict[str, tuple[int, int, float]] = {}
@@ -142,33 +134,53 @@ class RunState:
             facts: dict[str, Any] = {"tripped_by": self.trip_reason, "probe_in_flight": True, "tool": tool}
             return self._remember(key, Verdict(False, "open", False, facts, tuple(moves), self.turns))
 
+        observed = _NO_OBSERVED
         refusal = self._tool_refusal(req, limits, half_open)
         if refusal is not None:
             reason, facts = refusal
             facts["tool"], facts["agent"] = tool, req.agent
-            return self._remember(key, self._trip(reason, now, moves, facts))
+            if not limits.observing:
+                return self._remember(key, self._trip(reason, now, moves, facts))
+            observed = ((reason, facts),)
+        loop = limits.loop
+        inflight = self.inflight
+        if req.signature not in inflight and len(inflight) >= loop.memory:
+            inflight.clear()  # callers that never report back: the in-flight memory starts over
+        if loop.enabled and tool not in loop.exempt_tools:
+            queued = inflight.get(req.signature)
+            call = Call(
+                self.tool_calls + 1, tool, req.signature, req.shape, req.words, req.poll, len(queued or ()), req.prose
+            )
+            finding, noted = loop.judge(self.window, call, limits.mode)
+            if noted:
+                observed += tuple(
+                    (f.reason, {**finding_facts(f, call), "tool": tool, "agent": req.agent}) for f in noted
+                )
+            if finding is not None:
+                facts = finding_facts(finding, call)
+                facts["tool"], facts["agent"] = tool, req.agent
+                return self._remember(key, self._trip(finding.reason, now, moves, facts))
 
         # Admit and count.
         self.tool_calls += 1
         self.calls_per_tool[tool] = self.calls_per_tool.get(tool, 0) + 1
-        signatures = self.signatures
-        streak, inflight, last, waiting = signatures.get(req.signature, _NEW_SIGNATURE)
-        if streak or inflight or last is not None:
-            signatures.move_to_end(req.signature)
-        # Counted as a repeat until its outcome shows otherwise (pre-flight-only callers still catch loops).
-        signatures[req.signature] = (streak + 1, inflight + 1, last, waiting)
-        if len(signatures) > limits.loop.memory:
-            signatures.popitem(last=False)
+        queued = inflight.get(req.signature)
+        if queued is None:
+            inflight[req.signature] = [self.tool_calls]
+        else:
+            queued.append(self.tool_calls)
         probe = False
         if half_open:
             self.probe_key = req.call_id or req.signature
             self.probe_until = now + limits.recovery_seconds
             probe = True
-        verdict = Verdict(True, None, False, _NO_FACTS, tuple(moves) if moves else (), self.turns, probe)
+        verdict = Verdict(
+            True, None, False, _NO_FACTS, tuple(moves) if moves else (), self.turns, probe, False, observed
+        )
         return verdict if key is None else self._remember(key, verdict)
 
     def _tool_refusal(self, req: ToolRequest, limits: Limits, half_open: bool) -> tuple[str, dict[str, Any]] | None:
-        """Which rule, if any, refuses this tool call (reason and facts)."""
+        """Which ceiling or health rule, if any, refuses this tool call (reason and facts)."""
         tool = req.tool
         over = self._wall_clock(req.now, limits)
         if over is not None:
@@ -187,40 +199,9 @@ class RunState:
         # A half-open probe may retry the failing tool: that is how recovery is tested.
         cap = limits.max_consecutive_failures
         if cap is not None and not half_open and self.failures:
-            failed = self.failures.get(tool, 0)
+            failed = self.failures.get(tool, (0, ""))[0]
             if failed >= cap:
                 return "failures", {"observed": failed, "limit": cap}
-        loop = limits.loop
-        if not loop.enabled or tool in loop.exempt_tools:
-            return None
-        sig = self.signatures.get(req.signature)
-        if sig is not None:
-            # An answer saying "still running" earns the same patience as a tool named like a status poll.
-            allowed = loop.repeats_allowed(tool, waiting=sig[3])
-            if sig[0] >= allowed:
-                return "loop", {"repeats": sig[0], "limit": allowed, "signature": req.signature}
-        if self.empties or (req.words and self.recent):
-            return self._no_progress(req, loop)
-        return None
-
-    def _no_progress(self, req: ToolRequest, loop: LoopDetection) -> tuple[str, dict[str, Any]] | None:
-        """Repeats that a signature cannot see: empty answers in a row, the same question reworded."""
-        empties = self.empties.get(req.tool, ("", 0))[1]
-        if loop.max_empty_results is not None and empties >= loop.max_empty_results:
-            return "stall", {"observed": empties, "limit": loop.max_empty_results}
-        threshold = loop.similarity
-        ring = self.recent.get(req.tool) if threshold is not None and req.words else None
-        if ring and threshold is not None:
-            allowed = loop.repeats_allowed(req.tool)
-            words, numbers = _word_sets(req.words)
-            answers = [
-                outcome
-                for seen_words, seen_numbers, outcome in reversed(ring)
-                # Identifiers name things (page 2, job 7, us-east-1): different ones are different questions.
-                if seen_numbers == numbers and len(words & seen_words) >= threshold * len(words | seen_words)
-            ][:allowed]
-            if len(answers) >= allowed and len(set(answers)) == 1:
-                return "loop", {"repeats": allowed, "limit": allowed, "similar": True}
         return None
 
     def record_tool(self, out: ToolOutcome, limits: Limits) -> Verdict:
@@ -228,30 +209,23 @@ class RunState:
         if key is not None and key in self.seen:
             return self._duplicate(key)
         moves: list[Transition] = []
-        sig = self.signatures.get(out.signature)
-        if sig is not None:
-            streak, inflight, last, _ = sig
-            inflight = max(0, inflight - 1)
-            if last != out.outcome:
-                # A new answer restarts the streak; identical calls still in flight (parallel tool calls)
-                # keep counting, so a burst of copies cannot slip past the limit together.
-                streak, last = 1 + inflight, out.outcome
-            self.signatures[out.signature] = (streak, inflight, last, out.in_progress)
+        queued = self.inflight.get(out.signature)
+        if queued:
+            seq = queued.pop(0)
+            if not queued:
+                del self.inflight[out.signature]
+        else:  # reported without an admission (or after its admission was forgotten)
+            seq = self.tool_calls
+        window = self.window
+        window.append(Step(seq, out.tool, out.signature, out.outcome, out.flags, out.shape, out.words))
+        if len(window) > limits.loop.window:
+            del window[: len(window) - limits.loop.window]
         if out.failed:
-            self.failures[out.tool] = self.failures.get(out.tool, 0) + 1
+            # The same error again and again is a broken tool; different errors are the agent trying things.
+            count, error = self.failures.get(out.tool, (0, ""))
+            self.failures[out.tool] = (count + 1 if error == out.outcome else 1, out.outcome)
         else:
             self.failures.pop(out.tool, None)
-        if out.empty and not out.failed and out.shape:
-            # Only the same request with another page/offset keeps the streak: paging into nothing.
-            shape, count = self.empties.get(out.tool, ("", 0))
-            self.empties[out.tool] = (out.shape, count + 1 if shape == out.shape else 1)
-        else:
-            self.empties.pop(out.tool, None)
-        if out.words:
-            ring = self.recent.get(out.tool)
-            if ring is None:
-                ring = self.recent[out.tool] = deque(maxlen=_RECENT_QUESTIONS)
-            ring.append((*_word_sets(out.words), out.outcome))
         is_probe = self.state is BreakerState.HALF_OPEN and self.probe_key in (out.call_id, out.signature)
         if is_probe:
             self.probe_key = None
@@ -277,24 +251,44 @@ class RunState:
         refused = self._gate(req.now, limits, moves)
         if refused is not None:
             return self._remember(key, refused)
-        over = self._wall_clock(req.now, limits)
-        if over is not None:
-            return self._remember(key, self._trip("wall_clock", req.now, moves, over))
-        facts: dict[str, Any]
-        if limits.max_turns is not None and self.turns + 1 > limits.max_turns:
-            facts = {"observed": self.turns + 1, "limit": limits.max_turns}
-            return self._remember(key, self._trip("turn_ceiling", req.now, moves, facts))
         if self.reservations:  # calls that never reported back give their reservation up
             for rid in [r for r, (_, _, expires) in self.reservations.items() if expires <= req.now]:
                 self._release(rid)
+        observed = _NO_OBSERVED
+        for reason, facts in self._model_refusals(req, limits):
+            if not limits.observing:
+                return self._remember(key, self._trip(reason, req.now, moves, facts))
+            observed += ((reason, facts),)
+        cap = limits.max_cost_micros
+        self.turns += 1
+        if reservation_seconds is not None and (limits.max_tokens is not None or cap is not None):
+            self._reservation_seq += 1
+            rid = "=" + req.call_id if req.call_id is not None else f"#{self._reservation_seq}"
+            self._release(rid)  # never two reservations under one id
+            self.reservations[rid] = (req.projected_tokens, req.projected_cost_micros, req.now + reservation_seconds)
+            self.reserved_tokens += req.projected_tokens
+            self.reserved_micros += req.projected_cost_micros
+            if len(self.reservations) > _MAX_RESERVATIONS:
+                self._release(next(iter(self.reservations)))
+        verdict = Verdict(True, None, False, _NO_FACTS, tuple(moves), self.turns, False, False, observed)
+        return self._remember(key, verdict)
+
+    def _model_refusals(self, req: ModelRequest, limits: Limits) -> list[tuple[str, dict[str, Any]]]:
+        """Every ceiling this model call would break, in the order they are enforced (reason, facts)."""
+        broken: list[tuple[str, dict[str, Any]]] = []
+        over = self._wall_clock(req.now, limits)
+        if over is not None:
+            broken.append(("wall_clock", over))
+        if limits.max_turns is not None and self.turns + 1 > limits.max_turns:
+            broken.append(("turn_ceiling", {"observed": self.turns + 1, "limit": limits.max_turns}))
         # Every call spends at least one token: at the ceiling exactly, the next call must be refused.
         if limits.max_tokens is not None:
             projected = self.tokens + self.reserved_tokens + max(req.projected_tokens, 1)
             if projected > limits.max_tokens:
-                facts = {"observed": projected, "limit": limits.max_tokens, "spent": self.tokens}
+                facts: dict[str, Any] = {"observed": projected, "limit": limits.max_tokens, "spent": self.tokens}
                 if self.reserved_tokens:
                     facts["in_flight"] = self.reserved_tokens
-                return self._remember(key, self._trip("token_ceiling", req.now, moves, facts))
+                broken.append(("token_ceiling", facts))
         cap = limits.max_cost_micros
         if cap is not None:
             projected = self.cost_micros + self.reserved_micros + max(req.projected_cost_micros, 1)
@@ -306,18 +300,8 @@ class RunState:
                 }
                 if self.reserved_micros:
                     facts["in_flight"] = self.reserved_micros / 1_000_000
-                return self._remember(key, self._trip("cost_ceiling", req.now, moves, facts))
-        self.turns += 1
-        if reservation_seconds is not None and (limits.max_tokens is not None or cap is not None):
-            self._reservation_seq += 1
-            rid = "=" + req.call_id if req.call_id is not None else f"#{self._reservation_seq}"
-            self._release(rid)  # never two reservations under one id
-            self.reservations[rid] = (req.projected_tokens, req.projected_cost_micros, req.now + reservation_seconds)
-            self.reserved_tokens += req.projected_tokens
-            self.reserved_micros += req.projected_cost_micros
-            if len(self.reservations) > _MAX_RESERVATIONS:
-                self._release(next(iter(self.reservations)))
-        return self._remember(key, Verdict(True, None, False, _NO_FACTS, tuple(moves), self.turns))
+                broken.append(("cost_ceiling", facts))
+        return broken
 
     def _release(self, rid: str) -> None:
         held = self.reservations.pop(rid, None)
@@ -370,9 +354,8 @@ class RunState:
         self.opened_at = None
         self.probe_key = None
         self.failures.clear()
-        self.empties.clear()
-        self.recent.clear()
-        self.signatures.clear()
+        self.window.clear()
+        self.inflight.clear()
         # A call refused before the reset may be retried with the same id after it (e.g. a human approved it).
         for key in [k for k, v in self.seen.items() if not v.admitted]:
             del self.seen[key]

@@ -7,7 +7,7 @@ computes signatures and prices before calling; the store only compares and count
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -39,30 +39,34 @@ class RunKey(NamedTuple):
 
 class ToolRequest(NamedTuple):
     tool: str
+    #: the call's signature: its tool and canonical arguments (``call_signature``)
     signature: str
     now: float
     call_id: str | None = None
     agent: str | None = None
-    #: content words of the request's free text (see signatures.question_words), "" when it has none
-    words: str = ""
+    #: the request with its paging parameter masked (``request_shape``), "" when it has none
+    shape: str = ""
+    #: keyed hashes of the content words of a natural-language request (see detection), empty when none
+    words: frozenset[int] = frozenset()
+    #: the tool reports a status (poll patience)
+    poll: bool = False
+    #: computes ``words`` on demand, in the caller's process (the paraphrase detector asks only when needed)
+    prose: Callable[[], frozenset[int]] | None = None
 
 
 class ToolOutcome(NamedTuple):
     tool: str
     signature: str
+    #: digest of the outcome with volatile values masked (``detection.masked_digest``)
     outcome: str
+    #: the tool raised or reported an error through the error channel (counts toward the failure streak)
     failed: bool
     now: float
     call_id: str | None = None
-    #: the call succeeded with an empty answer ([] / {} / "" / "null"; None is "no return value", not empty)
-    empty: bool = False
-    #: content words of the request's free text, "" when it has none
-    words: str = ""
-    #: for an empty answer: the request's signature with every number masked ("page 6" == "page 7"),
-    #: so only the same request with another page/offset counts toward a stall
+    #: loop-detection flags of the finished call (``detection.FAILED``, ``NOOP``, ``STALE``, ...)
+    flags: int = 0
     shape: str = ""
-    #: the answer says work is still under way ("running", "in progress"): poll patience applies
-    in_progress: bool = False
+    words: frozenset[int] = frozenset()
 
 
 class ModelRequest(NamedTuple):
@@ -104,6 +108,8 @@ class Verdict(NamedTuple):
     turn: int = 0
     probe: bool = False
     duplicate: bool = False
+    #: what the checks would have refused but only observed (mode "observe"): (reason, facts) pairs
+    observed: tuple[tuple[str, Mapping[str, Any]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,17 @@
 
 Each step (admit or record a tool or model call, reset) is one Lua script run with EVALSHA: one round
 trip that decides and records atomically, so two workers can never both take the last unit of a
-budget. The scripts ship as package data (``stores/lua``) and mirror :mod:`._run_state` rule for rule.
+budget. The scripts ship as package data (``stores/lua``) and mirror :mod:`._run_state`'s ceilings and
+state machine step for step. Loop judgement is written once, in Python (:mod:`loopguard_core.detection`):
+a tool admission hands back the run's window of finished calls (digests only, appended atomically by
+``record_tool``), the detectors judge it here, and only a refusal costs a second round trip
+(``refuse_tool``: the admission is taken back and the breaker trips).
 
 - Idempotent per call id: a retried request gets the first verdict back and never counts twice.
 - Money is integer micro-USD; time is Redis ``TIME`` (one clock for every host), not the caller's.
 - Keys share one hash tag per run, ``{lg:<scope>:<run>}``, so a Redis Cluster keeps a run in one slot.
-- Loop memory is bounded (``LoopDetection.memory`` signatures, 4,096 call ids) and every key expires
+- Loop memory is bounded (``LoopDetection.window`` steps, ``LoopDetection.memory`` signatures in
+  flight, 4,096 call ids) and every key expires
   about ``ttl_seconds`` after the run's last write (the TTL is set when a key is created and refreshed
   every ``ttl_seconds / 64``), so finished runs do not accumulate.
 - The HALF_OPEN probe is a reservation with an expiry: exactly one caller probes; if it never reports,
@@ -23,8 +28,10 @@ debit is never re-sent blindly); ``failure_policy="open"`` admits it and logs a 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import os
 import re
 import struct
 import threading
@@ -37,6 +44,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._extras import require
+from ..detection import Call, Finding, Step, pack_step, unpack_step
+from ..detection._policy import finding_facts
 from ..errors import StoreError
 from ..limits import Limits
 from ..state import BreakerState
@@ -46,8 +55,8 @@ __all__ = ["RedisStore", "key_pattern", "redact_url"]
 
 logger = logging.getLogger("loopguard.stores.redis")
 
-_STEPS = ("admit_tool", "record_tool", "admit_model", "record_model", "reset", "snapshot")
-_SUFFIXES = (":h", ":lru", ":seenq", ":res", ":resmin")
+_STEPS = ("admit_tool", "record_tool", "refuse_tool", "admit_model", "record_model", "reset", "snapshot")
+_SUFFIXES = (":h", ":seenq", ":res", ":resmin", ":w", ":p")
 _STATES = {"c": BreakerState.CLOSED, "o": BreakerState.OPEN, "h": BreakerState.HALF_OPEN}
 _POLICIES = ("closed", "open")
 _CLOCKS = ("server", "request")
@@ -106,6 +115,18 @@ def _msgpack(values: Sequence[int | float | None]) -> bytes:
     return bytes(out)
 
 
+def _hex(value: str, size: int) -> str:
+    """``value`` as ``size`` bytes of hex: the breaker's digests pass through, any other string is hashed
+    (a store may be driven directly, with readable signatures)."""
+    if len(value) == 2 * size:
+        try:
+            bytes.fromhex(value)
+            return value.lower()
+        except ValueError:
+            pass
+    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=size).hexdigest()
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -137,7 +158,7 @@ class _LimitArgs:
     """The configuration argument of each script for one Limits object, computed once (per tool for
     tool calls): ttl and limits as one msgpack argument instead of a dozen to encode per call."""
 
-    __slots__ = ("limits", "model", "tools", "ttl")
+    __slots__ = ("limits", "model", "record", "tools", "ttl")
 
     def __init__(self, limits: Limits, ttl_ms: int, reservation_us: int | None) -> None:
         self.limits, self.ttl = limits, ttl_ms
@@ -152,8 +173,10 @@ class _LimitArgs:
                 _us(limits.recovery_seconds),
                 None if limits.max_seconds is None else _us(limits.max_seconds),
                 reservation_us if reserve else None,
+                1 if limits.observing else 0,
             )
         )
+        self.record = _msgpack((ttl_ms, limits.loop.window if limits.loop.enabled else None))
 
     def tool(self, name: str) -> bytes:
         config = self.tools.get(name)
@@ -166,13 +189,12 @@ class _LimitArgs:
                     limits.max_tool_calls,
                     limits.max_calls_per_tool.get(name),
                     limits.max_consecutive_failures,
-                    loop.repeats_allowed(name) if checked else None,
-                    loop.repeats_allowed(name, waiting=True),
-                    loop.memory,
+                    1 if checked else 0,
                     _us(limits.recovery_seconds),
                     None if limits.max_seconds is None else _us(limits.max_seconds),
-                    loop.max_empty_results,
-                    None if loop.similarity is None else float(loop.similarity),
+                    1 if limits.observing else 0,
+                    loop.window,
+                    loop.memory,
                 )
             )
             if len(self.tools) < 4_096:  # tool names come from models: keep the cache bounded
@@ -194,8 +216,10 @@ class RedisStore:
     answered by the policy without trying Redis again (default 1 s; 0 retries every call);
     ``reservation_seconds`` after which a model call that never reported back releases its reservation
     (default 600); ``namespace`` of the keys (default ``lg``); ``clock`` ``"server"`` (Redis TIME) or
-    ``"request"`` (the breaker's injected clock; for tests with a FakeClock, single host only).
-    Other keyword arguments go to ``redis.Redis.from_url``.
+    ``"request"`` (the breaker's injected clock; for tests with a FakeClock, single host only);
+    ``digest_key`` (default ``$LOOPGUARD_DIGEST_KEY``): the key of the word hashes kept for the paraphrase rule,
+    shared by the processes of a scope (without one, each process keys its own). Other keyword arguments go to
+    ``redis.Redis.from_url``.
     """
 
     def __init__(
@@ -211,6 +235,7 @@ class RedisStore:
         reservation_seconds: float | None = 600.0,
         namespace: str = "lg",
         clock: str = "server",
+        digest_key: str | bytes | None = None,
         **redis_options: Any,
     ) -> None:
         if not isinstance(url, str) or "://" not in url:
@@ -238,6 +263,15 @@ class RedisStore:
             raise ValueError(f"reservation_seconds must be > 0 or None, got {reservation_seconds!r}")
         if not isinstance(namespace, str) or not namespace:
             raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
+        if digest_key is None:
+            digest_key = os.environ.get("LOOPGUARD_DIGEST_KEY") or None
+        if digest_key is not None and (not isinstance(digest_key, (str, bytes)) or not digest_key):
+            raise ValueError("digest_key must be a non-empty str or bytes (or None)")
+        # The key of the word hashes the loop detectors keep (never stored in Redis): processes that share a
+        # scope should share it, so a question reworded by one process is recognised by another.
+        self.digest_key: bytes | None = (
+            None if digest_key is None else digest_key.encode() if isinstance(digest_key, str) else digest_key
+        )
         self._redis = require("redis", extra="redis", purpose="The Redis breaker store")
         exceptions = require("redis.exceptions", extra="redis", purpose="The Redis breaker store")
         self._errors: tuple[type[BaseException], ...] = (exceptions.RedisError, OSError)
@@ -333,23 +367,38 @@ class RedisStore:
         call_id = "" if request.call_id is None else "=" + request.call_id
         agent = "" if request.agent is None else "=" + request.agent
         config = self._args_for(limits).tool(request.tool)
-        return (self._clock(request.now), config, call_id, request.tool, request.signature, agent, request.words)
+        return (self._clock(request.now), config, call_id, request.tool, request.signature, agent)
 
-    def _outcome_argv(self, outcome: ToolOutcome) -> tuple[str | bytes, ...]:
+    def _outcome_argv(self, outcome: ToolOutcome, limits: Limits) -> tuple[str | bytes, ...]:
         call_id = "" if outcome.call_id is None else "=" + outcome.call_id
-        failed = "1" if outcome.failed else "0"
+        shape = outcome.shape and _hex(outcome.shape, 16)
+        action, digest = _hex(outcome.signature, 16), _hex(outcome.outcome, 8)
+        step = Step(0, outcome.tool, action, digest, outcome.flags, shape, outcome.words)
         return (
             self._clock(outcome.now),
-            self._ttl,
+            self._args_for(limits).record,
             call_id,
             outcome.tool,
             outcome.signature,
+            "1" if outcome.failed else "0",
+            pack_step(step)[4:],  # the script puts the call's number in front
             outcome.outcome,
-            failed,
-            "1" if outcome.empty else "0",
-            "1" if outcome.in_progress else "0",
-            outcome.words,
-            outcome.shape,
+        )
+
+    def _refuse_argv(self, request: ToolRequest, finding: Finding, facts: dict[str, Any]) -> tuple[str | bytes, ...]:
+        call_id = "" if request.call_id is None else "=" + request.call_id
+        agent = "" if request.agent is None else "=" + request.agent
+        return (
+            self._clock(request.now),
+            self._ttl,
+            call_id,
+            request.tool,
+            request.signature,
+            agent,
+            finding.reason,
+            str(finding.limit),
+            str(facts["observed"]) if "observed" in facts else "",
+            json.dumps(facts, default=str),
         )
 
     def _model_argv(self, request: ModelRequest, limits: Limits) -> tuple[str | bytes, ...]:
@@ -465,23 +514,48 @@ class RedisStore:
                 base = {"tool": tool, "agent": agent[1:] if agent else None}
         moves = () if duplicate else _transitions(_text(raw[5]))
         turn, probe = _int(raw[3]), not duplicate and _int(raw[4]) == 1
-        if status == 1:
-            return Verdict(True, None, False, _NO_FACTS, moves, turn, probe, duplicate)
+        if status in (1, 3):
+            noted = _observed(raw[6] if len(raw) > 6 else b"", limits, base, signature)
+            return Verdict(True, None, False, _NO_FACTS, moves, turn, probe, duplicate, noted)
         terminal = _int(raw[2]) == 1
         reason, facts = _facts(_text(raw[1]), list(raw[6:]), terminal, limits, base, signature)
         return Verdict(False, reason, terminal, facts, moves, turn, False, duplicate)
 
-    # -- the Store protocol ------------------------------------------------------------------------
+    def _judgement(self, raw: Any, request: ToolRequest, limits: Limits) -> tuple[Verdict, Finding | None, Call]:
+        """An admission that carries the run's window: what the detectors say about it."""
+        base = {"tool": request.tool, "agent": request.agent}
+        verdict = self._verdict(raw, limits, base, request.signature)
+        action, shape = _hex(request.signature, 16), request.shape and _hex(request.shape, 16)
+        call = Call(_int(raw[7]), request.tool, action, shape, request.words, request.poll, _int(raw[8]), request.prose)
+        window = [unpack_step(bytes(item)) for item in raw[9:]]
+        finding, noted = limits.loop.judge(window, call, limits.mode)
+        if noted:
+            extra = tuple((f.reason, {**finding_facts(f, call), "signature": request.signature, **base}) for f in noted)
+            verdict = verdict._replace(observed=verdict.observed + extra)
+        return verdict, finding, call
+
+        # -- the Store protocol ------------------------------------------------------------------------
+
     def admit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict:
+        keys = self._run_keys(run)
         try:
-            raw = self._run("admit_tool", self._run_keys(run), self._tool_argv(request, limits))
+            raw = self._run("admit_tool", keys, self._tool_argv(request, limits))
+            if not isinstance(raw, list) or raw[0] != 3:
+                return self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+            verdict, finding, call = self._judgement(raw, request, limits)
+            if finding is None:
+                return verdict
+            facts = {**finding_facts(finding, call), "signature": request.signature}
+            facts.update(tool=request.tool, agent=request.agent)
+            raw = self._run("refuse_tool", keys, self._refuse_argv(request, finding, facts))
         except _Unavailable as exc:
             return self._unavailable("admit_tool", exc.error)
-        return self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+        refused = self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+        return refused._replace(transitions=verdict.transitions + refused.transitions, observed=verdict.observed)
 
     def record_tool(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict:
         try:
-            raw = self._run("record_tool", self._run_keys(run), self._outcome_argv(outcome))
+            raw = self._run("record_tool", self._run_keys(run), self._outcome_argv(outcome, limits))
         except _Unavailable as exc:
             return self._unavailable("record_tool", exc.error)
         return self._verdict(raw, limits, None)
@@ -524,17 +598,27 @@ class RedisStore:
 
     # -- async twins (redis.asyncio, same scripts) ---------------------------------------------------
     async def aadmit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict:
+        keys = self._run_keys(run)
         try:
-            raw = await self._arun("admit_tool", self._run_keys(run), self._tool_argv(request, limits))
+            raw = await self._arun("admit_tool", keys, self._tool_argv(request, limits))
+            if not isinstance(raw, list) or raw[0] != 3:
+                return self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+            verdict, finding, call = self._judgement(raw, request, limits)
+            if finding is None:
+                return verdict
+            facts = {**finding_facts(finding, call), "signature": request.signature}
+            facts.update(tool=request.tool, agent=request.agent)
+            raw = await self._arun("refuse_tool", keys, self._refuse_argv(request, finding, facts))
         except _NoAsync:
             return await asyncio.to_thread(self.admit_tool, run, request, limits)
         except _Unavailable as exc:
             return self._unavailable("admit_tool", exc.error)
-        return self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+        refused = self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+        return refused._replace(transitions=verdict.transitions + refused.transitions, observed=verdict.observed)
 
     async def arecord_tool(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict:
         try:
-            raw = await self._arun("record_tool", self._run_keys(run), self._outcome_argv(outcome))
+            raw = await self._arun("record_tool", self._run_keys(run), self._outcome_argv(outcome, limits))
         except _NoAsync:
             return await asyncio.to_thread(self.record_tool, run, outcome, limits)
         except _Unavailable as exc:
@@ -667,12 +751,8 @@ def _facts(
         facts = {**head, "observed": _int(observed), "limit": _int(limit), "applies_to": applies}
     elif reason == "failures":
         facts = {**head, "observed": _int(observed), "limit": _int(limit)}
-    elif reason == "loop" and len(extra) > 1:  # the same question in other words
-        facts = {**head, "repeats": _int(extra[0]), "limit": _int(limit), "similar": True}
-    elif reason == "loop":
-        facts = {**head, "repeats": _int(extra[0]), "limit": _int(limit), "signature": signature}
-    elif reason == "stall":
-        facts = {**head, "observed": _int(observed), "limit": _int(limit)}
+    elif len(extra) > 1 and _text(extra[0]) == "json":  # a detector's refusal: its facts as it built them
+        facts = {**head, **json.loads(_text(extra[1]))}
     elif reason == "turn_ceiling":
         facts = {"observed": _int(observed), "limit": _int(limit)}
     elif reason == "token_ceiling":
@@ -692,6 +772,23 @@ def _facts(
     return reason, facts
 
 
+def _observed(
+    raw: Any, limits: Limits, base: dict[str, Any] | None, signature: str
+) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    """What observe mode noted in a script: [[reason, limit, observed, extra...], ...] as JSON."""
+    text = _text(raw)
+    if not text:
+        return ()
+    noted = []
+    for reason, limit, observed, *extra in json.loads(text):
+        f = [limit if limit is not False else "", observed if observed is not False else "", *extra]
+        noted.append(_facts(reason, f, reason in _BUDGET, limits, base, signature))
+    return tuple(noted)
+
+
+_BUDGET = frozenset({"turn_ceiling", "token_ceiling", "cost_ceiling", "tool_ceiling", "wall_clock"})
+
+
 def _snapshot(raw: Any) -> RunSnapshot:
     st, term, tr, turns, tokens, cost, tool_calls, trips, started, opened, tools = raw
     flat = [_text(x) for x in tools or ()]
@@ -703,7 +800,8 @@ def _snapshot(raw: Any) -> RunSnapshot:
         tokens=_int(tokens or 0),
         cost_micros=_int(cost or 0),
         tool_calls=_int(tool_calls or 0),
-        calls_per_tool={flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)},
+        # A tool whose only call was refused after its admission counts 0: not a tool the run used.
+        calls_per_tool={flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2) if int(flat[i + 1])},
         trips=_int(trips or 0),
         started_at=_int(started) / _US if _text(started) else None,
         opened_at=_int(opened) / _US if _text(opened) else None,

@@ -21,12 +21,8 @@ PUBLIC = "tool_call_scenarios.json"
 @pytest.fixture
 def corpus() -> Path:
     env = os.environ.get("LOOPGUARD_SCENARIOS")
-    candidates = (
-        [Path(env)] if env else [REPO.parent / "shared" / "scenarios" / PUBLIC, REPO / "tests" / "data" / PUBLIC]
-    )
-    path = next((c for c in candidates if c.is_file()), candidates[0])
-    if not path.is_file():
-        pytest.skip(f"public scenario corpus not found at {path} (set LOOPGUARD_SCENARIOS)")
+    path = Path(env) if env else REPO / "tests" / "data" / PUBLIC
+    assert path.is_file(), f"scenario corpus not found at {path}"
     return path
 
 

@@ -18,7 +18,7 @@ def test_demo_stops_the_runaway_and_reports_savings(tmp_path: Path) -> None:
     report = run_demo(db_path=tmp_path / "demo.db", say=lines.append, frameworks=False)
     assert report.result.trip is not None
     assert report.result.trip.reason == "loop"
-    assert report.result.tool_calls == 2
+    assert report.result.tool_calls == 3
     assert report.saved_usd > 0.5
     text = "\n".join(lines)
     assert "stopped:   loop" in text

@@ -35,7 +35,7 @@ def test_a_finishing_run_executes_tools_and_succeeds() -> None:
     assert result.session_id == SPEC.session_id
 
 
-def test_a_runaway_is_stopped_before_the_third_identical_tool_body_runs() -> None:
+def test_a_runaway_is_stopped_before_the_fourth_identical_tool_body_runs() -> None:
     ran = []
     client = ScriptedClient([("lookup", {"email": "x@example.com"})] * 50)
     loop = AgentLoop(client, Breaker(), tools={"lookup": lambda email: ran.append(email) or "same"})
@@ -43,8 +43,8 @@ def test_a_runaway_is_stopped_before_the_third_identical_tool_body_runs() -> Non
     assert not result.success
     assert result.trip is not None
     assert result.breach_reason == "loop"
-    assert len(ran) == 2
-    assert len(client.requests) == 3  # the third model call happened; its tool call was refused
+    assert len(ran) == 3
+    assert len(client.requests) == 4  # the fourth model call happened; its tool call was refused
 
 
 def test_model_ceiling_stops_before_the_request_is_sent() -> None:

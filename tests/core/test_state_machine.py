@@ -22,7 +22,7 @@ def test_transition_table_rejects_every_move_not_listed() -> None:
 
 
 def loop_trip(breaker: Breaker) -> None:
-    for _ in range(2):
+    for _ in range(3):
         breaker.before_tool("search", {"q": "x"})
         breaker.after_tool("search", {"q": "x"}, result="same")
     with pytest.raises(LoopGuardTripped):
@@ -113,11 +113,11 @@ def test_reset_closes_by_hand() -> None:
 
 def test_a_call_refused_before_reset_may_be_retried_with_the_same_id_after_it() -> None:
     breaker = Breaker()
-    for n in range(2):
+    for n in range(3):
         breaker.before_tool("search", {"q": "x"}, call_id=f"c{n}")
         breaker.after_tool("search", {"q": "x"}, result="same", call_id=f"c{n}")
     with pytest.raises(LoopGuardTripped):
-        breaker.before_tool("search", {"q": "x"}, call_id="c2")
+        breaker.before_tool("search", {"q": "x"}, call_id="c3")
     breaker.reset()  # e.g. a person approved the call
-    breaker.before_tool("search", {"q": "x"}, call_id="c2")
+    breaker.before_tool("search", {"q": "x"}, call_id="c3")
     assert breaker.state is BreakerState.CLOSED

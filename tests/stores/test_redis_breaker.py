@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from loopguard_core import Breaker, BreakerState, LoopGuardTripped
 
-from .conftest import delete_scope, patient
+from .conftest import PATIENT, delete_scope, patient
 
 pytest.importorskip("redis", reason="needs the redis extra: pip install 'loopguard-core[redis]'")
 
@@ -23,17 +25,19 @@ def search(breaker: Breaker, query: str, result: str, body_runs: list[str]) -> s
 
 def test_two_breakers_naming_one_scope_are_one_breaker(redis_url: str, scope: str) -> None:
     trips: list[LoopGuardTripped] = []
-    worker_a = Breaker(max_turns=3, store=patient(redis_url), scope=scope, on_trip=trips.append)
-    worker_b = Breaker(max_turns=3, store=patient(redis_url), scope=scope)
+    worker_a = Breaker(max_turns=3, store=patient(redis_url), scope=scope)
+    worker_b = Breaker(max_turns=3, store=patient(redis_url), scope=scope, on_trip=trips.append)
     body_runs: list[str] = []
 
     search(worker_a, "weather in Paris", "no results", body_runs)
     search(worker_b, "weather in paris", "no results", body_runs)  # the same call, loosely matched
+    search(worker_a, "weather  in Paris ", "no results", body_runs)
     with pytest.raises(LoopGuardTripped) as caught:
-        search(worker_a, "Weather in Paris", "no results", body_runs)
-    assert caught.value.reason == "loop"
+        search(worker_b, "Weather in Paris", "no results", body_runs)
+    assert (caught.value.reason, caught.value.facts["rule"]) == ("loop", "repeat")
     assert caught.value.agent == "researcher"
-    assert body_runs == ["weather in Paris", "weather in paris"]  # the third body never ran
+    assert caught.value.facts["positions"] == [1, 2, 3]
+    assert body_runs == ["weather in Paris", "weather in paris", "weather  in Paris "]  # the 4th never ran
     assert trips == [caught.value]
     assert worker_b.state is BreakerState.OPEN  # one state for both
 
@@ -47,7 +51,7 @@ def test_two_breakers_naming_one_scope_are_one_breaker(redis_url: str, scope: st
         worker_a.before_model(max_output_tokens=100)
     assert (caught.value.reason, caught.value.terminal) == ("turn_ceiling", True)
     usage = worker_b.usage()
-    assert (usage.turns, usage.tokens, usage.tool_calls) == (3, 30, 2)
+    assert (usage.turns, usage.tokens, usage.tool_calls) == (3, 30, 3)
     assert worker_a.usage() == usage
 
 
@@ -92,3 +96,24 @@ def test_store_options_travel_in_the_url(redis_url: str, scope: str) -> None:
     closed = Breaker(store="redis://127.0.0.1:1/0", scope=scope)
     with pytest.raises(LoopGuardTripped, match="store_unavailable"):
         closed.before_tool("search", {"q": "x"})
+
+
+def test_no_argument_word_reaches_redis_and_a_shared_digest_key_joins_processes(
+    redis_url: str, scope: str, redis_client: Any
+) -> None:
+    secret = "lookup account sk-live-abc123 please"
+    reworded = ["please lookup account sk-live-abc123", "account sk-live-abc123 lookup please", secret]
+    from loopguard_core.stores.redis import RedisStore
+
+    one = Breaker(store=RedisStore(redis_url, digest_key="shared", **PATIENT), scope=scope)
+    two = Breaker(store=RedisStore(redis_url, digest_key="shared", **PATIENT), scope=scope)
+    answer = "three accounts matched: basic plan, premium plan and the enterprise plan"
+    for q in [secret, *reworded[:2]]:
+        one.before_tool("web_search", {"q": q})
+        one.after_tool("web_search", {"q": q}, result=answer)
+    with pytest.raises(LoopGuardTripped) as caught:  # reworded in another process: one key, one question
+        two.before_tool("web_search", {"q": "sk-live-abc123 account lookup please"})
+    assert caught.value.facts["rule"] == "paraphrase"
+    dump = b"".join(redis_client.dump(key) or b"" for key in redis_client.scan_iter(match=f"*{scope}*"))
+    for word in ("sk-live-abc123", "lookup", "account", "please", "premium"):
+        assert word.encode() not in dump

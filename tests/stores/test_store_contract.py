@@ -1,6 +1,7 @@
-"""The store contract: every rule of RunState behaves the same in every store.
+"""The store contract: every rule behaves the same in every store.
 
-Each test runs against MemoryStore (the reference) and RedisStore (the Lua scripts, on a real server).
+Each test runs against MemoryStore (the reference) and RedisStore (the Lua scripts for ceilings and state,
+the same Python detectors over the window Redis keeps, on a real server).
 The Redis store uses the request's clock here (``clock="request"``) so recovery windows and wall-clock
 limits are driven by hand, never by sleeping; test_redis_store.py covers Redis TIME.
 A final test replays long random call sequences through both stores and requires identical verdicts
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from loopguard_core.detection import EMPTY, SIMILAR, WAITING
 from loopguard_core.limits import Limits, LoopDetection
 from loopguard_core.state import BreakerState
 from loopguard_core.stores import MemoryStore, Store
@@ -50,9 +52,16 @@ class Run:
         self.now += seconds
 
     def tool(
-        self, tool: str = "search", sig: str | None = None, *, call_id: str | None = None, words: str = ""
+        self,
+        tool: str = "search",
+        sig: str | None = None,
+        *,
+        call_id: str | None = None,
+        words: frozenset[int] = frozenset(),
+        shape: str = "",
+        poll: bool = False,
     ) -> Verdict:
-        request = ToolRequest(tool, sig or f"{tool}()", self.now, call_id, "agent-a", words)
+        request = ToolRequest(tool, sig or f"{tool}()", self.now, call_id, "agent-a", shape, words, poll)
         return self.store.admit_tool(self.key, request, self.limits)
 
     def done(
@@ -63,14 +72,11 @@ class Run:
         *,
         failed: bool = False,
         call_id: str | None = None,
-        empty: bool = False,
-        words: str = "",
+        flags: int = 0,
+        words: frozenset[int] = frozenset(),
         shape: str = "",
-        in_progress: bool = False,
     ) -> Verdict:
-        out = ToolOutcome(
-            tool, sig or f"{tool}()", outcome, failed, self.now, call_id, empty, words, shape, in_progress
-        )
+        out = ToolOutcome(tool, sig or f"{tool}()", outcome, failed, self.now, call_id, flags, shape, words)
         return self.store.record_tool(self.key, out, self.limits)
 
     def call(
@@ -179,13 +185,22 @@ def test_wall_clock_allows_the_limit_exactly(store: Store, scope: str) -> None:
 
 
 # -- loops -------------------------------------------------------------------------------------------
-def test_same_call_same_result_is_refused_on_the_third_try(store: Store, scope: str) -> None:
+def test_same_call_same_result_is_refused_on_the_fourth_try(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits())
-    assert run.call("search", "q=x", "nothing").admitted
-    assert run.call("search", "q=x", "nothing").admitted
+    for _ in range(3):
+        assert run.call("search", "q=x", "nothing").admitted
     refused = run.tool("search", "q=x")
     assert (refused.reason, refused.terminal) == ("loop", False)
-    assert refused.facts == {"tool": "search", "agent": "agent-a", "repeats": 2, "limit": 2, "signature": "q=x"}
+    assert refused.facts == {
+        "tool": "search",
+        "agent": "agent-a",
+        "rule": "repeat",
+        "repeats": 3,
+        "limit": 3,
+        "positions": [1, 2, 3],
+        "call": 4,
+        "signature": "q=x",
+    }
 
 
 def test_a_repeat_that_returns_something_new_is_progress(store: Store, scope: str) -> None:
@@ -194,40 +209,69 @@ def test_a_repeat_that_returns_something_new_is_progress(store: Store, scope: st
         assert run.call("run_tests", "pytest", f"{12 - i} failed").admitted
 
 
+def test_a_call_repeated_with_work_in_between_is_not_a_loop(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits())
+    for i in range(8):  # rerun, then a new edit that went through: the rerun's answer may stay the same
+        assert run.call("run", "reproduce.py", "Traceback: KeyError").admitted
+        assert run.call("edit", f"fix {i}", "File updated").admitted
+
+
+def test_a_block_that_comes_round_with_the_same_answers_is_a_cycle(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits())
+    for _ in range(3):
+        assert run.call("read", "a.py", "A").admitted
+        assert run.call("read", "b.py", "B").admitted
+    assert run.call("read", "a.py", "A").admitted
+    refused = run.tool("read", "b.py")
+    assert (refused.reason, refused.facts["rule"], refused.facts["period"]) == ("loop", "cycle", 2)
+    assert (refused.facts["positions"], refused.facts["call"]) == ([1, 3, 5], 8)
+
+
+def test_the_same_call_between_failed_calls_is_a_loop(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits())
+    for i in range(3):
+        assert run.call("edit", "same fix", "rejected: syntax error").admitted
+        run.tool("edit", f"variant {i}")
+        run.done("edit", f"variant {i}", f"rejected {i}", flags=1)  # FAILED: changes nothing
+    refused = run.tool("edit", "same fix")
+    assert (refused.reason, refused.facts["rule"], refused.facts["positions"]) == ("loop", "interleaved", [1, 3, 5])
+
+
 def test_pre_flight_only_callers_still_catch_loops(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits())
-    assert [run.tool("x", "s").admitted, run.tool("x", "s").admitted] == [True, True]
+    assert [run.tool("x", "s").admitted for _ in range(3)] == [True, True, True]
     assert run.tool("x", "s").reason == "loop"
 
 
 def test_parallel_identical_calls_cannot_slip_past_the_limit_together(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits())
+    assert run.call("x", "s", "same").admitted
     assert [run.tool("x", "s").admitted, run.tool("x", "s").admitted] == [True, True]  # both in flight
-    run.done("x", "s", "same")
-    run.done("x", "s", "same")
     assert run.tool("x", "s").reason == "loop"
+    run.done("x", "s", "same")
+    run.done("x", "s", "same")
+    assert run.tool("x", "s").reason == "open"
 
 
 def test_paging_into_empty_answers_stalls(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits(loop=LoopDetection(max_empty_results=3)))
     for page in range(3):
-        assert run.tool("list", f"page={page}").admitted
-        run.done("list", f"page={page}", "[]", empty=True, shape="list page=#")
-    refused = run.tool("list", "page=3")
-    assert (refused.reason, refused.terminal) == ("stall", False)
-    assert (refused.facts["observed"], refused.facts["limit"]) == (3, 3)
+        assert run.tool("list", f"page={page}", shape="list page=#").admitted
+        run.done("list", f"page={page}", "[]", flags=EMPTY, shape="list page=#")
+    refused = run.tool("list", "page=3", shape="list page=#")
+    assert (refused.reason, refused.terminal, refused.facts["rule"]) == ("stall", False, "empty_pages")
+    assert (refused.facts["observed"], refused.facts["limit"], refused.facts["positions"]) == (3, 3, [1, 2, 3])
 
 
 def test_the_same_question_in_other_words_with_the_same_answer_is_a_loop(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits())
-    asks = [("q1", "best pizza places rome"), ("q2", "rome pizza best"), ("q3", "pizza in rome best places")]
-    for sig, words in asks[:2]:
-        assert run.tool("search", sig, words=words).admitted
-        run.done("search", sig, "no results", words=words)
-    refused = run.tool("search", asks[2][0], words=asks[2][1])
-    assert refused.reason == "loop"
-    assert refused.facts["similar"] is True
-    assert run.tool("search", "q4", words="weather paris today").reason == "open"
+    asks = [("q1", frozenset(), 0), ("q2", frozenset({2, 4, 6, 10}), SIMILAR), ("q3", frozenset({2, 4, 6}), SIMILAR)]
+    for sig, words, flags in asks:  # the caller marks each reworded question SIMILAR to the one before
+        assert run.tool("search", sig).admitted
+        run.done("search", sig, "the same ten results", words=words, flags=flags)
+    refused = run.tool("search", "q4", words=frozenset({2, 4, 6, 12}))
+    assert (refused.reason, refused.facts["rule"]) == ("loop", "paraphrase")
+    assert run.tool("search", "q5", words=frozenset({20, 40, 60})).reason == "open"
 
 
 def test_an_answer_saying_still_running_earns_poll_patience(store: Store, scope: str) -> None:
@@ -235,8 +279,31 @@ def test_an_answer_saying_still_running_earns_poll_patience(store: Store, scope:
     run = Run(store, scope, Limits(loop=loop))
     for _ in range(5):
         assert run.tool("fetch_report", "r1").admitted
-        run.done("fetch_report", "r1", "still running", in_progress=True)
+        run.done("fetch_report", "r1", "still running", flags=WAITING)
     assert run.tool("fetch_report", "r1").reason == "loop"
+
+
+def test_a_poll_tool_gets_poll_patience(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(loop=LoopDetection(poll_max_repeats=6)))
+    for _ in range(6):
+        assert run.tool("job", "j1", poll=True).admitted
+        run.done("job", "j1", "42% done")
+    assert run.tool("job", "j1", poll=True).reason == "loop"
+
+
+def test_observe_mode_admits_and_notes_what_it_would_refuse(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_tool_calls=4, mode="observe"))
+    for _ in range(3):
+        assert run.call("search", "q=x", "nothing").admitted
+    noted = run.tool("search", "q=x")
+    assert noted.admitted
+    assert [(reason, facts["rule"]) for reason, facts in noted.observed] == [("loop", "repeat")]
+    run.done("search", "q=x", "nothing")
+    over = run.tool("search", "q=y")
+    assert over.admitted
+    assert [reason for reason, _ in over.observed] == ["tool_ceiling"]
+    assert run.snap().state is CLOSED
+    assert run.snap().tool_calls == 5
 
 
 def test_concurrent_model_calls_cannot_overshoot_together(store: Store, scope: str) -> None:
@@ -285,15 +352,24 @@ def test_loop_detection_off(store: Store, scope: str) -> None:
         assert run.call("x", "s", "same").admitted
 
 
-def test_signature_memory_is_bounded(store: Store, scope: str) -> None:
+def test_the_window_bounds_what_loop_detection_remembers(store: Store, scope: str) -> None:
+    short = Run(store, scope, Limits(loop=LoopDetection(window=6)), run_id="short")
+    full = Run(store, scope, Limits(), run_id="full")
+    for run in (short, full):
+        for _ in range(3):
+            run.call("read", "a.py", "A")
+            run.call("read", "b.py", "B")
+        run.call("read", "a.py", "A")
+    assert short.tool("read", "b.py").admitted  # seven calls make the pattern: six are remembered
+    assert full.tool("read", "b.py").reason == "loop"
+
+
+def test_in_flight_memory_is_bounded(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits(loop=LoopDetection(memory=2)))
-    assert run.call("s", "a").admitted
-    assert run.call("s", "a").admitted
-    assert run.call("s", "b").admitted
-    assert run.call("s", "c").admitted  # "a" is the least recently used: forgotten
-    assert run.call("s", "a").admitted
-    assert run.call("s", "a").admitted
-    assert run.tool("s", "a").reason == "loop"
+    assert [run.tool("s", "a").admitted for _ in range(3)] == [True, True, True]  # never reported
+    assert run.tool("s", "b").admitted
+    assert run.tool("s", "c").admitted  # a third distinct call in flight: the memory starts over
+    assert run.tool("s", "a").admitted
 
 
 # -- failures and recovery ---------------------------------------------------------------------------
@@ -302,8 +378,10 @@ def test_failure_streak_trips_and_a_success_resets_it(store: Store, scope: str) 
     for i in range(2):
         assert run.call("db", f"q{i}", "err", failed=True).admitted
     assert run.call("db", "ok", "rows").admitted  # a success resets the streak
+    for i in range(4):  # different errors: the agent is trying things, not a broken tool
+        assert run.call("db", f"p{i}", f"error {i}", failed=True).admitted
     for i in range(3):
-        assert run.call("db", f"r{i}", f"err{i}", failed=True).admitted
+        assert run.call("db", f"r{i}", "403 forbidden", failed=True).admitted
     refused = run.tool("db", "r9")
     assert (refused.reason, refused.terminal) == ("failures", False)
     assert (refused.facts["observed"], refused.facts["limit"]) == (3, 3)
@@ -312,7 +390,7 @@ def test_failure_streak_trips_and_a_success_resets_it(store: Store, scope: str) 
 
 def _trip_on_failures(run: Run) -> None:
     for i in range(2):
-        run.call("db", f"q{i}", f"e{i}", failed=True)
+        run.call("db", f"q{i}", "connection refused", failed=True)
     assert run.tool("db", "q9").reason == "failures"
 
 
@@ -360,8 +438,8 @@ def test_a_lost_probe_expires_and_another_caller_probes(store: Store, scope: str
 
 def test_a_repeat_as_probe_reopens_via_loop(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits(recovery_seconds=5))
-    run.call("s", "a")
-    run.call("s", "a")
+    for _ in range(3):
+        run.call("s", "a")
     assert run.tool("s", "a").reason == "loop"
     run.later(5)
     refused = run.tool("s", "a")
@@ -407,30 +485,31 @@ def test_a_retried_model_call_never_counts_twice(store: Store, scope: str) -> No
 def test_reset_closes_keeps_counts_and_clears_loop_memory(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits(max_turns=10))
     run.model()
-    run.call("s", "a")
-    run.call("s", "a")
+    for _ in range(3):
+        run.call("s", "a")
     assert run.tool("s", "a").reason == "loop"
     verdict = store.reset(run.key)
     assert moves(verdict) == [(OPEN, CLOSED)]
     snap = run.snap()
-    assert (snap.state, snap.terminal, snap.trip_reason, snap.turns, snap.tool_calls) == (CLOSED, False, None, 1, 2)
+    assert (snap.state, snap.terminal, snap.trip_reason, snap.turns, snap.tool_calls) == (CLOSED, False, None, 1, 3)
     assert run.tool("s", "a").admitted  # loop memory cleared
     assert store.reset(run.key).transitions == ()
 
 
 def test_reset_forgets_refusals_so_an_approved_call_can_be_retried(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits())
-    run.tool("s", "a", call_id="c1")
-    run.done("s", "a", call_id="c1")
-    run.tool("s", "a", call_id="c2")
-    run.done("s", "a", call_id="c2")
-    assert run.tool("s", "a", call_id="c3").reason == "loop"
-    assert run.tool("s", "a", call_id="c3").duplicate
+    for call_id in ("c1", "c2", "c3"):
+        run.tool("s", "a", call_id=call_id)
+        run.done("s", "a", call_id=call_id)
+    refused = run.tool("s", "a", call_id="c4")
+    assert refused.reason == "loop"
+    again = run.tool("s", "a", call_id="c4")
+    assert (again.reason, again.duplicate, again.facts) == ("loop", True, refused.facts)
     store.reset(run.key)  # a person looked and approved the call
-    retried = run.tool("s", "a", call_id="c3")
+    retried = run.tool("s", "a", call_id="c4")
     assert (retried.admitted, retried.duplicate) == (True, False)
     assert run.tool("s", "a", call_id="c1").duplicate  # admitted calls stay remembered
-    assert run.snap().tool_calls == 3
+    assert run.snap().tool_calls == 4
 
 
 def test_reset_lifts_a_budget_trip(store: Store, scope: str) -> None:
@@ -497,6 +576,7 @@ def test_random_sequences_give_identical_verdicts(redis_url: str, scope: str, se
             max_empty_results=rng.choice([None, 2, 3]),
             similarity=rng.choice([None, 0.5, 0.8]),
             poll_max_repeats=rng.choice([3, 5]),
+            window=rng.choice([5, 48]),
         ),
     )
     reservation = rng.choice([None, 30.0, 600.0])
@@ -504,22 +584,20 @@ def test_random_sequences_give_identical_verdicts(redis_url: str, scope: str, se
     memory = MemoryStore(reservation_seconds=reservation)
     runs = [Run(memory, scope, limits), Run(redis_store, scope, limits)]
     tools, args, outcomes = ["search", "fetch", "db", "job_status"], ["a", "b", "c", "d", "e"], ["x", "y", "[]"]
-    questions = ["", "", "best pizza rome", "pizza rome best places", "weather paris 2", "weather paris 3"]
+    questions = [frozenset(), frozenset(), frozenset({2, 4, 6}), frozenset({2, 4, 6, 8}), frozenset({3, 4, 6})]
     for step in range(300):
         op = rng.random()
         tool, sig = rng.choice(tools), rng.choice(args)
         call_id = rng.choice([None, None, f"id{rng.randrange(40)}"])
         words = rng.choice(questions)
         if op < 0.45:
-            got = [run.tool(tool, tool + sig, call_id=call_id, words=words) for run in runs]
+            shape = rng.choice(["", tool + "p#"])
+            got = [run.tool(tool, tool + sig, call_id=call_id, words=words, shape=shape) for run in runs]
         elif op < 0.75:
             outcome, failed = rng.choice(outcomes), rng.random() < 0.3
-            extra: dict[str, Any] = {
-                "empty": outcome == "[]",
-                "words": words,
-                "shape": tool + rng.choice(["p#", "q#"]),
-                "in_progress": rng.random() < 0.2,
-            }
+            flags = (EMPTY if outcome == "[]" else 0) | (WAITING if rng.random() < 0.2 else 0)
+            flags |= rng.choice([0, 0, 1, 2, 4, SIMILAR, SIMILAR])
+            extra: dict[str, Any] = {"flags": flags, "words": words, "shape": tool + rng.choice(["p#", "q#"])}
             got = [run.done(tool, tool + sig, outcome, failed=failed, call_id=call_id, **extra) for run in runs]
         elif op < 0.87:
             tokens, micros = rng.randrange(0, 300), rng.randrange(0, 3_000)

@@ -1,15 +1,18 @@
 -- Shared by every loopguard script: prepended to each step when the scripts are registered.
--- The steps mirror loopguard_core/stores/_run_state.py rule for rule; tests/stores runs the same
--- contract suite against both. Every check happens before the first write of a refusal path,
--- because a Lua script is atomic but not transactional.
+-- Ceilings and the breaker's state machine mirror loopguard_core/stores/_run_state.py step for step;
+-- tests/stores runs the same contract suite against both. Loop judgement is not here: the scripts keep
+-- the run's window of finished calls (packed digests, built by the client) and hand it back with each
+-- admission; the detectors (Python, loopguard_core.detection) judge it, and refuse_tool records their
+-- refusal. Every check happens before the first write of a refusal path, because a Lua script is atomic
+-- but not transactional.
 --
 -- KEYS share one hash tag {<ns>:<scope>:<run>}, so a Redis Cluster keeps a run in one slot:
 --   1 the run's hash: 'S' the scalar state (msgpack), 'T' the tool names (msgpack), and one field per
---     'n:<tool>' call count, 'f:<tool>' failure streak, 'e:<tool>' empty answers in a row,
---     'q:<tool>' recent free-text questions and their answers (msgpack), 's:<signature>' loop streak,
---     'i:<call id>' first verdict (JSON), 'r:<reservation>' tokens and micro-USD reserved
---   2 signature LRU (zset)  3 call-id order (list)  4 reservation expiries (zset)
---   5 reservations by size (zset)
+--     'n:<tool>' call count, 'f:<tool>' failure streak, 'i:<call id>' first verdict (JSON),
+--     'r:<reservation>' tokens and micro-USD reserved
+--   2 call-id order (list)  3 reservation expiries (zset)  4 reservations by size (zset)
+--   5 the window: the run's last finished tool calls, oldest first (list of packed steps)
+--   6 calls in flight: signature -> call numbers admitted and not reported yet (hash)
 -- One HMGET reads all a step needs and one HSET writes it back: a round trip stays one EVALSHA and
 -- the script itself stays a few Redis calls.
 -- ARGV[1] is the clock in microseconds, or '' to read Redis TIME (the default: one clock for every
@@ -20,7 +23,7 @@
 -- ttl after its last write (give or take ttl/64).
 if redis.replicate_commands then pcall(redis.replicate_commands) end -- Redis < 7: TIME before writes
 
-local H, LRU, SEENQ, RES, RESMIN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local H, SEENQ, RES, RESMIN, WIN, FLIGHT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local SEEN_MAX, RES_MAX = 4096, 1024
 local CFG = ARGV[2] and { cmsgpack.unpack(ARGV[2]) } or {} -- msgpack values, nil for "no limit"
 local TTL = CFG[1]
@@ -43,12 +46,12 @@ end
 
 -- st c/o/h; term a budget trip; tr trip reason; tk/tt/tl/to kind, tool, limit, observed of the trip's
 -- facts; oa/sa opened/started (us, false if unset); pk/pu probe reservation and its expiry; rt/rc
--- reserved in flight, rn reservations held; seq a counter for LRU order and reservation names; ln
--- signatures in the LRU; xp when the keys' TTL was last set (us).
+-- reserved in flight, rn reservations held; seq a counter for reservation names; ln (unused, kept for
+-- the layout); xp when the keys' TTL was last set (us).
 local function state(packed, reading)
   if not packed then
     -- A new run (or one whose state expired): side keys left from an expired run must not leak in.
-    if not reading then redis.call('DEL', LRU, SEENQ, RES, RESMIN) end
+    if not reading then redis.call('DEL', SEENQ, RES, RESMIN, WIN, FLIGHT) end
     return { st = 'c', term = false, tr = '', tk = '', tt = '', tl = '', to = '', oa = false, sa = false,
       pk = '', pu = 0, turns = 0, tokens = 0, cost = 0, tc = 0, trips = 0, seq = 0, rt = 0, rc = 0, rn = 0,
       ln = 0, xp = false, dirty = true }
@@ -98,9 +101,13 @@ local function remember(key, r, request)
   if held > SEEN_MAX then redis.call('HDEL', H, 'i:' .. redis.call('LPOP', SEENQ)) end
 end
 
+-- Ceilings broken in observe mode: noted, not enforced ({reason, limit, observed, extra...} each).
+local OBSERVED = {}
+
 -- A verdict is {status, reason, terminal, turn, probe, transitions, facts...}; status 1 admitted,
--- 0 refused, 2 duplicate (then the second element is what remember stored). The common case, admitted
--- with no change of state, is the integer turn * 2 + probe: cheapest to send and to parse.
+-- 0 refused, 2 duplicate (then the second element is what remember stored). An admission carries what
+-- observe mode noted as its 7th element (JSON, '' if nothing). The common case, admitted with no change
+-- of state and nothing observed, is the integer turn * 2 + probe: cheapest to send and to parse.
 local function finish(s, now, key, r, moves, request)
   remember(key, r, request) -- stored with no transitions: a retried request reports none
   local due = ttl_due(s, now)
@@ -108,8 +115,9 @@ local function finish(s, now, key, r, moves, request)
   if due then
     for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], TTL) end
   end
-  if r[1] == 1 and #moves == 0 then return r[4] * 2 + r[5] end
+  if r[1] == 1 and #moves == 0 and #OBSERVED == 0 then return r[4] * 2 + r[5] end
   r[6] = table.concat(moves, '|')
+  if r[1] == 1 then r[7] = #OBSERVED > 0 and cjson.encode(OBSERVED) or '' end
   return r
 end
 
@@ -130,6 +138,15 @@ local function trip(s, reason, now, moves, tool, limit, observed, ...)
   s.tr, s.tk, s.tt, s.tl, s.to = reason, reason, tool, limit, observed
   s.oa, s.pk, s.trips = now, '', s.trips + 1
   return { 0, reason, terminal and 1 or 0, s.turns, 0, '', limit, observed, ... }
+end
+
+-- A broken ceiling: trips, or in observe mode (observe true) is noted and the call goes on (nil).
+local function breach(observe, s, reason, now, moves, tool, limit, observed, ...)
+  if observe then
+    OBSERVED[#OBSERVED + 1] = { reason, limit or false, observed or false, ... }
+    return nil
+  end
+  return trip(s, reason, now, moves, tool, limit, observed, ...)
 end
 
 -- Refuses while OPEN; half-opens a health trip once its recovery window has passed.
@@ -154,35 +171,6 @@ local function over_time(s, now, max_us)
   local elapsed = now - s.sa
   if elapsed > max_us then return elapsed end
   return nil
-end
-
--- A signature entry is '<streak> <in flight> <waiting 0/1>', then '|<digest of its last outcome>' once
--- one is known. streak: identical outcomes in a row plus calls admitted but not yet reported; waiting:
--- the last answer said the work is still under way.
-local function read_sig(entry)
-  local counts, outcome = entry, nil
-  local bar = string.find(entry, '|', 1, true)
-  if bar then counts, outcome = string.sub(entry, 1, bar - 1), string.sub(entry, bar + 1) end
-  local streak, inflight, waiting = string.match(counts, '^(%d+) (%d+) (%d)$')
-  return tonumber(streak), tonumber(inflight), waiting == '1', outcome
-end
-
-local function write_sig(sig, streak, inflight, waiting, outcome)
-  local value = int(streak) .. ' ' .. int(inflight) .. (waiting and ' 1' or ' 0')
-  if outcome then value = value .. '|' .. outcome end
-  hset('s:' .. sig, value)
-end
-
--- Words of a question (space-separated) as a set, with its identifiers (words with a digit) apart.
-local function word_sets(words)
-  local all, numbers, n_all, n_numbers = {}, {}, 0, 0
-  for w in string.gmatch(words, '%S+') do
-    if not all[w] then
-      all[w], n_all = true, n_all + 1
-      if string.find(w, '%d') then numbers[w], n_numbers = true, n_numbers + 1 end  -- an identifier
-    end
-  end
-  return all, n_all, numbers, n_numbers
 end
 
 -- Gives back what a reservation held ('<tokens> <micro-USD> <member>', or nil if already gone).

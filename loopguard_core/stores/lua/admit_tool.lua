@@ -1,19 +1,19 @@
--- admit_tool: pre-flight check of one tool call; admits and counts it, or refuses (and trips).
+-- admit_tool: pre-flight check of one tool call against the ceilings; admits and counts it, or refuses
+-- (and trips). When loop detection covers the tool, an admission also hands back what the detectors
+-- need: the call's number, how many identical calls are in flight, and the run's window.
 -- ARGV: 1 clock, 2 config (ttl, max_tool_calls, max calls of this tool, max_consecutive_failures,
---       repeats allowed (nil = loop detection off for this tool), repeats allowed while waiting,
---       signatures remembered, recovery window (us), max_seconds (us), max_empty_results, similarity),
---       3 call id, 4 tool, 5 signature, 6 agent ('' or '=' .. agent), 7 question words ('' if none).
+--       loop-checked (1/0), recovery window (us), max_seconds (us), observe (1/0), window size,
+--       calls remembered in flight), 3 call id, 4 tool, 5 signature, 6 agent ('' or '=' .. agent).
+-- Reply when the tool is loop-checked and the call admitted: {3, '', 0, turn, probe, transitions,
+-- observed, call number, identical calls in flight, step, step, ...} (steps oldest first).
 local has_id, id = call_id()
 local key = has_id and ('t:' .. id) or nil
-local tool, sig, words = ARGV[4], ARGV[5], ARGV[7]
+local tool, sig = ARGV[4], ARGV[5]
 local max_calls, per_tool, max_fail = tonumber(CFG[2]), tonumber(CFG[3]), tonumber(CFG[4])
-local allowed, allowed_waiting, memory = tonumber(CFG[5]), tonumber(CFG[6]), tonumber(CFG[7])
-local recovery, max_seconds = tonumber(CFG[8]), tonumber(CFG[9])
-local max_empty, similarity = tonumber(CFG[10]), tonumber(CFG[11])
-local asks = allowed and similarity and words ~= ''
-local v = redis.call('HMGET', H, 'S', 'n:' .. tool, 'f:' .. tool, 's:' .. sig, key and ('i:' .. key) or 'S',
-  'e:' .. tool, asks and ('q:' .. tool) or 'S')
-if key and v[5] then return { 2, v[5] } end
+local checked, recovery, max_seconds = CFG[5] == 1, tonumber(CFG[6]), tonumber(CFG[7])
+local observe, window, memory = CFG[8] == 1, tonumber(CFG[9]), tonumber(CFG[10])
+local v = redis.call('HMGET', H, 'S', 'n:' .. tool, 'f:' .. tool, key and ('i:' .. key) or 'S')
+if key and v[4] then return { 2, v[4] } end
 local request = key and { tool, sig, ARGV[6] } or nil
 
 local now, s, moves = clock(), state(v[1]), {}
@@ -25,53 +25,25 @@ if half and s.pk ~= '' and now < s.pu then
   return finish(s, now, key, { 0, 'probe_busy', 0, s.turns, 0, '', s.tr }, moves, request)
 end
 
-local function refuse(reason, limit, observed, ...)
-  return finish(s, now, key, trip(s, reason, now, moves, tool, limit, observed, ...), moves, request)
+local function over(reason, limit, observed, ...)
+  local r = breach(observe, s, reason, now, moves, tool, limit, observed, ...)
+  if r then return finish(s, now, key, r, moves, request) end
+  return nil
 end
+local r
 local elapsed = over_time(s, now, max_seconds)
-if elapsed then return refuse('wall_clock', max_seconds, elapsed) end
-if max_calls and s.tc + 1 > max_calls then return refuse('tool_ceiling', max_calls, s.tc + 1, 'all') end
+if elapsed then r = over('wall_clock', max_seconds, elapsed) if r then return r end end
+if max_calls and s.tc + 1 > max_calls then
+  r = over('tool_ceiling', max_calls, s.tc + 1, 'all') if r then return r end
+end
 local used = tonumber(v[2]) or 0
-if per_tool and used + 1 > per_tool then return refuse('tool_ceiling', per_tool, used + 1, 'tool') end
+if per_tool and used + 1 > per_tool then
+  r = over('tool_ceiling', per_tool, used + 1, 'tool') if r then return r end
+end
 -- A half-open probe may retry the failing tool: that is how recovery is tested.
-local failed = tonumber(v[3]) or 0
-if max_fail and not half and failed >= max_fail then return refuse('failures', max_fail, failed) end
-local entry = v[4]
-local streak, inflight, waiting, outcome = 0, 0, false, nil
-if entry then streak, inflight, waiting, outcome = read_sig(entry) end
-if allowed then -- loop detection is on for this tool
-  if entry then
-    -- An answer saying "still running" earns the same patience as a tool named like a status poll.
-    local limit = waiting and allowed_waiting or allowed
-    if streak >= limit then return refuse('loop', limit, '', streak) end
-  end
-  -- Repeats a signature cannot see: empty answers in a row, the same question reworded.
-  local empties = tonumber(v[6] and string.match(v[6], '^(%d+)') or 0)
-  if max_empty and empties >= max_empty then return refuse('stall', max_empty, empties) end
-  if asks and v[7] then
-    local mine, n_mine, numbers, n_numbers = word_sets(words)
-    local ring, answers, first, same = cmsgpack.unpack(v[7]), 0, nil, true
-    for i = #ring, 1, -1 do
-      if answers >= allowed then break end
-      local theirs, n_theirs, their_numbers, n_their_numbers = word_sets(ring[i][1])
-      -- Numbers identify things (page 2, job 7): different numbers are different questions.
-      local numbers_match = n_numbers == n_their_numbers
-      if numbers_match then
-        for w in pairs(numbers) do
-          if not their_numbers[w] then numbers_match = false break end
-        end
-      end
-      if numbers_match then
-        local common = 0
-        for w in pairs(mine) do if theirs[w] then common = common + 1 end end
-        if common >= similarity * (n_mine + n_theirs - common) then
-          answers = answers + 1
-          if first == nil then first = ring[i][2] elseif ring[i][2] ~= first then same = false end
-        end
-      end
-    end
-    if answers >= allowed and same then return refuse('loop', allowed, '', allowed, 'similar') end
-  end
+local failed = tonumber(v[3] and string.match(v[3], '^(%d+)') or 0)
+if max_fail and not half and failed >= max_fail then
+  r = over('failures', max_fail, failed) if r then return r end
 end
 
 -- Admit and count.
@@ -83,22 +55,32 @@ if used == 0 then -- a tool seen for the first time joins the list that snapshot
   names[#names + 1] = tool
   hset('T', cmsgpack.pack(names))
 end
-put(s, 'seq', s.seq + 1)
-redis.call('ZADD', LRU, int(s.seq), sig)
-if not entry then
-  if s.ln == 0 then created(LRU) end
-  if s.ln + 1 > memory then -- forget the least recently used signature
-    redis.call('HDEL', H, 's:' .. redis.call('ZPOPMIN', LRU)[1])
-  else
-    put(s, 'ln', s.ln + 1)
-  end
+-- In flight until reported: the numbers of the admitted calls with this signature, oldest first.
+local queued = redis.call('HGET', FLIGHT, sig)
+local inflight = 0
+if queued then
+  for _ in string.gmatch(queued, '%d+') do inflight = inflight + 1 end
+  redis.call('HSET', FLIGHT, sig, queued .. ' ' .. int(s.tc))
+else
+  if redis.call('HLEN', FLIGHT) >= memory then redis.call('DEL', FLIGHT) end -- calls that never report
+  if redis.call('HSET', FLIGHT, sig, int(s.tc)) == 1 and redis.call('HLEN', FLIGHT) == 1 then created(FLIGHT) end
 end
--- Counted as a repeat until its outcome shows otherwise (pre-flight-only callers still catch loops).
-write_sig(sig, streak + 1, inflight + 1, waiting, outcome)
 local probe = 0
 if half then
   put(s, 'pk', (has_id and id ~= '') and id or sig)
   put(s, 'pu', now + recovery)
   probe = 1
 end
-return finish(s, now, key, { 1, '', 0, s.turns, probe, '' }, moves, request)
+local admitted = { 1, '', 0, s.turns, probe, '' }
+if not checked then return finish(s, now, key, admitted, moves, request) end
+remember(key, admitted, request) -- a retried request is admitted again without a second judgement
+local due = ttl_due(s, now)
+flush(s)
+if due then
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], TTL) end
+end
+local reply = { 3, '', 0, s.turns, probe, table.concat(moves, '|'),
+  #OBSERVED > 0 and cjson.encode(OBSERVED) or '', s.tc, inflight }
+local steps = redis.call('LRANGE', WIN, -window, -1)
+for i = 1, #steps do reply[#reply + 1] = steps[i] end
+return reply

@@ -1,5 +1,5 @@
--- reset: close the breaker by hand (OPEN/HALF_OPEN -> CLOSED); counters stay, loop memory, failure and
--- stall streaks are cleared, and remembered refusals are forgotten.
+-- reset: close the breaker by hand (OPEN/HALF_OPEN -> CLOSED); counters stay; the window, the calls in
+-- flight and the failure streaks are cleared, and remembered refusals are forgotten.
 -- ARGV: 1 clock, 2 config (ttl).
 local v = redis.call('HMGET', H, 'S')
 local now, s, moves = clock(), state(v[1]), {}
@@ -10,14 +10,13 @@ s.tr, s.tk, s.tt, s.tl, s.to, s.oa, s.pk = '', '', '', '', '', false, ''
 local function hdel_all(fields)
   for i = 1, #fields, 1000 do redis.call('HDEL', H, unpack(fields, i, math.min(i + 999, #fields))) end
 end
--- Loop memory, failure and stall streaks, recent questions: every field with one of these prefixes.
-local DOOMED = { ['s:'] = true, ['f:'] = true, ['e:'] = true, ['q:'] = true }
+-- Failure streaks: every field with this prefix.
+local DOOMED = { ['f:'] = true }
 local doomed = {}
 for _, field in ipairs(redis.call('HKEYS', H)) do
   if DOOMED[string.sub(field, 1, 2)] then doomed[#doomed + 1] = field end
 end
-redis.call('DEL', LRU)
-put(s, 'ln', 0)
+redis.call('DEL', WIN, FLIGHT)
 -- A call refused before the reset may be retried with the same id after it (e.g. a human approved it).
 local order, kept, forgot = redis.call('LRANGE', SEENQ, 0, -1), {}, false
 for i = 1, #order, 1000 do

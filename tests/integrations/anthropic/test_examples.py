@@ -21,7 +21,7 @@ def test_agent_example_reports_the_trip(monkeypatch: pytest.MonkeyPatch, capsys:
 
     report = module.main()
 
-    assert (report["stopped"], report["reason"], report["searches"]) == (True, "loop", 2)
+    assert (report["stopped"], report["reason"], report["searches"]) == (True, "loop", 3)
     assert "loopguard stopped the run" in capsys.readouterr().out
 
 
@@ -31,7 +31,7 @@ def test_demo_hook_stops_the_runaway() -> None:
     result = run_demo()
 
     assert result["framework"] == "anthropic"
-    assert result["tool_body_runs"] == 2
+    assert result["tool_body_runs"] == 3
     assert result["reason"] == "loop"
     assert result["caller_saw"] == "LoopGuardTripped"
-    assert result["model_requests"] == 3
+    assert result["model_requests"] == 4

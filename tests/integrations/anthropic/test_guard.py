@@ -39,14 +39,15 @@ def test_two_agents_on_one_breaker_share_loop_memory_and_budget() -> None:
     def team() -> None:
         step(researcher, research, counter)
         step(researcher, research, counter)
-        step(writer, writing, counter)  # the writer repeats the researcher's call: the third identical one
+        step(researcher, research, counter)
+        step(writer, writing, counter)  # the writer repeats the researcher's call: the fourth identical one
 
     with breaker.run(), pytest.raises(LoopGuardTripped) as info:
         team()
 
     assert info.value.agent == "writer"
-    assert counter.count() == 2
-    assert breaker.usage().turns == 3
+    assert counter.count() == 3
+    assert breaker.usage().turns == 4
 
 
 def test_each_agents_calls_are_attributed_in_the_ledger(tmp_path: Path) -> None:
@@ -62,18 +63,23 @@ def test_each_agents_calls_are_attributed_in_the_ledger(tmp_path: Path) -> None:
     def team() -> None:
         step(researcher, research, counter)
         step(writer, writing, counter)
-        step(researcher, research, counter)  # the writer's copy is still in flight: the third is refused
-        step(writer, writing, counter)
+        step(researcher, research, counter)
+        step(writer, writing, counter)  # the researcher's second copy is still in flight: the fourth is refused
 
     with breaker.run(), pytest.raises(LoopGuardTripped):
         team()
 
     rows = [dataclasses.asdict(row) for row in ledger.rows()]
     seen = {(r["origin"], r["agent"], r["tool"]) for r in rows}
-    assert {("model", "researcher", None), ("model", "writer", None), ("tool", "researcher", "lookup")} <= seen
+    assert {
+        ("model", "researcher", None),
+        ("model", "writer", None),
+        ("tool", "researcher", "lookup"),
+        ("tool", "writer", "lookup"),
+    } <= seen
     trips = [(r["agent"], r["tool"], r["breach_reason"]) for r in rows if r["origin"] == "breaker"]
-    assert trips == [("researcher", "lookup", "loop")]
-    assert counter.count() == 2
+    assert trips == [("writer", "lookup", "loop")]
+    assert counter.count() == 3
     assert len({r["session_id"] for r in rows}) == 1
     assert ledger.verify().ok
 
@@ -101,7 +107,7 @@ def test_guard_goes_first_so_other_middleware_cannot_swallow_the_trip() -> None:
     with pytest.raises(LoopGuardTripped):
         loop()
     assert swallowed == []  # the trip never passed through the user's middleware
-    assert counter.count() == 2
+    assert counter.count() == 3
 
 
 def test_guard_returns_a_guarded_copy_and_leaves_the_original_alone() -> None:

@@ -60,7 +60,7 @@ async def async_agent_loop(client: Any, counter: BodyCounter, *, stream: bool = 
     return None
 
 
-def test_runaway_refused_before_the_third_tool_use_reaches_the_caller_sync() -> None:
+def test_runaway_refused_before_the_fourth_tool_use_reaches_the_caller_sync() -> None:
     api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
 
     with pytest.raises(LoopGuardTripped) as info:
@@ -68,9 +68,9 @@ def test_runaway_refused_before_the_third_tool_use_reaches_the_caller_sync() -> 
 
     assert info.value.reason == "loop"
     assert (info.value.tool, info.value.agent) == ("lookup", "solo")
-    assert counter.count() == 2
-    assert api.replies == 3  # the third reply arrived, but its tool_use never reached the caller's loop
-    assert breaker.usage().tokens == 3 * 120  # ...and its usage was recorded before the refusal
+    assert counter.count() == 3
+    assert api.replies == 4  # the fourth reply arrived, but its tool_use never reached the caller's loop
+    assert breaker.usage().tokens == 4 * 120  # ...and its usage was recorded before the refusal
     assert breaker.state is BreakerState.OPEN
 
 
@@ -81,7 +81,7 @@ async def test_runaway_refused_async() -> None:
         await async_agent_loop(guard(api.async_client(), breaker), counter)
 
     assert info.value.reason == "loop"
-    assert counter.count() == 2
+    assert counter.count() == 3
 
 
 def stream_loop(client: Any, counter: BodyCounter) -> None:
@@ -106,8 +106,8 @@ def test_runaway_refused_on_messages_stream_sync() -> None:
 
     assert type(info.value) is LoopGuardTripped  # not the SDK's APIConnectionError wrapping it (anthropic>=2.17)
     assert info.value.reason == "loop"
-    assert counter.count() == 2
-    assert breaker.usage().tool_calls == 2
+    assert counter.count() == 3
+    assert breaker.usage().tool_calls == 3
 
 
 def test_stream_events_split_across_chunks_are_still_checked() -> None:
@@ -117,8 +117,8 @@ def test_stream_events_split_across_chunks_are_still_checked() -> None:
         stream_loop(guard(api.client(), breaker), counter)
 
     assert info.value.reason == "loop"
-    assert counter.count() == 2
-    assert breaker.usage().tokens >= 2 * 120
+    assert counter.count() == 3
+    assert breaker.usage().tokens >= 3 * 120
 
 
 async def test_runaway_refused_on_messages_stream_async() -> None:
@@ -129,13 +129,13 @@ async def test_runaway_refused_on_messages_stream_async() -> None:
 
     assert type(info.value) is LoopGuardTripped
     assert info.value.reason == "loop"
-    assert counter.count() == 2
+    assert counter.count() == 3
 
 
 def raw_stream_loop(client: Any, completed: list[int]) -> None:
     """Iterate ``stream=True`` events by hand, noting each turn whose tool block was completed."""
     messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
-    for turn in range(3):
+    for turn in range(4):
         tool_id = None
         for event in client.messages.create(model=MODEL, max_tokens=256, messages=messages, stream=True):
             if event.type == "content_block_start" and event.content_block.type == "tool_use":
@@ -147,24 +147,24 @@ def raw_stream_loop(client: Any, completed: list[int]) -> None:
 
 
 def test_raw_stream_true_never_delivers_the_refused_tool_use_block() -> None:
-    api, breaker = ScriptedAPI([SAME, SAME, SAME]), Breaker()
+    api, breaker = ScriptedAPI([SAME, SAME, SAME, SAME]), Breaker()
     completed_tool_blocks: list[int] = []
 
     with pytest.raises(LoopGuardTripped) as info:
         raw_stream_loop(guard(api.client(), breaker), completed_tool_blocks)
 
     assert type(info.value) is LoopGuardTripped
-    assert completed_tool_blocks == [0, 1]  # the third block's content_block_stop was never handed over
+    assert completed_tool_blocks == [0, 1, 2]  # the fourth block's content_block_stop was never handed over
 
 
 async def test_raw_stream_true_never_delivers_the_refused_tool_use_block_async() -> None:
-    api, breaker = ScriptedAPI([SAME, SAME, SAME]), Breaker()
+    api, breaker = ScriptedAPI([SAME, SAME, SAME, SAME]), Breaker()
     client = guard(api.async_client(), breaker)
     completed: list[int] = []
     messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
 
     async def loop() -> None:
-        for turn in range(3):
+        for turn in range(4):
             tool_id = None
             async for event in await client.messages.create(
                 model=MODEL, max_tokens=256, messages=messages, stream=True
@@ -182,7 +182,7 @@ async def test_raw_stream_true_never_delivers_the_refused_tool_use_block_async()
 
     assert type(info.value) is LoopGuardTripped
     assert info.value.reason == "loop"
-    assert completed == [0, 1]
+    assert completed == [0, 1, 2]
 
 
 def test_raw_bytes_readers_get_the_trip_too() -> None:
@@ -374,7 +374,7 @@ def test_beta_messages_are_guarded_too() -> None:
     with pytest.raises(LoopGuardTripped):
         beta_loop(guard(api.client(), breaker), counter)
 
-    assert counter.count() == 2
+    assert counter.count() == 3
 
 
 def test_usd_ceiling_refuses_the_request_that_would_cross_it() -> None:

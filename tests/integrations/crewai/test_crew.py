@@ -32,7 +32,7 @@ def two_agent_crew(counter: BodyCounter, triage_llm: ScriptedLLM, billing_llm: S
 
 def test_a_shared_breaker_trips_in_the_second_agent_on_the_first_agents_history() -> None:
     counter = BodyCounter()
-    triage_llm = ScriptedLLM(script=[ACCOUNT, "route to billing"])
+    triage_llm = ScriptedLLM(script=[ACCOUNT, ACCOUNT, "route to billing"])
     billing_llm = ScriptedLLM(loop=ACCOUNT)  # billing repeats triage's lookup forever
     recorder = Recorder()
     breaker = Breaker(ledger=recorder)
@@ -44,19 +44,20 @@ def test_a_shared_breaker_trips_in_the_second_agent_on_the_first_agents_history(
     assert isinstance(trip, CrewAILoopGuardTripped)
     assert trip.reason == "loop"
     assert trip.agent == "billing"
-    # One lookup each: billing's second identical lookup is the third in the crew, and it was refused.
-    assert [args["q"] for _, args in counter.runs] == ["account 42", "account 42"]
+    # Triage looked up twice, billing once: billing's second identical lookup is the fourth in the crew
+    # (billing alone would have been allowed three), and it was refused.
+    assert [args["q"] for _, args in counter.runs] == ["account 42", "account 42", "account 42"]
     assert billing_llm.calls == 2
 
     usage = breaker.usage()
-    assert usage.turns == triage_llm.calls + billing_llm.calls == 4
-    assert usage.tokens == 4 * 120
+    assert usage.turns == triage_llm.calls + billing_llm.calls == 5
+    assert usage.tokens == 5 * 120
 
     # The ledger attributes every row to the agent that made the call.
     tools = [(row["agent"], row["tool"]) for row in recorder.of("tool")]
-    assert tools == [("triage", "lookup"), ("billing", "lookup")]
+    assert tools == [("triage", "lookup"), ("triage", "lookup"), ("billing", "lookup")]
     models = sorted(row["agent"] for row in recorder.of("model"))
-    assert models == ["billing", "billing", "triage", "triage"]
+    assert models == ["billing", "billing", "triage", "triage", "triage"]
     (trip_row,) = recorder.of("breaker")
     assert trip_row["agent"] == "billing"
     assert trip_row["breach_reason"] == "loop"
@@ -81,7 +82,7 @@ def test_delegation_ping_pong_between_two_agents_is_stopped() -> None:
 
     assert caught.value.reason == "loop"
     assert caught.value.tool == "delegate_work_to_coworker"
-    assert billing_llm.calls == 2  # the third hand-off never reached billing
+    assert billing_llm.calls == 3  # the fourth hand-off never reached billing
     assert {row["agent"] for row in recorder.of("model")} == {"triage", "billing"}
 
 

@@ -31,7 +31,7 @@ def test_agent_example_reports_the_stopped_runaway(capsys: pytest.CaptureFixture
     report = load("crewai_agent").main()
     assert report["stopped"] is True
     assert report["reason"] == "loop"
-    assert report["searches"] == 2
+    assert report["searches"] == 3
     assert "loopguard stopped the crew" in capsys.readouterr().out
 
 
@@ -40,8 +40,8 @@ def test_crew_example_stops_the_ping_pong_and_attributes_rows_per_agent(tmp_path
     assert report["stopped"] is True
     assert report["reason"] == "loop"
     assert report["tool"] == "delegate_work_to_coworker"
-    assert report["rows"]["triage/tool"] == 2
-    assert report["rows"]["billing/model"] == 2
+    assert report["rows"]["triage/tool"] == 3
+    assert report["rows"]["billing/model"] == 3
     assert report["rows"]["triage/breaker"] == 1
     assert report["verified"] is True
 
@@ -52,10 +52,10 @@ def test_demo_hook_stops_the_runaway_fast_and_quietly(capsys: pytest.CaptureFixt
     row = run_demo()
     assert row == {
         "framework": "crewai",
-        "tool_body_runs": 2,
+        "tool_body_runs": 3,
         "reason": "loop",
         "caller_saw": "CrewAILoopGuardTripped",
         "path": "sync Crew.kickoff (guard_crew)",
-        "model_requests": 3,
+        "model_requests": 4,
     }
     assert capsys.readouterr().out == ""  # CrewAI's console chatter stays out of the demo report

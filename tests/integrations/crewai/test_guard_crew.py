@@ -1,5 +1,5 @@
 """guard_crew drives the real CrewAI runtime (Crew.kickoff / kickoff_async / akickoff, Agent.kickoff)
-with a scripted fake LLM: a runaway is stopped before a third tool body runs and the trip reaches the
+with a scripted fake LLM: a runaway is stopped before a fourth tool body runs and the trip reaches the
 caller of kickoff as a LoopGuardTripped; a legitimate run is untouched; budgets are checked pre-flight."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def assert_loop_trip(error: BaseException, *, agent: str = "researcher") -> None
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native-tool-calls", "react-text"])
-def test_runaway_kickoff_is_stopped_before_a_third_body_run(native: bool) -> None:
+def test_runaway_kickoff_is_stopped_before_a_fourth_body_run(native: bool) -> None:
     counter = BodyCounter()
     crew, llm = runaway_crew(counter, native=native)
     breaker = Breaker()
@@ -46,10 +46,11 @@ def test_runaway_kickoff_is_stopped_before_a_third_body_run(native: bool) -> Non
         crew.kickoff()
 
     assert_loop_trip(caught.value)
-    # Native: the body ran twice, the 3rd identical call was refused. ReAct: CrewAI short-circuits the
-    # 2nd identical call itself ("I tried reusing the same input"), so the body ran once.
-    assert counter.total == (2 if native else 1)
-    assert llm.calls == (3 if native else 4)  # the model call after the refusal was never made
+    # Native: the body ran three times, the 4th identical call was refused. ReAct: CrewAI short-circuits
+    # the 2nd identical call itself ("I tried reusing the same input"), so the body ran once; calls 2-4
+    # got that same answer three times and the 5th call was refused.
+    assert counter.total == (3 if native else 1)
+    assert llm.calls == (4 if native else 5)  # the model call after the refusal was never made
     assert breaker.state is BreakerState.OPEN
     assert breaker.usage().trip_reason == "loop"
 
@@ -65,8 +66,8 @@ async def test_runaway_async_kickoff_is_stopped(entry: str) -> None:
             await getattr(crew, entry)()
 
     assert_loop_trip(caught.value)
-    assert counter.total == 2
-    assert llm.calls == 3
+    assert counter.total == 3
+    assert llm.calls == 4
 
 
 def solo_agent(counter: BodyCounter) -> object:
@@ -84,7 +85,7 @@ def test_runaway_agent_kickoff_without_a_crew_is_stopped() -> None:
         agent.kickoff("Find what is known about the topic.")
 
     assert_loop_trip(caught.value, agent="solo")
-    assert counter.total == 2
+    assert counter.total == 3
 
 
 async def test_runaway_agent_akickoff_without_a_crew_is_stopped() -> None:
@@ -96,7 +97,7 @@ async def test_runaway_agent_akickoff_without_a_crew_is_stopped() -> None:
             await agent.akickoff("Find what is known about the topic.")
 
     assert_loop_trip(caught.value, agent="solo")
-    assert counter.total == 2
+    assert counter.total == 3
 
 
 def test_legitimate_varied_run_completes_untouched_and_usage_is_recorded() -> None:
@@ -188,7 +189,7 @@ def test_a_crew_kicked_off_after_the_block_is_not_guarded_by_it() -> None:
     with pytest.raises(ToolExecutionFailedError, match="same arguments 5 times"):
         other.kickoff()
     assert other_counter.total == 5
-    assert breaker.usage().tool_calls == 2  # the first run's counts, untouched by the second crew
+    assert breaker.usage().tool_calls == 3  # the first run's counts, untouched by the second crew
 
 
 def test_the_outer_scoped_hooks_keep_running_inside_the_block() -> None:

@@ -31,8 +31,8 @@ def test_standalone_runaway_native_stops_the_kickoff_and_defeats_the_cache() -> 
 
     assert isinstance(caught.value, CrewAILoopGuardTripped)
     assert caught.value.reason == "loop"
-    assert counter.total == 2  # the guarded copy never caches, so the guard saw each repeat
-    assert llm.calls == 3  # the model call after the refused tool call was never made
+    assert counter.total == 3  # the guarded copy never caches, so the guard saw each repeat
+    assert llm.calls == 4  # the model call after the refused tool call was never made
     assert breaker.state is BreakerState.OPEN
 
 
@@ -45,8 +45,8 @@ async def test_standalone_runaway_akickoff_stops_the_kickoff() -> None:
         await one_agent_crew([lookup], llm).akickoff()
 
     assert caught.value.reason == "loop"
-    assert counter.total == 2
-    assert llm.calls == 3
+    assert counter.total == 3
+    assert llm.calls == 4
 
 
 def test_standalone_react_path_stops_the_kickoff() -> None:
@@ -59,8 +59,10 @@ def test_standalone_react_path_stops_the_kickoff() -> None:
         one_agent_crew([lookup], llm).kickoff()
 
     assert caught.value.reason == "loop"
-    assert [args["q"] for _, args in counter.runs] == ["a", "b", "a", "b"]  # each signature ran twice
-    assert llm.calls == 5
+    # The (a, b) block went round three times and a started a fourth pass; the call completing it was refused.
+    assert [args["q"] for _, args in counter.runs] == ["a", "b", "a", "b", "a", "b", "a"]
+    assert caught.value.facts["rule"] == "cycle"
+    assert llm.calls == 8
 
 
 def test_react_reinvoking_a_failing_tool_is_counted_and_stopped_without_more_retries() -> None:
@@ -80,10 +82,10 @@ def test_react_reinvoking_a_failing_tool_is_counted_and_stopped_without_more_ret
     with pytest.raises(LoopGuardTripped) as caught:
         one_agent_crew([flaky], llm).kickoff()
 
-    assert caught.value.reason == "loop"  # the same failure twice in a row, then refused
-    assert attempts == ["x", "x"]
+    assert caught.value.reason == "loop"  # the same failure three times in a row, then refused
+    assert attempts == ["x", "x", "x"]  # unguarded, CrewAI would re-invoke it six times for this one model call
     assert llm.calls == 1
-    assert breaker.usage().tool_calls == 2
+    assert breaker.usage().tool_calls == 3
 
 
 def test_native_failing_tool_trips_on_the_failure_streak() -> None:
@@ -137,12 +139,12 @@ def test_inside_guard_crew_a_per_tool_breaker_trip_stops_the_run() -> None:
 def test_called_directly_outside_crewai_it_raises() -> None:
     counter = BodyCounter()
     lookup = guarded_tool(Breaker())(counted_tool(counter))
-    assert lookup.run(q="same") == "no news about same"
-    assert lookup.run(q="same") == "no news about same"
+    for _ in range(3):
+        assert lookup.run(q="same") == "no news about same"
     with pytest.raises(CrewAILoopGuardTripped) as caught:
         lookup.run(q="same")
     assert caught.value.reason == "loop"
-    assert counter.total == 2
+    assert counter.total == 3
 
 
 class Weather(BaseTool):
@@ -171,7 +173,7 @@ def test_basetool_subclass_and_instance_are_guarded(shape: str) -> None:
         one_agent_crew([weather], llm).kickoff()
 
     assert caught.value.tool == "weather"
-    assert weather.calls == 2
+    assert weather.calls == 3
 
 
 def test_forgetting_the_breaker_is_a_clear_error() -> None:

@@ -23,13 +23,13 @@ RUNAWAY = ("lookup", {"q": "same"})
 
 
 def test_a_trip_is_raised_even_when_crewai_raises_its_own_error_first() -> None:
-    # One model turn asks for eight identical calls: two run, the rest are blocked, and CrewAI's own
-    # repeated-call stop fires on the blocked ones before any model call could carry the trip.
+    # One model turn asks for ten identical calls: three run, the rest are blocked, and CrewAI's own
+    # repeated-call stop fires on the fifth blocked one before any model call could carry the trip.
     # (max_usage_count makes CrewAI run them one by one; in parallel, in-flight calls have no outcome yet.)
     counter = BodyCounter()
     lookup = counted_tool(counter)
     lookup.max_usage_count = 100
-    llm = ScriptedLLM(script=[[RUNAWAY] * 8])
+    llm = ScriptedLLM(script=[[RUNAWAY] * 10])
 
     with pytest.raises(LoopGuardTripped) as caught, guard_crew(Breaker()):
         one_agent_crew([lookup], llm).kickoff()
@@ -37,7 +37,7 @@ def test_a_trip_is_raised_even_when_crewai_raises_its_own_error_first() -> None:
     assert isinstance(caught.value, CrewAILoopGuardTripped)
     assert caught.value.reason == "loop"
     assert isinstance(caught.value.__cause__, ToolExecutionFailedError)
-    assert counter.total == 2
+    assert counter.total == 3
     assert llm.calls == 1
 
 
@@ -133,7 +133,7 @@ def test_a_removed_relay_hook_is_reported_and_the_body_stays_protected() -> None
             crew.kickoff()
     finally:
         _relay.install()
-    assert counter.total == 2
+    assert counter.total == 3
 
 
 def test_importing_without_crewai_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

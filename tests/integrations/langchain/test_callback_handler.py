@@ -37,9 +37,9 @@ def test_create_agent_sync_runaway_is_stopped_in_on_tool_start() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         agent.invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
     assert caught.value.reason == "loop" and caught.value.agent == "researcher"
-    assert counter["lookup"] == 2
-    assert model.calls == 3
-    assert breaker.usage().tokens == 3 * 120  # usage from on_llm_end
+    assert counter["lookup"] == 3
+    assert model.calls == 4
+    assert breaker.usage().tokens == 4 * 120  # usage from on_llm_end
 
 
 @pytest.mark.parametrize("tool_name", ["lookup", "alookup"], ids=["sync-def-tool", "async-def-tool"])
@@ -48,7 +48,7 @@ async def test_create_agent_async_runaway_is_stopped(tool_name: str) -> None:
     agent = create_agent(ScriptedChatModel(loop=(tool_name, {"q": "same"})), counted_tools(counter))
     with pytest.raises(LoopGuardTripped):
         await agent.ainvoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
-    assert counter[tool_name] == 2
+    assert counter[tool_name] == 3
 
 
 def test_create_agent_stream_raises_the_trip() -> None:
@@ -57,7 +57,7 @@ def test_create_agent_stream_raises_the_trip() -> None:
     with pytest.raises(LoopGuardTripped):
         for _ in agent.stream(user(), config=cfg(LoopGuardCallbackHandler(breaker))):
             pass
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 def test_a_varied_run_completes_untouched() -> None:
@@ -139,7 +139,7 @@ def test_plain_graph_sync() -> None:
         graph.invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
     assert caught.value.reason == "loop"
     assert caught.value.agent == "tools"  # no agent name in a plain graph: the node is named
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 async def test_plain_graph_async() -> None:
@@ -147,14 +147,16 @@ async def test_plain_graph_async() -> None:
     graph = plain_graph(ScriptedChatModel(loop=RUNAWAY), counted_tools(counter))
     with pytest.raises(LoopGuardTripped):
         await graph.ainvoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 def test_shared_handler_across_two_agents_of_a_graph_attributes_each_call() -> None:
     ledger, counter = Recorder(), BodyCounter()
     breaker = Breaker(ledger=ledger)
     tools = counted_tools(counter)
-    researcher = create_agent(ScriptedChatModel(script=[[RUNAWAY], [RUNAWAY], "found"]), tools, name="researcher")
+    researcher = create_agent(
+        ScriptedChatModel(script=[[RUNAWAY], [RUNAWAY], [RUNAWAY], "found"]), tools, name="researcher"
+    )
     writer = create_agent(ScriptedChatModel(loop=RUNAWAY), tools, name="writer")
     graph = StateGraph(MessagesState)
     graph.add_node("researcher", researcher)
@@ -165,8 +167,8 @@ def test_shared_handler_across_two_agents_of_a_graph_attributes_each_call() -> N
     with pytest.raises(LoopGuardTripped) as caught:
         graph.compile().invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
     assert caught.value.agent == "writer" and caught.value.reason == "loop"
-    assert counter["lookup"] == 2
-    assert [r["agent"] for r in ledger.of("tool")] == ["researcher", "researcher"]
+    assert counter["lookup"] == 3
+    assert [r["agent"] for r in ledger.of("tool")] == ["researcher", "researcher", "researcher"]
     assert [r["agent"] for r in ledger.of("breaker")] == ["writer"]
     assert len({r["session_id"] for r in ledger.rows}) == 1
 
@@ -199,8 +201,8 @@ def test_classic_agent_executor_sync_stops_in_on_agent_action() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         executor.invoke({"input": "go"}, config=cfg(LoopGuardCallbackHandler(breaker)))
     assert caught.value.reason == "loop"
-    assert counter["lookup"] == 2
-    assert breaker.usage().tool_calls == 2  # checked once in on_agent_action, not again in on_tool_start
+    assert counter["lookup"] == 3
+    assert breaker.usage().tool_calls == 3  # checked once in on_agent_action, not again in on_tool_start
 
 
 async def test_classic_agent_executor_async() -> None:
@@ -208,7 +210,7 @@ async def test_classic_agent_executor_async() -> None:
     executor = classic_executor(ScriptedChatModel(loop=RUNAWAY), counted_tools(counter))
     with pytest.raises(LoopGuardTripped):
         await executor.ainvoke({"input": "go"}, config=cfg(LoopGuardCallbackHandler(breaker)))
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 def test_classic_agent_executor_varied_run_completes() -> None:

@@ -29,10 +29,10 @@ def no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_langchain_example_reports_each_stop(capsys: pytest.CaptureFixture[str]) -> None:
     report = load("langchain_agent").main()
-    assert report["middleware"] == {"reason": "loop", "searches": 2}
-    assert report["end"]["searches"] == 2 and "[loopguard] run stopped" in report["end"]["final"]
-    assert report["handler"] == {"reason": "loop", "searches": 2}
-    assert "stopped after 2 searches" in capsys.readouterr().out
+    assert report["middleware"] == {"reason": "loop", "searches": 3}
+    assert report["end"]["searches"] == 3 and "[loopguard] run stopped" in report["end"]["final"]
+    assert report["handler"] == {"reason": "loop", "searches": 3}
+    assert "stopped after 3 searches" in capsys.readouterr().out
 
 
 def test_demo_hook() -> None:
@@ -40,5 +40,5 @@ def test_demo_hook() -> None:
 
     row = run_demo()
     assert row["framework"] == "langchain"
-    assert (row["tool_body_runs"], row["reason"], row["caller_saw"]) == (2, "loop", "LoopGuardTripped")
+    assert (row["tool_body_runs"], row["reason"], row["caller_saw"]) == (3, "loop", "LoopGuardTripped")
     assert row["path"].startswith("sync invoke")

@@ -34,7 +34,7 @@ def runaway_agent(breaker: Breaker, counter: BodyCounter, *, on_trip: str = "rai
 # -- the runaway is stopped, on every path ---------------------------------------------------------
 
 
-def test_sync_invoke_runaway_is_stopped_before_the_third_identical_call() -> None:
+def test_sync_invoke_runaway_is_stopped_before_the_fourth_identical_call() -> None:
     breaker, counter = Breaker(), BodyCounter()
     agent, model = runaway_agent(breaker, counter)
     with pytest.raises(LoopGuardTripped) as caught:
@@ -42,10 +42,10 @@ def test_sync_invoke_runaway_is_stopped_before_the_third_identical_call() -> Non
     assert isinstance(caught.value, RuntimeError)
     assert caught.value.reason == "loop"
     assert caught.value.tool == "lookup" and caught.value.agent == "researcher"
-    assert counter["lookup"] == 2  # the refused call's body never ran
-    assert model.calls == 3  # the run stopped at the refusal: no further model call
+    assert counter["lookup"] == 3  # the refused call's body never ran
+    assert model.calls == 4  # the run stopped at the refusal: no further model call
     assert breaker.state is BreakerState.OPEN
-    assert breaker.usage().tool_calls == 2
+    assert breaker.usage().tool_calls == 3
 
 
 async def test_async_invoke_runaway_is_stopped_with_an_async_tool() -> None:
@@ -54,8 +54,8 @@ async def test_async_invoke_runaway_is_stopped_with_an_async_tool() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         await agent.ainvoke(user())
     assert caught.value.reason == "loop"
-    assert counter["alookup"] == 2
-    assert model.calls == 3
+    assert counter["alookup"] == 3
+    assert model.calls == 4
 
 
 async def test_async_invoke_runaway_is_stopped_with_a_sync_tool() -> None:
@@ -63,7 +63,7 @@ async def test_async_invoke_runaway_is_stopped_with_a_sync_tool() -> None:
     agent, _ = runaway_agent(breaker, counter)
     with pytest.raises(LoopGuardTripped):
         await agent.ainvoke(user())
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 def test_stream_raises_the_trip_from_the_iterator() -> None:
@@ -72,7 +72,7 @@ def test_stream_raises_the_trip_from_the_iterator() -> None:
     with pytest.raises(LoopGuardTripped):
         for _ in agent.stream(user()):
             pass
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 async def test_astream_raises_the_trip_from_the_iterator() -> None:
@@ -81,7 +81,7 @@ async def test_astream_raises_the_trip_from_the_iterator() -> None:
     with pytest.raises(LoopGuardTripped):
         async for _ in agent.astream(user()):
             pass
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 # -- legitimate work is left alone ---------------------------------------------------------------
@@ -190,10 +190,10 @@ def test_end_mode_finishes_the_run_with_a_message_naming_the_trip() -> None:
     result = agent.invoke(user())
     last = result["messages"][-1]
     assert last.type == "ai" and not last.tool_calls
-    assert "[loopguard] run stopped" in last.content and "[loop]" in last.content
+    assert "[loopguard] run stopped" in last.content and "[loop/repeat]" in last.content
     assert last.response_metadata["loopguard_trip"]["reason"] == "loop"
-    assert counter["lookup"] == 2
-    assert model.calls == 3  # the model was not asked again after the trip
+    assert counter["lookup"] == 3
+    assert model.calls == 4  # the model was not asked again after the trip
     assert answered_every_tool_call(result["messages"])
     refused = [m for m in result["messages"] if m.type == "tool" and m.status == "error"]
     assert len(refused) == 1 and "did not run" in refused[0].content
@@ -250,7 +250,7 @@ def test_why_the_order_matters_the_outer_retry_converts_the_tool_trip() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         agent.invoke(user())
     assert caught.value.reason == "open"
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 def test_any_middleware_before_the_guard_warns_that_it_is_not_first() -> None:
@@ -273,7 +273,7 @@ def test_guard_first_with_retry_inside_builds_silently_and_still_raises() -> Non
     with pytest.raises(LoopGuardTripped) as caught:
         agent.invoke(user())
     assert caught.value.reason == "loop"
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 def test_check_middleware_order_and_guarded_agent() -> None:
@@ -298,7 +298,7 @@ def test_check_middleware_order_and_guarded_agent() -> None:
     )
     with pytest.raises(LoopGuardTripped):
         agent.invoke(user())
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 # -- runs: one per invocation, nested agents join ----------------------------------------------------
@@ -306,21 +306,22 @@ def test_check_middleware_order_and_guarded_agent() -> None:
 
 def test_each_invocation_is_a_fresh_run_unless_the_caller_shares_one() -> None:
     breaker, counter = Breaker(), BodyCounter()
-    model = ScriptedChatModel(script=[[RUNAWAY], "ok"] * 3)
+    model = ScriptedChatModel(script=[[RUNAWAY], "ok"] * 4)
     agent = create_agent(model, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
-    for _ in range(3):
+    for _ in range(4):
         agent.invoke(user())  # one identical lookup per invocation: never a loop
-    assert counter["lookup"] == 3
+    assert counter["lookup"] == 4
     assert breaker.usage().tool_calls == 1  # the last run only
 
-    shared = ScriptedChatModel(script=[[RUNAWAY], "ok"] * 3)
+    shared = ScriptedChatModel(script=[[RUNAWAY], "ok"] * 4)
     agent = create_agent(shared, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
     with breaker.run():  # one run around several invocations: counts add up
         agent.invoke(user())
         agent.invoke(user())
+        agent.invoke(user())
         with pytest.raises(LoopGuardTripped):
             agent.invoke(user())
-    assert counter["lookup"] == 5
+    assert counter["lookup"] == 7
 
 
 def test_an_agent_called_from_a_tool_joins_the_parent_run() -> None:
@@ -351,7 +352,10 @@ def _two_agent_graph(breaker: Breaker, ledger_counter: BodyCounter):
     guard = LoopGuardMiddleware(breaker)
     tools = counted_tools(ledger_counter)
     researcher = create_agent(
-        ScriptedChatModel(script=[[RUNAWAY], [RUNAWAY], "research done"]), tools, middleware=[guard], name="researcher"
+        ScriptedChatModel(script=[[RUNAWAY], [RUNAWAY], [RUNAWAY], "research done"]),
+        tools,
+        middleware=[guard],
+        name="researcher",
     )
     writer = create_agent(ScriptedChatModel(loop=RUNAWAY), tools, middleware=[guard], name="writer")
     graph = StateGraph(MessagesState)
@@ -369,11 +373,11 @@ def test_one_breaker_shared_by_two_agents_of_a_graph_trips_across_them() -> None
     graph = _two_agent_graph(breaker, counter)
     with pytest.raises(LoopGuardTripped) as caught:
         graph.invoke(user())
-    # researcher ran the lookup twice; the writer's first identical lookup is the third: refused
+    # researcher ran the lookup three times; the writer's first identical lookup is the fourth: refused
     assert caught.value.reason == "loop" and caught.value.agent == "writer"
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
     tools = ledger.of("tool")
-    assert [r["agent"] for r in tools] == ["researcher", "researcher"]
+    assert [r["agent"] for r in tools] == ["researcher", "researcher", "researcher"]
     models = ledger.of("model")
     assert {r["agent"] for r in models} == {"researcher", "writer"}
     (trip,) = ledger.of("breaker")
@@ -387,7 +391,7 @@ async def test_shared_breaker_across_agents_async() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         await graph.ainvoke(user())
     assert caught.value.agent == "writer"
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 class _OverloadedModel(ScriptedChatModel):

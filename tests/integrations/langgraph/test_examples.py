@@ -19,7 +19,7 @@ def test_langgraph_example_stops_and_pauses(capsys: pytest.CaptureFixture[str]) 
 
 def test_multi_agent_example_trips_in_the_writer() -> None:
     report = load("langgraph_multi_agent").main()
-    assert report == {"stopped": True, "agent": "writer", "reason": "loop", "searches": 2}
+    assert report == {"stopped": True, "agent": "writer", "reason": "loop", "searches": 3}
 
 
 def test_demo_hook() -> None:
@@ -27,4 +27,4 @@ def test_demo_hook() -> None:
 
     row = run_demo()
     assert row["framework"] == "langgraph"
-    assert (row["tool_body_runs"], row["reason"], row["caller_saw"]) == (2, "loop", "LoopGuardTripped")
+    assert (row["tool_body_runs"], row["reason"], row["caller_saw"]) == (3, "loop", "LoopGuardTripped")

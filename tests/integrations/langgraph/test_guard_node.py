@@ -33,8 +33,8 @@ def test_raise_mode_sync() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         graph.invoke(user())
     assert caught.value.reason == "loop"
-    assert counter["lookup"] == 2  # results reported by the guard itself: a plain ToolNode is enough
-    assert model.calls == 3
+    assert counter["lookup"] == 3  # results reported by the guard itself: a plain ToolNode is enough
+    assert model.calls == 4
 
 
 async def test_raise_mode_async() -> None:
@@ -42,19 +42,20 @@ async def test_raise_mode_async() -> None:
     graph, _ = guarded_graph(breaker, counter)
     with pytest.raises(LoopGuardTripped):
         await graph.ainvoke(user())
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 def test_end_mode_answers_every_pending_call_and_ends() -> None:
     breaker, counter = Breaker(), BodyCounter()
     batch = [RUNAWAY, ("fetch_page", {"page": 1})]
-    graph, model = guarded_graph(breaker, counter, "end", loop=None, script=[batch, batch, batch, "done"])
+    graph, model = guarded_graph(breaker, counter, "end", loop=None, script=[batch, batch, batch, batch, "done"])
     result = graph.invoke(user())
     last = result["messages"][-1]
-    assert last.type == "ai" and "[loopguard] run stopped" in last.content and "[loop]" in last.content
+    # the fourth batch is refused: its fetch_page repeats calls #2, #4, #6 with only repeats in between
+    assert last.type == "ai" and "[loopguard] run stopped" in last.content and "[loop/interleaved]" in last.content
     assert answered_every_tool_call(result["messages"])  # both calls of the refused batch were answered
-    assert counter["lookup"] == 2 and counter["fetch_page"] == 2  # the refused batch did not run at all
-    assert model.calls == 3
+    assert counter["lookup"] == 3 and counter["fetch_page"] == 3  # the refused batch did not run at all
+    assert model.calls == 4
 
 
 async def test_end_mode_async() -> None:
@@ -63,7 +64,7 @@ async def test_end_mode_async() -> None:
     result = await graph.ainvoke(user())
     assert "[loopguard] run stopped" in result["messages"][-1].content
     assert answered_every_tool_call(result["messages"])
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 def test_a_varied_run_passes_through_the_guard() -> None:
@@ -99,13 +100,13 @@ def test_interrupt_pauses_for_a_person_and_deny_ends_the_run() -> None:
     assert pending.value["loopguard"]["reason"] == "loop"
     assert pending.value["loopguard"]["resume_with"] == ["approve", "deny"]
     assert graph.get_state(config).next == ("guard",)
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
     result = graph.invoke(Command(resume="deny"), config)
     assert "[loopguard] run stopped" in result["messages"][-1].content
     assert answered_every_tool_call(result["messages"])
-    assert counter["lookup"] == 2  # denied: the refused call never ran
-    assert model.calls == 3
+    assert counter["lookup"] == 3  # denied: the refused call never ran
+    assert model.calls == 4
     assert graph.get_state(config).next == ()
 
 
@@ -114,10 +115,11 @@ def test_interrupt_approve_resets_the_breaker_and_runs_the_calls() -> None:
     graph, _ = guarded_graph(breaker, counter, "interrupt", checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "t-approve"}}
     graph.invoke(user(), config)
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
     again = graph.invoke(Command(resume="approve"), config)
-    # the approved call ran; with loop memory reset, two more identical results pass, then the next pause
-    assert counter["lookup"] == 2 + 1 + 2
+    # the approved call ran and its result is the first one in the reset loop memory; two more identical
+    # results pass (three in all, the default), then the fourth identical call pauses again
+    assert counter["lookup"] == 3 + 1 + 2
     assert again["__interrupt__"][0].value["loopguard"]["reason"] == "loop"
     with pytest.raises(ValueError, match="resume a loopguard interrupt with"):
         graph.invoke(Command(resume="maybe"), config)
@@ -131,7 +133,7 @@ async def test_interrupt_async_deny() -> None:
     assert paused["__interrupt__"]
     result = await graph.ainvoke(Command(resume="deny"), config)
     assert answered_every_tool_call(result["messages"])
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 def test_bad_arguments_are_refused() -> None:

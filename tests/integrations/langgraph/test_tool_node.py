@@ -29,8 +29,8 @@ def test_sync_runaway_is_stopped_and_reaches_the_caller() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         graph.invoke(user())
     assert caught.value.reason == "loop" and caught.value.tool == "lookup"
-    assert counter["lookup"] == 2
-    assert model.calls == 3
+    assert counter["lookup"] == 3
+    assert model.calls == 4
     assert breaker.state is BreakerState.OPEN
 
 
@@ -42,7 +42,7 @@ async def test_async_runaway_is_stopped(tool_name: str) -> None:
     )
     with pytest.raises(LoopGuardTripped):
         await graph.ainvoke(user())
-    assert counter[tool_name] == 2
+    assert counter[tool_name] == 3
 
 
 def test_stream_raises_the_trip() -> None:
@@ -51,7 +51,7 @@ def test_stream_raises_the_trip() -> None:
     with pytest.raises(LoopGuardTripped):
         for _ in graph.stream(user()):
             pass
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3
 
 
 def test_a_varied_run_completes_untouched() -> None:
@@ -88,7 +88,7 @@ async def test_converting_handle_tool_errors_warns_and_the_trip_still_propagates
         graph = agent_graph(ScriptedChatModel(loop=RUNAWAY), node)
         with pytest.raises(LoopGuardTripped):
             await _run(graph, path)
-        assert counter["lookup"] == 2, path
+        assert counter["lookup"] == 3, path
 
 
 async def _run(graph: Any, path: str) -> Any:
@@ -137,7 +137,7 @@ def test_a_user_wrapper_runs_inside_the_guard_on_both_paths() -> None:
     node = guarded_tool_node(counted_tools(counter), breaker, wrap_tool_call=audit)
     with pytest.raises(LoopGuardTripped):
         agent_graph(ScriptedChatModel(loop=RUNAWAY), node).invoke(user())
-    assert len(seen) == 2 == counter["lookup"]  # the refused call never reached the inner wrapper
+    assert len(seen) == 3 == counter["lookup"]  # the refused call never reached the inner wrapper
 
 
 async def test_a_sync_only_user_wrapper_still_runs_under_ainvoke() -> None:
@@ -151,7 +151,7 @@ async def test_a_sync_only_user_wrapper_still_runs_under_ainvoke() -> None:
     node = guarded_tool_node(counted_tools(counter), breaker, wrap_tool_call=audit)
     with pytest.raises(LoopGuardTripped):
         await agent_graph(ScriptedChatModel(loop=RUNAWAY), node).ainvoke(user())
-    assert len(seen) == 2 == counter["lookup"]
+    assert len(seen) == 3 == counter["lookup"]
 
 
 def test_construction_is_checked() -> None:
@@ -170,7 +170,7 @@ def test_one_breaker_across_two_agent_subgraphs_trips_in_the_second_and_attribut
     breaker = Breaker(ledger=ledger)
     tools = counted_tools(counter)
     parent = StateGraph(MessagesState)
-    parent.add_node("researcher", _subgraph(ScriptedChatModel(script=[[RUNAWAY], [RUNAWAY], "found"]), tools, breaker))
+    parent.add_node("researcher", _subgraph(ScriptedChatModel(script=[[RUNAWAY]] * 3 + ["found"]), tools, breaker))
     parent.add_node("writer", _subgraph(ScriptedChatModel(loop=RUNAWAY), tools, breaker))
     parent.add_edge(START, "researcher")
     parent.add_edge("researcher", "writer")
@@ -178,8 +178,8 @@ def test_one_breaker_across_two_agent_subgraphs_trips_in_the_second_and_attribut
     with pytest.raises(LoopGuardTripped) as caught:
         parent.compile().invoke(user())
     assert caught.value.reason == "loop" and caught.value.agent == "writer"
-    assert counter["lookup"] == 2
-    assert [r["agent"] for r in ledger.of("tool")] == ["researcher", "researcher"]
+    assert counter["lookup"] == 3
+    assert [r["agent"] for r in ledger.of("tool")] == ["researcher", "researcher", "researcher"]
     assert len({r["session_id"] for r in ledger.rows}) == 1
 
 
@@ -188,7 +188,7 @@ async def test_one_breaker_across_two_agent_subgraphs_async() -> None:
     breaker = Breaker()
     tools = counted_tools(counter)
     parent = StateGraph(MessagesState)
-    parent.add_node("researcher", _subgraph(ScriptedChatModel(script=[[RUNAWAY], [RUNAWAY], "found"]), tools, breaker))
+    parent.add_node("researcher", _subgraph(ScriptedChatModel(script=[[RUNAWAY]] * 3 + ["found"]), tools, breaker))
     parent.add_node("writer", _subgraph(ScriptedChatModel(loop=RUNAWAY), tools, breaker))
     parent.add_edge(START, "researcher")
     parent.add_edge("researcher", "writer")
@@ -196,4 +196,4 @@ async def test_one_breaker_across_two_agent_subgraphs_async() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         await parent.compile().ainvoke(user())
     assert caught.value.agent == "writer"
-    assert counter["lookup"] == 2
+    assert counter["lookup"] == 3

@@ -28,7 +28,7 @@ def make_agent(
     return agent
 
 
-def test_runaway_stopped_before_third_body_sync() -> None:
+def test_runaway_stopped_before_fourth_body_sync() -> None:
     breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME)
     agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
 
@@ -38,12 +38,12 @@ def test_runaway_stopped_before_third_body_sync() -> None:
     assert info.value.reason == "loop"
     assert info.value.tool == "lookup"
     assert info.value.agent == "researcher"
-    assert counter.count("lookup") == 2  # the third identical call never ran
-    assert fake.requests == 3
+    assert counter.count("lookup") == 3  # the fourth identical call never ran
+    assert fake.requests == 4
     assert breaker.state is BreakerState.OPEN
 
 
-async def test_runaway_stopped_before_third_body_async() -> None:
+async def test_runaway_stopped_before_fourth_body_async() -> None:
     breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME)
     agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
 
@@ -51,7 +51,7 @@ async def test_runaway_stopped_before_third_body_async() -> None:
         await agent.run("find it")
 
     assert info.value.reason == "loop"
-    assert counter.count("lookup") == 2
+    assert counter.count("lookup") == 3
 
 
 async def test_runaway_stopped_on_the_streaming_path() -> None:
@@ -63,20 +63,20 @@ async def test_runaway_stopped_on_the_streaming_path() -> None:
             await result.get_output()
 
     assert info.value.reason == "loop"
-    assert counter.count("lookup") == 2
+    assert counter.count("lookup") == 3
 
 
 def test_parallel_identical_calls_in_one_response_are_refused_bare() -> None:
     breaker, counter = Breaker(), BodyCounter()
-    fake = ScriptedModel(loop=[SAME, SAME, SAME])
+    fake = ScriptedModel(loop=[SAME, SAME, SAME, SAME])
     agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
 
     with pytest.raises(LoopGuardTripped) as info:  # the bare exception: no ExceptionGroup
         agent.run_sync("find it")
 
     assert type(info.value) is LoopGuardTripped
-    # The third call is refused; a sibling already admitted may or may not have run before the raise.
-    assert 1 <= counter.count("lookup") <= 2
+    # The fourth call is refused; a sibling already admitted may or may not have run before the raise.
+    assert 1 <= counter.count("lookup") <= 3
 
 
 def test_legitimate_varied_run_completes_untouched() -> None:
@@ -229,7 +229,7 @@ async def test_runaway_stopped_when_driving_the_run_node_by_node() -> None:
         await drive()
 
     assert info.value.reason == "loop"
-    assert counter.count("lookup") == 2
+    assert counter.count("lookup") == 3
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["run_sync", "run"])

@@ -32,7 +32,7 @@ def test_agent_example_reports_the_trip(capsys: pytest.CaptureFixture[str]) -> N
 
     assert report["stopped"] is True
     assert report["reason"] == "loop"
-    assert report["searches"] == 2
+    assert report["searches"] == 3
     assert "loopguard stopped the run" in capsys.readouterr().out
 
 
@@ -41,7 +41,7 @@ def test_delegation_example_attributes_both_agents_in_one_ledger(capsys: pytest.
 
     assert report["stopped"] is True
     assert (report["reason"], report["agent"], report["tool"]) == ("loop", "editor", "ask_researcher")
-    assert report["per_agent"]["editor/tool"] == 2
+    assert report["per_agent"]["editor/tool"] == 3
     assert report["per_agent"]["researcher/tool"] >= 1
     assert report["per_agent"]["editor/breaker"] == 1
     assert report["ledger_ok"] is True
@@ -54,7 +54,7 @@ def test_demo_hook_stops_the_runaway() -> None:
     result = run_demo()
 
     assert result["framework"] == "pydantic-ai"
-    assert result["tool_body_runs"] == 2
+    assert result["tool_body_runs"] == 3
     assert result["reason"] == "loop"
     assert result["caller_saw"] == "LoopGuardTripped"
     assert result["path"]

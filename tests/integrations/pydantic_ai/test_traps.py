@@ -65,7 +65,7 @@ def test_another_capabilitys_on_tool_execute_error_cannot_recover_a_refusal() ->
         agent.run_sync("go")
 
     assert info.value.reason == "loop"  # refused pre-flight, not "open" on a later request
-    assert counter.count("lookup") == 2
+    assert counter.count("lookup") == 3
     assert recover.recovered == 0  # the refusal never went through the tool-error recovery
 
 
@@ -102,7 +102,7 @@ def test_a_wrap_hook_that_catches_the_trip_is_overridden_loudly(as_model_retry: 
 
     # The original refusal, raised at once: not UnexpectedModelBehavior, not a later "open".
     assert info.value.reason == "loop"
-    assert counter.count("lookup") == 2
+    assert counter.count("lookup") == 3
 
 
 def test_model_retry_tool_loop_still_stops_on_loopguard_not_unexpected_model_behavior() -> None:
@@ -118,7 +118,7 @@ def test_model_retry_tool_loop_still_stops_on_loopguard_not_unexpected_model_beh
         agent.run_sync("go")
 
     assert info.value.reason == "loop"
-    assert counter.count("lookup") == 2
+    assert counter.count("lookup") == 3
 
 
 def test_post_response_token_usage_limits_warn_without_a_breaker_token_ceiling() -> None:

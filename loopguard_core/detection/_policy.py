@@ -1,0 +1,271 @@
+"""The loop-detection policy: which detectors run, in which order, how patient they are, in which mode."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ._base import Detector, Finding, check_mode
+from ._cycle import Cycle
+from ._empty_pages import EmptyPages
+from ._interleaved import Interleaved
+from ._paraphrase import Paraphrase
+from ._repeat import Repeat
+from ._semantics import ToolSemantics, infer_semantics
+from ._step import Call, Step
+
+__all__ = ["DEFAULT_POLL_TOOLS", "LoopDetection", "finding_facts"]
+
+DEFAULT_POLL_TOOLS = r"status|poll|progress|wait|health|heartbeat|is_?done|is_?ready|check_?job"
+
+
+@dataclass(frozen=True)
+class LoopDetection:
+    """How loops are recognised (see docs/loop-detection.md).
+
+    A loop is the run doing the same thing again with nothing new coming back. The policy runs its
+    ``detectors`` in order over the run's recent ``window`` of finished calls before each tool call; the
+    first finding in ``enforce`` mode refuses the call, findings in ``observe`` mode are logged and
+    recorded only. The defaults::
+
+        Repeat()       the same call, the same (masked) answer, max_repeats times in a row
+        Cycle()        a block of 2-10 calls coming round max_repeats times with the same answers
+        Interleaved()  the same call and answer max_repeats times with only failed/no-op calls between
+        Paraphrase()   the same natural-language question reworded, same answer (``similarity``)
+        EmptyPages()   max_empty_results empty pages in a row (reason ``stall``)
+
+    ``max_repeats`` (default 3: the 4th identical call with an unchanged answer is refused) is the patience
+    every detector inherits unless it sets its own; ``max_repeats_per_tool`` overrides it per tool, status
+    polls (``poll_tools`` names, answers saying "running") get ``poll_max_repeats``.
+    """
+
+    enabled: bool = True
+    #: identical answers of one call (or passes of a block) allowed before the next such call is refused
+    max_repeats: int = 3
+    #: fold letter case and whitespace of arguments (and key order, 1 == 1.0) before comparing calls
+    loose_matching: bool = True
+    #: tools never subject to loop detection (e.g. a deliberate ``sleep``)
+    exempt_tools: frozenset[str] = frozenset()
+    #: per-tool overrides of ``max_repeats`` (for every detector)
+    max_repeats_per_tool: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    #: distinct calls remembered as "in flight" per run (admitted, not yet reported); past this many (callers
+    #: that never report outcomes), the in-flight memory starts over
+    memory: int = 10_000
+    #: tools that report a status (a regular expression matched on the name) get ``poll_max_repeats``: waiting
+    #: for a job legitimately sees "running" several times before "done"
+    poll_tools: str = DEFAULT_POLL_TOOLS
+    poll_max_repeats: int = 8
+    #: shorthand for the default ``EmptyPages(max_empty=...)``; None leaves that detector out
+    max_empty_results: int | None = 4
+    #: shorthand for the default ``Paraphrase(similarity=...)``; None leaves that detector out
+    similarity: float | None = 0.5
+    #: finished calls kept per run for the detectors (a cycle of k calls needs (max_repeats + 1) * k - 1)
+    window: int = 48
+    #: the detectors, in order; None means the defaults above
+    detectors: Sequence[Detector] | None = None
+    #: ``"enforce"``, ``"observe"``, or None to follow the breaker's ``mode``
+    mode: str | None = None
+    #: what you declare about tools (read-only, poll, no-op, ...); wins over what names suggest
+    tools: Mapping[str, ToolSemantics] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise TypeError(f"LoopDetection.enabled must be a bool, got {self.enabled!r}")
+        _positive("max_repeats", self.max_repeats)
+        _positive("memory", self.memory)
+        _positive("poll_max_repeats", self.poll_max_repeats)
+        _positive("window", self.window)
+        if self.max_empty_results is not None:
+            _positive("max_empty_results", self.max_empty_results)
+        if not isinstance(self.loose_matching, bool):
+            raise TypeError(f"LoopDetection.loose_matching must be a bool, got {self.loose_matching!r}")
+        if not isinstance(self.poll_tools, str):
+            raise TypeError(f"LoopDetection.poll_tools must be a regular expression (str), got {self.poll_tools!r}")
+        try:
+            re.compile(self.poll_tools)
+        except re.error as exc:
+            raise ValueError(f"LoopDetection.poll_tools is not a valid regular expression: {exc}") from None
+        if self.similarity is not None:
+            if isinstance(self.similarity, bool) or not isinstance(self.similarity, (int, float)):
+                raise TypeError(f"LoopDetection.similarity must be a number in (0, 1] or None, got {self.similarity!r}")
+            if not 0 < self.similarity <= 1:
+                raise ValueError(f"LoopDetection.similarity must be in (0, 1], got {self.similarity}")
+        check_mode("LoopDetection", self.mode)
+        object.__setattr__(self, "exempt_tools", _names("LoopDetection.exempt_tools", self.exempt_tools))
+        overrides = _int_mapping("LoopDetection.max_repeats_per_tool", self.max_repeats_per_tool)
+        object.__setattr__(self, "max_repeats_per_tool", overrides)
+        object.__setattr__(self, "tools", _semantics_mapping(self.tools))
+        if self.detectors is None:
+            chosen: list[Detector] = [Repeat(), Cycle(), Interleaved()]
+            if self.similarity is not None:
+                chosen.append(Paraphrase(similarity=float(self.similarity)))
+            if self.max_empty_results is not None:
+                chosen.append(EmptyPages(max_empty=self.max_empty_results))
+            object.__setattr__(self, "detectors", tuple(chosen))
+        else:
+            object.__setattr__(self, "detectors", _detectors(self.detectors))
+        # Per-instance caches (the dataclass is frozen; these are derived, never compared).
+        object.__setattr__(self, "_semantics", {})
+        paraphrase = next((d for d in self.detectors or () if isinstance(d, Paraphrase)), None)
+        object.__setattr__(self, "_similarity", None if paraphrase is None else float(paraphrase.similarity))
+
+    @property
+    def paraphrase_similarity(self) -> float | None:
+        """The similarity at which the paraphrase detector (if any) calls two requests the same question."""
+        value: float | None = self._similarity  # type: ignore[attr-defined]
+        return value
+
+    # -- thresholds --------------------------------------------------------------------------------------
+    def repeats_allowed(self, tool: str, waiting: bool = False, own: int | None = None) -> int:
+        """Repeats allowed for ``tool`` before the next one is refused.
+
+        ``waiting``: the tool is a status poll or its last answer said "still running"; ``own``: the asking
+        detector's own ``max_repeats``. An explicit ``max_repeats_per_tool`` entry always wins.
+        """
+        override = self.max_repeats_per_tool.get(tool)
+        if override is not None:
+            return override
+        base = own if own is not None else self.max_repeats
+        return max(self.poll_max_repeats, base) if waiting else base
+
+    def semantics(self, tool: str) -> ToolSemantics:
+        """What is declared about ``tool``, over what its name suggests."""
+        cache: dict[str, ToolSemantics] = self._semantics  # type: ignore[attr-defined]
+        known = cache.get(tool)
+        if known is None:
+            inferred = infer_semantics(tool.casefold(), self.poll_tools)
+            declared = self.tools.get(tool)
+            known = declared.over(inferred) if declared is not None else inferred
+            if len(cache) < 4_096:  # tool names come from models: keep the cache bounded
+                cache[tool] = known
+        return known
+
+    def checks(self, tool: str) -> bool:
+        """Whether calls of ``tool`` are loop-checked at all."""
+        return self.enabled and tool not in self.exempt_tools
+
+    # -- judging -----------------------------------------------------------------------------------------
+    def judge(
+        self, window: Sequence[Step], call: Call, default_mode: str = "enforce"
+    ) -> tuple[Finding | None, tuple[Finding, ...]]:
+        """Run the detectors: the first enforced finding (or None) and the observed ones before it."""
+        observed: list[Finding] = []
+        for detector in self.detectors or ():
+            finding = detector.check(window, call, self)
+            if finding is None:
+                continue
+            mode = detector.mode or self.mode or default_mode
+            if mode == "enforce":
+                return finding._replace(mode=mode), tuple(observed)
+            observed.append(finding._replace(mode=mode))
+        return None, tuple(observed)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain, JSON-ready view (for logs and the ledger)."""
+        return {
+            "enabled": self.enabled,
+            "max_repeats": self.max_repeats,
+            "loose_matching": self.loose_matching,
+            "exempt_tools": sorted(self.exempt_tools),
+            "max_repeats_per_tool": dict(self.max_repeats_per_tool),
+            "memory": self.memory,
+            "poll_tools": self.poll_tools,
+            "poll_max_repeats": self.poll_max_repeats,
+            "window": self.window,
+            "mode": self.mode,
+            "detectors": [_describe(d) for d in self.detectors or ()],
+            "tools": {name: _describe(s) for name, s in sorted(self.tools.items())},
+        }
+
+
+def finding_facts(finding: Finding, call: Call) -> dict[str, Any]:
+    """The facts a trip (or an observation) carries for a finding: the rule, the counts, this call's
+    number and the numbers of the earlier calls that make it a loop (never their arguments)."""
+    facts: dict[str, Any] = {
+        "rule": finding.rule,
+        "repeats": finding.repeats,
+        "limit": finding.limit,
+        "positions": list(finding.positions),
+        "call": call.seq,
+        "signature": call.action,
+    }
+    if finding.reason == "stall":
+        facts["observed"] = finding.repeats
+    facts.update(finding.detail)
+    return facts
+
+
+def _describe(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        out: dict[str, Any] = {"type": type(obj).__name__}
+        for name in obj.__dataclass_fields__:
+            value = getattr(obj, name)
+            out[name] = dict(value) if isinstance(value, Mapping) else value
+        return out
+    return repr(obj)
+
+
+def _positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"LoopDetection.{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"LoopDetection.{name} must be > 0 (got {value})")
+
+
+def _names(param: str, value: object) -> frozenset[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(f"{param} must be a collection of tool names, got {value!r}")
+    names = frozenset(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{param} must hold tool names (str), got {name!r}")
+    return names
+
+
+def _int_mapping(param: str, value: object) -> Mapping[str, int]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{param} must be a mapping of tool name to int, got {type(value).__name__}")
+    checked: dict[str, int] = {}
+    for key, limit in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{param} keys must be tool names (str), got {key!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"{param}[{key!r}] must be a positive int, got {type(limit).__name__} {limit!r}")
+        if limit <= 0:
+            raise ValueError(f"{param}[{key!r}] must be > 0 (got {limit})")
+        checked[key] = limit
+    return MappingProxyType(checked)
+
+
+def _semantics_mapping(value: object) -> Mapping[str, ToolSemantics]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"LoopDetection.tools must map tool names to ToolSemantics, got {type(value).__name__}")
+    checked: dict[str, ToolSemantics] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"LoopDetection.tools keys must be tool names (str), got {key!r}")
+        if isinstance(item, Mapping):
+            item = ToolSemantics.from_metadata(item)
+        if not isinstance(item, ToolSemantics):
+            raise TypeError(f"LoopDetection.tools[{key!r}] must be a ToolSemantics, got {type(item).__name__}")
+        checked[key] = item
+    return MappingProxyType(checked)
+
+
+def _detectors(value: object) -> tuple[Detector, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"LoopDetection.detectors must be a list of detectors, got {value!r}")
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, Detector):
+            raise TypeError(
+                f"LoopDetection.detectors must hold detectors (objects with name, mode and "
+                f"check(window, call, limits)), got {item!r}"
+            )
+    names = [d.name for d in items]
+    if len(set(names)) != len(names):
+        raise ValueError(f"LoopDetection.detectors have duplicate names {names}: give each its own name=")
+    return items

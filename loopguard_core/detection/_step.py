@@ -1,0 +1,113 @@
+"""The run's recent window: one compact, digest-only record per finished tool call.
+
+A :class:`Step` holds no raw argument or result: the call and its outcome are digests, free-text requests
+are keyed 32-bit word hashes. Stores keep the last ``LoopDetection.window`` steps of a run and hand them to
+the detectors with each admission; the Redis store keeps them packed (:func:`pack_step`).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import NamedTuple
+
+__all__ = [
+    "EMPTY",
+    "FAILED",
+    "NOOP",
+    "POLL",
+    "SIMILAR",
+    "STALE",
+    "WAITING",
+    "Call",
+    "Step",
+    "pack_step",
+    "unpack_step",
+]
+
+#: the call failed (an exception, or a result that reports a failure)
+FAILED = 1
+#: the call does nothing and learns nothing (``echo``, a comment, a ``think`` tool)
+NOOP = 2
+#: the same call as the one before, and its outcome told nothing that call's earlier outcomes (or its own
+#: arguments) had not: a REPL re-printing earlier output, a file growing by the same block again
+STALE = 4
+#: the answer says the work is still under way ("running", "pending"): poll patience applies
+WAITING = 8
+#: an empty answer ([] / {} / "" / "null")
+EMPTY = 16
+#: the tool reports a status (a poll): poll patience applies
+POLL = 32
+#: the same tool as the call before, asked the same natural-language question in other words, and the
+#: same informative answer (see detection.Paraphrase); the step then carries its word hashes
+SIMILAR = 64
+
+
+class Step(NamedTuple):
+    """One finished tool call, as loop detection sees it."""
+
+    #: the call's number in the run (1 for the run's first tool call): how messages point at it
+    seq: int
+    tool: str
+    #: digest of the tool and its canonical arguments (``call_signature``, 32 hex digits)
+    action: str
+    #: digest of the outcome with volatile values masked (``masked_digest``, 16 hex digits)
+    outcome: str
+    flags: int = 0
+    #: digest of the request with its paging parameter masked (32 hex digits, "" when it has none)
+    shape: str = ""
+    #: keyed hashes of the content words of a free-text request (identifiers have the low bit set); kept
+    #: only for SIMILAR steps, the only ones a later call is compared with
+    words: frozenset[int] = frozenset()
+
+
+class Call(NamedTuple):
+    """The call being checked, before it runs."""
+
+    seq: int
+    tool: str
+    action: str
+    shape: str = ""
+    words: frozenset[int] = frozenset()
+    #: the tool reports a status: poll patience
+    poll: bool = False
+    #: identical calls admitted but not reported yet (a burst of parallel copies)
+    inflight: int = 0
+    #: computes ``words`` on demand (word hashes cost time; a detector asks only when a chain has begun)
+    prose: Callable[[], frozenset[int]] | None = None
+
+    def question(self) -> frozenset[int]:
+        """The word hashes of this call's natural-language request (empty when it has none)."""
+        if self.words or self.prose is None:
+            return self.words
+        return self.prose()
+
+
+_HEAD = struct.Struct(">IB16s8s16sHH")
+_NO_SHAPE = b"\x00" * 16
+
+
+def pack_step(step: Step) -> bytes:
+    """A few dozen bytes per step (for stores that keep bytes)."""
+    tool = step.tool.encode("utf-8", "surrogatepass")[:65_535]
+    shape = bytes.fromhex(step.shape) if step.shape else _NO_SHAPE
+    words = sorted(step.words)[:4_096]
+    head = _HEAD.pack(
+        step.seq & 0xFFFFFFFF,
+        step.flags & 0xFF,
+        bytes.fromhex(step.action),
+        bytes.fromhex(step.outcome),
+        shape,
+        len(tool),
+        len(words),
+    )
+    return head + tool + struct.pack(f">{len(words)}I", *words)
+
+
+def unpack_step(data: bytes) -> Step:
+    seq, flags, action, outcome, shape, n_tool, n_words = _HEAD.unpack_from(data)
+    at = _HEAD.size
+    tool = data[at : at + n_tool].decode("utf-8", "surrogatepass")
+    at += n_tool
+    words = frozenset(struct.unpack_from(f">{n_words}I", data, at)) if n_words else frozenset()
+    return Step(seq, tool, action.hex(), outcome.hex(), flags, "" if shape == _NO_SHAPE else shape.hex(), words)
