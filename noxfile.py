@@ -2,7 +2,7 @@
 
 nox and uv come with the dev extra (``pip install -e ".[all,dev]"``); CI runs every session after the tests::
 
-    .venv/bin/nox -l                                                    # the ten sessions
+    .venv/bin/nox -l                                                    # the sixteen sessions
     .venv/bin/nox -s "adapters(framework='crewai', versions='oldest')"  # one of them
     .venv/bin/nox -t oldest                                             # every framework at its oldest (or -t crewai)
     .venv/bin/nox -- -x -k trip                                         # arguments after -- go to pytest
@@ -41,6 +41,8 @@ class Framework:
     adapter: str  # the adapter's import name
     also_imports: tuple[str, ...]  # distributions the adapter imports besides the extra's own requirements
     tests: tuple[str, ...]  # every test that imports the adapter or its framework
+    also_shows: tuple[str, ...] = ()  # distributions printed with the versions under test when installed, not pinned
+    env: tuple[tuple[str, str], ...] = ()  # environment of the import check and the tests
 
 
 FRAMEWORKS = {
@@ -74,12 +76,44 @@ FRAMEWORKS = {
         also_imports=("httpx2",),  # the SDK's HTTP client: the demo and the tutorial test build on it
         tests=("tests/integrations/anthropic", "tests/tutorial/test_agent_loop_anthropic.py"),
     ),
+    "openai": Framework(
+        extra="openai",
+        adapter="loopguard_openai",
+        # The guarded transport wraps the SDK's HTTP client with that client's own library: httpx under openai 2.x,
+        # httpx2 under 3.x. The SDK's requirement picks it, so it is not pinned here (httpx's lowest, 0.23.0, cannot
+        # even be installed beside the httpx2 that genai-prices needs); both are shown when installed.
+        also_imports=(),
+        also_shows=("httpx", "httpx2"),
+        tests=("tests/integrations/openai",),
+    ),
+    "openai-agents": Framework(
+        extra="openai-agents",
+        adapter="loopguard_openai_agents",
+        also_imports=("openai",),  # the tests drive the Runner through the openai client (agents 0.24 needs openai 3)
+        also_shows=("httpx", "httpx2"),
+        tests=("tests/integrations/openai_agents",),
+    ),
+    "litellm": Framework(
+        extra="litellm",
+        adapter="loopguard_litellm",
+        also_imports=("openai",),  # the adapter reuses loopguard_openai's parsing
+        also_shows=("httpx", "httpx2"),
+        tests=("tests/integrations/litellm",),
+        env=(("LITELLM_LOCAL_MODEL_COST_MAP", "True"),),  # no download of LiteLLM's price map (no network in CI)
+    ),
 }
 VERSIONS = ("oldest", "newest")
-SHOW_VERSIONS = (
-    "import importlib.metadata as m, sys; "
-    "print('versions under test:', ', '.join(f'{n}=={m.version(n)}' for n in sys.argv[1:]))"
-)
+SHOW_VERSIONS = """
+import importlib.metadata as m, sys
+shown = []
+for name in sys.argv[1:]:  # a name ending in "?" is shown only when installed
+    try:
+        shown.append(f"{name.rstrip('?')}=={m.version(name.rstrip('?'))}")
+    except m.PackageNotFoundError:
+        if not name.endswith("?"):
+            raise
+print("versions under test:", ", ".join(shown))
+"""
 
 
 def framework_requirements(extra: str) -> list[Requirement]:
@@ -153,7 +187,8 @@ def adapters(session: nox.Session, framework: str, versions: str) -> None:
         session.install("-e", f".[{spec.extra},dev]", *pins)
     else:  # ask the index again for these few, whatever uv's cache remembers of it
         session.install("-e", f".[{spec.extra},dev]", *(f"--refresh-package={name}" for name in names))
+    env = dict(spec.env)
     # Fail here, loudly, rather than let the tests' importorskip turn a broken import into skips.
-    session.run("python", "-c", f"import {spec.adapter}")
-    session.run("python", "-c", SHOW_VERSIONS, *names, log=False)
-    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *spec.tests, *session.posargs)
+    session.run("python", "-c", f"import {spec.adapter}", env=env)
+    session.run("python", "-c", SHOW_VERSIONS, *names, *(f"{name}?" for name in spec.also_shows), log=False)
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *spec.tests, *session.posargs, env=env)

@@ -225,7 +225,10 @@ def _select(spec: str) -> list[Detector]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.detection", description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", help="public scenario corpus (default: $LOOPGUARD_SCENARIOS or ../shared/...)")
+    parser.add_argument(
+        "--corpus",
+        help="synthetic scenario corpus (default: $LOOPGUARD_SCENARIOS or tests/data/tool_call_scenarios.json)",
+    )
     parser.add_argument("--own", action="store_true", help="add the project's corpus in benchmarks/corpus/")
     parser.add_argument("--detectors", default="loopguard", help="'loopguard' (default), 'all', or keys a,b,c")
     parser.add_argument("--json", dest="json_path", help="also write the scores to this JSON file")

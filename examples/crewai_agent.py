@@ -9,8 +9,6 @@ the same guarded crew runs against the real model instead.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 # CrewAI's anonymous telemetry, trace upload and version check stay off unless you turned them on.
@@ -35,8 +33,7 @@ def pick_llm() -> Any:
         return LLM(model="anthropic/claude-sonnet-4-6", max_tokens=1024)
     if os.environ.get("OPENAI_API_KEY"):
         return LLM(model="openai/gpt-4o-mini", max_tokens=1024)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _fakes.crewai_scripted import ScriptedLLM
+    from loopguard_crewai.testing import ScriptedLLM
 
     # The failure loopguard exists for: the model asks for the same search again and again.
     return ScriptedLLM(loop=("search_orders", {"customer": "ACME", "status": "lost"}), max_tokens=1024)

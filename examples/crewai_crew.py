@@ -41,8 +41,7 @@ def pick_llms() -> tuple[Any, Any]:
     for key, model in (("ANTHROPIC_API_KEY", "anthropic/claude-sonnet-4-6"), ("OPENAI_API_KEY", "openai/gpt-4o-mini")):
         if os.environ.get(key):
             return LLM(model=model, max_tokens=1024), LLM(model=model, max_tokens=1024)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _fakes.crewai_scripted import ScriptedLLM
+    from loopguard_crewai.testing import ScriptedLLM
 
     triage = ScriptedLLM(loop=("delegate_work_to_coworker", HANDOFF), max_tokens=1024)
     billing = ScriptedLLM(script=["That is a triage matter; please send it back to triage."] * 20)

@@ -7,7 +7,9 @@ and the matching integration installed (pip install langchain-anthropic / langch
 agent runs against the real model instead.
 
 Shows both LangChain hooks: LoopGuardMiddleware (first in create_agent's middleware list) raising the trip, the
-graceful on_trip="end", and LoopGuardCallbackHandler passed through config callbacks.
+graceful on_trip="end", on_trip="steer" (the model is told why its call was refused and may change course; this
+one never does, so it is stopped for good after max_refusals), and LoopGuardCallbackHandler passed through config
+callbacks.
 """
 
 from __future__ import annotations
@@ -95,7 +97,22 @@ def main() -> dict[str, Any]:
     print(f"on_trip='end': {searches} searches, last message: {final[:90]}...")
     report["end"] = {"searches": searches, "final": final}
 
-    # 3. Callback handler (also works for plain graphs and the classic AgentExecutor).
+    # 3. Middleware, on_trip="steer": each refused search is answered with a ToolMessage telling the model why and
+    #    what to do instead, and the run goes on. A model that changes course finishes normally; this one keeps
+    #    asking, so after max_refusals=2 refusals the run is stopped for good (reason "refusals").
+    searches = 0
+    breaker = Breaker(max_refusals=2)
+    agent = create_agent(
+        pick_model(), [search_orders], middleware=[LoopGuardMiddleware(breaker, on_trip="steer")], name="support"
+    )
+    try:
+        agent.invoke(question)
+        print("on_trip='steer': the agent changed course and finished")
+    except LoopGuardTripped as trip:
+        print(f"on_trip='steer': {searches} searches, the model was told {trip.limit} times, then {trip}")
+        report["steer"] = {"reason": trip.reason, "searches": searches, "told": trip.limit}
+
+    # 4. Callback handler (also works for plain graphs and the classic AgentExecutor).
     searches = 0
     agent = create_agent(pick_model(), [search_orders], name="support")
     try:

@@ -72,12 +72,12 @@ async def main_async(ledger_path: Path) -> dict[str, Any]:
         await guarded_run(editor, "Write a summary of the paper.", breaker)
     except LoopGuardTripped as trip:
         report.update(stopped=True, reason=trip.reason, agent=trip.agent, tool=trip.tool)
-        print(f"loopguard stopped the crew: {trip}")
+        print(f"loopguard stopped the editor and its researcher: {trip}")
 
     rows = list(ledger.rows())
     per_agent = Counter((row.agent, row.origin) for row in rows)
     for (agent, origin), count in sorted(per_agent.items(), key=lambda item: (str(item[0][0]), item[0][1])):
-        print(f"  ledger: {agent:<10} {origin:<8} x{count}")
+        print(f"  ledger: {agent or '-':<10} {origin:<8} x{count}")
     verified = ledger.verify().ok
     print(f"  ledger verifies: {verified}; one run for both agents: {len({r.session_id for r in rows}) == 1}")
     report.update(per_agent={f"{a}/{o}": n for (a, o), n in per_agent.items()}, ledger_ok=verified)

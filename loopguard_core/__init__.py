@@ -8,9 +8,12 @@ from __future__ import annotations
 import typing as _typing
 
 from .agent_loop import AgentLoop, AgentResult
+from .approvals import ApprovalQueue, ApprovalRequest
 from .breaker import Breaker
 from .clock import Clock, SystemClock
 from .errors import (
+    ApprovalError,
+    ApprovalRequired,
     IllegalTransition,
     LoopGuardError,
     LoopGuardTripped,
@@ -19,19 +22,25 @@ from .errors import (
     SpecError,
     StoreError,
 )
+from .idempotency import SideEffects, side_effect
 from .ledger import Ledger, LedgerError, VerifyResult
 from .limits import Limits, LoopDetection
 from .pricing import GenaiPrices, StaticPrices
 from .signatures import call_signature, canonical_text, outcome_digest
 from .spec import Spec, SpecCheck, SpecResult, SpecStore, SpecWriter, validate_spec
 from .state import TRANSITIONS, BreakerState
-from .stores import MemoryStore, RunSnapshot, Store
+from .stores import MemoryStore, RunSnapshot, SQLiteStore, Store
 from .tokens import estimate_tokens
+from .tools import ToolPolicy
 
 __all__ = [
     "TRANSITIONS",
     "AgentLoop",
     "AgentResult",
+    "ApprovalError",
+    "ApprovalQueue",
+    "ApprovalRequest",
+    "ApprovalRequired",
     "Breaker",
     "BreakerState",
     "Clock",
@@ -47,6 +56,8 @@ __all__ = [
     "MemoryStore",
     "MissingExtra",
     "RunSnapshot",
+    "SQLiteStore",
+    "SideEffects",
     "Spec",
     "SpecCheck",
     "SpecError",
@@ -57,11 +68,13 @@ __all__ = [
     "Store",
     "StoreError",
     "SystemClock",
+    "ToolPolicy",
     "VerifyResult",
     "call_signature",
     "canonical_text",
     "estimate_tokens",
     "outcome_digest",
+    "side_effect",
     "validate_spec",
 ]
 

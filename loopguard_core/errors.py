@@ -28,6 +28,8 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "ApprovalError",
+    "ApprovalRequired",
     "IllegalTransition",
     "LoopGuardError",
     "LoopGuardTripped",
@@ -62,17 +64,37 @@ _ADVICE: Mapping[str, str] = MappingProxyType(
         "stall": "the agent keeps asking for more where there is nothing (past the last page?); "
         "change the prompt or make the tool say clearly that there is no more",
         "store_unavailable": "bring the breaker store back (or choose failure_policy='open' knowingly)",
+        "refusals": "the run is stopped for good; read the refusals in the log or ledger, then change the prompt, "
+        "the tools or max_refusals, and start a new run",
+        "budget": "the budget is spent for this period: wait for it to reset, raise it, or move the work to another "
+        "budget (`loopguard budgets` shows every budget's spend)",
+        "approval_required": "a person decides: `loopguard approvals approve ID` (or reject ID --reason ...), "
+        "breaker.approvals.decide(...) in code, or the dashboard; then resume the run",
+        "approval_rejected": "a person rejected the call; the model is told why (on_trip='steer') or the run stops",
+        "unpriced_model": "give its price (Breaker(prices=StaticPrices({model: (usd_in, usd_out)})) per million "
+        "tokens), use a model genai-prices knows, or allow unpriced models knowingly (Breaker(allow_unpriced=True)); "
+        "a request with no model name needs before_model(model=...)",
+        "side_effect_in_flight": "the first call with this idempotency key is still running; call again once it has "
+        "finished (its recorded outcome is returned then), or raise wait_seconds if the body is slow",
+        "side_effect_unknown": "check the external system (was the refund, email or deploy done?); if it was not, "
+        "release the record (store.release(trip.facts['key'])) and call again; for a body that is safe to repeat, "
+        "use on_unknown='retry'",
+        "side_effect_conflict": "a different request needs a different idempotency key: fix the key (or the key "
+        "function) so it covers every argument that makes a request different, or release the old record",
     }
 )
+_TERMINAL_OPEN = "the run hit a budget ceiling and stays stopped: start a new run (breaker.run()) or raise the limit"
 
 
 class LoopGuardTripped(LoopGuardError, RuntimeError):
     """A guarded call was refused *before* it ran.
 
     ``reason`` is a short stable string (``turn_ceiling``, ``token_ceiling``, ``cost_ceiling``,
-    ``tool_ceiling``, ``loop``, ``stall``, ``failures``, ``wall_clock``, ``open``, ``store_unavailable``);
-    ``facts`` holds what led to it
-    (counts, limits, tool, agent, session). Frequently used facts are also attributes.
+    ``tool_ceiling``, ``loop``, ``stall``, ``failures``, ``wall_clock``, ``open``, ``store_unavailable``,
+    ``refusals``, ``unpriced_model``, ``budget``, ``approval_required``, ``approval_rejected``,
+    ``side_effect_in_flight``, ``side_effect_unknown``, ``side_effect_conflict``); ``facts`` holds what led to
+    it (counts, limits, tool, agent, session; for a loop the ``rule`` and the earlier calls' ``positions``).
+    Frequently used facts are also attributes.
     """
 
     reason: str
@@ -109,6 +131,22 @@ class LoopGuardTripped(LoopGuardError, RuntimeError):
         """True when the run cannot recover (a budget ceiling); False for health trips."""
         return bool(self.facts.get("terminal", False))
 
+    @property
+    def steerable(self) -> bool:
+        """Whether the run may go on after this refusal (``on_trip="steer"``): loops, stalls and failing tools
+        may; budget ceilings, unpriced models and an unreachable store never do."""
+        return not self.terminal and self.reason in _STEERABLE
+
+    def for_model(self) -> str:
+        """What to tell the model in place of the refused call's result, when the run goes on (steer)."""
+        detail = _RULES.get(str(self.facts.get("rule")), _WHAT.get(self.reason, "{reason}"))
+        try:
+            text = detail.format_map(_Facts(self.facts, reason=self.reason))
+        except (ValueError, TypeError):
+            text = self.reason
+        hint = _RULE_HINTS.get(str(self.facts.get("rule")), _MODEL_HINTS.get(self.reason, "Try a different action."))
+        return f"loopguard refused this call and it did not run: {text}. {hint}"
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep reason and facts across pickling (multiprocessing, Celery, Ray).
         return (_rebuild_tripped, (type(self), self.reason, str(self), dict(self.facts)))
@@ -121,7 +159,9 @@ class LoopGuardTripped(LoopGuardError, RuntimeError):
         except (ValueError, TypeError):  # a fact of an unexpected type: fall back, never fail here
             detail = reason
         where = f" (agent {facts['agent']!r})" if facts.get("agent") else ""
-        advice = _ADVICE.get(reason, "inspect the run before continuing")
+        advice = _RULE_ADVICE.get(str(facts.get("rule")), _ADVICE.get(reason, "inspect the run before continuing"))
+        if reason == "open" and facts.get("terminal"):  # a budget never recovers: waiting does not help
+            advice = _TERMINAL_OPEN
         rule = facts.get("rule")
         label = f"{reason}/{rule}" if isinstance(rule, str) and rule != reason else reason
         if facts.get("observe"):
@@ -163,6 +203,48 @@ _WHAT: Mapping[str, str] = MappingProxyType(
         "wall_clock": "the run has taken {observed} s, over max_seconds={limit}",
         "open": "the breaker is open after an earlier {tripped_by} trip",
         "store_unavailable": "the breaker store {url} did not answer ({error}) and its failure policy is closed",
+        "refusals": "the agent was told {limit} times that its calls were refused (max_refusals={limit}) and "
+        "then made another refused call",
+        "budget": "budget {budget!r} ({period} {window}, {timezone}) would exceed {ceiling}={limit}: {observed} "
+        "with this call ({spent} already spent); it resets {resets_at}",
+        "approval_required": "{tool!r} needs a person's approval before it runs (request {request_id})",
+        "side_effect_in_flight": "{tool!r} is already running with the same idempotency key",
+        "side_effect_unknown": "{tool!r} started earlier with the same idempotency key and never recorded an outcome",
+        "side_effect_conflict": "{tool!r} was called with an idempotency key already used for other arguments",
+        "approval_rejected": "{decided_by} rejected this call to {tool!r}: {decision_reason}",
+        "unpriced_model": "model {model!r} has no known price, so max_cost_usd={limit} cannot be enforced for it",
+    }
+)
+
+
+_STEERABLE = frozenset(
+    {"loop", "stall", "failures", "open", "approval_rejected", "side_effect_in_flight", "side_effect_conflict"}
+)
+# Addressed to the model, not to a developer: what to do instead of the call it asked for.
+_MODEL_HINTS: Mapping[str, str] = MappingProxyType(
+    {
+        "loop": "Repeating it will not bring a different answer: use what you already have, try a different "
+        "approach, or finish and report what you found.",
+        "stall": "There is nothing more to fetch: stop paging and work with what you have.",
+        "failures": "This tool keeps failing with the same error: do not call it again with this input.",
+        "open": "Calls are paused after an earlier refusal: try a different action.",
+        "approval_rejected": "Do not ask for this call again as it is: take the person's reason into account.",
+        "side_effect_in_flight": "This action was already requested and is still running: do not ask for it again.",
+        "side_effect_conflict": "This action was already done with other details: do not redo it with new ones.",
+    }
+)
+
+
+_RULE_ADVICE: Mapping[str, str] = MappingProxyType(
+    {
+        "no_progress": "look at what the agent is stuck on (its artifacts did not change); change the prompt or the "
+        "tools, or give it more patience (Progress(max_stall_turns=..., max_stall_seconds=...))",
+    }
+)
+_RULE_HINTS: Mapping[str, str] = MappingProxyType(
+    {
+        "no_progress": "Your recent steps changed nothing you are meant to produce: change approach, or stop and "
+        "report what blocks you.",
     }
 )
 
@@ -200,6 +282,8 @@ _RULES: Mapping[str, str] = MappingProxyType(
         "paraphrase": "call #{call} to {tool!r} asks again, in other words, what calls {positions} asked, and "
         "they all got the same answer (limit {limit})",
         "empty_pages": "{tool!r} returned nothing for calls {positions}, the same request paged on (limit {limit})",
+        "no_progress": "nothing the run is meant to change has changed for {turns} model turns and {seconds} s "
+        "({limit}; measured by the progress probe {probe}, not by what the agent says)",
     }
 )
 
@@ -208,6 +292,26 @@ def _rebuild_tripped(cls: type[LoopGuardTripped], reason: str, message: str, fac
     err = cls.__new__(cls)
     LoopGuardTripped.__init__(err, reason, message, **facts)
     return err
+
+
+class ApprovalRequired(LoopGuardTripped):
+    """A gated tool call waits for a person (``reason="approval_required"``); it did not run.
+
+    ``request_id`` names the request in the approval queue. Not a failure: adapters suspend the run the
+    framework's way (LangGraph ``interrupt``, Pydantic AI deferred tools); elsewhere the caller decides or
+    waits, then runs the agent again with the same run id, and the approved call goes ahead.
+    """
+
+    def __init__(self, message: str | None = None, **facts: Any) -> None:
+        super().__init__("approval_required", message, **facts)
+
+    @property
+    def request_id(self) -> str | None:
+        return self.facts.get("request_id")
+
+
+class ApprovalError(LoopGuardError, ValueError):
+    """An approval decision that cannot be made: unknown request, already decided, edited arguments not JSON."""
 
 
 class IllegalTransition(LoopGuardError, RuntimeError):

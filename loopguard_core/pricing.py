@@ -26,6 +26,19 @@ class GenaiPrices:
             self._module = require("genai_prices", extra="pricing", purpose="Pricing model calls in USD")
         return self._module
 
+    def max_output_tokens(self, model: str) -> int | None:
+        """The model's largest output, where the data knows it: genai-prices records the context window only,
+        which bounds the output (never an output reserve larger than the window)."""
+        module = self._prices()
+        if not _known(module, model, self._provider_id):
+            return None
+        try:
+            info = module.calc_price(module.Usage(input_tokens=1, output_tokens=1), model_ref=model).model
+        except LookupError:
+            return None
+        window = getattr(info, "context_window", None)
+        return window if isinstance(window, int) and window > 0 else None
+
     def cost_micros(self, model: str, input_tokens: int, output_tokens: int) -> int | None:
         module = self._prices()
         if not _known(module, model, self._provider_id):
@@ -51,19 +64,31 @@ def _known(module: Any, model: str, provider_id: str | None) -> bool:
 
 
 class StaticPrices:
-    """Prices you give yourself, in USD per million tokens: ``{"my-model": (3.0, 15.0)}``.
+    """Prices you give yourself, in USD per million tokens: ``{"my-model": (3.0, 15.0)}``, optionally with the
+    model's largest output in tokens as a third value (``(3.0, 15.0, 8192)``: what an uncapped request reserves).
 
     For private or fine-tuned models that no public price list knows.
     """
 
-    def __init__(self, per_million: dict[str, tuple[float, float]]) -> None:
-        for model, pair in per_million.items():
-            if not isinstance(model, str) or len(pair) != 2 or any(p < 0 for p in pair):
-                raise ValueError(f"StaticPrices expects {{model: (input_usd, output_usd)}} >= 0, got {model!r}")
+    def __init__(self, per_million: dict[str, tuple[float, ...]]) -> None:
+        for model, values in per_million.items():
+            if (
+                not isinstance(model, str)
+                or len(values) not in (2, 3)
+                or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 for v in values)
+                or (len(values) == 3 and (not isinstance(values[2], int) or values[2] <= 0))
+            ):
+                raise ValueError(
+                    f"StaticPrices expects {{model: (input_usd, output_usd[, max_output_tokens])}} >= 0, got {model!r}"
+                )
         self._prices = dict(per_million)
 
     def cost_micros(self, model: str, input_tokens: int, output_tokens: int) -> int | None:
-        pair = self._prices.get(model)
-        if pair is None:
+        values = self._prices.get(model)
+        if values is None:
             return None
-        return math.ceil(input_tokens * pair[0] + output_tokens * pair[1])
+        return math.ceil(input_tokens * values[0] + output_tokens * values[1])
+
+    def max_output_tokens(self, model: str) -> int | None:
+        values = self._prices.get(model)
+        return int(values[2]) if values is not None and len(values) == 3 else None

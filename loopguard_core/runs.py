@@ -15,6 +15,8 @@ import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from .errors import StoreError
+
 if TYPE_CHECKING:
     from .breaker import Breaker
     from .stores.base import RunSnapshot
@@ -80,14 +82,26 @@ class RunHandle:
             self.run_id, self._token, forget = self._breaker._runs.enter(self._requested)
             if forget is not None:
                 self._breaker._forget_run(forget)
+            self._breaker._run_started()
         return self
 
-    def close(self) -> RunSnapshot:
-        """End the run (its counters stay readable as ``breaker.usage()`` until the next run starts)."""
-        self.result = self._breaker.usage(run_id=self.run_id)
-        if self._token is not None:
-            self._breaker._runs.exit(self.run_id, self._token)
-            self._token = None
+    def close(self, error: BaseException | None = None) -> RunSnapshot | None:
+        """End the run (its counters stay readable as ``breaker.usage()`` until the next run starts).
+
+        When the store cannot be read at the end (Redis went away), the run still ends; under the store's
+        closed failure policy that is reported as ``LoopGuardTripped(reason="store_unavailable")``, never as a
+        store error, and never over an ``error`` already on its way out of the run."""
+        try:
+            self.result = self._breaker.usage(run_id=self.run_id)
+        except StoreError as exc:
+            self.result = None
+            trip = self._breaker._store_unavailable_at_close(exc)
+            if trip is not None and error is None:
+                raise trip from None
+        finally:
+            if self._token is not None:
+                self._breaker._runs.exit(self.run_id, self._token)
+                self._token = None
         return self.result
 
     def __enter__(self) -> RunHandle:
@@ -96,7 +110,7 @@ class RunHandle:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self.close(exc)
 
     async def __aenter__(self) -> RunHandle:
         return self.open()
@@ -104,4 +118,4 @@ class RunHandle:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self.close(exc)

@@ -21,8 +21,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .detection._text import says_in_progress
-
 __all__ = [
     "call_signature",
     "canonical_text",
@@ -32,7 +30,6 @@ __all__ = [
     "outcome_digest",
     "question_words",
     "request_shape",
-    "says_in_progress",
     "word_overlap",
 ]
 
@@ -98,7 +95,7 @@ class _Encoder:
         if isinstance(value, str):
             return '"' + _fold_text(value, self.loose).replace('"', '\\"') + '"'
         if isinstance(value, int):
-            return str(value)
+            return _int_text(value)
         if isinstance(value, float):
             if math.isnan(value):
                 return "NaN"
@@ -117,6 +114,8 @@ class _Encoder:
         self.path.add(ident)
         try:
             return self._container(value, depth + 1)
+        except Exception:  # a container whose items(), __iter__ or __len__ raises: still a stable form
+            return f"<unreadable {_type_name(value)}>"
         finally:
             self.path.discard(ident)
 
@@ -132,6 +131,20 @@ class _Encoder:
         if dumped is not None:
             return self.encode(dumped, depth)
         return '"' + _fold_text(_safe_repr(value), self.loose) + '"'
+
+
+def _int_text(value: int) -> str:
+    try:
+        return str(value)
+    except ValueError:  # more digits than int-to-str conversion allows (4,300): hex has no such limit
+        return "0x" + format(value, "x")
+
+
+def _type_name(value: Any) -> str:
+    try:
+        return type(value).__qualname__
+    except Exception:
+        return "object"
 
 
 def _plain_form(value: Any) -> Any:
@@ -174,7 +187,7 @@ def _flat_dict(value: dict[Any, Any], loose: bool) -> str | None:
         if kind is str:
             text = '"' + _fold_text(item, loose).replace('"', '\\"') + '"'
         elif kind is int:
-            text = str(item)
+            text = _int_text(item)
         else:
             return None
         parts.append(('"' + _fold_text(key, loose).replace('"', '\\"') + '"', text))

@@ -32,6 +32,10 @@ def test_wheel_ships_packages_lua_scripts_and_type_marker(tmp_path: Path) -> Non
         "loopguard_crewai",
         "loopguard_pydantic_ai",
         "loopguard_anthropic",
+        "loopguard_openai",
+        "loopguard_openai_agents",
+        "loopguard_litellm",
+        "loopguard_pytest",
     ):
         assert f"{package}/__init__.py" in names
     assert "loopguard_core/py.typed" in names

@@ -1,6 +1,7 @@
 """loopguard for the Anthropic SDK: ``guard(client, breaker)`` and ``LoopGuardMiddleware``.
 
 Install with ``pip install "loopguard-core[anthropic]"``. See docs/frameworks/anthropic.md.
+For tests, ``loopguard_anthropic.testing.ScriptedAPI`` is a scripted Messages API (not imported here).
 """
 
 from __future__ import annotations

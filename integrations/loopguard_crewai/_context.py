@@ -7,20 +7,35 @@ around ``kickoff`` (the active guard) is visible to every hook and tool body of 
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from loopguard_core import Breaker
+
     from ._guard import CrewGuard
 
 __all__ = [
     "ACTIVE_GUARD",
     "CURRENT_AGENT",
+    "GUARDED_BODY",
     "agent_name",
+    "declare",
     "max_output_tokens",
     "model_name",
+    "steer_lock",
     "tool_args",
+    "warn_unguarded_side_effect",
 ]
+
+_STEER_LOCK = "_loopguard_steer_lock"  # the same attribute loopguard_langchain uses: one lock per breaker
+_DECLARED = "_loopguard_crewai_declared"
+_MEMORY = 4_096
+#: set on a tool object whose body ``guarded_tool`` runs through ``Breaker.run_tool_body``
+GUARDED_BODY = "__loopguard_guarded_body__"
+_create = threading.Lock()
 
 #: the innermost guard_crew block of this context (seen by tool bodies on CrewAI's worker threads)
 ACTIVE_GUARD: contextvars.ContextVar[CrewGuard | None] = contextvars.ContextVar("loopguard_crewai_guard", default=None)
@@ -67,3 +82,80 @@ def tool_args(tool_input: object) -> Any:
     if isinstance(tool_input, Mapping):
         return dict(tool_input)
     return tool_input
+
+
+def _original(tool: object) -> object:
+    """The BaseTool behind CrewAI's CrewStructuredTool (what the user built), else the tool itself."""
+    original = getattr(tool, "_original_tool", None)
+    return original if original is not None else tool
+
+
+def _seen(breaker: Breaker) -> dict[str, Any]:
+    table = breaker.__dict__.get(_DECLARED)
+    if table is None:
+        with _create:
+            table = breaker.__dict__.setdefault(_DECLARED, {})
+    return table  # type: ignore[no-any-return]
+
+
+def declare(breaker: Breaker, name: str, tool: object) -> None:
+    """Hand what a CrewAI tool says about itself to ``breaker.declare_tool``, once per tool name and breaker.
+
+    Read: a ``metadata`` mapping on the tool (``{"loopguard": {"irreversible": True}}``, MCP annotation keys) and
+    MCP ``annotations`` (a mapping or an object with ``readOnlyHint`` ...), on the tool or the BaseTool behind it.
+    """
+    seen = _seen(breaker)
+    if name in seen:
+        return
+    facts: dict[str, Any] = {}
+    for source in (_original(tool), tool):
+        metadata = getattr(source, "metadata", None)
+        if isinstance(metadata, Mapping):
+            facts = {**metadata, **facts}
+        annotations = getattr(source, "annotations", None)
+        if annotations is not None and "annotations" not in facts:
+            facts["annotations"] = annotations
+    if facts:
+        breaker.declare_tool(name, facts)
+    if len(seen) >= _MEMORY:
+        seen.clear()
+    seen[name] = False  # not warned about yet
+
+
+def warn_unguarded_side_effect(breaker: Breaker, name: str, tool: object) -> None:
+    """A hook cannot run a tool's body at most once: say so (once per tool) when a side-effect tool is not wrapped."""
+    if not breaker.tool_policy(name).side_effect:
+        return
+    if getattr(_original(tool), GUARDED_BODY, False) or getattr(tool, GUARDED_BODY, False):
+        return
+    seen = _seen(breaker)
+    if seen.get(name):
+        return
+    seen[name] = True
+    import warnings
+
+    from loopguard_core import LoopGuardWarning
+
+    warnings.warn(
+        f"{name!r} is a side-effect tool, but a CrewAI hook cannot make its body run at most once: wrap the tool "
+        "with loopguard_crewai.guarded_tool(breaker) (or decorate its function with "
+        "loopguard_core.idempotency.side_effect) so a repeat gets the recorded outcome instead of running again.",
+        LoopGuardWarning,
+        stacklevel=2,
+    )
+
+
+def steer_lock(breaker: Breaker, on_trip: str = "steer") -> AbstractContextManager[object]:
+    """Make one tool call's check and its steer one step for the other threads (``on_trip="steer"`` only).
+
+    A refusal opens the breaker and ``Breaker.steer`` closes it again; CrewAI runs a turn's parallel native tool
+    calls on worker threads, and a sibling checked in between would be refused as ``open`` and count as a refusal
+    of its own. Only the pre-flight is held, never the tool body.
+    """
+    if on_trip != "steer":
+        return nullcontext()
+    lock = breaker.__dict__.get(_STEER_LOCK)
+    if lock is None:
+        with _create:
+            lock = breaker.__dict__.setdefault(_STEER_LOCK, threading.RLock())
+    return lock  # type: ignore[no-any-return]

@@ -11,19 +11,44 @@ before-model hook can end the run. So:
 - after each tool call: ``breaker.after_tool`` with the result (loop detection is result-aware);
 - usage: CrewAI skips after-model hooks for native tool-call turns, so each LLM's cumulative
   ``get_token_usage_summary()`` is read before the next call and at the end, and the delta is recorded;
+- a model call that was admitted and then failed (a provider error, a timeout) gives its reservation back at
+  once (``breaker.model_failed``): CrewAI's ``LLMCallFailedEvent`` is seen through a stream sink scoped to the
+  block (``crewai.events.stream_context``), which CrewAI calls synchronously in the failing call's own context,
+  before the error propagates and before any retry is admitted;
+- held trips belong to one CrewAI execution (``crewai.execution.get_execution_uuid``): a second kickoff in the
+  same block is judged by the breaker afresh, not stopped with the first kickoff's trip;
 - on leaving the block, a held trip that never reached the caller (no model call followed, or CrewAI
   raised its own error first) is raised then: a trip is never swallowed.
+
+Approval gates: a gated call (``ToolPolicy(irreversible=True)``) is blocked and its ``ApprovalRequired`` is raised at
+the next model call as :class:`CrewAIApprovalRequired` (a ``HookAborted``, so it leaves ``kickoff``; catch it as
+``loopguard_core.ApprovalRequired``). CrewAI's own human input (``Task(human_input=True)``) is not used: it reads
+the console (``input()``) in the worker's process, so the person would have to sit at that terminal, and it only
+reviews a task's final answer, never a tool call before it runs. A person decides in loopguard's queue (CLI,
+another host); kick the crew off again inside ``guard_crew(breaker, run_id=<the same id>)`` and the approved call
+runs once (with the arguments the person edited, written into CrewAI's tool input); a rejection is a steerable
+trip. ``Breaker(approval_wait_seconds=N)`` makes the hook wait up to N s for the decision instead.
+
+``on_trip="steer"``: a refused tool call is still blocked (its body never runs), and the after-tool hook
+replaces CrewAI's "Tool execution blocked by hook" result with ``Breaker.steer``'s text, so the model reads why
+and what to do instead, and the crew goes on. The core raises when the run must stop (a budget ceiling, or
+``max_refusals`` reached): that trip is held and raised at the next model call exactly as in ``"raise"``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
+import uuid
 import warnings
 from types import TracebackType
 from typing import Any
 
+from crewai.events.stream_context import add_stream_sink, reset_stream_sinks
+from crewai.events.types.llm_events import LLMCallCompletedEvent, LLMCallFailedEvent
+from crewai.execution import get_execution_uuid
 from crewai.hooks import InterceptionPoint
 from crewai.hooks.dispatch import get_hooks, get_scoped_hooks, register_scoped, scoped_hooks
 from crewai.tools.tool_failure import ToolFailure
@@ -31,7 +56,17 @@ from crewai.tools.tool_failure import ToolFailure
 from loopguard_core import Breaker, LoopGuardTripped, LoopGuardWarning, estimate_tokens
 from loopguard_core.runs import RunHandle
 
-from ._context import ACTIVE_GUARD, CURRENT_AGENT, agent_name, max_output_tokens, model_name, tool_args
+from ._context import (
+    ACTIVE_GUARD,
+    CURRENT_AGENT,
+    agent_name,
+    declare,
+    max_output_tokens,
+    model_name,
+    steer_lock,
+    tool_args,
+    warn_unguarded_side_effect,
+)
 from ._errors import CrewAIGuardError, as_crewai_trip
 
 __all__ = ["CrewGuard", "guard_crew"]
@@ -45,47 +80,70 @@ _HOOK_POINTS = (
     InterceptionPoint.POST_TOOL_CALL,
     InterceptionPoint.PRE_MODEL_CALL,
 )
+_ON_TRIP = ("raise", "steer")
+
+# The model call the before-model hook just admitted, in the context that makes it: CrewAI runs the hook and
+# then the LLM call in one context, and emits the call's completed/failed event from it.
+_ADMITTED: contextvars.ContextVar[tuple[CrewGuard, str, str | None, str | None] | None] = contextvars.ContextVar(
+    "loopguard_crewai_admitted", default=None
+)
 
 
-def guard_crew(breaker: Breaker, *, run_id: str | None = None) -> CrewGuard:
+def guard_crew(breaker: Breaker, *, run_id: str | None = None, on_trip: str = "raise") -> CrewGuard:
     """Guard every agent of every crew (or ``Agent.kickoff``) run inside the returned context.
 
     Use ``with guard_crew(breaker): crew.kickoff()`` or ``async with`` around ``await crew.akickoff()`` /
     ``kickoff_async()``. One breaker run is opened for the block (a nested block on the same breaker
     joins it), so all agents of the crew share one budget and one loop memory.
+
+    ``on_trip="raise"`` (default) stops the kickoff with the trip; ``on_trip="steer"`` answers a refused tool
+    call with the refusal text and lets the crew go on (budget ceilings and the ``max_refusals`` stop are
+    raised as in ``"raise"``).
     """
-    return CrewGuard(breaker, run_id=run_id)
+    return CrewGuard(breaker, run_id=run_id, on_trip=on_trip)
 
 
 class _LLMUsage:
-    """What was last seen of one LLM instance's cumulative usage, and who called it last."""
+    """What was last seen of one LLM instance's cumulative usage, and who called it last (and under which id)."""
 
-    __slots__ = ("agent", "completion", "llm", "prompt")
+    __slots__ = ("agent", "call_id", "completion", "llm", "prompt")
 
     def __init__(self, llm: Any, prompt: int, completion: int) -> None:
         self.llm = llm
         self.prompt = prompt
         self.completion = completion
         self.agent: str | None = None
+        self.call_id: str | None = None  # the admitted call whose usage is not recorded yet
 
 
 class CrewGuard:
     """The context manager behind :func:`guard_crew` (sync ``with`` and ``async with``)."""
 
-    def __init__(self, breaker: Breaker, *, run_id: str | None = None) -> None:
+    def __init__(self, breaker: Breaker, *, run_id: str | None = None, on_trip: str = "raise") -> None:
         if not isinstance(breaker, Breaker):
             raise TypeError(f"guard_crew needs a loopguard_core.Breaker, got {type(breaker).__name__}")
+        if on_trip not in _ON_TRIP:
+            raise ValueError(
+                f"on_trip must be 'raise' or 'steer', got {on_trip!r} (a CrewAI hook can block a call or abort "
+                "the run, but cannot end a crew with a final answer, so there is no 'end')"
+            )
         self.breaker = breaker
+        self.on_trip = on_trip
         self._run_id = run_id
         self._lock = threading.Lock()
-        self._held: BaseException | None = None
-        self._delivered = False
+        # The trip (or guard failure) stopping each CrewAI execution, by execution id; and those that reached
+        # their kickoff's caller.
+        self._held: dict[str | None, BaseException] = {}
+        self._last: BaseException | None = None
+        self._delivered: set[str | None] = set()
         self._admitted: dict[int, tuple[str, Any, str | None]] = {}
+        self._steered: dict[int, str] = {}  # refused calls answered with the refusal text, by their input dict
         self._usage: dict[int, _LLMUsage] = {}
         self._seen = 0  # hook calls, including those a nested block on the same breaker handled
         self._run: RunHandle | None = None
         self._scope: Any = None
         self._token: contextvars.Token[CrewGuard | None] | None = None
+        self._sink: contextvars.Token[Any] | None = None
 
     # -- the block ---------------------------------------------------------------------------------
     def __enter__(self) -> CrewGuard:
@@ -100,6 +158,7 @@ class CrewGuard:
         register_scoped(InterceptionPoint.PRE_TOOL_CALL, self._before_tool_call)
         register_scoped(InterceptionPoint.POST_TOOL_CALL, self._after_tool_call)
         register_scoped(InterceptionPoint.PRE_MODEL_CALL, self._before_llm_call)
+        self._sink = add_stream_sink(self._on_event)
         self._token = ACTIVE_GUARD.set(self)
         return self
 
@@ -110,7 +169,7 @@ class CrewGuard:
             self._reconcile_all()
         finally:
             self._close()
-        if exc is None and self._seen == 0 and self._held is None:
+        if exc is None and self._seen == 0 and not self._held:
             warnings.warn(
                 "guard_crew saw no model or tool call inside its block. Run kickoff() inside the `with "
                 "guard_crew(...)` block, in the same thread or a task/thread that copies the context "
@@ -118,15 +177,18 @@ class CrewGuard:
                 LoopGuardWarning,
                 stacklevel=2,
             )
-        held = self._held
-        if held is None or exc is held:
+        with self._lock:
+            held = list(self._held.values())
+            pending = [error for execution, error in self._held.items() if execution not in self._delivered]
+        if not held or any(exc is error for error in held):
             return
-        if exc is None and self._delivered:
+        if exc is None and not pending:
             return  # the caller chose to catch it inside the block: it reached them
         # CrewAI ended without another model call (or raised its own error first): raise the trip now.
+        error = pending[0] if pending else held[-1]
         if exc is not None:
-            raise held from exc
-        raise held
+            raise error from exc
+        raise error
 
     async def __aenter__(self) -> CrewGuard:
         return self.__enter__()
@@ -137,6 +199,11 @@ class CrewGuard:
         self.__exit__(exc_type, exc, tb)
 
     def _close(self) -> None:
+        if self._sink is not None:
+            # Left from another context (ValueError): the sinks there are not ours to touch.
+            with contextlib.suppress(ValueError):
+                reset_stream_sinks(self._sink)
+            self._sink = None
         if self._token is not None:
             try:
                 ACTIVE_GUARD.reset(self._token)
@@ -152,14 +219,20 @@ class CrewGuard:
     # -- what the block saw ------------------------------------------------------------------------
     @property
     def trip(self) -> BaseException | None:
-        """The trip (or guard failure) that stopped this kickoff, if any."""
-        return self._held
+        """The trip (or guard failure) that stopped the latest kickoff of this block, if any."""
+        return self._last
 
     def hold(self, error: BaseException) -> None:
-        """Stop the run at the next model call (used by guarded tools running inside this block)."""
+        """Stop this CrewAI execution at its next model call (also used by guarded tools inside this block)."""
+        execution = get_execution_uuid()
         with self._lock:
-            if self._held is None:
-                self._held = error
+            if execution not in self._held:
+                self._held[execution] = error
+                self._last = error
+
+    def _held_here(self) -> BaseException | None:
+        with self._lock:
+            return self._held.get(get_execution_uuid())
 
     # -- hooks (sync; called on CrewAI's worker threads) --------------------------------------------
     def _mine(self) -> bool:
@@ -172,29 +245,54 @@ class CrewGuard:
             self._seen += 1
         if not self._mine():
             return None
-        if self._held is not None:
+        if self._held_here() is not None:
             return False  # the run is being stopped: nothing else runs
         name = str(ctx.tool_name)
         args = tool_args(ctx.tool_input)
         agent = agent_name(ctx.agent)
-        try:
-            self.breaker.before_tool(name, args, agent=agent)
-        except LoopGuardTripped as trip:
-            self.hold(as_crewai_trip(trip))
+        with steer_lock(self.breaker, self.on_trip):
+            try:
+                declare(self.breaker, name, ctx.tool)
+                approval = self.breaker.before_tool(name, args, agent=agent)
+            except LoopGuardTripped as trip:
+                if self.on_trip == "steer":
+                    self._steer(trip, id(ctx.tool_input))
+                else:
+                    self.hold(as_crewai_trip(trip))
+                return False
+            except Exception as exc:  # CrewAI would swallow it and run the tool unguarded: block instead
+                self.hold(_guard_failure("before_tool", exc))
+                return False
+        edited = None if approval is None else approval.args()
+        if edited is not None and not _replace_input(ctx.tool_input, edited):
+            self.hold(_guard_failure("approval", TypeError("edited arguments need a dict tool input")))
             return False
-        except Exception as exc:  # CrewAI would swallow it and run the tool unguarded: block instead
-            self.hold(_guard_failure("before_tool", exc))
-            return False
+        warn_unguarded_side_effect(self.breaker, name, ctx.tool)
         with self._lock:
             self._admitted[id(ctx.tool_input)] = (name, args, agent)
         CURRENT_AGENT.set(agent)
         return None
 
+    def _steer(self, trip: LoopGuardTripped, call: int) -> None:
+        """The refused call stays blocked; the after-tool hook hands the model the text, or the run stops."""
+        try:
+            text = self.breaker.steer(trip)  # raises when the run must stop
+        except LoopGuardTripped as stop:
+            self.hold(as_crewai_trip(stop))
+        except Exception as exc:
+            self.hold(_guard_failure("steer", exc))
+        else:
+            with self._lock:
+                self._steered[call] = text
+
     def _after_tool_call(self, ctx: Any) -> str | None:
         with self._lock:
             admitted = self._admitted.pop(id(ctx.tool_input), None)
+            steered = self._steered.pop(id(ctx.tool_input), None)
+        if steered is not None:
+            return steered  # in place of "Tool execution blocked by hook": why, and what to do instead
         if admitted is None:
-            held = self._held
+            held = self._held_here()
             result = ctx.tool_result
             if held is not None and isinstance(result, str) and result.startswith(_BLOCKED_PREFIX):
                 return f"{_BLOCKED_PREFIX}: {held}"  # tell the model (and traces) why
@@ -222,27 +320,53 @@ class CrewGuard:
             self._reconcile(llm, next_agent=agent)
         except Exception as exc:
             self.hold(_guard_failure("after_model", exc))
+        _ADMITTED.set(None)
         self._deliver()
+        model = model_name(llm)
+        call_id = f"crewai-{uuid.uuid4().hex}"
         try:
             self.breaker.before_model(
-                model=model_name(llm),
+                model=model,
                 estimated_input_tokens=estimate_tokens(ctx.messages),
                 max_output_tokens=max_output_tokens(llm),
                 agent=agent,
+                call_id=call_id,
             )
         except LoopGuardTripped as trip:
             self.hold(as_crewai_trip(trip))
         except Exception as exc:
             self.hold(_guard_failure("before_model", exc))
+        else:
+            _ADMITTED.set((self, call_id, model, agent))  # the call about to be made, until it ends
+            self._admitted_call(llm, call_id)
         self._deliver()
         return None
 
     def _deliver(self) -> None:
         """Raise the held trip (a HookAborted: CrewAI lets it out of kickoff) before the model is called."""
-        held = self._held
+        execution = get_execution_uuid()
+        with self._lock:
+            held = self._held.get(execution)
+            if held is not None:
+                self._delivered.add(execution)
         if held is not None:
-            self._delivered = True
             raise held
+
+    # -- events (the block's stream sink: called synchronously where the event is emitted) ------------
+    def _on_event(self, source: Any, event: Any) -> None:
+        if not isinstance(event, (LLMCallFailedEvent, LLMCallCompletedEvent)):
+            return
+        admitted = _ADMITTED.get()
+        if admitted is None or admitted[0] is not self:
+            return  # a call this block did not admit (refused, or another guard's)
+        _ADMITTED.set(None)
+        if isinstance(event, LLMCallCompletedEvent):
+            return  # its usage is read from the LLM's token summary before the next call
+        _, call_id, model, agent = admitted
+        try:  # the call was admitted but never answered: give its reservation back now, before any retry
+            self.breaker.model_failed(model=model, agent=agent, call_id=call_id, error=event.error)
+        except Exception:  # a sink must never break CrewAI's emit; the reservation then expires by itself
+            logger.exception("loopguard could not release a failed model call's reservation")
 
     # -- usage -------------------------------------------------------------------------------------
     def _reconcile(self, llm: Any, *, next_agent: str | None = None, final: bool = False) -> None:
@@ -260,13 +384,21 @@ class CrewGuard:
             else:
                 delta_in, delta_out = max(0, prompt - seen.prompt), max(0, completion - seen.completion)
                 seen.prompt, seen.completion = prompt, completion
-            spender = seen.agent
+            spender, call_id = seen.agent, None
+            if delta_in or delta_out:
+                call_id, seen.call_id = seen.call_id, None  # its reservation is released by id, once
             if not final:
                 seen.agent = next_agent
         if delta_in or delta_out:
             self.breaker.after_model(
-                input_tokens=delta_in, output_tokens=delta_out, model=model_name(llm), agent=spender
+                input_tokens=delta_in, output_tokens=delta_out, model=model_name(llm), agent=spender, call_id=call_id
             )
+
+    def _admitted_call(self, llm: Any, call_id: str) -> None:
+        with self._lock:
+            seen = self._usage.get(id(llm))
+            if seen is not None:
+                seen.call_id = call_id
 
     def _reconcile_all(self) -> None:
         with self._lock:
@@ -278,8 +410,17 @@ class CrewGuard:
                 logger.exception("loopguard could not record the last model call's usage")
 
     def __repr__(self) -> str:
-        state = "tripped" if self._held is not None else ("active" if self._run is not None else "idle")
+        state = "tripped" if self._held else ("active" if self._run is not None else "idle")
         return f"<CrewGuard {state} breaker={self.breaker!r}>"
+
+
+def _replace_input(tool_input: Any, edited: Any) -> bool:
+    """Run the call with the arguments a person approved: CrewAI executes the very dict the hook was given."""
+    if not isinstance(tool_input, dict) or not isinstance(edited, dict):
+        return False
+    tool_input.clear()
+    tool_input.update(edited)
+    return True
 
 
 def _usage_summary(llm: Any) -> tuple[int, int] | None:

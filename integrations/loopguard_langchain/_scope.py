@@ -134,6 +134,29 @@ class InvocationRuns:
             del self._entries[_slot(key)]
         entry.handle.close()
 
+    def adopt(self, key: Any, run_id: str, *, is_root: bool) -> None:
+        """A resumed invocation (LangGraph ``Command(resume=...)``) continues the run ``run_id`` it suspended:
+        every hook of the invocation counts against that run from now on, not against a fresh one."""
+        if key is None:
+            return
+        with self._lock:
+            entry = self._entries.get(_slot(key))
+            if entry is not None and entry.handle.run_id == run_id:
+                return
+        handle = self._breaker.begin_run(run_id)
+        replaced: _Entry | None = None
+        with self._lock:
+            old = self._entries.get(_slot(key))
+            if old is not None and old.handle.run_id == run_id:  # a parallel call adopted it first
+                replaced = _Entry(key, handle, 0, False)
+            else:
+                depth, owned = (old.depth, old.owned_by_root) if old is not None else (1, is_root)
+                self._entries[_slot(key)] = _Entry(key, handle, depth, owned)
+                self._entries.move_to_end(_slot(key))
+                replaced = old
+        if replaced is not None:
+            replaced.handle.close()
+
     def run_id(self, key: Any) -> str | None:
         if key is None:
             return None

@@ -15,6 +15,18 @@ Why it is built this way (each point verified against langchain-core 1.7):
 - Model pre-flight in ``on_chat_model_start`` (``on_llm_start`` for completion models); usage in ``on_llm_end``.
 - One breaker run per top-level invocation: the root chain's start/end/error events bound it, and every
   event is attributed to its root through ``parent_run_id``; nested agents therefore share the run.
+- ``on_trip="steer"``: a refused tool call is answered for the model instead of stopping the run. A callback
+  cannot replace a result, so ``on_tool_start`` raises :class:`LoopGuardSteered` (a ``ToolInvocationError``,
+  which LangGraph's ``ToolNode`` turns into an error ToolMessage by default, and a ``LoopGuardTripped``)
+  carrying ``Breaker.steer``'s text. That works wherever a ``ToolNode`` runs the tools (``create_agent``,
+  LangGraph graphs). The classic ``AgentExecutor`` converts nothing: there a refusal is raised as in ``"raise"``.
+  Budget ceilings and the ``max_refusals`` stop are raised as in ``"raise"``.
+- Approval gates: a gated call raises ``ApprovalRequired`` to the caller (a callback cannot suspend a graph on
+  its checkpointer: use ``LoopGuardMiddleware`` or ``guarded_tool_node`` for that); run again under the same
+  run id (``with breaker.run("ticket-42"):``) once a person decided. A rejection is steerable like a loop. A
+  callback cannot change a tool's arguments, so an approval with edited arguments is refused with
+  ``ApprovalError`` rather than run as the model asked. Tool metadata (``{"loopguard": {...}}``, MCP annotations)
+  reaches ``Breaker.declare_tool`` on the tool's first call.
 
 LangChain still logs ``Error in LoopGuardCallbackHandler.on_tool_start callback: ...`` at WARNING before
 re-raising the trip: that line is LangChain's, and the trip does reach the caller.
@@ -32,17 +44,20 @@ from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 
-from loopguard_core import Breaker, estimate_tokens
+from loopguard_core import ApprovalError, Breaker, LoopGuardTripped, estimate_tokens
 from loopguard_core.runs import RunHandle
 
+from ._approval import declare_named
 from ._common import agent_name, estimate_messages, message_digest_input, tool_outcome, usage_of
+from ._steer import LoopGuardSteered, steer_lock
 
-__all__ = ["LoopGuardCallbackHandler"]
+__all__ = ["LoopGuardCallbackHandler", "LoopGuardSteered"]
 
 _CAP_KEYS = ("max_tokens", "max_output_tokens", "max_completion_tokens", "max_new_tokens", "num_predict")
 _MODEL_KEYS = ("model", "model_name", "model_id")
 _MEMORY = 8_192  # bound on the run-id bookkeeping (runs that never reported an end)
 _HOOKS = tuple(name for name in dir(BaseCallbackHandler) if name.startswith("on_"))
+_ON_TRIP = ("raise", "steer")
 
 
 def _positive_int(value: Any) -> int:
@@ -77,10 +92,16 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
                     "that swallows its errors, so a trip raised there would be lost. Override it with a plain def."
                 )
 
-    def __init__(self, breaker: Breaker) -> None:
+    def __init__(self, breaker: Breaker, *, on_trip: str = "raise") -> None:
         if not isinstance(breaker, Breaker):
             raise TypeError(f"LoopGuardCallbackHandler needs a loopguard_core.Breaker, got {type(breaker).__name__}")
+        if on_trip not in _ON_TRIP:
+            raise ValueError(
+                f"on_trip must be 'raise' or 'steer', got {on_trip!r} (a callback cannot end a run gracefully: "
+                "use LoopGuardMiddleware(on_trip='end') or guard_node(on_trip='end') for that)"
+            )
         self.breaker = breaker
+        self.on_trip = on_trip
         self._lock = threading.Lock()
         self._roots: dict[UUID, RunHandle] = {}
         self._root_of = _Bounded()  # run id -> root chain run id
@@ -166,7 +187,7 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
             root = self._root_of.get(run_id)
             agent = self._agents.get(run_id)
         with self._scope(root):
-            self.breaker.before_tool(tool, args, agent=agent, call_id=call_id)
+            _no_edits(self.breaker.before_tool(tool, args, agent=agent, call_id=call_id), tool)
         with self._lock:
             pending = self._actions.get(run_id) or []
             pending.append((tool, call_id, args))
@@ -188,6 +209,7 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         args: Any = inputs if inputs is not None else input_str
         call_id = kwargs.get("tool_call_id")
         agent = agent_name(metadata or {})
+        declare_named(self.breaker, tool, metadata)  # the tool's own metadata is merged into the run's
         root = self._attach(run_id, parent_run_id)
         checked = False
         if parent_run_id is not None:
@@ -201,7 +223,14 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
                             break
         with self._scope(root):
             if not checked:
-                self.breaker.before_tool(tool, args, agent=agent, call_id=call_id)
+                with steer_lock(self.breaker, self.on_trip):
+                    try:
+                        _no_edits(self.breaker.before_tool(tool, args, agent=agent, call_id=call_id), tool)
+                    except LoopGuardTripped as trip:
+                        if self.on_trip != "steer":
+                            raise
+                        text = self.breaker.steer(trip)  # raises the trip itself when the run must stop
+                        raise LoopGuardSteered(trip, text) from None
         with self._lock:
             self._tools.put(run_id, (tool, args, call_id, agent, root))
 
@@ -308,6 +337,17 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         model, agent, _, _, root = entry
         with self._scope(root):  # an admitted call that failed: release its reservation at once
             self.breaker.model_failed(model=model, agent=agent, error=error)
+
+
+def _no_edits(approval: Any, tool: str) -> None:
+    """A callback cannot change a tool's arguments: an approval that edited them is not run as the model asked."""
+    if approval is None or approval.args() is None:
+        return
+    raise ApprovalError(
+        f"a person approved {tool!r} with edited arguments (request {approval.id}), but a callback handler cannot "
+        "change the arguments a tool runs with, so the call was not made. Use LoopGuardMiddleware (create_agent) "
+        "or loopguard_langgraph.guarded_tool_node, which run edited arguments, or approve without --args."
+    )
 
 
 def _usage(response: Any) -> tuple[int, int] | None:

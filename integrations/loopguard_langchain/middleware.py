@@ -8,6 +8,15 @@
 - ``on_trip="raise"`` (default) lets ``LoopGuardTripped`` reach the caller of ``invoke``/``ainvoke``/``stream``.
   ``on_trip="end"`` answers the refused tool call with an error ToolMessage and ends the agent with a final
   AIMessage naming the trip, without calling the model again.
+  ``on_trip="steer"`` answers the refused tool call with an error ToolMessage carrying ``Breaker.steer``'s text
+  (why it was refused, what to do instead) and lets the agent go on; the core raises when the run must stop
+  (a budget ceiling, or ``max_refusals`` reached) and that trip reaches the caller as in ``"raise"``. A refused
+  *model* call has no tool result to answer with: it is raised in ``"steer"`` mode too.
+
+Approvals and side effects (see ``_approval``): each tool's ``metadata`` is declared to the breaker on first
+sight; a gated call suspends the agent with LangGraph's ``interrupt`` when it has a checkpointer (resume with
+``Command(resume=...)``), else ``ApprovalRequired`` reaches the caller in every ``on_trip`` mode; an approval with
+edited arguments runs the tool with them; a ``side_effect`` tool's body runs at most once per idempotency key.
 
 It must be FIRST in ``middleware=[...]`` (first = outermost): a retry or error middleware outside it would
 catch the trip. It warns (``LoopGuardWarning``) when it finds one there at run time.
@@ -18,22 +27,24 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import AIMessage, ToolMessage
 
-from loopguard_core import Breaker, LoopGuardTripped, LoopGuardWarning
+from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
 
+from ._approval import acheck_tool, arun_body, check_tool, declare, resumed_run, run_body, with_edits
 from ._common import agent_name, estimate_messages, message_digest_input, model_cap, model_name, usage_of
 from ._order import find_create_agent_list, order_problem
 from ._scope import InvocationRuns, current_invocation
+from ._steer import steer_lock
 from ._tool_run import arun_and_report, run_and_report
 
 __all__ = ["LoopGuardMiddleware"]
 
-_ON_TRIP = ("raise", "end")
+_ON_TRIP = ("raise", "end", "steer")
 _TRIP_MEMORY = 512
 
 
@@ -42,6 +53,18 @@ def stop_message(trip: LoopGuardTripped) -> AIMessage:
     return AIMessage(
         content=f"[loopguard] run stopped: {trip}",
         response_metadata={"loopguard_trip": {"reason": trip.reason, "agent": trip.agent, "tool": trip.tool}},
+    )
+
+
+def steered_tool_message(trip: LoopGuardTripped, text: str, call: Mapping[str, Any]) -> ToolMessage:
+    """Answer for a refused tool call when the run goes on (``on_trip="steer"``): ``text`` is what the model
+    is told (``Breaker.steer(trip)``); the trip's reason rides in ``response_metadata`` for code, not the model."""
+    return ToolMessage(
+        content=text,
+        tool_call_id=call.get("id") or "",
+        name=call.get("name"),
+        status="error",
+        response_metadata={"loopguard_steered": {"reason": trip.reason, "agent": trip.agent, "tool": trip.tool}},
     )
 
 
@@ -67,7 +90,7 @@ class LoopGuardMiddleware(AgentMiddleware):
         if not isinstance(breaker, Breaker):
             raise TypeError(f"LoopGuardMiddleware needs a loopguard_core.Breaker, got {type(breaker).__name__}")
         if on_trip not in _ON_TRIP:
-            raise ValueError(f"on_trip must be 'raise' or 'end', got {on_trip!r}")
+            raise ValueError(f"on_trip must be 'raise', 'end' or 'steer', got {on_trip!r}")
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(f"name must be a non-empty str, got {name!r}")
         super().__init__()
@@ -135,41 +158,95 @@ class LoopGuardMiddleware(AgentMiddleware):
             return self._trips.get(self.breaker.session_id)
 
     def _tool_refused(self, trip: LoopGuardTripped, call: dict[str, Any]) -> ToolMessage:
+        if self.on_trip == "steer":
+            try:
+                text = self.breaker.steer(trip)
+            except LoopGuardTripped as stop:  # a budget ceiling, or too many refusals: the run stops
+                self._remember(stop)
+                raise
+            return steered_tool_message(trip, text, call)
         self._remember(trip)
         if self.on_trip == "raise":
             raise trip
         return refused_tool_message(trip, call)
 
+    async def _atool_refused(self, trip: LoopGuardTripped, call: dict[str, Any]) -> ToolMessage:
+        if self.on_trip == "steer":
+            try:
+                text = await self.breaker.asteer(trip)
+            except LoopGuardTripped as stop:
+                self._remember(stop)
+                raise
+            return steered_tool_message(trip, text, call)
+        return self._tool_refused(trip, call)
+
     def _model_refused(self, trip: LoopGuardTripped) -> AIMessage:
         self._remember(trip)
-        if self.on_trip == "raise":
+        if self.on_trip != "end":  # "steer" too: a refused model call has no tool result to answer with
             raise trip
         return stop_message(self._ended() or trip)
 
     # -- tool calls -------------------------------------------------------------------------------
+    def _resume(self, name: str, call_id: str | None, key: Any, is_root: bool) -> Any:
+        """A gated call of a resumed invocation continues the run that asked for its approval."""
+        if not self.breaker.tool_policy(name).irreversible:
+            return None
+        found = resumed_run(self.breaker, name, call_id)
+        if found is None:
+            return None
+        if key is None:  # outside LangGraph: no invocation to move over, just this call
+            return found
+        self._runs.adopt(key, found, is_root=is_root)
+        return None
+
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         call = request.tool_call
         name, args, call_id = call["name"], call.get("args") or {}, call.get("id")
+        declare(self.breaker, request.tool)
         agent = agent_name()
-        key, _ = current_invocation()
-        with self._runs.scope(key):
-            try:
-                self.breaker.before_tool(name, args, agent=agent, call_id=call_id)
-            except LoopGuardTripped as trip:
-                return self._tool_refused(trip, call)
-            return run_and_report(self.breaker, name, args, agent, call_id, lambda: handler(request))
+        key, is_root = current_invocation()
+        own = self._resume(name, call_id, key, is_root)
+        with self.breaker.run(own) if own is not None else self._runs.scope(key):
+            with steer_lock(self.breaker, self.on_trip):
+                try:
+                    approval = check_tool(self.breaker, name, args, agent, call_id)
+                except ApprovalRequired:
+                    raise  # waits for a person: never answered for the model, never an "end"
+                except LoopGuardTripped as trip:
+                    return self._tool_refused(trip, call)
+            run_args, run_request = with_edits(request, args, approval)
+            return run_and_report(
+                self.breaker,
+                name,
+                args,
+                agent,
+                call_id,
+                lambda: run_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
+            )
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         call = request.tool_call
         name, args, call_id = call["name"], call.get("args") or {}, call.get("id")
+        declare(self.breaker, request.tool)
         agent = agent_name()
-        key, _ = current_invocation()
-        with self._runs.scope(key):
+        key, is_root = current_invocation()
+        own = self._resume(name, call_id, key, is_root)
+        with self.breaker.run(own) if own is not None else self._runs.scope(key):
             try:
-                await self.breaker.abefore_tool(name, args, agent=agent, call_id=call_id)
+                approval = await acheck_tool(self.breaker, name, args, agent, call_id)
+            except ApprovalRequired:
+                raise
             except LoopGuardTripped as trip:
-                return self._tool_refused(trip, call)
-            return await arun_and_report(self.breaker, name, args, agent, call_id, lambda: handler(request))
+                return await self._atool_refused(trip, call)
+            run_args, run_request = with_edits(request, args, approval)
+            return await arun_and_report(
+                self.breaker,
+                name,
+                args,
+                agent,
+                call_id,
+                lambda: arun_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
+            )
 
     # -- model calls ------------------------------------------------------------------------------
     def _preflight_args(self, request: Any) -> dict[str, Any]:

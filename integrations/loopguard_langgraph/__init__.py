@@ -2,7 +2,8 @@
 
 Install with ``pip install "loopguard-core[langgraph]"``. See docs/frameworks/langgraph.md. For
 ``create_agent`` agents use ``loopguard_langchain.LoopGuardMiddleware``; for any graph,
-``loopguard_langchain.LoopGuardCallbackHandler`` in ``config={"callbacks": [...]}`` works too.
+``loopguard_langchain.LoopGuardCallbackHandler`` in ``config={"callbacks": [...]}`` works too. For tests, graphs
+use ``loopguard_langchain.testing.ScriptedChatModel``, a scripted fake chat model.
 """
 
 from __future__ import annotations

@@ -15,6 +15,16 @@ Wiring (the guard routes with ``Command``, so it needs ``destinations`` and no s
   refused without one). Resume with ``graph.invoke(Command(resume="approve"), config)`` to reset the breaker
   and run the calls, or ``Command(resume="deny")`` to end as above. In this mode the breaker run is the
   thread's (``thread_id``), so a resumed run keeps its counts.
+- ``on_trip="steer"``: every pending call is checked; each refused one is answered with an error ToolMessage
+  carrying ``Breaker.steer``'s text (its body never runs), the admitted ones go to ``tools_node`` alone (one
+  ``Send`` each, the way ``create_agent`` dispatches calls), and when all were refused the graph goes straight
+  back to ``model_node`` (default ``"agent"``; list it in the guard's ``destinations``). A budget ceiling or the
+  ``max_refusals`` stop is raised as in ``"raise"``.
+
+Approval gates, in every mode: a gated call (``ToolPolicy(irreversible=True)``) interrupts the graph with the
+approval request when it has a checkpointer (resume with ``Command(resume=...)`` once a person decided; approved
+calls with edited arguments go to ``tools_node`` with ``Send``), else ``ApprovalRequired`` reaches the caller. A
+rejection is a trip like any other (``"interrupt"`` ends the run on it rather than asking again).
 
 The node also reports the results of the calls it let through (the ToolMessages it finds on its next visit),
 so loop detection sees results with a plain ``ToolNode``. With ``guarded_tool_node`` on the same breaker
@@ -31,25 +41,28 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.graph import END
-from langgraph.types import Command, interrupt
+from langgraph.types import Command, Send, interrupt
 
-from loopguard_core import Breaker, LoopGuardTripped
+from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped
+from loopguard_langchain._approval import acheck_tool, check_tool, resumed_run
 from loopguard_langchain._common import agent_name, tool_outcome
 from loopguard_langchain._scope import InvocationRuns, current_invocation
-from loopguard_langchain.middleware import refused_tool_message, stop_message
+from loopguard_langchain._steer import steer_lock
+from loopguard_langchain.middleware import refused_tool_message, steered_tool_message, stop_message
 
 __all__ = ["guard_node"]
 
-_MODES = ("raise", "end", "interrupt")
+_MODES = ("raise", "end", "interrupt", "steer")
 _MEMORY = 4_096
 _CHECKPOINTER_KEY = "__pregel_checkpointer"  # langgraph._internal._constants.CONFIG_KEY_CHECKPOINTER
 
 
 class _GuardNode:
-    def __init__(self, breaker: Breaker, on_trip: str, tools_node: str, messages_key: str) -> None:
+    def __init__(self, breaker: Breaker, on_trip: str, tools_node: str, messages_key: str, model_node: str) -> None:
         self.breaker = breaker
         self.on_trip = on_trip
         self.tools_node = tools_node
+        self.model_node = model_node
         self.messages_key = messages_key
         self.runs = InvocationRuns.of(breaker)
         self._lock = threading.Lock()
@@ -138,6 +151,14 @@ class _GuardNode:
             return self._stop(calls, trip)
         raise ValueError(f"resume a loopguard interrupt with Command(resume='approve') or 'deny', got {decision!r}")
 
+    def _steered(self, admitted: Sequence[Mapping[str, Any]], answers: Sequence[ToolMessage]) -> Command[Any]:
+        """Refused calls answered for the model; the admitted ones (if any) run, each sent on its own."""
+        update = {self.messages_key: list(answers)}
+        if not admitted:
+            return Command(goto=self.model_node, update=update)
+        sends = [Send(self.tools_node, [{**call, "type": "tool_call"}]) for call in admitted]
+        return Command(goto=sends, update=update)
+
     # -- the node ---------------------------------------------------------------------------------
     def _prepare(self, state: Any, config: RunnableConfig) -> tuple[Any, str | None, str | None, Sequence[Any]]:
         thread = self._check_checkpointer(config) if self.on_trip == "interrupt" else None
@@ -169,56 +190,115 @@ class _GuardNode:
     ) -> Command[Any]:
         if self.on_trip == "raise":
             raise trip
-        if self.on_trip == "end" or thread is None:
-            return self._stop(calls, trip)
+        if self.on_trip == "end" or thread is None or trip.reason == "approval_rejected":
+            return self._stop(calls, trip)  # a person's rejection is final: not asked again as a trip
         self._await(thread, calls, trip)
         return self._decide(calls, trip, thread, agent)
+
+    def _adopt(self, key: Any, calls: Sequence[Mapping[str, Any]], config: RunnableConfig) -> None:
+        """A resumed invocation whose gated call asked for approval continues the run that asked."""
+        for call in calls:
+            declared = self.breaker.tool_policy(call["name"])
+            if declared.irreversible:
+                found = resumed_run(self.breaker, call["name"], call.get("id"))
+                if found is not None:
+                    _, is_root = current_invocation()
+                    self.runs.adopt(key, found, is_root=is_root)
+                    return
 
     def __call__(self, state: Any, config: RunnableConfig) -> Command[Any]:
         key, _, thread, messages = self._prepare(state, config)
         agent = agent_name(config.get("metadata") or {})
         calls = self._pending(messages)
+        self._adopt(key, calls, config)
         with self.runs.scope(key):
             for name, args, who, call_id, result, error in self._report(messages):
                 self.breaker.after_tool(name, args, result=result, error=error, agent=who, call_id=call_id)
             if not calls:
                 return Command(goto=END)
+            if self.on_trip == "steer":
+                admitted, answers = [], []
+                for call in calls:
+                    with steer_lock(self.breaker):  # parallel graphs over one breaker check on other threads
+                        try:
+                            approval = check_tool(
+                                self.breaker, call["name"], call.get("args") or {}, agent, call.get("id")
+                            )
+                        except LoopGuardTripped as refused:  # steer raises when the run must stop
+                            answers.append(steered_tool_message(refused, self.breaker.steer(refused), call))
+                            continue
+                    self._admit(call, agent)
+                    admitted.append(_edited(call, approval))
+                return self._steered(admitted, answers) if answers else self._go_all(calls, admitted)
             trip = self._awaited(thread, calls)  # a resumed interrupt: the person's answer decides
+            admitted = []
             if trip is None:
                 try:
                     for call in calls:
-                        self.breaker.before_tool(
-                            call["name"], call.get("args") or {}, agent=agent, call_id=call.get("id")
-                        )
+                        approval = check_tool(self.breaker, call["name"], call.get("args") or {}, agent, call.get("id"))
                         self._admit(call, agent)
+                        admitted.append(_edited(call, approval))
+                except ApprovalRequired:
+                    raise  # no checkpointer to suspend on: the caller gets it, and runs again after the decision
                 except LoopGuardTripped as refused:
                     trip = refused
             if trip is None:
-                return Command(goto=self.tools_node)
+                return self._go_all(calls, admitted)
             return self._after_trip(calls, trip, thread, agent)
 
     async def acall(self, state: Any, config: RunnableConfig) -> Command[Any]:
         key, _, thread, messages = self._prepare(state, config)
         agent = agent_name(config.get("metadata") or {})
         calls = self._pending(messages)
+        self._adopt(key, calls, config)
         with self.runs.scope(key):
             for name, args, who, call_id, result, error in self._report(messages):
                 await self.breaker.aafter_tool(name, args, result=result, error=error, agent=who, call_id=call_id)
             if not calls:
                 return Command(goto=END)
+            if self.on_trip == "steer":
+                admitted, answers = [], []
+                for call in calls:
+                    try:
+                        approval = await acheck_tool(
+                            self.breaker, call["name"], call.get("args") or {}, agent, call.get("id")
+                        )
+                    except LoopGuardTripped as refused:
+                        answers.append(steered_tool_message(refused, await self.breaker.asteer(refused), call))
+                        continue
+                    self._admit(call, agent)
+                    admitted.append(_edited(call, approval))
+                return self._steered(admitted, answers) if answers else self._go_all(calls, admitted)
             trip = self._awaited(thread, calls)
+            admitted = []
             if trip is None:
                 try:
                     for call in calls:
-                        await self.breaker.abefore_tool(
-                            call["name"], call.get("args") or {}, agent=agent, call_id=call.get("id")
+                        approval = await acheck_tool(
+                            self.breaker, call["name"], call.get("args") or {}, agent, call.get("id")
                         )
                         self._admit(call, agent)
+                        admitted.append(_edited(call, approval))
+                except ApprovalRequired:
+                    raise
                 except LoopGuardTripped as refused:
                     trip = refused
             if trip is None:
-                return Command(goto=self.tools_node)
+                return self._go_all(calls, admitted)
             return self._after_trip(calls, trip, thread, agent)
+
+    def _go_all(self, calls: Sequence[Mapping[str, Any]], admitted: Sequence[Mapping[str, Any]]) -> Command[Any]:
+        """On to the tools node; when a person edited a call's arguments, each call goes on its own (``Send``)
+        so the tools node runs the edited arguments, not the ones in the model's message."""
+        if all(new is old for new, old in zip(admitted, calls)):
+            return Command(goto=self.tools_node)
+        return Command(goto=[Send(self.tools_node, [{**call, "type": "tool_call"}]) for call in admitted])
+
+
+def _edited(call: Mapping[str, Any], approval: Any) -> Mapping[str, Any]:
+    """The call as it runs: with the arguments a person gave on approval, if any (else the same object)."""
+    changed = None if approval is None else approval.args()
+    return call if changed is None else {**call, "args": changed}
 
 
 def guard_node(
@@ -227,12 +307,14 @@ def guard_node(
     *,
     tools_node: str = "tools",
     messages_key: str = "messages",
+    model_node: str = "agent",
 ) -> RunnableLambda[Any, Command[Any]]:
     """A node that checks the last AIMessage's tool calls with ``breaker`` and routes to ``tools_node``,
-    or handles the trip per ``on_trip`` ("raise", "end" or "interrupt")."""
+    or handles the trip per ``on_trip`` ("raise", "end", "interrupt" or "steer"). ``model_node`` is where
+    ``"steer"`` goes when every pending call was refused (the model reads the refusals next)."""
     if not isinstance(breaker, Breaker):
         raise TypeError(f"guard_node needs a loopguard_core.Breaker, got {type(breaker).__name__}")
     if on_trip not in _MODES:
-        raise ValueError(f"on_trip must be 'raise', 'end' or 'interrupt', got {on_trip!r}")
-    node = _GuardNode(breaker, on_trip, tools_node, messages_key)
+        raise ValueError(f"on_trip must be 'raise', 'end', 'interrupt' or 'steer', got {on_trip!r}")
+    node = _GuardNode(breaker, on_trip, tools_node, messages_key, model_node)
     return RunnableLambda(node.__call__, afunc=node.acall, name="loopguard_guard")

@@ -3,6 +3,15 @@
 The guard is installed as the node's ``wrap_tool_call`` and ``awrap_tool_call`` (outermost, around any
 wrapper you pass). A refused call's body never runs; every admitted call's result or error is reported.
 
+``on_trip="raise"`` (default) raises the trip out of the graph. ``on_trip="steer"`` answers the refused call with
+an error ``ToolMessage`` carrying ``Breaker.steer``'s text and lets the graph go on to the model; a budget
+ceiling or the ``max_refusals`` stop is raised as in ``"raise"``. (No ``"end"`` here: a tools node cannot end a
+graph whose edge leads back to the model; use ``guard_node(on_trip="end")``.)
+
+Approvals and side effects (``loopguard_langchain._approval``): a tool's ``metadata`` is declared on first sight; a
+gated call interrupts the graph (with a checkpointer; else ``ApprovalRequired`` is raised) and runs, with any
+edited arguments, once a person approved and the graph was resumed; a ``side_effect`` body runs at most once.
+
 The trap (verified against langgraph-prebuilt 1.1): once a wrapper is installed, ``ToolNode`` converts ANY
 exception the wrapper raises into an error ``ToolMessage`` whenever ``handle_tool_errors`` is truthy, even a
 type-filtered tuple or an annotated callable. The default setting re-raises, so the trip reaches the caller.
@@ -21,10 +30,21 @@ from typing import Any
 
 from langgraph.prebuilt import ToolNode
 
-from loopguard_core import Breaker, LoopGuardTripped, LoopGuardWarning
+from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
+from loopguard_langchain._approval import (
+    acheck_tool,
+    arun_body,
+    check_tool,
+    declare,
+    resumed_run,
+    run_body,
+    with_edits,
+)
 from loopguard_langchain._common import agent_name
 from loopguard_langchain._scope import InvocationRuns, current_invocation
+from loopguard_langchain._steer import steer_lock
 from loopguard_langchain._tool_run import arun_and_report, run_and_report
+from loopguard_langchain.middleware import steered_tool_message
 
 __all__ = ["GuardedToolNode", "guarded_tool_node"]
 
@@ -32,6 +52,7 @@ __all__ = ["GuardedToolNode", "guarded_tool_node"]
 _TRIP: contextvars.ContextVar[list[LoopGuardTripped] | None] = contextvars.ContextVar("loopguard_trip", default=None)
 
 
+_ON_TRIP = ("raise", "steer")
 _DEFAULT_HANDLING = inspect.signature(ToolNode.__init__).parameters["handle_tool_errors"].default
 
 
@@ -43,15 +64,28 @@ def _converts(setting: Any) -> bool:
 class _Guard:
     """The pre-flight / report logic, shared by the sync and async wrappers."""
 
-    def __init__(self, breaker: Breaker) -> None:
+    def __init__(self, breaker: Breaker, on_trip: str = "raise") -> None:
         self.breaker = breaker
+        self.on_trip = on_trip
         self.runs = InvocationRuns.of(breaker)
 
-    def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any]:
+    def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None]:
         call = request.tool_call
-        key, _ = current_invocation()
+        name, call_id = call["name"], call.get("id")
+        declare(self.breaker, getattr(request, "tool", None))
+        key, is_root = current_invocation()
         self.runs.touch(key)
-        return call["name"], call.get("args") or {}, call.get("id"), agent_name(), key
+        own = None
+        if self.breaker.tool_policy(name).irreversible:  # a resumed invocation continues the run that asked
+            found = resumed_run(self.breaker, name, call_id)
+            if found is not None and key is not None:
+                self.runs.adopt(key, found, is_root=is_root)
+            elif found is not None:
+                own = found
+        return name, call.get("args") or {}, call_id, agent_name(), key, own
+
+    def _scope(self, key: Any, own: str | None) -> Any:
+        return self.breaker.run(own) if own is not None else self.runs.scope(key)
 
     @staticmethod
     def _stash(trip: LoopGuardTripped) -> None:
@@ -60,24 +94,56 @@ class _Guard:
             holder.append(trip)
 
     def wrap(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        name, args, call_id, agent, key = self._call(request)
-        with self.runs.scope(key):
+        name, args, call_id, agent, key, own = self._call(request)
+        with self._scope(key, own):
             try:
-                self.breaker.before_tool(name, args, agent=agent, call_id=call_id)
+                with steer_lock(self.breaker, self.on_trip):  # siblings run on worker threads
+                    try:
+                        approval = check_tool(self.breaker, name, args, agent, call_id)
+                    except ApprovalRequired:
+                        raise
+                    except LoopGuardTripped as trip:
+                        if self.on_trip != "steer":
+                            raise
+                        # The model is told instead; steer raises the trip (or a refusals stop) when the run ends.
+                        return steered_tool_message(trip, self.breaker.steer(trip), request.tool_call)
             except LoopGuardTripped as trip:
                 self._stash(trip)
                 raise
-            return run_and_report(self.breaker, name, args, agent, call_id, lambda: handler(request))
+            run_args, run_request = with_edits(request, args, approval)
+            return run_and_report(
+                self.breaker,
+                name,
+                args,
+                agent,
+                call_id,
+                lambda: run_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
+            )
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
-        name, args, call_id, agent, key = self._call(request)
-        with self.runs.scope(key):
+        name, args, call_id, agent, key, own = self._call(request)
+        with self._scope(key, own):
             try:
-                await self.breaker.abefore_tool(name, args, agent=agent, call_id=call_id)
+                try:
+                    approval = await acheck_tool(self.breaker, name, args, agent, call_id)
+                except ApprovalRequired:
+                    raise
+                except LoopGuardTripped as trip:
+                    if self.on_trip != "steer":
+                        raise
+                    return steered_tool_message(trip, await self.breaker.asteer(trip), request.tool_call)
             except LoopGuardTripped as trip:
                 self._stash(trip)
                 raise
-            return await arun_and_report(self.breaker, name, args, agent, call_id, lambda: handler(request))
+            run_args, run_request = with_edits(request, args, approval)
+            return await arun_and_report(
+                self.breaker,
+                name,
+                args,
+                agent,
+                call_id,
+                lambda: arun_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
+            )
 
 
 class GuardedToolNode(ToolNode):
@@ -129,15 +195,24 @@ def _acompose(guard: Callable[..., Any], inner: Callable[..., Any] | None) -> Ca
     return composed
 
 
-def guarded_tool_node(tools: Sequence[Any], breaker: Breaker, **tool_node_kwargs: Any) -> GuardedToolNode:
+def guarded_tool_node(
+    tools: Sequence[Any], breaker: Breaker, *, on_trip: str = "raise", **tool_node_kwargs: Any
+) -> GuardedToolNode:
     """A ``ToolNode(tools, **tool_node_kwargs)`` that checks every tool call with ``breaker`` first.
 
-    Your own ``wrap_tool_call`` / ``awrap_tool_call`` run inside the guard. Leave ``handle_tool_errors`` at
-    its default: any converting value (True, a string, a callable, an exception type or tuple) draws a
-    ``LoopGuardWarning``; the trip is re-raised anyway.
+    ``on_trip="raise"`` (default) raises a refusal out of the graph; ``on_trip="steer"`` answers it with an error
+    ToolMessage telling the model why, and the run goes on (budget ceilings and the ``max_refusals`` stop are
+    raised). Your own ``wrap_tool_call`` / ``awrap_tool_call`` run inside the guard. Leave
+    ``handle_tool_errors`` at its default: any converting value (True, a string, a callable, an exception type
+    or tuple) draws a ``LoopGuardWarning``; the trip is re-raised anyway.
     """
     if not isinstance(breaker, Breaker):
         raise TypeError(f"guarded_tool_node needs a loopguard_core.Breaker, got {type(breaker).__name__}")
+    if on_trip not in _ON_TRIP:
+        raise ValueError(
+            f"on_trip must be 'raise' or 'steer', got {on_trip!r} (a tools node cannot end the graph: use "
+            "guard_node(breaker, on_trip='end') between the model node and the tools node)"
+        )
     setting = tool_node_kwargs.get("handle_tool_errors", _DEFAULT_HANDLING)
     if _converts(setting):
         if not (hasattr(ToolNode, "_run_one") and hasattr(ToolNode, "_arun_one")):  # pragma: no cover
@@ -154,7 +229,7 @@ def guarded_tool_node(tools: Sequence[Any], breaker: Breaker, **tool_node_kwargs
             LoopGuardWarning,
             stacklevel=2,
         )
-    guard = _Guard(breaker)
+    guard = _Guard(breaker, on_trip)
     user_sync = tool_node_kwargs.pop("wrap_tool_call", None)
     user_async = tool_node_kwargs.pop("awrap_tool_call", None)
     sync = _compose(guard.wrap, user_sync)

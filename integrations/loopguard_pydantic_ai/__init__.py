@@ -1,6 +1,7 @@
-"""loopguard for Pydantic AI: ``LoopGuardCapability``, ``guarded_run`` and ``guarded_run_sync``.
+"""loopguard for Pydantic AI: ``LoopGuardCapability``, ``guarded_run``, ``guarded_run_sync`` and ``approvals_for``.
 
 Install with ``pip install "loopguard-core[pydantic-ai]"``. See docs/frameworks/pydantic-ai.md.
+For tests, ``loopguard_pydantic_ai.testing.ScriptedModel`` is a scripted fake model (not imported here).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed releas
         'upgrade with: pip install -U "loopguard-core[pydantic-ai]"'
     ) from exc
 
-from ._capability import LoopGuardCapability  # noqa: E402  (after the extra check, on purpose)
+from ._approvals import approvals_for  # noqa: E402  (after the extra check, on purpose)
+from ._capability import LoopGuardCapability  # noqa: E402
 from ._run import guarded_run, guarded_run_sync  # noqa: E402
 
-__all__ = ["LoopGuardCapability", "guarded_run", "guarded_run_sync"]
+__all__ = ["LoopGuardCapability", "approvals_for", "guarded_run", "guarded_run_sync"]

@@ -9,22 +9,47 @@ The capability also claims the outermost position so its ``wrap_*`` hooks enclos
 capability's: if an inner wrap hook still catches the trip (returns a value, or turns it into
 ``ModelRetry``, which would end in ``UnexpectedModelBehavior``), the trip is raised again here with a
 ``LoopGuardWarning`` that names the problem.
+
+Approvals (see ``_approvals``): a gated call is deferred the Pydantic AI way (``ApprovalRequired`` with loopguard's
+request as metadata; ``requires_approval=True`` tools through ``handle_deferred_tool_calls``), so the run ends with
+``DeferredToolRequests``; the next run, given ``approvals_for(breaker, result)``, acts on the person's decision once,
+in the breaker run that asked. Tools are declared from ``requires_approval`` and their metadata (``prepare_tools``)
+and a ``side_effect`` tool's body runs at most once per key (``get_wrapper_toolset``).
+
+``on_trip="steer"``: the refused call's body does not run and ``wrap_tool_execute`` returns
+``Breaker.asteer``'s text as the tool's return value, so the model reads it in a ``ToolReturnPart`` and the run
+goes on. (Not a ``ModelRetry``: that spends the tool's retries and ends in ``UnexpectedModelBehavior``, never in
+the trip.) A budget ceiling, a refused model request, or the ``max_refusals`` stop is raised as in ``"raise"``.
 """
 
 from __future__ import annotations
 
 import contextvars
+import threading
 import warnings
-from collections.abc import Sequence
-from dataclasses import KW_ONLY, dataclass
+from collections import OrderedDict
+from collections.abc import Awaitable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
+from pydantic_ai import exceptions as pa_exceptions
 from pydantic_ai.capabilities import AbstractCapability, CapabilityOrdering
 from pydantic_ai.messages import ModelResponse, ToolCallPart
-from pydantic_ai.tools import RunContext, ToolDefinition
+from pydantic_ai.tools import (
+    DeferredToolRequests,
+    DeferredToolResults,
+    RunContext,
+    ToolApproved,
+    ToolDefinition,
+    ToolDenied,
+)
+from pydantic_ai.toolsets import AbstractToolset, WrapperToolset
 
-from loopguard_core import Breaker, LoopGuardTripped, LoopGuardWarning
+from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
+from loopguard_core.approvals import ApprovalRequest
 
+from ._approvals import METADATA_KEY, approval_metadata, asked_in, run_of
 from ._messages import estimate_request_tokens, flatten_messages, max_output_tokens, model_name
 
 __all__ = ["LoopGuardCapability"]
@@ -44,6 +69,11 @@ class _Slot:
 # its own task, so parallel calls never share a slot.
 _TOOL_SLOT: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("loopguard_pa_tool", default=None)
 _MODEL_SLOT: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("loopguard_pa_model", default=None)
+
+_ON_TRIP = ("raise", "steer")
+_MEMORY = 4_096
+_DECLARED = "_loopguard_pydantic_ai_declared"
+_create = threading.Lock()
 
 _SWALLOWED = (
     "loopguard: another capability's wrap hook caught the LoopGuardTripped raised for {what} "
@@ -70,17 +100,31 @@ class LoopGuardCapability(AbstractCapability[Any]):
 
     The default ``id="loopguard"`` makes a capability passed for one run replace an agent-level one
     instead of checking every call twice.
+
+    ``on_trip="raise"`` (default) raises a refusal out of ``run``; ``on_trip="steer"`` answers a refused tool
+    call with the refusal text as its return value and lets the run go on (budget ceilings and the
+    ``max_refusals`` stop are raised).
     """
 
     breaker: Breaker
     _: KW_ONLY
     id: str | None = "loopguard"
+    on_trip: str = "raise"
+    # tool call id -> approval found while resolving a deferred call: the call runs without being asked twice
+    _settled: OrderedDict[str, ApprovalRequest] = field(default_factory=OrderedDict, init=False, repr=False)
+    # agent run id -> the gated call it deferred (for a run whose output type cannot carry the deferral)
+    _waiting: OrderedDict[str, ApprovalRequired] = field(default_factory=OrderedDict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.breaker, Breaker):
             raise TypeError(
                 f"LoopGuardCapability needs a loopguard_core.Breaker, got {type(self.breaker).__name__}; "
                 "use LoopGuardCapability(Breaker(...))"
+            )
+        if self.on_trip not in _ON_TRIP:
+            raise ValueError(
+                f"on_trip must be 'raise' or 'steer', got {self.on_trip!r} (Pydantic AI gives a capability no "
+                "way to end a run with a final output of the agent's type, so there is no 'end')"
             )
 
     @classmethod
@@ -104,8 +148,33 @@ class LoopGuardCapability(AbstractCapability[Any]):
     # -- run ----------------------------------------------------------------------------------------
     async def wrap_run(self, ctx: RunContext[Any], *, handler: Any) -> Any:
         # A fresh breaker run per agent run; a delegate run inside a tool joins the parent's.
-        async with self.breaker.run():
-            return await handler()
+        try:
+            async with self.breaker.run():
+                return await handler()
+        finally:
+            self._waiting.pop(ctx.run_id or "", None)
+
+    async def on_run_error(self, ctx: RunContext[Any], *, error: BaseException) -> Any:
+        waiting = self._waiting.pop(ctx.run_id or "", None)
+        if waiting is not None and isinstance(error, pa_exceptions.UserError) and "DeferredToolRequests" in str(error):
+            # The agent's output type has no DeferredToolRequests, so Pydantic AI cannot end the run with the
+            # request: the caller gets loopguard's ApprovalRequired instead (decide, then run again).
+            raise waiting from error
+        raise error
+
+    # -- tool declarations ------------------------------------------------------------------------------
+    async def prepare_tools(self, ctx: RunContext[Any], tool_defs: list[ToolDefinition]) -> list[ToolDefinition]:
+        # What the framework says about each tool (requires_approval, MCP annotations, loopguard metadata),
+        # handed to the breaker the first time a tool is seen: a set lookup per tool and step after that.
+        seen = _declared(self.breaker)
+        for tool_def in tool_defs:
+            if tool_def.name not in seen:
+                _declare(self.breaker, tool_def, seen)
+        return tool_defs
+
+    def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
+        # Tool bodies run through the breaker: a side-effect tool at most once per idempotency key.
+        return _SideEffectToolset(toolset, breaker=self.breaker)
 
     # -- model requests -----------------------------------------------------------------------------
     async def wrap_model_request(self, ctx: RunContext[Any], *, request_context: Any, handler: Any) -> ModelResponse:
@@ -192,11 +261,18 @@ class LoopGuardCapability(AbstractCapability[Any]):
         agent = _agent_name(ctx)
         try:
             result = await handler(args)
-        except LoopGuardTripped:
+        except (pa_exceptions.ApprovalRequired, pa_exceptions.CallDeferred):
+            raise  # a gated call waits for a person (or another capability deferred it): not a tool outcome
+        except LoopGuardTripped as trip:
+            if slot.trip is trip and self.on_trip == "steer":
+                # Refused here: the model reads why instead of a result; asteer raises when the run must stop.
+                return await self.breaker.asteer(trip)
             raise  # refused here, or a delegate's trip coming up through this tool: never a tool outcome
         except Exception as exc:
             if slot.trip is not None:
                 _warn_swallowed(f"tool {call.tool_name!r}", f"it became {type(exc).__name__}")
+                if self.on_trip == "steer":
+                    return await self.breaker.asteer(slot.trip)
                 raise slot.trip from exc
             if slot.admitted:
                 await self.breaker.aafter_tool(
@@ -207,6 +283,8 @@ class LoopGuardCapability(AbstractCapability[Any]):
             _TOOL_SLOT.reset(token)
         if slot.trip is not None:
             _warn_swallowed(f"tool {call.tool_name!r}", "a result was returned instead")
+            if self.on_trip == "steer":
+                return await self.breaker.asteer(slot.trip)
             raise slot.trip
         if slot.admitted:
             await self.breaker.aafter_tool(
@@ -223,17 +301,120 @@ class LoopGuardCapability(AbstractCapability[Any]):
         args: dict[str, Any],
     ) -> dict[str, Any]:
         slot = _TOOL_SLOT.get()
+        call_id = call.tool_call_id or None
+        settled = self._settled.pop(call_id, None) if call_id else None
+        if settled is not None:  # approved while its deferral was resolved: already checked and admitted
+            if slot is not None:
+                slot.admitted, slot.args = True, args
+            return args
         try:
-            await self.breaker.abefore_tool(
-                call.tool_name, args, agent=_agent_name(ctx), call_id=call.tool_call_id or None
-            )
+            with self._asking_run(ctx, call):
+                approval = await self.breaker.abefore_tool(
+                    call.tool_name, args, agent=_agent_name(ctx), call_id=call_id
+                )
+        except ApprovalRequired as waiting:
+            # Pydantic AI's own deferral: the run ends with DeferredToolRequests carrying loopguard's request.
+            self._wait(ctx, waiting)
+            raise pa_exceptions.ApprovalRequired(metadata=approval_metadata(waiting)) from None
         except LoopGuardTripped as trip:
             if slot is not None:
                 slot.trip = trip
             raise
         if slot is not None:
             slot.admitted, slot.args = True, args
-        return args
+        changed = None if approval is None else approval.args()
+        return dict(changed) if isinstance(changed, Mapping) else args
+
+    def _asking_run(self, ctx: RunContext[Any], call: ToolCallPart) -> AbstractContextManager[Any]:
+        """The breaker run that asked for this call's approval (a resumed deferred call), else the current one."""
+        if not ctx.tool_call_approved or not self.breaker.tool_policy(call.tool_name).irreversible:
+            return nullcontext()
+        run = run_of(ctx.tool_call_metadata) or asked_in(self.breaker, call.tool_name, call.tool_call_id)
+        if run is None or run == self.breaker.session_id:
+            return nullcontext()
+        return self.breaker.run(run)
+
+    # -- deferred calls (requires_approval=True tools, and calls loopguard deferred) ---------------------------
+    async def handle_deferred_tool_calls(
+        self, ctx: RunContext[Any], *, requests: DeferredToolRequests
+    ) -> DeferredToolResults | None:
+        """A call Pydantic AI deferred for approval itself (``requires_approval=True``) asks loopguard's queue:
+        decided calls are resolved here (approved: run once; rejected: per ``on_trip``), pending ones carry the
+        request in their metadata to the run's ``DeferredToolRequests``."""
+        results = DeferredToolResults()
+        for call in requests.approvals:
+            known = requests.metadata.get(call.tool_call_id)
+            if isinstance(known, Mapping) and METADATA_KEY in known:
+                continue  # loopguard deferred it in this step: already asked
+            if not self.breaker.tool_policy(call.tool_name).irreversible:
+                continue  # not gated by loopguard (Breaker(tools=...) said so): Pydantic AI's approval decides
+            try:
+                approval = await self.breaker.abefore_tool(
+                    call.tool_name, call.args_as_dict(), agent=_agent_name(ctx), call_id=call.tool_call_id or None
+                )
+            except ApprovalRequired as waiting:
+                requests.metadata[call.tool_call_id] = approval_metadata(waiting)
+                self._wait(ctx, waiting)
+                continue
+            except LoopGuardTripped as trip:
+                if self.on_trip != "steer":
+                    raise
+                results.approvals[call.tool_call_id] = ToolDenied(await self.breaker.asteer(trip))
+                continue
+            assert approval is not None
+            self._remember(call.tool_call_id, approval)
+            changed = approval.args()
+            results.approvals[call.tool_call_id] = ToolApproved(
+                override_args=dict(changed) if isinstance(changed, Mapping) else None
+            )
+        return results if results.approvals else None
+
+    def _wait(self, ctx: RunContext[Any], waiting: ApprovalRequired) -> None:
+        if ctx.run_id is not None:
+            self._waiting.setdefault(ctx.run_id, waiting)
+            while len(self._waiting) > _MEMORY:
+                self._waiting.popitem(last=False)
+
+    def _remember(self, call_id: str, approval: ApprovalRequest) -> None:
+        self._settled[call_id] = approval
+        while len(self._settled) > _MEMORY:
+            self._settled.popitem(last=False)
+
+
+@dataclass
+class _SideEffectToolset(WrapperToolset[Any]):
+    """Runs each tool body through ``Breaker.arun_tool_body``: a side-effect tool at most once per key."""
+
+    breaker: Breaker | None = None
+
+    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: Any) -> Any:
+        breaker = self.breaker
+        if breaker is None or not breaker.tool_policy(name).side_effect:
+            return await self.wrapped.call_tool(name, tool_args, ctx, tool)
+
+        def body() -> Awaitable[Any]:
+            return self.wrapped.call_tool(name, tool_args, ctx, tool)
+
+        return await breaker.arun_tool_body(name, tool_args, body)
+
+
+def _declared(breaker: Breaker) -> set[str]:
+    seen = breaker.__dict__.get(_DECLARED)
+    if seen is None:
+        with _create:
+            seen = breaker.__dict__.setdefault(_DECLARED, set())
+    return seen  # type: ignore[no-any-return]
+
+
+def _declare(breaker: Breaker, tool_def: ToolDefinition, seen: set[str]) -> None:
+    facts: dict[str, Any] = dict(tool_def.metadata) if isinstance(tool_def.metadata, Mapping) else {}
+    if tool_def.kind == "unapproved":  # requires_approval=True: a person approves each call
+        facts["requires_approval"] = True
+    if facts:
+        breaker.declare_tool(tool_def.name, facts)
+    if len(seen) >= _MEMORY:
+        seen.clear()
+    seen.add(tool_def.name)
 
 
 def _warn_swallowed(what: str, how: str) -> None:

@@ -16,35 +16,38 @@ __all__ = ["guarded_run", "guarded_run_sync"]
 _TOKEN_LIMITS = ("input_tokens_limit", "output_tokens_limit", "total_tokens_limit")
 
 
-def _prepare(agent: Any, breaker: Breaker, run_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _prepare(agent: Any, breaker: Breaker, run_kwargs: dict[str, Any], on_trip: str) -> dict[str, Any]:
     if not isinstance(breaker, Breaker):
         raise TypeError(f"guarded_run needs a loopguard_core.Breaker as breaker, got {type(breaker).__name__}")
+    guard = LoopGuardCapability(breaker, on_trip=on_trip)  # checks on_trip before anything runs
     if not callable(getattr(agent, "run", None)):
         raise TypeError(f"guarded_run needs a pydantic_ai Agent, got {type(agent).__name__}")
     _warn_post_response_limits(breaker, run_kwargs.get("usage_limits"))
     _warn_replaced_guard(agent, breaker)
     capabilities: list[AbstractCapability[Any]] = list(run_kwargs.pop("capabilities", None) or ())
     if not any(isinstance(c, LoopGuardCapability) and c.breaker is breaker for c in capabilities):
-        capabilities.insert(0, LoopGuardCapability(breaker))
+        capabilities.insert(0, guard)
     return {**run_kwargs, "capabilities": capabilities}
 
 
-async def guarded_run(agent: Any, prompt: Any, breaker: Breaker, **run_kwargs: Any) -> Any:
+async def guarded_run(agent: Any, prompt: Any, breaker: Breaker, *, on_trip: str = "raise", **run_kwargs: Any) -> Any:
     """``await agent.run(prompt, **run_kwargs)`` with every tool call and model request checked by ``breaker``.
 
     Opens a breaker run for this invocation (joined when called inside another guarded run, e.g. by a
     parent agent's tool delegating to this agent with ``usage=ctx.usage``). A trip raises
     :class:`~loopguard_core.LoopGuardTripped` out of this call; ``breaker.usage()`` afterwards reports
-    the run.
+    the run. ``on_trip="steer"`` answers a refused tool call with the refusal text instead and the run goes
+    on (see :class:`LoopGuardCapability`); it applies when this call adds the capability (a
+    ``LoopGuardCapability`` for the same breaker in ``capabilities`` keeps its own ``on_trip``).
     """
-    kwargs = _prepare(agent, breaker, run_kwargs)
+    kwargs = _prepare(agent, breaker, run_kwargs, on_trip)
     async with breaker.run():
         return await agent.run(prompt, **kwargs)
 
 
-def guarded_run_sync(agent: Any, prompt: Any, breaker: Breaker, **run_kwargs: Any) -> Any:
+def guarded_run_sync(agent: Any, prompt: Any, breaker: Breaker, *, on_trip: str = "raise", **run_kwargs: Any) -> Any:
     """The synchronous twin of :func:`guarded_run` (``agent.run_sync``)."""
-    kwargs = _prepare(agent, breaker, run_kwargs)
+    kwargs = _prepare(agent, breaker, run_kwargs, on_trip)
     with breaker.run():
         return agent.run_sync(prompt, **kwargs)
 

@@ -24,9 +24,11 @@ def build() -> Any:
     from . import _demo
 
     _demo.register(cli)
-    from . import _ledger, _replay, _review
+    from . import _approvals, _budgets, _ledger, _replay, _review
 
     _ledger.register(cli)
+    _approvals.register(cli)
+    _budgets.register(cli)
     _review.register(cli)
     _replay.register(cli)
     # Command modules register themselves here (one line each).

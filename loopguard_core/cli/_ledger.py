@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "console", "fail", "register"]
+__all__ = [
+    "DEFAULT_DB",
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "EXIT_USAGE",
+    "console",
+    "fail",
+    "ledger_location",
+    "register",
+    "resolve_ledger",
+    "resolve_session",
+]
 
 #: Exit codes scripts can rely on.
 EXIT_OK = 0
@@ -31,9 +44,39 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise SystemExit(code)
 
 
-_PATH_HELP = "Ledger file (or sqlite:///, postgresql:// URL). Default: $LOOPGUARD_DB or ledger.db."
+#: The ledger every command reads when neither PATH, --db nor $LOOPGUARD_DB names one.
+DEFAULT_DB = "ledger.db"
+#: Where ``loopguard demo`` writes (see loopguard_core.demo.DEFAULT_DB); named when the default ledger is missing.
+_DEMO_DB = "loopguard-demo.db"
+#: The one help text of the ledger location, shared by every command that reads a ledger.
+DB_HELP = (
+    "The ledger: a file, sqlite:///PATH or postgresql:// URL, given as PATH or --db (not both). "
+    f"Default: $LOOPGUARD_DB, else {DEFAULT_DB}."
+)
 # Show a progress bar when verifying at least this many rows on a terminal.
 _PROGRESS_MIN_ROWS = 20_000
+
+
+def ledger_location(f: Any) -> Any:
+    """Add the ledger location to a command: an optional positional ``[PATH]`` and ``--db PATH``.
+
+    Both mean the same; the command receives ``path`` and ``db`` and calls :func:`resolve_ledger`.
+    Commands whose first argument is something else (``review SESSION [PATH]``) put it before this.
+    """
+    f = click.option("--db", "db", default=None, metavar="PATH", help=DB_HELP)(f)
+    return click.argument("path", required=False, default=None, metavar="[PATH]")(f)
+
+
+def resolve_ledger(path: str | None, db: str | None) -> str:
+    """The ledger a command reads: PATH or --db (refused when both name different ledgers), else the default."""
+    if path is not None and db is not None and path != db:
+        fail(f"two ledgers given ({path!r} as PATH and {db!r} as --db): give one of them")
+    chosen = path if path is not None else db
+    if chosen is not None:
+        if not chosen:
+            fail("the ledger path is empty: give a file or URL")
+        return chosen
+    return os.environ.get("LOOPGUARD_DB") or DEFAULT_DB
 
 
 def _open(path: str) -> Any:
@@ -43,13 +86,43 @@ def _open(path: str) -> Any:
     try:
         return Ledger(path, read_only=True)
     except (LedgerError, MissingExtra) as exc:  # e.g. a postgresql:// URL without the postgres extra
-        fail(str(exc))
+        hint = ""
+        if path == DEFAULT_DB and not Path(path).exists() and Path(_DEMO_DB).is_file():
+            hint = f" (the demo's ledger is {_DEMO_DB} here: add --db {_DEMO_DB})"
+        fail(f"{exc}{hint}")
 
 
-def _db_argument(f: Any) -> Any:
-    return click.argument("path_or_url", required=False, default=None, envvar="LOOPGUARD_DB", metavar="[PATH_OR_URL]")(
-        f
-    )
+def _db_flag(url: str) -> str:
+    return "" if url == DEFAULT_DB else f" --db {shlex.quote(url)}"
+
+
+def resolve_session(ledger: Any, session_id: str, *, must_exist: bool = True) -> str:
+    """The full session id for ``session_id``: itself, or the one session it is a prefix of (as git does).
+
+    An ambiguous prefix lists the candidates and exits 2. A session in no row exits 2 when ``must_exist``
+    and is returned unchanged otherwise (so the command can say what is missing).
+    """
+    if not session_id:
+        fail("the session id is empty: give a session id or an unambiguous prefix of one")
+    ids: list[str] = [s.session_id for s in ledger.sessions()]
+    if session_id in ids:
+        return session_id
+    matches = [i for i in ids if i.startswith(session_id)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = "\n".join(f"  {m}" for m in matches[:20])
+        more = f"\n  ... and {len(matches) - 20} more" if len(matches) > 20 else ""
+        fail(
+            f"session prefix {session_id!r} is ambiguous: it starts {len(matches)} sessions in {ledger.url}:\n"
+            f"{shown}{more}\ngive more of the id"
+        )
+    if must_exist:
+        fail(
+            f"no session {session_id!r} (nor any starting with it) in {ledger.url}; "
+            f"list the sessions with `loopguard sessions{_db_flag(ledger.url)}`"
+        )
+    return session_id
 
 
 def _out_option(f: Any) -> Any:
@@ -57,8 +130,7 @@ def _out_option(f: Any) -> Any:
     return click.option("-o", "--out", type=out, default="-", help="File (default: stdout).")(f)
 
 
-def _path(value: str | None) -> str:
-    return value or "ledger.db"
+_SESSION_HELP = "Only this session's rows (its id, or an unambiguous prefix of it)."
 
 
 def register(group: Any) -> None:
@@ -67,13 +139,15 @@ def register(group: Any) -> None:
         """Inspect, verify, export and checkpoint a loopguard ledger."""
 
     @ledger_group.command("show")
-    @_db_argument
-    @click.option("--session", "session_id", default=None, help="Only this session's rows.")
+    @ledger_location
+    @click.option("--session", "session_id", default=None, help=_SESSION_HELP)
     @click.option("--last", "last", type=click.IntRange(min=1), default=None, help="Only the last N rows.")
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per row instead of a table.")
-    def show(path_or_url: str | None, session_id: str | None, last: int | None, as_json: bool) -> None:
+    def show(path: str | None, db: str | None, session_id: str | None, last: int | None, as_json: bool) -> None:
         """Show ledger rows (inputs appear only as hashes; the ledger never stores them)."""
-        ledger = _open(_path(path_or_url))
+        ledger = _open(resolve_ledger(path, db))
+        if session_id is not None:
+            session_id = resolve_session(ledger, session_id)
         rows = list(ledger.rows(session_id))
         if last is not None:
             rows = rows[-last:]
@@ -101,7 +175,7 @@ def register(group: Any) -> None:
         ):
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
         for r in rows:
-            style = "red" if r.origin == "breaker" else ("yellow" if not r.passed else None)
+            style = "red" if r.is_trip else ("yellow" if not r.passed else None)
             table.add_row(
                 str(r.seq),
                 r.created_at[:23].replace("T", " "),
@@ -121,7 +195,7 @@ def register(group: Any) -> None:
         console().print(table)
 
     @ledger_group.command("verify")
-    @_db_argument
+    @ledger_location
     @click.option(
         "--checkpoint",
         "checkpoint_file",
@@ -138,12 +212,17 @@ def register(group: Any) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     @click.option("-q", "--quiet", is_flag=True, help="Print nothing; rely on the exit code.")
     def verify(
-        path_or_url: str | None, checkpoint_file: Path | None, public_key: Path | None, as_json: bool, quiet: bool
+        path: str | None,
+        db: str | None,
+        checkpoint_file: Path | None,
+        public_key: Path | None,
+        as_json: bool,
+        quiet: bool,
     ) -> None:
         """Re-hash every row and check every link. Exit 0: intact; 1: problems found; 2: could not check."""
         from ..ledger import CheckpointError, LedgerError
 
-        ledger = _open(_path(path_or_url))
+        ledger = _open(resolve_ledger(path, db))
         note = checkpoint_file.read_text(encoding="utf-8") if checkpoint_file else None
         err = console(stderr=True)
         try:
@@ -197,14 +276,14 @@ def register(group: Any) -> None:
         raise SystemExit(EXIT_OK if result.ok else EXIT_PROBLEMS)
 
     @ledger_group.command("export")
-    @_db_argument
-    @click.option("--session", "session_id", default=None, help="Only this session's rows.")
-    @click.option(
-        "-o", "--out", type=click.Path(dir_okay=False, allow_dash=True), default="-", help="File (default: stdout)."
-    )
-    def export(path_or_url: str | None, session_id: str | None, out: str) -> None:
+    @ledger_location
+    @click.option("--session", "session_id", default=None, help=_SESSION_HELP)
+    @_out_option
+    def export(path: str | None, db: str | None, session_id: str | None, out: str) -> None:
         """Export rows as JSON Lines (the stored columns, enough to re-verify the chain elsewhere)."""
-        ledger = _open(_path(path_or_url))
+        ledger = _open(resolve_ledger(path, db))
+        if session_id is not None:
+            session_id = resolve_session(ledger, session_id)
         if out == "-":
             n = ledger.export_jsonl(sys.stdout, session_id=session_id)
         else:
@@ -215,24 +294,22 @@ def register(group: Any) -> None:
             click.echo(f"wrote {n} row(s) to {out}", err=True)
 
     @ledger_group.command("checkpoint")
-    @_db_argument
+    @ledger_location
     @click.option(
         "--key",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         default=None,
         help="Ed25519 private key (PEM or raw) to sign with (extra: signing).",
     )
-    @click.option(
-        "-o", "--out", type=click.Path(dir_okay=False, allow_dash=True), default="-", help="File (default: stdout)."
-    )
-    def checkpoint(path_or_url: str | None, key: Path | None, out: str) -> None:
+    @_out_option
+    def checkpoint(path: str | None, db: str | None, key: Path | None, out: str) -> None:
         """Store a checkpoint of the current head and print its note; keep the note outside the ledger's reach."""
         from ..errors import MissingExtra
         from ..ledger import Ledger, LedgerError
 
         try:
             # read_only: never creates a ledger and needs no hmac key; checkpoints add no row.
-            cp = Ledger(_path(path_or_url), read_only=True, signing_key=key).checkpoint()
+            cp = Ledger(resolve_ledger(path, db), read_only=True, signing_key=key).checkpoint()
         except (LedgerError, MissingExtra, ValueError) as exc:
             fail(str(exc))
         if out == "-":
@@ -257,11 +334,11 @@ def register(group: Any) -> None:
         click.echo(f"private key: {key_file} (keep it away from the ledger's host)\npublic key:  {key_file}.pub")
 
     @group.command("sessions")
-    @click.option("--db", "db", envvar="LOOPGUARD_DB", default="ledger.db", show_default=True, help=_PATH_HELP)
+    @ledger_location
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per session instead of a table.")
-    def sessions(db: str, as_json: bool) -> None:
+    def sessions(path: str | None, db: str | None, as_json: bool) -> None:
         """List the sessions in a ledger: time span, rows, tokens, cost and trips."""
-        ledger = _open(db)
+        ledger = _open(resolve_ledger(path, db))
         items = ledger.sessions()
         if as_json:
             for s in items:

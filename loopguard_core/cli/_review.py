@@ -7,26 +7,28 @@ from typing import Any
 
 import click
 
-from ._ledger import EXIT_PROBLEMS, fail
+from ._ledger import EXIT_PROBLEMS, fail, ledger_location, resolve_ledger, resolve_session
 
 __all__ = ["register"]
 
-_DB_HELP = "Ledger file holding the session's spec, rows and attestations. Default: $LOOPGUARD_DB or ledger.db."
+_SESSION_ARG = "SESSION"
 
 
 def _surface(db: str) -> Any:
+    from ..errors import MissingExtra
     from ..ledger import LedgerError
     from ..review import ReviewSurface
 
     try:
         return ReviewSurface(db)
-    except LedgerError as exc:
+    except (LedgerError, MissingExtra) as exc:
         fail(str(exc))
 
 
 def register(group: Any) -> None:
     @group.command("review")
-    @click.argument("session_id", metavar="SESSION")
+    @click.argument("session_id", metavar=_SESSION_ARG)
+    @ledger_location
     @click.option(
         "--format",
         "fmt",
@@ -35,7 +37,6 @@ def register(group: Any) -> None:
         show_default=True,
         help="text for a terminal, md for a ticket or PR, html for a self-contained page with a chart.",
     )
-    @click.option("--db", envvar="LOOPGUARD_DB", default="ledger.db", show_default=True, help=_DB_HELP)
     @click.option(
         "-o",
         "--out",
@@ -46,11 +47,16 @@ def register(group: Any) -> None:
     @click.option(
         "--require-attestation", is_flag=True, help="Exit 1 unless the current frame has been attested (for CI gates)."
     )
-    def review(session_id: str, fmt: str, db: str, out: Path | None, require_attestation: bool) -> None:
-        """Show the five-element review frame of SESSION: promise, criteria, diff, evidence, assumptions."""
+    def review(
+        session_id: str, path: str | None, db: str | None, fmt: str, out: Path | None, require_attestation: bool
+    ) -> None:
+        """Show SESSION's review frame (promise, criteria, diff, evidence, assumptions) and who attested it.
+
+        SESSION is the session id, or an unambiguous prefix of it."""
         from ..review import AttestationRequired, SessionNotFound
 
-        with _surface(db) as surface:
+        with _surface(resolve_ledger(path, db)) as surface:
+            session_id = resolve_session(surface.ledger, session_id, must_exist=False)
             try:
                 text = surface.render(session_id, fmt)
             except SessionNotFound as exc:
@@ -71,7 +77,8 @@ def register(group: Any) -> None:
                 click.echo(f"attested by {a.reviewer} at {a.attested_at}", err=True)
 
     @group.command("attest")
-    @click.argument("session_id", metavar="SESSION")
+    @click.argument("session_id", metavar=_SESSION_ARG)
+    @ledger_location
     @click.option("--reviewer", required=True, help="Who compared the result with the spec (name or email).")
     @click.option("--notes", default="", help="What was checked, and anything accepted despite the frame.")
     @click.option(
@@ -79,12 +86,16 @@ def register(group: Any) -> None:
         default=None,
         help="The hash printed on the frame you reviewed; refuses if the session changed since.",
     )
-    @click.option("--db", envvar="LOOPGUARD_DB", default="ledger.db", show_default=True, help=_DB_HELP)
-    def attest(session_id: str, reviewer: str, notes: str, frame_hash: str | None, db: str) -> None:
-        """Record that REVIEWER compared SESSION's current frame with its spec and accepts the result."""
+    def attest(
+        session_id: str, path: str | None, db: str | None, reviewer: str, notes: str, frame_hash: str | None
+    ) -> None:
+        """Record that REVIEWER compared SESSION's current frame with its spec and accepts the result.
+
+        SESSION is the session id, or an unambiguous prefix of it."""
         from ..review import AttestationRequired, SessionNotFound
 
-        with _surface(db) as surface:
+        with _surface(resolve_ledger(path, db)) as surface:
+            session_id = resolve_session(surface.ledger, session_id, must_exist=False)
             try:
                 a = surface.attest(session_id, reviewer, notes, frame_hash=frame_hash)
             except SessionNotFound as exc:

@@ -5,13 +5,15 @@ becomes a digest-only :class:`Step` in the run's recent window; before every too
 detectors look at that window and the :class:`Call` about to run. Each detector is one small rule with its
 own thresholds and mode; :class:`LoopDetection` holds them in order::
 
-    from loopguard_core import Breaker, LoopDetection
-    from loopguard_core.detection import Cycle, Interleaved, Repeat, ToolSemantics
+    from loopguard_core import Breaker, LoopDetection, ToolPolicy
+    from loopguard_core.detection import Cycle, Interleaved, Repeat
 
-    Breaker(loop_detection=LoopDetection(
-        detectors=[Repeat(per_tool={"run_tests": 5}), Cycle(max_period=6), Interleaved(mode="observe")],
-        tools={"wait_for_deploy": ToolSemantics(poll=True)},
-    ))
+    Breaker(
+        loop_detection=LoopDetection(
+            detectors=[Repeat(per_tool={"run_tests": 5}), Cycle(max_period=6), Interleaved(mode="observe")],
+        ),
+        tools={"wait_for_deploy": ToolPolicy(poll=True)},
+    )
 
 A detector of your own is any object with ``name``, ``mode`` and ``check(window, call, limits)`` returning a
 :class:`Finding` or ``None`` (see :class:`Detector`).
@@ -26,7 +28,7 @@ from ._interleaved import Interleaved
 from ._paraphrase import Paraphrase
 from ._policy import DEFAULT_POLL_TOOLS, LoopDetection
 from ._repeat import Repeat
-from ._semantics import ToolSemantics, infer_semantics, is_noop_command
+from ._semantics import infer_policy, is_noop_command
 from ._step import EMPTY, FAILED, NOOP, POLL, SIMILAR, STALE, WAITING, Call, Step, pack_step, unpack_step
 from ._text import looks_failed, mask_volatile, masked_digest, says_in_progress
 
@@ -50,8 +52,7 @@ __all__ = [
     "Repeat",
     "Step",
     "Thresholds",
-    "ToolSemantics",
-    "infer_semantics",
+    "infer_policy",
     "is_noop_command",
     "is_progress",
     "looks_failed",

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..signatures import canonical_text, is_empty_result, is_informative, question_words, request_shape
-from ._semantics import ToolSemantics, command_of, is_noop_command, is_shell_tool
+from ..tools import ToolPolicy
+from ._semantics import command_of, is_noop_command, is_shell_tool
 from ._step import EMPTY, FAILED, NOOP, POLL, SIMILAR, STALE, WAITING
 from ._text import looks_failed, says_in_progress, text_of, word_tokens
 
@@ -121,23 +122,23 @@ def _code_key(key: str) -> bool:
     return _CODE_KEYS.match(key) is not None
 
 
-def request_facts(tool: str, args: Any, semantics: ToolSemantics) -> tuple[str, bool]:
+def request_facts(tool: str, args: Any, policy: ToolPolicy) -> tuple[str, bool]:
     """(paging shape, is a poll) of a request; the shape is "" without a paging parameter."""
     shape = request_shape(tool, args)
-    poll = bool(semantics.poll)
+    poll = bool(policy.poll)
     if not poll and is_shell_tool(tool):
         command = command_of(tool, args)
         poll = command is not None and command.lstrip().startswith("sleep ")
     return shape, poll
 
 
-def outcome_flags(tool: str, args: Any, result: Any, error: Any, semantics: ToolSemantics) -> int:
+def outcome_flags(tool: str, args: Any, result: Any, error: Any, policy: ToolPolicy) -> int:
     """The flags of a finished call (see ``_step``), except STALE and SIMILAR (see :class:`RunTail`)."""
     failed = error is not None and error is not False
     flags = 0
     if failed or looks_failed(result):
         flags |= FAILED
-    if semantics.noop:
+    if policy.noop:
         flags |= NOOP
     elif is_shell_tool(tool):
         command = command_of(tool, args)
@@ -148,7 +149,7 @@ def outcome_flags(tool: str, args: Any, result: Any, error: Any, semantics: Tool
             flags |= EMPTY
         elif says_in_progress(result):
             flags |= WAITING
-    if semantics.poll:
+    if policy.poll:
         flags |= POLL
     return flags
 
@@ -215,6 +216,26 @@ class RunTail:
         self._tool, self._action, self._outcome = tool, action, outcome
         self._args, self._last, self._words = args, result, (words if words else None)
         return flags, words if flags & SIMILAR else _NONE
+
+    def observe_safely(
+        self,
+        tool: str,
+        action: str,
+        outcome: str,
+        args: Any,
+        result: Any,
+        failed: bool,
+        paging: bool,
+        prose: ProseWords | None,
+        threshold: float,
+    ) -> tuple[int, frozenset[int]]:
+        """:meth:`observe`, for any value: arguments or results that raise when read get no STALE / SIMILAR."""
+        try:
+            return self.observe(tool, action, outcome, args, result, failed, paging, prose, threshold)
+        except Exception:
+            self._tool = self._action = self._outcome = ""
+            self._args = self._last = self._seen = self._words = None
+            return 0, _NONE
 
     def _stale(self, args: Any, outcome: Any) -> bool:
         if self._seen is None:  # the streak's first outcome, read only now that it has a repeat

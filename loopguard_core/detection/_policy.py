@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .._bounds import MAX_COUNT
+from ..tools import ToolPolicy
 from ._base import Detector, Finding, check_mode
 from ._cycle import Cycle
 from ._empty_pages import EmptyPages
 from ._interleaved import Interleaved
 from ._paraphrase import Paraphrase
 from ._repeat import Repeat
-from ._semantics import ToolSemantics, infer_semantics
+from ._semantics import infer_policy
 from ._step import Call, Step
 
 __all__ = ["DEFAULT_POLL_TOOLS", "LoopDetection", "finding_facts"]
@@ -68,16 +70,14 @@ class LoopDetection:
     detectors: Sequence[Detector] | None = None
     #: ``"enforce"``, ``"observe"``, or None to follow the breaker's ``mode``
     mode: str | None = None
-    #: what you declare about tools (read-only, poll, no-op, ...); wins over what names suggest
-    tools: Mapping[str, ToolSemantics] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise TypeError(f"LoopDetection.enabled must be a bool, got {self.enabled!r}")
         _positive("max_repeats", self.max_repeats)
-        _positive("memory", self.memory)
+        _positive("memory", self.memory, most=10_000_000)
         _positive("poll_max_repeats", self.poll_max_repeats)
-        _positive("window", self.window)
+        _positive("window", self.window, most=10_000)  # handed to the detectors with every admission
         if self.max_empty_results is not None:
             _positive("max_empty_results", self.max_empty_results)
         if not isinstance(self.loose_matching, bool):
@@ -97,7 +97,6 @@ class LoopDetection:
         object.__setattr__(self, "exempt_tools", _names("LoopDetection.exempt_tools", self.exempt_tools))
         overrides = _int_mapping("LoopDetection.max_repeats_per_tool", self.max_repeats_per_tool)
         object.__setattr__(self, "max_repeats_per_tool", overrides)
-        object.__setattr__(self, "tools", _semantics_mapping(self.tools))
         if self.detectors is None:
             chosen: list[Detector] = [Repeat(), Cycle(), Interleaved()]
             if self.similarity is not None:
@@ -108,7 +107,6 @@ class LoopDetection:
         else:
             object.__setattr__(self, "detectors", _detectors(self.detectors))
         # Per-instance caches (the dataclass is frozen; these are derived, never compared).
-        object.__setattr__(self, "_semantics", {})
         paraphrase = next((d for d in self.detectors or () if isinstance(d, Paraphrase)), None)
         object.__setattr__(self, "_similarity", None if paraphrase is None else float(paraphrase.similarity))
 
@@ -131,17 +129,9 @@ class LoopDetection:
         base = own if own is not None else self.max_repeats
         return max(self.poll_max_repeats, base) if waiting else base
 
-    def semantics(self, tool: str) -> ToolSemantics:
-        """What is declared about ``tool``, over what its name suggests."""
-        cache: dict[str, ToolSemantics] = self._semantics  # type: ignore[attr-defined]
-        known = cache.get(tool)
-        if known is None:
-            inferred = infer_semantics(tool.casefold(), self.poll_tools)
-            declared = self.tools.get(tool)
-            known = declared.over(inferred) if declared is not None else inferred
-            if len(cache) < 4_096:  # tool names come from models: keep the cache bounded
-                cache[tool] = known
-        return known
+    def inferred(self, tool: str) -> ToolPolicy:
+        """What ``tool``'s name suggests (declarations live on the breaker: ``Breaker(tools=...)``)."""
+        return infer_policy(tool.casefold(), self.poll_tools)
 
     def checks(self, tool: str) -> bool:
         """Whether calls of ``tool`` are loop-checked at all."""
@@ -177,7 +167,6 @@ class LoopDetection:
             "window": self.window,
             "mode": self.mode,
             "detectors": [_describe(d) for d in self.detectors or ()],
-            "tools": {name: _describe(s) for name, s in sorted(self.tools.items())},
         }
 
 
@@ -208,11 +197,13 @@ def _describe(obj: Any) -> Any:
     return repr(obj)
 
 
-def _positive(name: str, value: object) -> None:
+def _positive(name: str, value: object, most: int = MAX_COUNT) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"LoopDetection.{name} must be a positive int, got {type(value).__name__} {value!r}")
     if value <= 0:
         raise ValueError(f"LoopDetection.{name} must be > 0 (got {value})")
+    if value > most:
+        raise ValueError(f"LoopDetection.{name} must be at most {most:,} (got {value})")
 
 
 def _names(param: str, value: object) -> frozenset[str]:
@@ -234,24 +225,9 @@ def _int_mapping(param: str, value: object) -> Mapping[str, int]:
             raise TypeError(f"{param} keys must be tool names (str), got {key!r}")
         if isinstance(limit, bool) or not isinstance(limit, int):
             raise TypeError(f"{param}[{key!r}] must be a positive int, got {type(limit).__name__} {limit!r}")
-        if limit <= 0:
-            raise ValueError(f"{param}[{key!r}] must be > 0 (got {limit})")
+        if not 0 < limit <= MAX_COUNT:
+            raise ValueError(f"{param}[{key!r}] must be > 0 and at most {MAX_COUNT:,} (got {limit})")
         checked[key] = limit
-    return MappingProxyType(checked)
-
-
-def _semantics_mapping(value: object) -> Mapping[str, ToolSemantics]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"LoopDetection.tools must map tool names to ToolSemantics, got {type(value).__name__}")
-    checked: dict[str, ToolSemantics] = {}
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise TypeError(f"LoopDetection.tools keys must be tool names (str), got {key!r}")
-        if isinstance(item, Mapping):
-            item = ToolSemantics.from_metadata(item)
-        if not isinstance(item, ToolSemantics):
-            raise TypeError(f"LoopDetection.tools[{key!r}] must be a ToolSemantics, got {type(item).__name__}")
-        checked[key] = item
     return MappingProxyType(checked)
 
 

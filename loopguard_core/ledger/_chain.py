@@ -100,7 +100,14 @@ def to_micros(cost_usd: float) -> int:
         raise LedgerConfigError(f"cost_usd must be a number of US dollars, got {type(cost_usd).__name__}")
     if not math.isfinite(cost_usd) or cost_usd < 0:
         raise LedgerConfigError(f"cost_usd must be a finite amount >= 0, got {cost_usd!r}")
+    if cost_usd > _MAX_USD:  # the column is a 64-bit integer of micro-USD
+        raise LedgerConfigError(
+            f"cost_usd must be at most {_MAX_USD:,.0f} USD (a 64-bit count of micro-USD), got {cost_usd!r}"
+        )
     return round(cost_usd * 1_000_000)
+
+
+_MAX_USD = (2**63 - 1) // 1_000_000
 
 
 def validate_record(session_id: object, origin: object, turn: object, counts: dict[str, object]) -> None:
@@ -111,9 +118,15 @@ def validate_record(session_id: object, origin: object, turn: object, counts: di
         raise LedgerConfigError(f"origin must be one of {sorted(ORIGINS)}, got {origin!r}")
     if not isinstance(turn, int) or isinstance(turn, bool) or turn < 0:
         raise LedgerConfigError(f"turn must be an integer >= 0, got {turn!r}")
+    if turn > 2**63 - 1:
+        raise LedgerConfigError("turn must fit in 64 bits (the ledger's integer columns are 64-bit)")
     for name, value in counts.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise LedgerConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        if value > 2**63 - 1:
+            raise LedgerConfigError(
+                f"{name} must fit in 64 bits (the ledger's integer columns are 64-bit); it has {value.bit_length()}"
+            )
 
 
 class InputHasher:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+from .._bounds import label
 from ._backend import LedgerBackend
 from ._chain import InputHasher, genesis_hash, to_micros, utc_now, validate_record
 from ._checkpoint import Checkpoint, make_checkpoint, origin_for
@@ -15,6 +16,9 @@ from ._keys import load_public_key, load_signing_key
 from ._model import ORIGINS, CheckpointCheck, LedgerRow, Problem, SessionSummary, VerifyResult
 from ._sqlite import SqliteBackend, sqlite_path
 from ._verify import scan_chain
+
+_MAX_INT = 2**63 - 1  # SQLite and PostgreSQL BIGINT
+_MAX_BUSY_SECONDS = 86_400 * 7
 
 __all__ = ["Ledger", "open_backend"]
 
@@ -78,8 +82,18 @@ class Ledger:
             not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1
         ):
             raise LedgerConfigError(f"checkpoint_every must be a positive integer or None, got {checkpoint_every!r}")
-        if not isinstance(busy_timeout, (int, float)) or busy_timeout < 0:
-            raise LedgerConfigError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, (int, float))
+            or not 0 <= busy_timeout <= _MAX_BUSY_SECONDS
+        ):
+            raise LedgerConfigError(
+                f"busy_timeout must be a finite number of seconds from 0 to {_MAX_BUSY_SECONDS:,}, got {busy_timeout!r}"
+            )
+        if not isinstance(synchronous, str):
+            raise LedgerConfigError(
+                f"synchronous must be one of 'OFF', 'NORMAL', 'FULL', 'EXTRA' (a str), got {synchronous!r}"
+            )
         self._hash = InputHasher(hmac_key)
         self._signing_key = load_signing_key(signing_key) if signing_key is not None else None
         self._every = checkpoint_every
@@ -126,10 +140,10 @@ class Ledger:
             and type(input_tokens) is int
             and type(output_tokens) is int
             and type(duration_ms) is int
-            and turn >= 0
-            and input_tokens >= 0
-            and output_tokens >= 0
-            and duration_ms >= 0
+            and 0 <= turn <= _MAX_INT
+            and 0 <= input_tokens <= _MAX_INT
+            and 0 <= output_tokens <= _MAX_INT
+            and 0 <= duration_ms <= _MAX_INT
             and origin in ORIGINS
             and type(session_id) is str
             and session_id
@@ -143,19 +157,21 @@ class Ledger:
         if not isinstance(input_text, str):
             raise LedgerConfigError(f"input_text must be a str, got {type(input_text).__name__}")
         micros = 0 if cost_usd == 0 and type(cost_usd) in (float, int) else to_micros(cost_usd)
+        if micros > _MAX_INT:
+            raise LedgerConfigError(f"cost_usd {cost_usd!r} is more than a 64-bit count of micro-USD can hold")
         values = (
-            session_id,
+            label(session_id),
             turn,
             origin,
-            agent,
-            tool,
+            None if agent is None else label(str(agent)),
+            None if tool is None else label(str(tool)),
             self._hash(input_text),
             input_tokens,
             output_tokens,
             micros,
             duration_ms,
             1 if passed else 0,
-            breach_reason,
+            None if breach_reason is None else label(str(breach_reason)),
             utc_now(),
         )
         return self._backend.append(values, self._on_sealed)

@@ -7,8 +7,9 @@ from typing import Any
 
 __all__ = ["ORIGINS", "CheckpointCheck", "LedgerRow", "Problem", "SessionSummary", "VerifyResult"]
 
-#: What produced a row: a model turn, a tool call, or a breaker trip.
-ORIGINS: frozenset[str] = frozenset({"model", "tool", "breaker"})
+#: What produced a row: a model turn, a tool call, a breaker trip, an approval request or decision, or a
+#: resume point (``checkpoint``: the run's totals before an irreversible call and after an expensive one).
+ORIGINS: frozenset[str] = frozenset({"model", "tool", "breaker", "approval", "checkpoint"})
 
 #: The stored columns of a ledger row, in storage and export order.
 COLUMNS: tuple[str, ...] = (
@@ -67,7 +68,8 @@ class LedgerRow:
 
     @property
     def is_trip(self) -> bool:
-        return self.origin == "breaker"
+        """A refusal the breaker enforced (an observation in observe mode is a breaker row that passed)."""
+        return self.origin == "breaker" and not self.passed
 
     def to_dict(self) -> dict[str, Any]:
         """The stored columns as a JSON-ready dict (what ``export_jsonl`` writes per line)."""

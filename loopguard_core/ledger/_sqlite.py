@@ -1,20 +1,31 @@
-"""SQLite backend: WAL mode, one connection per thread (and per process), appends under BEGIN IMMEDIATE."""
+"""SQLite backend: WAL mode, one connection per thread (and per process), appends under BEGIN IMMEDIATE.
+
+Opening is safe while other processes open, create or append to the same file (a worker pool starting up):
+switching a new file to WAL is retried within the busy timeout, and the schema is created under
+BEGIN IMMEDIATE with IF NOT EXISTS. A file this process may not write gives a LedgerConfigError naming the
+path and the fix; ``read_only=True`` reads it all the same (read-only connection, or ``immutable`` when not
+even SQLite's shared-memory file can be made beside it).
+"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 from ._backend import OnSealed
 from ._chain import genesis_hash, row_hash
 from ._checkpoint import Checkpoint
 from ._errors import LedgerBusy, LedgerConfigError, LedgerError
 from ._model import COLUMNS, SessionSummary
+
+_SQLITE_READONLY = 8  # primary result code (extended codes keep it in the low byte)
 
 # Bumped in a forked child so no connection opened before the fork is reused after it (cheaper than
 # calling getpid() on every append).
@@ -121,6 +132,8 @@ class SqliteBackend:
         self._mem_conn: sqlite3.Connection | None = None
         self._closed = False
         self.read_only = input_hash_mode is None
+        # Set when a read_only ledger could only be read through a URI (a file this process may not write).
+        self._read_uri: str | None = None
         # (seq, row_hash) of the last row this process appended: a hint for the one-statement append,
         # never trusted without the database confirming it is still the head. One tuple, replaced whole.
         self._head: tuple[int, str] | None = None
@@ -130,14 +143,66 @@ class SqliteBackend:
     # -- connections -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-            conn.execute(f"PRAGMA synchronous = {self._sync}")
+            conn = self._open_connection()
         except sqlite3.Error as exc:
+            if _is_read_only(exc):
+                raise self._read_only_error(exc) from exc
             raise LedgerError(f"cannot open ledger {self.path!r}: {exc}") from exc
         with self._all_lock:
             self._all.append((conn, _fork_generation[0]))
         return conn
+
+    def _open_connection(self) -> sqlite3.Connection:
+        if self._read_uri is not None:
+            return self._uri_connection(self._read_uri)
+        conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            conn.execute(f"PRAGMA synchronous = {self._sync}")
+            if self.read_only and not self._memory:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # can this process read it?
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if not (self.read_only and not self._memory and _is_read_only(exc)):
+                raise
+            return self._read_only_connection()
+        return conn
+
+    def _read_only_connection(self) -> sqlite3.Connection:
+        """A file this process may not write, opened to read: ``mode=ro`` (which still needs SQLite's -shm file
+        beside a WAL database), else ``immutable=1`` (nothing is written or locked; right for a file nobody can
+        write, such as an archived or mounted copy)."""
+        base = "file:" + quote(os.path.abspath(self.path)) + "?mode=ro"
+        error: sqlite3.Error | None = None
+        for uri in (base, base + "&immutable=1"):
+            try:
+                conn = self._uri_connection(uri)
+            except sqlite3.Error as exc:
+                error = exc
+                continue
+            self._read_uri = uri
+            return conn
+        assert error is not None
+        raise error
+
+    def _uri_connection(self, uri: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(uri, uri=True, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def _read_only_error(self, exc: sqlite3.Error) -> LedgerConfigError:
+        name = os.path.basename(self.path)
+        return LedgerConfigError(
+            f"ledger {self.path!r} cannot be written by this process ({exc}); nothing was written. To verify, "
+            f"review or export it, open it with Ledger({self.path!r}, read_only=True). To write to it, give this "
+            f"process write access to the file and to its directory (SQLite keeps {name}-wal and {name}-shm "
+            "beside it)."
+        )
 
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
@@ -167,13 +232,17 @@ class SqliteBackend:
             try:
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise self._busy(exc) from exc
                 raise
 
     def _busy(self, exc: sqlite3.OperationalError) -> LedgerError:
         msg = str(exc)
+        if _is_read_only(exc):
+            return self._read_only_error(exc)
         if "locked" in msg or "busy" in msg:
             return LedgerBusy(
                 f"ledger {self.path!r} stayed locked by another writer for {self._timeout:g} s; this row was "
@@ -194,15 +263,37 @@ class SqliteBackend:
             raise LedgerError(f"{self.path!r} is not a loopguard ledger: it has no chain id")
         return str(row[0])
 
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL, however many processes open it at once.
+
+        The switch needs the file to itself for a moment, and SQLite does not wait for that (the busy handler
+        is not called for it): another process opening, creating or appending to the same new file makes it
+        fail at once. So it is tried again, with a short growing pause, until it holds or the busy timeout has
+        passed; once any process has switched the file, it stays WAL for everyone.
+        """
+        deadline = time.monotonic() + self._timeout
+        pause = 0.001
+        while True:
+            try:
+                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                    return
+                if str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() == "wal":
+                    return
+                error: sqlite3.OperationalError | None = None  # not switched (another connection held the file)
+            except sqlite3.OperationalError as exc:
+                if _is_read_only(exc) or not _is_busy(exc):
+                    raise self._busy(exc) from exc
+                error = exc
+            if time.monotonic() >= deadline:
+                raise self._busy(error or sqlite3.OperationalError("database is locked")) from error
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
     def _init_schema(self, input_hash_mode: str) -> str:
         conn = self._conn()
         try:
             if not self._memory:
-                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError as exc:
-            raise self._busy(exc) from exc
+                self._enable_wal(conn)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.path!r} is not a SQLite database: {exc}") from exc
         with self._write() as conn:
@@ -306,7 +397,10 @@ class SqliteBackend:
         if self._memory:
             yield _Reader(self._mem_query)
             return
-        conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+        if self._read_uri is not None:
+            conn = sqlite3.connect(self._read_uri, uri=True, timeout=self._timeout, isolation_level=None)
+        else:
+            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
         try:
             conn.execute("BEGIN")  # one snapshot for every query of this view (WAL readers never block)
             yield _Reader(lambda sql, params: iter(conn.execute(sql, params)))
@@ -327,6 +421,19 @@ class SqliteBackend:
             # checkpoint or unlink the parent's WAL.
             if gen == _fork_generation[0]:
                 conn.close()
+
+
+def _is_read_only(exc: sqlite3.Error) -> bool:
+    """SQLITE_READONLY: the file (or its directory, for the -wal and -shm files) may not be written."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return code & 0xFF == _SQLITE_READONLY
+    return "readonly database" in str(exc)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    msg = str(exc)
+    return "locked" in msg or "busy" in msg
 
 
 class _NoLock:

@@ -17,7 +17,15 @@ from __future__ import annotations
 from ._attest import Attestation, AttestationStore
 from ._errors import AttestationRequired, SessionNotFound
 from ._frame import FRAME_VERSION, Diff, ReviewFrame, build_frame
-from ._render import FORMATS, render, render_html, render_markdown, render_text
+from ._render import (
+    FORMATS,
+    attest_command,
+    attestation_status,
+    render,
+    render_html,
+    render_markdown,
+    render_text,
+)
 from ._surface import ReviewSurface, attest, render_session, require_attestation
 
 __all__ = [
@@ -31,6 +39,8 @@ __all__ = [
     "ReviewSurface",
     "SessionNotFound",
     "attest",
+    "attest_command",
+    "attestation_status",
     "build_frame",
     "render",
     "render_html",

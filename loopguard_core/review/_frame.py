@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -129,7 +130,7 @@ def _diff(rows: list[LedgerRow]) -> Diff:
         output_tokens=sum(r.output_tokens for r in rows),
         cost_micros=sum(r.cost_micros for r in rows),
         failures=sum(1 for r in rows if not r.passed and r.origin != "breaker"),
-        trips=tuple((r.seq, r.turn, r.breach_reason or "unknown") for r in rows if r.origin == "breaker"),
+        trips=tuple((r.seq, r.turn, r.breach_reason or "unknown") for r in rows if r.is_trip),
         first_at=rows[0].created_at,
         last_at=rows[-1].created_at,
     )
@@ -147,7 +148,11 @@ def _assumptions(spec: Spec, rows: list[LedgerRow], verified: VerifyResult) -> t
         notes.append("the spec's acceptance criteria are not checkable as written: " + "; ".join(check.problems))
     for r in rows:
         who = f" (agent {r.agent})" if r.agent else ""
-        if r.origin == "breaker":
+        if r.origin == "breaker" and r.passed:  # observe mode: it would have refused, and the call was made
+            agent = f", agent {r.agent}" if r.agent else ""
+            why = f"{r.breach_reason}{agent}"
+            notes.append(f"turn {r.turn}: loopguard would have refused a call ({why}) in observe mode")
+        elif r.origin == "breaker":
             agent = f", agent {r.agent}" if r.agent else ""
             notes.append(
                 f"turn {r.turn}: loopguard stopped the run ({r.breach_reason or 'unknown'}{agent}); the work is "
@@ -180,10 +185,11 @@ def build_frame(
         missing = " and ".join(
             part for part, absent in (("no spec", spec is None), ("no ledger rows", not rows)) if absent
         )
+        where = "" if ledger.url == "ledger.db" else f" --db {shlex.quote(ledger.url)}"
         raise SessionNotFound(
             f"session {session_id!r} has {missing} in {ledger.url!r}; "
             "a review needs the spec written before the run and the run's ledger rows "
-            "(list sessions with `loopguard sessions`)"
+            f"(list sessions with `loopguard sessions{where}`)"
         )
     result = verified if verified is not None else ledger.verify()
     return ReviewFrame(

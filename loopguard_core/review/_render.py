@@ -1,17 +1,24 @@
 """Render a review frame as plain text, Markdown, or one self-contained HTML page (inline CSS and SVG).
 
-Renders are deterministic: the same frame gives the same bytes (no "generated at" time), and each one
-ends with the frame hash the reviewer attests.
+Renders are deterministic: the same frame, attestations and ledger path give the same bytes (no "generated
+at" time), and each one ends with the frame hash the reviewer attests and the command that attests it.
+
+Attestations are not part of the frame (attesting must not change the hash it pins); pass them as
+``attestations`` to show who attested, when, which frame hash, and whether it still matches this frame.
+``ReviewSurface.render`` passes them, and the ledger path, for you.
 """
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
 from html import escape
 
 from ..ledger import LedgerRow
+from ._attest import Attestation
 from ._frame import ReviewFrame
 
-__all__ = ["FORMATS", "render", "render_html", "render_markdown", "render_text"]
+__all__ = ["FORMATS", "attest_command", "attestation_status", "render", "render_html", "render_markdown", "render_text"]
 
 FORMATS = ("text", "md", "html")
 
@@ -67,19 +74,62 @@ def _ledger_line(frame: ReviewFrame) -> str:
     return "THE LEDGER DOES NOT VERIFY: " + "; ".join(frame.ledger_problems)
 
 
-def _attest_hint(frame: ReviewFrame) -> str:
-    return (
-        f"To accept this result: loopguard attest {frame.session_id} --reviewer NAME "
-        f"(pins frame hash {frame.frame_hash})"
-    )
+#: The ledger path the CLI uses when none is given; a hint for any other ledger names it with ``--db``.
+DEFAULT_LEDGER = "ledger.db"
 
 
-def render_text(frame: ReviewFrame) -> str:
-    """A plain-text frame for a terminal or a log."""
+def attest_command(frame: ReviewFrame, db: str | None = None) -> str:
+    """The shell command that attests this exact frame (``--frame-hash`` refuses it if the session changed)."""
+    where = "" if db is None or db == DEFAULT_LEDGER else f" --db {shlex.quote(db)}"
+    return f"loopguard attest {shlex.quote(frame.session_id)}{where} --reviewer NAME --frame-hash {frame.frame_hash}"
+
+
+_ATTEST_LEAD = "To accept this result (replace NAME with yours), run:"
+
+
+def _attest_hint(frame: ReviewFrame, db: str | None) -> str:
+    return f"{_ATTEST_LEAD} {attest_command(frame, db)}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _matches(frame: ReviewFrame, a: Attestation) -> bool:
+    return a.frame_hash == frame.frame_hash
+
+
+def attestation_status(frame: ReviewFrame, attestations: Sequence[Attestation]) -> tuple[bool, str]:
+    """``(attested, one line)``: whether the current frame is attested, and by whom or why not."""
+    current = [a for a in attestations if _matches(frame, a)]
+    if current:
+        a = current[-1]
+        more = f" (and {len(current) - 1} earlier attestation(s) of this frame)" if len(current) > 1 else ""
+        return True, f"ATTESTED by {_one_line(a.reviewer)} at {a.attested_at}; matches this frame{more}"
+    if attestations:
+        return False, (
+            f"NOT ATTESTED: its {len(attestations)} attestation(s) are for an earlier frame "
+            "(the session or the ledger changed after review)"
+        )
+    return False, "NOT ATTESTED: nobody has attested this session"
+
+
+def _attestation_fields(frame: ReviewFrame, a: Attestation) -> tuple[str, str, str, str, str]:
+    """reviewer, time, frame hash, match, notes."""
+    match = "matches this frame" if _matches(frame, a) else "EARLIER FRAME: does not match this frame"
+    return _one_line(a.reviewer), a.attested_at, a.frame_hash, match, _one_line(a.notes)
+
+
+def render_text(frame: ReviewFrame, attestations: Sequence[Attestation] | None = None, *, db: str | None = None) -> str:
+    """A plain-text frame for a terminal or a log (with ``attestations``: their status and list)."""
     s = frame.spec
     out = [
         f"REVIEW FRAME  session {frame.session_id}",
         f"frame hash    {frame.frame_hash}",
+    ]
+    if attestations is not None:
+        out.append(f"attestation   {attestation_status(frame, attestations)[1]}")
+    out += [
         "",
         "[1] ORIGINAL PROMISE",
         f"  What it does:      {s.what_it_does}",
@@ -98,7 +148,16 @@ def render_text(frame: ReviewFrame) -> str:
     out += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     out += ["", "[5] UNRESOLVED ASSUMPTIONS"]
     out += [f"  - {a}" for a in frame.assumptions] or ["  None found in the ledger."]
-    out += ["", _attest_hint(frame)]
+    if attestations is not None:
+        out += ["", f"ATTESTATIONS ({len(attestations)})"]
+        if not attestations:
+            out.append("  None: nobody has attested this session.")
+        for a in attestations:
+            reviewer, at, frame_hash, match, notes = _attestation_fields(frame, a)
+            out += [f"  - {reviewer} at {at}: {match}", f"    frame hash {frame_hash}"]
+            if notes:
+                out.append(f"    notes: {notes}")
+    out += ["", _attest_hint(frame, db)]
     return "\n".join(out) + "\n"
 
 
@@ -106,14 +165,26 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(frame: ReviewFrame) -> str:
+def _md_code(text: str) -> str:
+    fence = "``" if "`" in text else "`"
+    return f"{fence}{text}{fence}" if fence == "`" else f"{fence} {text} {fence}"
+
+
+def render_markdown(
+    frame: ReviewFrame, attestations: Sequence[Attestation] | None = None, *, db: str | None = None
+) -> str:
     """A Markdown frame (for a pull request, a ticket or a chat message)."""
     s = frame.spec
     out = [
-        f"# Review frame: session `{frame.session_id}`",
+        f"# Review frame: session {_md_code(frame.session_id)}",
         "",
         f"Frame hash: `{frame.frame_hash}`",
         "",
+    ]
+    if attestations is not None:
+        attested, status = attestation_status(frame, attestations)
+        out += [f"Attestation: {'✅' if attested else '❌'} {_md(status)}", ""]
+    out += [
         "## 1. Original promise",
         "",
         f"- **What it does:** {_md(s.what_it_does)}",
@@ -135,7 +206,16 @@ def render_markdown(frame: ReviewFrame) -> str:
     out += ["| " + " | ".join(_md(c) for c in _row_cells(r)) + " |" for r in frame.evidence]
     out += ["", "## 5. Unresolved assumptions", ""]
     out += [f"- {_md(a)}" for a in frame.assumptions] or ["None found in the ledger."]
-    out += ["", f"_{_attest_hint(frame)}_"]
+    if attestations is not None:
+        out += ["", "## Attestations", ""]
+        if not attestations:
+            out.append("None: nobody has attested this session.")
+        else:
+            out += ["| reviewer | attested at (UTC) | frame hash | status | notes |", "|---|---|---|---|---|"]
+            for a in attestations:
+                reviewer, at, frame_hash, match, notes = _attestation_fields(frame, a)
+                out.append(f"| {_md(reviewer)} | {at} | `{frame_hash}` | {match} | {_md(notes)} |")
+    out += ["", f"{_ATTEST_LEAD} {_md_code(attest_command(frame, db))}"]
     return "\n".join(out) + "\n"
 
 
@@ -153,6 +233,9 @@ tr.trip td{background:#fdecec}tr.fail td{background:#fff6e5}.mono{font-family:ui
 blockquote{margin:0;padding:8px 12px;border-left:4px solid #4c78a8;background:#f2f6fb}
 ul{margin:0;padding-left:20px}.legend{font-size:12px;color:#5b6472;margin-top:6px}
 .swatch{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px;vertical-align:middle}
+.attest{margin:8px 0 0;font-weight:600}code{font:12px ui-monospace,Menlo,monospace;word-break:break-all}
+#attestations td.hash{font:12px ui-monospace,Menlo,monospace;word-break:break-all}
+#attestations td.nowrap{white-space:nowrap}
 """
 
 
@@ -204,7 +287,7 @@ def _chart(frame: ReviewFrame) -> str:
                 f'<text x="{cx:.1f}" y="{top + plot_h + 14}" font-size="10" text-anchor="middle" '
                 f'fill="#5b6472">{r.turn}</text>'
             )
-        if r.origin == "breaker":
+        if r.is_trip:
             parts.append(
                 f'<line class="trip" x1="{cx:.1f}" x2="{cx:.1f}" y1="{top}" y2="{top + plot_h}" '
                 'stroke="#d62728" stroke-width="2" stroke-dasharray="6 4"/>'
@@ -227,16 +310,42 @@ def _chart(frame: ReviewFrame) -> str:
     return "".join(parts)
 
 
-def render_html(frame: ReviewFrame) -> str:
+def _html_attestations(frame: ReviewFrame, attestations: Sequence[Attestation]) -> str:
+    e = escape
+    if not attestations:
+        body = "<p>None: nobody has attested this session.</p>"
+    else:
+        rows = []
+        for a in attestations:
+            reviewer, at, frame_hash, match, notes = _attestation_fields(frame, a)
+            cls = "ok" if _matches(frame, a) else "bad"
+            rows.append(
+                f'<tr><td>{e(reviewer)}</td><td class="nowrap">{e(at)}</td><td class="hash">{e(frame_hash)}</td>'
+                f'<td class="{cls} nowrap">{e(match)}</td><td>{e(notes)}</td></tr>'
+            )
+        body = (
+            "<table><thead><tr><th>reviewer</th><th>attested at (UTC)</th><th>frame hash</th><th>status</th>"
+            f"<th>notes</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+    return f'<section id="attestations"><h2>Attestations</h2>{body}</section>'
+
+
+def render_html(frame: ReviewFrame, attestations: Sequence[Attestation] | None = None, *, db: str | None = None) -> str:
     """One self-contained HTML page: inline CSS and SVG, no script, no network."""
     s = frame.spec
     e = escape
+    status = ""
+    attested_section = ""
+    if attestations is not None:
+        attested, line = attestation_status(frame, attestations)
+        status = f'<p class="attest {"ok" if attested else "bad"}">{e(line)}</p>'
+        attested_section = _html_attestations(frame, attestations)
     summary = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in _summary(frame))
     head = "".join(f"<th>{e(h)}</th>" for h in _HEAD)
     numeric = {0, 1, 5, 6, 7}
     body_rows = []
     for r in frame.evidence:
-        cls = ' class="trip"' if r.origin == "breaker" else (' class="fail"' if not r.passed else "")
+        cls = ' class="trip"' if r.is_trip else (' class="fail"' if not r.passed else "")
         cells = "".join(
             f'<td class="num">{e(c)}</td>' if i in numeric else f"<td>{e(c)}</td>" for i, c in enumerate(_row_cells(r))
         )
@@ -258,7 +367,7 @@ def render_html(frame: ReviewFrame) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Review: {e(frame.session_id)}</title><style>{_CSS}</style></head><body><main>"
         f'<h1>Review frame: session <span class="mono">{e(frame.session_id)}</span></h1>'
-        f'<div class="hash">frame hash {frame.frame_hash}</div>'
+        f'<div class="hash">frame hash {frame.frame_hash}</div>{status}'
         "<section><h2>1. Original promise</h2><dl>"
         f"<dt>What it does</dt><dd>{e(s.what_it_does)}</dd>"
         f"<dt>What it does NOT do</dt><dd>{e(s.what_it_does_not)}</dd>"
@@ -268,19 +377,29 @@ def render_html(frame: ReviewFrame) -> str:
         f"<section><h2>3. Diff: what the run did</h2><dl>{summary}</dl>{_chart(frame)}{legend}</section>"
         f'<section><h2>4. Evidence</h2><p class="{ledger_cls}">{e(_ledger_line(frame))}</p>'
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body_rows)}</tbody></table></section>"
-        f"<section><h2>5. Unresolved assumptions</h2>{assumptions}</section>"
-        f'<p class="hash">{e(_attest_hint(frame))}</p>'
+        f"<section><h2>5. Unresolved assumptions</h2>{assumptions}</section>{attested_section}"
+        f'<p class="hash">{e(_ATTEST_LEAD)} <code>{e(attest_command(frame, db))}</code></p>'
         "</main></body></html>\n"
     )
 
 
-def render(frame: ReviewFrame, format: str = "text") -> str:
-    """Render as ``text``, ``md`` (``markdown``) or ``html``."""
+def render(
+    frame: ReviewFrame,
+    format: str = "text",
+    *,
+    attestations: Sequence[Attestation] | None = None,
+    db: str | None = None,
+) -> str:
+    """Render as ``text``, ``md`` (``markdown``) or ``html``.
+
+    ``attestations`` (the session's, oldest first) adds the attestation status and list; ``db`` (the ledger
+    path) is named with ``--db`` in the attest command unless it is the default ``ledger.db``.
+    """
     fmt = {"markdown": "md", "txt": "text"}.get(format, format)
     if fmt == "text":
-        return render_text(frame)
+        return render_text(frame, attestations, db=db)
     if fmt == "md":
-        return render_markdown(frame)
+        return render_markdown(frame, attestations, db=db)
     if fmt == "html":
-        return render_html(frame)
+        return render_html(frame, attestations, db=db)
     raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")

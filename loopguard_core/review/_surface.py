@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 from ..ledger import Ledger
 from ..spec import SpecStore
 from ._attest import Attestation, AttestationStore
 from ._errors import AttestationRequired
 from ._frame import ReviewFrame, build_frame
-from ._render import render
+from ._render import DEFAULT_LEDGER, render
 
 __all__ = ["ReviewSurface", "attest", "render_session", "require_attestation"]
 
@@ -32,8 +33,12 @@ class ReviewSurface:
         return build_frame(self.ledger, session_id, specs=self.specs)
 
     def render(self, session_id: str, format: str = "text") -> str:
-        """The frame as ``text``, ``md`` or ``html``."""
-        return render(self.frame(session_id), format)
+        """The frame as ``text``, ``md`` or ``html``, with the session's attestations and their status.
+
+        The attest command at the end names this ledger with ``--db`` (unless it is ``ledger.db``).
+        """
+        frame = self.frame(session_id)
+        return render(frame, format, attestations=self.store.list(session_id), db=self.ledger.url)
 
     def attest(self, session_id: str, reviewer: str, notes: str = "", *, frame_hash: str | None = None) -> Attestation:
         """Record that ``reviewer`` compared the current frame with the spec and accepts it.
@@ -69,9 +74,11 @@ class ReviewSurface:
             if stale
             else "nobody has attested it"
         )
+        where = "" if self.ledger.url == DEFAULT_LEDGER else f" --db {shlex.quote(self.ledger.url)}"
+        sid = shlex.quote(session_id)
         raise AttestationRequired(
-            f"session {session_id!r} needs a review: {why}. Review it with `loopguard review {session_id}` "
-            f"and attest with `loopguard attest {session_id} --reviewer NAME`"
+            f"session {session_id!r} needs a review: {why}. Review it with `loopguard review {sid}{where}` "
+            f"and attest with `loopguard attest {sid}{where} --reviewer NAME`"
         )
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from .base import _NO_FACTS, ModelRequest, ModelUsage, RunSnapshot, ToolOutcome,
 __all__ = ["BUDGET_REASONS", "RunState"]
 
 #: Trips that end the run: no recovery window, no probe.
-BUDGET_REASONS = frozenset({"turn_ceiling", "token_ceiling", "cost_ceiling", "tool_ceiling", "wall_clock"})
+BUDGET_REASONS = frozenset({"turn_ceiling", "token_ceiling", "cost_ceiling", "tool_ceiling", "wall_clock", "refusals"})
 _IDEMPOTENCY_MEMORY = 4_096
 _MAX_RESERVATIONS = 1_024
 _NO_OBSERVED: tuple[tuple[str, Any], ...] = ()
@@ -44,6 +44,7 @@ class RunState:
         self.cost_micros = 0
         self.tool_calls = 0
         self.trips = 0
+        self.refusals = 0
         self.calls_per_tool: dict[str, int] = {}
         # tool -> (failures in a row with the same error, that error's digest)
         self.failures: dict[str, tuple[int, str]] = {}
@@ -327,6 +328,27 @@ class RunState:
         self.cost_micros += usage.cost_micros
         return self._remember(key, Verdict(True, None, False, _NO_FACTS, (), self.turns))
 
+    # -- steering ---------------------------------------------------------------------------------------
+    def steer(self, limits: Limits, now: float) -> Verdict:
+        """The agent was told its call was refused (``on_trip="steer"``) and the run goes on: close a health trip
+        without forgetting the window (the same call is refused again), or, past ``max_refusals``, stop the
+        run for good."""
+        moves: list[Transition] = []
+        self.refusals += 1
+        cap = limits.max_refusals
+        if cap is not None and self.refusals > cap:
+            if self.state is not BreakerState.OPEN:
+                self._move(BreakerState.OPEN, "refusals", moves)
+            facts: dict[str, Any] = {"observed": self.refusals, "limit": cap}
+            self.terminal, self.trip_reason, self.trip_facts = True, "refusals", facts
+            self.opened_at, self.probe_key = now, None
+            self.trips += 1
+            return Verdict(False, "refusals", True, facts, tuple(moves), self.turns)
+        if self.state is BreakerState.OPEN and not self.terminal:
+            self._move(BreakerState.CLOSED, "steered", moves)
+            self.trip_reason, self.trip_facts, self.opened_at, self.probe_key = None, {}, None, None
+        return Verdict(True, None, False, _NO_FACTS, tuple(moves), self.turns)
+
     # -- views and control -----------------------------------------------------------------------
     def snapshot(self) -> RunSnapshot:
         return RunSnapshot(
@@ -341,6 +363,7 @@ class RunState:
             trips=self.trips,
             started_at=self.started_at,
             opened_at=self.opened_at,
+            refusals=self.refusals,
         )
 
     def reset(self) -> Verdict:
@@ -353,6 +376,7 @@ class RunState:
         self.trip_facts = {}
         self.opened_at = None
         self.probe_key = None
+        self.refusals = 0
         self.failures.clear()
         self.window.clear()
         self.inflight.clear()

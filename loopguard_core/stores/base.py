@@ -22,6 +22,7 @@ __all__ = [
     "ModelUsage",
     "RunKey",
     "RunSnapshot",
+    "Steering",
     "Store",
     "ToolOutcome",
     "ToolRequest",
@@ -127,6 +128,8 @@ class RunSnapshot:
     trips: int
     started_at: float | None
     opened_at: float | None
+    #: refused calls the agent was told about (``on_trip="steer"``) in this run
+    refusals: int = 0
 
     @property
     def cost_usd(self) -> float:
@@ -150,3 +153,10 @@ class Store(Protocol):
     def reset(self, run: RunKey) -> Verdict: ...
 
     def drop(self, run: RunKey) -> None: ...
+
+
+@runtime_checkable
+class Steering(Protocol):
+    """A store that can let a run go on after a refused call (``on_trip="steer"``): both stores shipped do."""
+
+    def steer(self, run: RunKey, limits: Limits, now: float) -> Verdict: ...

@@ -53,6 +53,10 @@ class MemoryStore:
         with self._lock:
             return self._state(run).record_model(usage, limits)
 
+    def steer(self, run: RunKey, limits: Limits, now: float) -> Verdict:
+        with self._lock:
+            return self._state(run).steer(limits, now)
+
     def snapshot(self, run: RunKey) -> RunSnapshot:
         with self._lock:
             state = self._runs.get(run)

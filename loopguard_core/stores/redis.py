@@ -23,6 +23,14 @@ a tool admission hands back the run's window of finished calls (digests only, ap
 When Redis cannot be reached, ``failure_policy="closed"`` (the default) refuses the call with reason
 ``store_unavailable`` within the socket timeouts (0.25 s by default; redis-py's own retries are off, a
 debit is never re-sent blindly); ``failure_policy="open"`` admits it and logs a rate-limited warning.
+
+A busy store is not a down one: at most ``max_connections`` checks per process (per event loop for the
+async twins) talk to Redis at once, each on its own pooled connection; the others wait their turn, up to
+``pool_timeout``. Waiting for a connection never starts the outage back-off, and a command that could not
+get a connection was never sent, so it is the one thing that may safely be tried again.
+
+``redis+cluster://host:port,host:port/0`` (``rediss+cluster://`` for TLS) talks to a Redis Cluster: every
+key of a run carries one hash tag, so each script runs on the one master that holds the run's slot.
 """
 
 from __future__ import annotations
@@ -40,8 +48,8 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from types import MappingProxyType
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .._extras import require
 from ..detection import Call, Finding, Step, pack_step, unpack_step
@@ -55,7 +63,7 @@ __all__ = ["RedisStore", "key_pattern", "redact_url"]
 
 logger = logging.getLogger("loopguard.stores.redis")
 
-_STEPS = ("admit_tool", "record_tool", "refuse_tool", "admit_model", "record_model", "reset", "snapshot")
+_STEPS = ("admit_tool", "record_tool", "refuse_tool", "admit_model", "record_model", "reset", "snapshot", "steer")
 _SUFFIXES = (":h", ":seenq", ":res", ":resmin", ":w", ":p")
 _STATES = {"c": BreakerState.CLOSED, "o": BreakerState.OPEN, "h": BreakerState.HALF_OPEN}
 _POLICIES = ("closed", "open")
@@ -72,13 +80,35 @@ _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "outage_backoff_seconds": float,
     "reservation_seconds": float,
     "namespace": str,
+    "max_connections": int,
+    "pool_timeout": float,
 }
+# URL schemes of a Redis Cluster (the value: TLS or not).
+_CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
+# What redis-py says when no pooled connection could be had: the command was never sent.
+_POOL_MESSAGES = frozenset({"No connection available.", "Too many connections"})
+
+# Bumped in a forked child: the connection gate of a store is rebuilt there (a thread of the parent may
+# have held a slot at the fork, and that slot would never come back).
+_fork_generation = [0]
+
+
+def _after_fork() -> None:
+    _fork_generation[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _script_text(step: str) -> str:
     folder = resources.files("loopguard_core.stores").joinpath("lua")
     common = folder.joinpath("_common.lua").read_text(encoding="utf-8")
     return common + "\n" + folder.joinpath(f"{step}.lua").read_text(encoding="utf-8")
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def _escape(part: str) -> str:
@@ -158,7 +188,7 @@ class _LimitArgs:
     """The configuration argument of each script for one Limits object, computed once (per tool for
     tool calls): ttl and limits as one msgpack argument instead of a dozen to encode per call."""
 
-    __slots__ = ("limits", "model", "record", "tools", "ttl")
+    __slots__ = ("limits", "model", "record", "steer", "tools", "ttl")
 
     def __init__(self, limits: Limits, ttl_ms: int, reservation_us: int | None) -> None:
         self.limits, self.ttl = limits, ttl_ms
@@ -177,6 +207,7 @@ class _LimitArgs:
             )
         )
         self.record = _msgpack((ttl_ms, limits.loop.window if limits.loop.enabled else None))
+        self.steer = _msgpack((ttl_ms, limits.max_refusals))
 
     def tool(self, name: str) -> bytes:
         config = self.tools.get(name)
@@ -205,8 +236,10 @@ class _LimitArgs:
 class RedisStore:
     """Breaker state in Redis (extra ``redis``), shared across processes and hosts.
 
-    Build it from a URL (``Breaker(store="redis://host:6379/0", scope="crew-42")`` does this for you),
-    or pass your own ``client`` (then its timeouts and retries are yours to set).
+    Build it from a URL (``Breaker(store="redis://host:6379/0", scope="crew-42")`` does this for you;
+    ``redis+cluster://host:7000,host:7001/0`` for a Redis Cluster), or pass your own ``client`` (a
+    ``redis.Redis`` or ``redis.cluster.RedisCluster``; then its timeouts and retries are yours to set: turn
+    its retries off, ``retry=Retry(NoBackoff(), 0)``, or a debit may be re-sent and counted twice).
 
     Options: ``failure_policy`` ``"closed"`` (refuse when Redis is unreachable) or ``"open"`` (admit and
     warn); ``ttl_seconds`` after a run's last write before its keys expire (default 24 h, give or take
@@ -214,12 +247,17 @@ class RedisStore:
     ``socket_timeout`` / ``socket_connect_timeout`` (default 0.25 s each), the bound on how long a call
     waits for an unreachable Redis; ``outage_backoff_seconds`` during which, after a failure, calls are
     answered by the policy without trying Redis again (default 1 s; 0 retries every call);
+    ``max_connections`` (default 64): checks of this process that talk to Redis at once, each on a pooled
+    connection of its own (per event loop for the async twins), and ``pool_timeout`` (default 5 s): how long
+    any further check waits for one of them (waiting is not an outage: it never starts the back-off);
     ``reservation_seconds`` after which a model call that never reported back releases its reservation
     (default 600); ``namespace`` of the keys (default ``lg``); ``clock`` ``"server"`` (Redis TIME) or
     ``"request"`` (the breaker's injected clock; for tests with a FakeClock, single host only);
-    ``digest_key`` (default ``$LOOPGUARD_DIGEST_KEY``): the key of the word hashes kept for the paraphrase rule,
-    shared by the processes of a scope (without one, each process keys its own). Other keyword arguments go to
-    ``redis.Redis.from_url``.
+    ``digest_key`` (default ``$LOOPGUARD_DIGEST_KEY``): the key of every digest this store writes (call,
+    answer and request-shape digests, and the word hashes kept for the paraphrase rule), shared by the
+    processes of a scope. Without one, call digests are plain BLAKE2b and each process keys its own word
+    hashes. Other keyword arguments go to redis-py's connection pool (``redis.BlockingConnectionPool.from_url``)
+    or, for a cluster, to ``redis.cluster.RedisCluster``.
     """
 
     def __init__(
@@ -232,6 +270,8 @@ class RedisStore:
         socket_timeout: float = 0.25,
         socket_connect_timeout: float = 0.25,
         outage_backoff_seconds: float = 1.0,
+        max_connections: int = 64,
+        pool_timeout: float = 5.0,
         reservation_seconds: float | None = 600.0,
         namespace: str = "lg",
         clock: str = "server",
@@ -248,6 +288,7 @@ class RedisStore:
             ("ttl_seconds", ttl_seconds),
             ("socket_timeout", socket_timeout),
             ("socket_connect_timeout", socket_connect_timeout),
+            ("pool_timeout", pool_timeout),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
@@ -255,6 +296,10 @@ class RedisStore:
             raise ValueError(f"outage_backoff_seconds must be a number >= 0, got {outage_backoff_seconds!r}")
         if not outage_backoff_seconds >= 0:
             raise ValueError(f"outage_backoff_seconds must be a number >= 0, got {outage_backoff_seconds!r}")
+        if type(max_connections) is not int or not 0 < max_connections <= 100_000:
+            raise ValueError(f"max_connections must be an int from 1 to 100,000, got {max_connections!r}")
+        if pool_timeout > 86_400:
+            raise ValueError(f"pool_timeout must be at most 86,400 seconds, got {pool_timeout!r}")
         if reservation_seconds is not None and (
             isinstance(reservation_seconds, bool)
             or not isinstance(reservation_seconds, (int, float))
@@ -267,15 +312,22 @@ class RedisStore:
             digest_key = os.environ.get("LOOPGUARD_DIGEST_KEY") or None
         if digest_key is not None and (not isinstance(digest_key, (str, bytes)) or not digest_key):
             raise ValueError("digest_key must be a non-empty str or bytes (or None)")
-        # The key of the word hashes the loop detectors keep (never stored in Redis): processes that share a
-        # scope should share it, so a question reworded by one process is recognised by another.
+        # The key of the digests written to Redis (the key itself never is): processes that share a scope
+        # should share it, so a call (or a question reworded) by one process is recognised by another.
         self.digest_key: bytes | None = (
             None if digest_key is None else digest_key.encode() if isinstance(digest_key, str) else digest_key
         )
+        self._mac_key = None if self.digest_key is None else _mac_key(self.digest_key)
         self._redis = require("redis", extra="redis", purpose="The Redis breaker store")
         exceptions = require("redis.exceptions", extra="redis", purpose="The Redis breaker store")
-        self._errors: tuple[type[BaseException], ...] = (exceptions.RedisError, OSError)
+        self._errors: tuple[type[BaseException], ...] = (
+            exceptions.RedisError,
+            OSError,
+            getattr(exceptions, "RedisClusterException", exceptions.RedisError),
+        )
         self._no_script: type[BaseException] = exceptions.NoScriptError
+        self._connection_error: type[BaseException] = exceptions.ConnectionError
+        self._pool_error: type[BaseException] | None = getattr(exceptions, "MaxConnectionsError", None)
         self.url = redact_url(url)
         self.failure_policy = failure_policy
         self._raw_url = url
@@ -283,6 +335,8 @@ class RedisStore:
         self._ttl = _msgpack((self._ttl_ms,))
         self._server_clock = clock == "server"
         self._backoff = float(outage_backoff_seconds)
+        self._pool_timeout = float(pool_timeout)
+        self._max_connections = max_connections
         self._reservation_us = None if reservation_seconds is None else _us(reservation_seconds)
         self._namespace = _escape(namespace)
         self._client_options: dict[str, Any] = {
@@ -290,22 +344,33 @@ class RedisStore:
             "socket_connect_timeout": socket_connect_timeout,
             **redis_options,
         }
+        scheme = url.split("://", 1)[0].lower()
+        self._cluster: dict[str, Any] | None = _cluster_options(url) if scheme in _CLUSTER_SCHEMES else None
+        self._pool: Any = None
+        self._client_lock = threading.Lock()
+        gate_size = max_connections
         if client is None:
-            backoff = require("redis.backoff", extra="redis", purpose="The Redis breaker store")
-            retry = require("redis.retry", extra="redis", purpose="The Redis breaker store")
-            # No client-side retries: a debit re-sent after a timeout may count twice, and an outage
-            # would cost seconds of backoff instead of one bounded timeout.
-            client = self._redis.Redis.from_url(url, retry=retry.Retry(backoff.NoBackoff(), 0), **self._client_options)
             self._owns_client = True
+            # A cluster client reaches the cluster when it is made: it is made on first use, so that
+            # building a store (a Breaker) never fails because Redis is down at that moment.
+            client = None if self._cluster is not None else self._new_client()
         else:
             self._owns_client = False
-        self._client = client
+            pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", None)
+            if isinstance(pool_size, int) and not isinstance(pool_size, bool) and 0 < pool_size < gate_size:
+                gate_size = pool_size  # never ask the user's pool for more connections than it has
+        self._client: Any = client
+        self._gate_size = gate_size
+        self._gate = threading.BoundedSemaphore(gate_size)
+        self._gate_generation = _fork_generation[0]
         self._texts = {step: _script_text(step) for step in _STEPS}
-        self._scripts = {step: client.register_script(text) for step, text in self._texts.items()}
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, dict[str, Any]]]
+        # EVALSHA by the script's SHA-1 (computed here, as Redis does); the text is sent only after NOSCRIPT.
+        self._shas = {step: _sha1(text) for step, text in self._texts.items()}
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncEntry]
         self._async = weakref.WeakKeyDictionary()
         self._async_lock = threading.Lock()
         self._keys: dict[RunKey, tuple[bytes, ...]] = {}
+        self._signature_names: dict[str, str] = {}
         self._limit_args: dict[int, _LimitArgs] = {}
         self._down_until = 0.0
         self._down_error = ""
@@ -363,42 +428,71 @@ class RedisStore:
     def _clock(self, now: float) -> str:
         return "" if self._server_clock else str(_us(now))
 
+    def _digest(self, value: str, size: int) -> str:
+        """What Redis holds for a signature, shape or outcome digest: ``size`` bytes of hex, keyed with
+        ``digest_key`` when there is one (then whoever reads Redis cannot confirm a guessed argument)."""
+        if self._mac_key is None:
+            return _hex(value, size)
+        data = value.encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(data, digest_size=size, key=self._mac_key).hexdigest()
+
+    def _signature(self, signature: str) -> str:
+        """The call's digest as Redis holds it; this process remembers which signature it stands for, so a
+        refusal's facts name the caller's own signature, never the stored digest."""
+        digest = self._digest(signature, 16)
+        if digest != signature:
+            names = self._signature_names
+            if len(names) >= 4_096:
+                names.clear()
+            names[digest] = signature
+        return digest
+
+    def _own_signature(self, verdict: Verdict) -> Verdict:
+        stored = verdict.facts.get("signature")
+        if not isinstance(stored, str):
+            return verdict
+        signature = self._signature_names.get(stored, stored)
+        return verdict if signature == stored else verdict._replace(facts={**verdict.facts, "signature": signature})
+
     def _tool_argv(self, request: ToolRequest, limits: Limits) -> tuple[str | bytes, ...]:
         call_id = "" if request.call_id is None else "=" + request.call_id
         agent = "" if request.agent is None else "=" + request.agent
         config = self._args_for(limits).tool(request.tool)
-        return (self._clock(request.now), config, call_id, request.tool, request.signature, agent)
+        signature = self._signature(request.signature)
+        return (self._clock(request.now), config, call_id, request.tool, signature, agent)
 
     def _outcome_argv(self, outcome: ToolOutcome, limits: Limits) -> tuple[str | bytes, ...]:
         call_id = "" if outcome.call_id is None else "=" + outcome.call_id
-        shape = outcome.shape and _hex(outcome.shape, 16)
-        action, digest = _hex(outcome.signature, 16), _hex(outcome.outcome, 8)
+        shape = outcome.shape and self._digest(outcome.shape, 16)
+        action, digest = self._digest(outcome.signature, 16), self._digest(outcome.outcome, 8)
         step = Step(0, outcome.tool, action, digest, outcome.flags, shape, outcome.words)
         return (
             self._clock(outcome.now),
             self._args_for(limits).record,
             call_id,
             outcome.tool,
-            outcome.signature,
+            action,
             "1" if outcome.failed else "0",
             pack_step(step)[4:],  # the script puts the call's number in front
-            outcome.outcome,
+            digest,  # a failure streak counts the same error again (by its digest)
         )
 
     def _refuse_argv(self, request: ToolRequest, finding: Finding, facts: dict[str, Any]) -> tuple[str | bytes, ...]:
         call_id = "" if request.call_id is None else "=" + request.call_id
         agent = "" if request.agent is None else "=" + request.agent
+        signature = self._signature(request.signature)
+        stored = {**facts, "signature": signature} if "signature" in facts else facts
         return (
             self._clock(request.now),
             self._ttl,
             call_id,
             request.tool,
-            request.signature,
+            signature,
             agent,
             finding.reason,
             str(finding.limit),
             str(facts["observed"]) if "observed" in facts else "",
-            json.dumps(facts, default=str),
+            json.dumps(stored, default=str),
         )
 
     def _model_argv(self, request: ModelRequest, limits: Limits) -> tuple[str | bytes, ...]:
@@ -417,29 +511,134 @@ class RedisStore:
             "1" if usage.failed else "0",
         )
 
+    # -- talking to Redis ---------------------------------------------------------------------------
+    def _new_client(self) -> Any:
+        """The store's own sync client: a blocking pool of ``max_connections``, no client-side retries."""
+        backoff = require("redis.backoff", extra="redis", purpose="The Redis breaker store")
+        retry = require("redis.retry", extra="redis", purpose="The Redis breaker store")
+        # No client-side retries: a debit re-sent after a timeout may count twice, and an outage
+        # would cost seconds of backoff instead of one bounded timeout.
+        no_retry = retry.Retry(backoff.NoBackoff(), 0)
+        if self._cluster is not None:
+            cluster = require("redis.cluster", extra="redis", purpose="The Redis Cluster breaker store")
+            nodes = [cluster.ClusterNode(host, port) for host, port in self._cluster["nodes"]]
+            options = {k: v for k, v in self._cluster.items() if k != "nodes"}
+            return cluster.RedisCluster(
+                startup_nodes=nodes,
+                retry=no_retry,
+                max_connections=self._max_connections,
+                **{**options, **self._client_options},
+            )
+        self._pool = self._redis.BlockingConnectionPool.from_url(
+            self._raw_url,
+            max_connections=self._max_connections,
+            timeout=self._pool_timeout,
+            retry=no_retry,
+            **self._client_options,
+        )
+        return self._redis.Redis(connection_pool=self._pool)
+
+    def _sync_client(self) -> Any:
+        client = self._client
+        if client is None:  # a cluster client, made on first use
+            with self._client_lock:
+                client = self._client
+                if client is None:
+                    client = self._client = self._new_client()
+        return client
+
+    def _enter(self) -> threading.BoundedSemaphore:
+        """Take one of the ``max_connections`` slots, waiting up to ``pool_timeout`` for one."""
+        gate = self._gate
+        if self._gate_generation != _fork_generation[0]:  # a forked child: slots held by the parent's threads
+            gate = self._gate = threading.BoundedSemaphore(self._gate_size)
+            self._gate_generation = _fork_generation[0]
+        if gate.acquire(False):
+            return gate
+        if not gate.acquire(True, self._pool_timeout):
+            raise self._busy()
+        if self._down_until and time.monotonic() < self._down_until:  # it went down while this call waited
+            gate.release()
+            raise _Unavailable(self._down_error)
+        return gate
+
     def _run(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
         if self._down_until and time.monotonic() < self._down_until:
             raise _Unavailable(self._down_error)
-        script, client = self._scripts[step], self._client
+        gate = self._enter()
         try:
-            # What redis-py's Script.__call__ does, minus its per-call overhead: EVALSHA, and only on an
-            # explicit NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and send it again.
-            try:
-                return client.evalsha(script.sha, len(keys), *keys, *argv)
-            except self._no_script:
-                script.sha = client.script_load(script.script)
-                return client.evalsha(script.sha, len(keys), *keys, *argv)
-        except self._errors as exc:
-            raise self._went_down(exc) from exc
+            deadline = 0.0
+            while True:
+                try:
+                    client = self._client if self._client is not None else self._sync_client()
+                    sha = self._shas[step]
+                    # What redis-py's Script.__call__ does, minus its per-call overhead: EVALSHA, and only on an
+                    # explicit NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and send it again.
+                    try:
+                        return client.evalsha(sha, len(keys), *keys, *argv)
+                    except self._no_script:
+                        client.script_load(self._texts[step])
+                        return client.evalsha(sha, len(keys), *keys, *argv)
+                except self._errors as exc:
+                    if not self._pool_exhausted(exc):
+                        raise self._went_down(exc) from exc
+                    # No connection could be had (a user's client with a smaller pool): the command was never
+                    # sent, so sending it again cannot count it twice.
+                    now = time.monotonic()
+                    deadline = deadline or now + self._pool_timeout
+                    if now >= deadline:
+                        raise self._busy() from exc
+                    time.sleep(min(0.005, deadline - now))
+        finally:
+            gate.release()
 
     async def _arun(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
         if self._down_until and time.monotonic() < self._down_until:
             raise _Unavailable(self._down_error)
-        scripts = self._async_scripts()
+        entry = self._async_entry()
+        gate = entry.gate
+        if gate.locked():
+            try:
+                await asyncio.wait_for(gate.acquire(), self._pool_timeout)
+            except asyncio.TimeoutError:
+                raise self._busy() from None
+            if self._down_until and time.monotonic() < self._down_until:
+                gate.release()
+                raise _Unavailable(self._down_error)
+        else:
+            await gate.acquire()  # free: returns at once
         try:
-            return await scripts[step](keys, argv)
-        except self._errors as exc:
-            raise self._went_down(exc) from exc
+            client, sha, deadline = entry.client, self._shas[step], 0.0
+            while True:
+                try:
+                    try:
+                        return await client.evalsha(sha, len(keys), *keys, *argv)
+                    except self._no_script:
+                        await client.script_load(self._texts[step])
+                        return await client.evalsha(sha, len(keys), *keys, *argv)
+                except self._errors as exc:
+                    if not self._pool_exhausted(exc):
+                        raise self._went_down(exc) from exc
+                    now = time.monotonic()
+                    deadline = deadline or now + self._pool_timeout
+                    if now >= deadline:
+                        raise self._busy() from exc
+                    await asyncio.sleep(min(0.005, deadline - now))
+        finally:
+            gate.release()
+
+    def _pool_exhausted(self, exc: BaseException) -> bool:
+        """No connection could be had from the client's pool: the command never left this process."""
+        if self._pool_error is not None and isinstance(exc, self._pool_error):
+            return True
+        return isinstance(exc, self._connection_error) and str(exc) in _POOL_MESSAGES
+
+    def _busy(self) -> _Unavailable:
+        # Not an outage: no back-off, the next call tries again.
+        return _Unavailable(
+            f"ConnectionPoolBusy: all {self._gate_size} connections of this process were in use for "
+            f"{self._pool_timeout:g} s (pool_timeout); raise max_connections or pool_timeout"
+        )
 
     def _went_down(self, exc: BaseException) -> _Unavailable:
         error = f"{type(exc).__name__}: {exc}"
@@ -448,7 +647,7 @@ class RedisStore:
             self._down_until = time.monotonic() + self._backoff
         return _Unavailable(error)
 
-    def _async_scripts(self) -> dict[str, Any]:
+    def _async_entry(self) -> _AsyncEntry:
         loop = asyncio.get_running_loop()
         entry = self._async.get(loop)
         if entry is None:
@@ -457,18 +656,35 @@ class RedisStore:
                 if entry is None:
                     entry = self._new_async_client()
                     self._async[loop] = entry
-        return entry[1]
+        return entry
 
-    def _new_async_client(self) -> tuple[Any, dict[str, Any]]:
+    def _new_async_client(self) -> _AsyncEntry:
         if not self._owns_client:
             raise _NoAsync
-        aioredis = require("redis.asyncio", extra="redis", purpose="The async Redis breaker store")
         backoff = require("redis.backoff", extra="redis", purpose="The async Redis breaker store")
         retry = require("redis.asyncio.retry", extra="redis", purpose="The async Redis breaker store")
-        client = aioredis.Redis.from_url(
-            self._raw_url, retry=retry.Retry(backoff.NoBackoff(), 0), **self._client_options
+        no_retry = retry.Retry(backoff.NoBackoff(), 0)
+        if self._cluster is not None:
+            cluster = require("redis.asyncio.cluster", extra="redis", purpose="The async Redis Cluster store")
+            nodes = [cluster.ClusterNode(host, port) for host, port in self._cluster["nodes"]]
+            options = {k: v for k, v in self._cluster.items() if k != "nodes"}
+            client = cluster.RedisCluster(
+                startup_nodes=nodes,
+                retry=no_retry,
+                max_connections=self._max_connections,
+                **{**options, **self._client_options},
+            )
+            return _AsyncEntry(client, None, asyncio.Semaphore(self._max_connections))
+        aioredis = require("redis.asyncio", extra="redis", purpose="The async Redis breaker store")
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._raw_url,
+            max_connections=self._max_connections,
+            timeout=self._pool_timeout,
+            retry=no_retry,
+            **self._client_options,
         )
-        return client, {step: client.register_script(text) for step, text in self._texts.items()}
+        client = aioredis.Redis(connection_pool=pool)
+        return _AsyncEntry(client, pool, asyncio.Semaphore(self._max_connections))
 
     def _unavailable(self, step: str, error: str) -> Verdict:
         facts = {"url": self.url, "policy": self.failure_policy, "error": error, "store": "redis", "step": step}
@@ -525,7 +741,7 @@ class RedisStore:
         """An admission that carries the run's window: what the detectors say about it."""
         base = {"tool": request.tool, "agent": request.agent}
         verdict = self._verdict(raw, limits, base, request.signature)
-        action, shape = _hex(request.signature, 16), request.shape and _hex(request.shape, 16)
+        action, shape = self._digest(request.signature, 16), request.shape and self._digest(request.shape, 16)
         call = Call(_int(raw[7]), request.tool, action, shape, request.words, request.poll, _int(raw[8]), request.prose)
         window = [unpack_step(bytes(item)) for item in raw[9:]]
         finding, noted = limits.loop.judge(window, call, limits.mode)
@@ -541,7 +757,7 @@ class RedisStore:
         try:
             raw = self._run("admit_tool", keys, self._tool_argv(request, limits))
             if not isinstance(raw, list) or raw[0] != 3:
-                return self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+                return self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
             verdict, finding, call = self._judgement(raw, request, limits)
             if finding is None:
                 return verdict
@@ -550,7 +766,7 @@ class RedisStore:
             raw = self._run("refuse_tool", keys, self._refuse_argv(request, finding, facts))
         except _Unavailable as exc:
             return self._unavailable("admit_tool", exc.error)
-        refused = self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+        refused = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
         return refused._replace(transitions=verdict.transitions + refused.transitions, observed=verdict.observed)
 
     def record_tool(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict:
@@ -581,6 +797,22 @@ class RedisStore:
             raise self._store_error("read the breaker state", exc.error) from None
         return _snapshot(raw)
 
+    def steer(self, run: RunKey, limits: Limits, now: float) -> Verdict:
+        try:
+            raw = self._run("steer", self._run_keys(run), (self._clock(now), self._args_for(limits).steer))
+        except _Unavailable as exc:
+            return self._unavailable("admit_tool", exc.error)
+        return self._verdict(raw, limits, None)
+
+    async def asteer(self, run: RunKey, limits: Limits, now: float) -> Verdict:
+        try:
+            raw = await self._arun("steer", self._run_keys(run), (self._clock(now), self._args_for(limits).steer))
+        except _NoAsync:
+            return await asyncio.to_thread(self.steer, run, limits, now)
+        except _Unavailable as exc:
+            return self._unavailable("admit_tool", exc.error)
+        return self._verdict(raw, limits, None)
+
     def reset(self, run: RunKey) -> Verdict:
         try:
             raw = self._run("reset", self._run_keys(run), (self._clock(time.monotonic()), self._ttl))
@@ -591,7 +823,7 @@ class RedisStore:
     def drop(self, run: RunKey) -> None:
         """Forget a finished run now (its keys would expire after ``ttl_seconds`` anyway)."""
         try:
-            self._client.delete(*self._run_keys(run))
+            self._sync_client().delete(*self._run_keys(run))
         except self._errors as exc:
             logger.info("loopguard could not drop run keys in %s (%s); they expire on their own", self.url, exc)
         self._keys.pop(run, None)
@@ -602,7 +834,7 @@ class RedisStore:
         try:
             raw = await self._arun("admit_tool", keys, self._tool_argv(request, limits))
             if not isinstance(raw, list) or raw[0] != 3:
-                return self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+                return self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
             verdict, finding, call = self._judgement(raw, request, limits)
             if finding is None:
                 return verdict
@@ -613,7 +845,7 @@ class RedisStore:
             return await asyncio.to_thread(self.admit_tool, run, request, limits)
         except _Unavailable as exc:
             return self._unavailable("admit_tool", exc.error)
-        refused = self._verdict(raw, limits, {"tool": request.tool, "agent": request.agent}, request.signature)
+        refused = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
         return refused._replace(transitions=verdict.transitions + refused.transitions, observed=verdict.observed)
 
     async def arecord_tool(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict:
@@ -656,21 +888,25 @@ class RedisStore:
     def ping(self) -> None:
         """Raise :class:`StoreError` (naming the URL and policy) unless Redis answers now."""
         try:
-            self._client.ping()
+            self._sync_client().ping()
         except self._errors as exc:
             raise self._store_error("reach", f"{type(exc).__name__}: {exc}") from exc
         self._down_until = 0.0
 
     def close(self) -> None:
         """Close the connections this store opened (sync client; see :meth:`aclose` for async)."""
-        if self._owns_client:
+        if self._owns_client and self._client is not None:
             self._client.close()
+            if self._pool is not None:
+                self._pool.disconnect()
 
     async def aclose(self) -> None:
         """Close the async connections opened on the running event loop."""
         entry = self._async.pop(asyncio.get_running_loop(), None)
         if entry is not None:
-            await entry[0].aclose()
+            await entry.client.aclose()
+            if entry.pool is not None:
+                await entry.pool.disconnect()
 
     def _store_error(self, what: str, error: str) -> StoreError:
         return StoreError(
@@ -690,6 +926,63 @@ class _Unavailable(Exception):
 
 class _NoAsync(Exception):
     """A user-supplied sync client has no async twin: run the sync step in a thread."""
+
+
+class _AsyncEntry(NamedTuple):
+    """What the store keeps per event loop: its client, the client's pool (None for a cluster) and the gate
+    of ``max_connections`` slots."""
+
+    client: Any
+    pool: Any
+    gate: asyncio.Semaphore
+
+
+def _base(request: ToolRequest) -> dict[str, Any]:
+    return {"tool": request.tool, "agent": request.agent}
+
+
+def _mac_key(digest_key: bytes) -> bytes:
+    """The BLAKE2b key of the store's digests, derived from ``digest_key`` (kept apart from the word hashes
+    the breaker keys with the same secret)."""
+    return hashlib.blake2b(b"loopguard redis digests v1", key=hashlib.blake2b(digest_key).digest()).digest()
+
+
+def _cluster_options(url: str) -> dict[str, Any]:
+    """``redis+cluster://[user:password@]host:port[,host:port...][/0]`` -> RedisCluster arguments."""
+    redacted = redact_url(url)
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    options: dict[str, Any] = {}
+    if userinfo:
+        user, has_password, password = userinfo.partition(":")
+        if has_password:
+            options["username"] = unquote(user) or None
+            options["password"] = unquote(password)
+        else:
+            options["password"] = unquote(user)  # redis://secret@host means a password, as redis-py reads it
+    nodes: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        item = item.strip()
+        host, port = item, "6379"
+        if item.startswith("["):  # [::1]:7000
+            host, _, rest = item[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else "6379"
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad node {item!r} in the Redis Cluster URL {redacted}: use host:port,host:port")
+        nodes.append((host, int(port)))
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has only database 0, not {parts.path.strip('/')!r} ({redacted})")
+    if parts.query:
+        names = sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)})
+        raise ValueError(
+            f"the Redis Cluster URL {redacted} carries options {names} that are not store options: pass them "
+            "as keyword arguments of RedisStore (they go to redis.cluster.RedisCluster)"
+        )
+    options["nodes"] = nodes
+    options["ssl"] = _CLUSTER_SCHEMES[parts.scheme.lower()]
+    return options
 
 
 def _transitions(text: str) -> tuple[Transition, ...]:
@@ -790,7 +1083,7 @@ _BUDGET = frozenset({"turn_ceiling", "token_ceiling", "cost_ceiling", "tool_ceil
 
 
 def _snapshot(raw: Any) -> RunSnapshot:
-    st, term, tr, turns, tokens, cost, tool_calls, trips, started, opened, tools = raw
+    st, term, tr, turns, tokens, cost, tool_calls, trips, started, opened, tools, refusals = raw
     flat = [_text(x) for x in tools or ()]
     return RunSnapshot(
         state=_STATES[_text(st) or "c"],
@@ -805,4 +1098,5 @@ def _snapshot(raw: Any) -> RunSnapshot:
         trips=_int(trips or 0),
         started_at=_int(started) / _US if _text(started) else None,
         opened_at=_int(opened) / _US if _text(opened) else None,
+        refusals=_int(refusals or 0),
     )

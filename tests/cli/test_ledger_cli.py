@@ -192,3 +192,140 @@ def test_verify_shows_a_progress_bar_on_a_terminal(db: Path, monkeypatch: pytest
     result = _ledger._verify_with_progress(Ledger(db, read_only=True), None, None, err)
     assert result.ok
     assert "verifying" in buf.getvalue() and "8/8" in buf.getvalue()
+
+
+# -- one way to name the ledger everywhere ---------------------------------------------------------
+
+#: Every command that reads a ledger, with the arguments it needs besides the ledger.
+LEDGER_COMMANDS: dict[str, list[str]] = {
+    "sessions": ["sessions"],
+    "ledger show": ["ledger", "show"],
+    "ledger verify": ["ledger", "verify"],
+    "ledger export": ["ledger", "export"],
+    "ledger checkpoint": ["ledger", "checkpoint"],
+    "review": ["review", "run-1"],
+    "attest": ["attest", "run-1", "--reviewer", "ana"],
+}
+
+
+@pytest.mark.parametrize("how", ["PATH", "--db", "$LOOPGUARD_DB", "PATH and --db"])
+@pytest.mark.parametrize("command", LEDGER_COMMANDS)
+def test_every_ledger_command_takes_path_or_db(runner: CliRunner, db: Path, command: str, how: str) -> None:
+    argv = list(LEDGER_COMMANDS[command])
+    env: dict[str, str] = {}
+    if how == "PATH":
+        argv.append(str(db))
+    elif how == "--db":
+        argv += ["--db", str(db)]
+    elif how == "PATH and --db":  # the same ledger twice is fine
+        argv += [str(db), "--db", str(db)]
+    else:
+        env["LOOPGUARD_DB"] = str(db)
+    result = runner.invoke(build(), argv, env=env)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("command", LEDGER_COMMANDS)
+def test_two_different_ledgers_are_refused(runner: CliRunner, db: Path, tmp_path: Path, command: str) -> None:
+    result = runner.invoke(build(), [*LEDGER_COMMANDS[command], str(db), "--db", str(tmp_path / "other.db")])
+    assert result.exit_code == 2 and "two ledgers given" in result.output
+    assert not (tmp_path / "other.db").exists()
+
+
+def test_every_ledger_command_has_the_same_help_for_the_ledger(runner: CliRunner) -> None:
+    helps = {}
+    for command, argv in LEDGER_COMMANDS.items():
+        words = [w for w in argv if not w.startswith("-") and w not in ("run-1", "ana")]
+        text = runner.invoke(build(), [*words, "--help"], terminal_width=400).output
+        usage = text.splitlines()[0]
+        assert "[PATH]" in usage, (command, usage)
+        line = next(line for line in text.splitlines() if line.strip().startswith("--db PATH"))
+        helps[command] = " ".join(line.split()[2:])
+    assert len(set(helps.values())) == 1, helps
+    assert "$LOOPGUARD_DB" in next(iter(helps.values()))
+
+
+# -- unknown sessions and session prefixes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["ledger", "show"], ["ledger", "export"], ["ledger", "show", "--json"]])
+def test_an_unknown_session_exits_2(runner: CliRunner, db: Path, command: list[str]) -> None:
+    result = runner.invoke(build(), [*command, str(db), "--session", "nope"])
+    assert result.exit_code == 2
+    assert f"no session 'nope' (nor any starting with it) in {db}" in result.output
+    assert f"loopguard sessions --db {db}" in result.output
+
+
+@pytest.fixture
+def prefixed(db: Path) -> Path:
+    """Two sessions sharing the prefix "abc1" next to run-1 and other."""
+    for sid in ("abc123-first", "abc199-second"):
+        SpecStore(db).save(
+            Spec.create(
+                what_it_does="Crawl example.com and extract the page titles.",
+                what_it_does_not="It does not follow external links.",
+                done_looks_like=DONE,
+                session_id=sid,
+            )
+        )
+        Ledger(db).record(session_id=sid, origin="model", turn=1, input_tokens=3)
+    return db
+
+
+def test_show_and_export_take_a_session_prefix(runner: CliRunner, prefixed: Path) -> None:
+    rows = [
+        json.loads(line)
+        for line in run(runner, "ledger", "show", prefixed, "--json", "--session", "abc12").output.splitlines()
+    ]
+    assert [r["session_id"] for r in rows] == ["abc123-first"]
+    exported = run(runner, "ledger", "export", prefixed, "--session", "ru")
+    assert {json.loads(line)["session_id"] for line in exported.output.splitlines()} == {"run-1"}
+
+
+def test_review_and_attest_take_a_session_prefix(runner: CliRunner, prefixed: Path) -> None:
+    review = run(runner, "review", "abc19", "--db", prefixed)
+    assert review.exit_code == 0 and "REVIEW FRAME  session abc199-second" in review.output
+    done = run(runner, "attest", "abc19", "--db", prefixed, "--reviewer", "ana")
+    assert done.exit_code == 0 and done.output.startswith("attested abc199-second by ana")
+    assert run(runner, "review", "abc19", prefixed, "--require-attestation").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ledger", "show", "--session", "abc1"],
+        ["ledger", "export", "--session", "abc1"],
+        ["review", "abc1"],
+        ["attest", "abc1", "--reviewer", "ana"],
+    ],
+)
+def test_an_ambiguous_prefix_lists_the_candidates_and_exits_2(
+    runner: CliRunner, prefixed: Path, command: list[str]
+) -> None:
+    result = runner.invoke(build(), [*command, "--db", str(prefixed)])
+    assert result.exit_code == 2
+    assert "session prefix 'abc1' is ambiguous: it starts 2 sessions" in result.output
+    assert "  abc123-first\n  abc199-second\n" in result.output
+    assert not Ledger(prefixed, read_only=True).verify().problems
+    if command[0] == "attest":
+        from loopguard_core.review import ReviewSurface
+
+        with ReviewSurface(prefixed) as surface:
+            assert surface.attestations("abc123-first") == surface.attestations("abc199-second") == []
+
+
+def test_an_exact_id_wins_over_a_longer_one_it_prefixes(runner: CliRunner, prefixed: Path) -> None:
+    Ledger(prefixed).record(session_id="abc1", origin="model", turn=1)
+    rows = [
+        json.loads(line)
+        for line in run(runner, "ledger", "show", prefixed, "--json", "--session", "abc1").output.splitlines()
+    ]
+    assert [r["session_id"] for r in rows] == ["abc1"]
+
+
+def test_review_shows_who_attested(runner: CliRunner, db: Path) -> None:
+    assert "attestation   NOT ATTESTED: nobody has attested this session" in run(runner, "review", "run-1", db).output
+    run(runner, "attest", "run-1", db, "--reviewer", "ana", "--notes", "titles checked")
+    text = run(runner, "review", "run-1", db).output
+    assert "attestation   ATTESTED by ana at " in text and "notes: titles checked" in text
+    assert f"loopguard attest run-1 --db {db} --reviewer NAME --frame-hash " in text

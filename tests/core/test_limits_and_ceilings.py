@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loopguard_core import Breaker, BreakerState, LoopGuardTripped, StaticPrices
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped, LoopGuardWarning, StaticPrices
+from loopguard_core.limits import UNCAPPED_OUTPUT_TOKENS
 from loopguard_core.testing import FakeClock
 
 
@@ -202,3 +203,105 @@ def test_failed_model_calls_do_not_add_up_to_a_false_ceiling() -> None:
     breaker.before_model(estimated_input_tokens=300, max_output_tokens=300)  # not refused: nothing was spent
     assert breaker.usage().tokens == 0
     assert [row["passed"] for row in rows] == [False] * 10
+
+
+# -- cost ceilings that cannot be silently bypassed ------------------------------------------------------
+def test_a_model_with_no_known_price_is_refused_under_a_cost_ceiling() -> None:
+    breaker = Breaker(max_cost_usd=1.0, prices=StaticPrices({"known": (1.0, 2.0)}))
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_model(model="my-finetune", estimated_input_tokens=10, max_output_tokens=10, agent="writer")
+    assert (info.value.reason, info.value.facts["model"], info.value.terminal) == (
+        "unpriced_model",
+        "my-finetune",
+        False,
+    )
+    text = str(info.value)
+    assert "my-finetune" in text and "StaticPrices" in text and "allow_unpriced=True" in text
+    with pytest.raises(LoopGuardTripped) as nameless:
+        breaker.before_model(estimated_input_tokens=10, max_output_tokens=10)
+    assert nameless.value.reason == "unpriced_model" and "before_model(model=...)" in str(nameless.value)
+    assert breaker.usage().turns == 0  # nothing was sent
+    breaker.before_model(model="known", max_output_tokens=10)  # a priced model still goes
+
+
+def test_unpriced_models_may_be_allowed_knowingly() -> None:
+    breaker = Breaker(max_cost_usd=1.0, prices=StaticPrices({}), allow_unpriced=True)
+    with pytest.warns(LoopGuardWarning, match="cannot price"):
+        breaker.before_model(model="my-finetune", max_output_tokens=10)
+    breaker.after_model(model="my-finetune", input_tokens=5, output_tokens=5, cost_usd=0.25)
+    assert breaker.usage().cost_usd == 0.25
+
+
+def test_a_request_without_an_output_cap_reserves_what_the_model_could_write() -> None:
+    prices = StaticPrices({"small": (1.0, 2.0, 1_000)})
+    tokens = Breaker(max_tokens=10_000)
+    with pytest.raises(LoopGuardTripped) as uncapped:
+        tokens.before_model(estimated_input_tokens=100)
+    assert (uncapped.value.reason, uncapped.value.facts["observed"]) == ("token_ceiling", 100 + UNCAPPED_OUTPUT_TOKENS)
+    known = Breaker(max_tokens=10_000, prices=prices)
+    known.before_model(model="small", estimated_input_tokens=100)  # its maximum output, 1,000, fits
+    assert Breaker(max_tokens=10_000, output_reserve_tokens=0).before_model(estimated_input_tokens=100) is None
+
+
+def test_an_overshoot_by_a_whole_uncapped_output_is_no_longer_possible() -> None:
+    # 0.98 USD spent; the next request sets no cap: reserving 16,384 output tokens at $60/M would cross $1.
+    breaker = Breaker(max_cost_usd=1.00, prices=StaticPrices({"big": (15.0, 60.0)}))
+    breaker.before_model(model="big", estimated_input_tokens=1_000, max_output_tokens=1_000)
+    breaker.after_model(model="big", input_tokens=1_000, output_tokens=1_000, cost_usd=0.98)
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_model(model="big", estimated_input_tokens=100)
+    assert info.value.reason == "cost_ceiling"
+
+
+# -- steer: the run goes on after a refused call, up to max_refusals ---------------------------------------
+def _refuse(breaker: Breaker) -> LoopGuardTripped:
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_tool("search", {"q": "x"})
+    return info.value
+
+
+def test_steer_tells_the_model_why_and_the_same_call_stays_refused() -> None:
+    breaker = Breaker(max_refusals=2)
+    for _ in range(3):
+        breaker.before_tool("search", {"q": "x"})
+        breaker.after_tool("search", {"q": "x"}, result="same")
+    message = breaker.steer(_refuse(breaker))
+    assert "did not run" in message and "Repeating it will not bring a different answer" in message
+    assert "loopguard refused the call" not in message  # written for the model, not the developer
+    assert breaker.state is BreakerState.CLOSED
+    breaker.before_tool("other", {"q": "y"})  # the run goes on with something else
+    breaker.after_tool("other", {"q": "y"}, result="new")
+    for _ in range(3):  # the loop starts over: refused again at its 4th call, and told again
+        breaker.before_tool("search", {"q": "x"})
+        breaker.after_tool("search", {"q": "x"}, result="same")
+    breaker.steer(_refuse(breaker))
+    assert breaker.usage().refusals == 2
+    with pytest.raises(LoopGuardTripped) as stop:
+        breaker.steer(_refuse(breaker))
+    assert (stop.value.reason, stop.value.terminal, stop.value.facts["limit"]) == ("refusals", True, 2)
+    with pytest.raises(LoopGuardTripped) as after:
+        breaker.before_tool("anything", {})
+    assert (after.value.reason, after.value.facts["tripped_by"]) == ("open", "refusals")
+    assert "budget ceiling and stays stopped" in str(after.value)
+
+
+def test_budget_ceilings_always_stop_even_when_steering() -> None:
+    breaker = Breaker(max_tool_calls=1)
+    breaker.before_tool("a", {})
+    with pytest.raises(LoopGuardTripped) as info:
+        breaker.before_tool("b", {})
+    assert not info.value.steerable
+    with pytest.raises(LoopGuardTripped) as again:
+        breaker.steer(info.value)
+    assert again.value is info.value
+
+
+async def test_steer_async_twin() -> None:
+    breaker = Breaker()
+    for _ in range(3):
+        await breaker.abefore_tool("search", {"q": "x"})
+        await breaker.aafter_tool("search", {"q": "x"}, result="same")
+    with pytest.raises(LoopGuardTripped) as info:
+        await breaker.abefore_tool("search", {"q": "x"})
+    assert "did not run" in await breaker.asteer(info.value)
+    assert breaker.state is BreakerState.CLOSED

@@ -24,7 +24,6 @@ from loopguard_core.detection import (
     Repeat,
     Step,
     Thresholds,
-    ToolSemantics,
 )
 from loopguard_core.testing import ScriptedCall, drive
 
@@ -304,23 +303,6 @@ def test_sleeping_between_status_checks_is_waiting() -> None:
     assert not drive(Breaker(), trace).tripped
 
 
-# -- tool semantics ------------------------------------------------------------------------------------
-def test_declared_semantics_win_over_names_and_mcp_annotations_are_read() -> None:
-    loop = LoopDetection(tools={"dns_lookup": ToolSemantics(poll=True), "notes": {"readOnlyHint": True}})
-    assert loop.semantics("dns_lookup").poll is True
-    assert loop.semantics("notes").read_only is True
-    assert loop.semantics("job_status").poll is True  # inferred from the name
-    assert loop.semantics("scroll_down").paging is True
-    assert loop.semantics("think").noop is True
-    wait = calls(*[("dns_lookup", {"name": "api.example.com"}, "93.184.216.34")] * 6)
-    assert drive(Breaker(), wait).refused_at == 4
-    assert not drive(Breaker(loop_detection=loop), wait).tripped
-    mcp = ToolSemantics.from_metadata({"annotations": {"destructiveHint": True, "idempotentHint": False}})
-    assert (mcp.destructive, mcp.idempotent, mcp.read_only) == (True, False, None)
-    with pytest.raises(TypeError, match="ToolSemantics"):
-        LoopDetection(tools={"x": 3})  # type: ignore[dict-item]
-
-
 def test_think_steps_between_repeats_are_no_progress() -> None:
     trace: list[ScriptedCall] = []
     for n in range(4):
@@ -535,18 +517,3 @@ def test_loop_settings_are_validated() -> None:
         EmptyPages(max_empty=0)
     with pytest.raises(ValueError, match="mode"):
         Breaker(mode="warn")
-
-
-def test_semantics_declared_by_the_framework_apply_and_your_own_declarations_win() -> None:
-    breaker = Breaker()
-    breaker.declare_tool("dns_lookup", {"annotations": {"readOnlyHint": True}, "loopguard": {"poll": True}})
-    assert breaker.tool_semantics("dns_lookup").poll is True
-    assert breaker.tool_semantics("dns_lookup").read_only is True
-    wait = calls(*[("dns_lookup", {"name": "api.example.com"}, "93.184.216.34")] * 6)
-    assert not drive(breaker, wait).tripped
-    mine = Breaker(loop_detection=LoopDetection(tools={"dns_lookup": ToolSemantics(poll=False)}))
-    mine.declare_tool("dns_lookup", poll=True)
-    assert mine.tool_semantics("dns_lookup").poll is False
-    assert drive(mine, wait).refused_at == 4
-    with pytest.raises(TypeError, match="declare_tool"):
-        breaker.declare_tool("", poll=True)

@@ -18,7 +18,7 @@ from loopguard_core.testing import FakeClock
 def test_never_admits_a_call_whose_projection_crosses_the_token_ceiling(
     max_tokens: int, calls: list[tuple[int, int, int]]
 ) -> None:
-    breaker = Breaker(max_tokens=max_tokens)
+    breaker = Breaker(max_tokens=max_tokens, output_reserve_tokens=0)  # cap 0 here: "this call writes nothing"
     tripped = False
     for estimate, cap, actual in calls:
         spent = breaker.usage().tokens

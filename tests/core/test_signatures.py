@@ -63,7 +63,7 @@ def test_empty_results() -> None:
 
 
 def test_in_progress_means_a_status_answer_not_data_that_mentions_one() -> None:
-    from loopguard_core.signatures import says_in_progress
+    from loopguard_core.detection import says_in_progress
 
     for status in ("running", "In progress", "build-18: queued", "status: pending (step 3/7)"):
         assert says_in_progress(status)

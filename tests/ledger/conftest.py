@@ -90,7 +90,11 @@ def postgres_server() -> str:
         message = f"PostgreSQL at {POSTGRES_URL} is not reachable ({type(exc).__name__}: {exc})"
         if services_required():
             pytest.fail(f"{message}; {REQUIRE_ENV}=1 makes this a failure", pytrace=False)
-        pytest.skip(f"{message}; start it (see DEVELOPERS.md) or set {REQUIRE_ENV}=1 to fail instead")
+        pytest.skip(
+            f"{message}; start one there (e.g. docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust "
+            f"-e POSTGRES_DB=test postgres), or point LOOPGUARD_POSTGRES_URL at one, or set {REQUIRE_ENV}=1 "
+            "to fail instead"
+        )
     return POSTGRES_URL
 
 

@@ -5,6 +5,7 @@ import multiprocessing
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,40 @@ def test_a_locked_file_gives_a_clear_error_and_loses_nothing(ledger_path: Path) 
     ledger.record(session_id="s", origin="model", turn=3)
     assert [r.turn for r in ledger.rows()] == [1, 3]
     assert ledger.verify().ok
+
+
+# -- several processes create one ledger at once (a worker pool starting up) ---------------------------------
+def _open_and_append(path: str, worker: int, ready: Any, appends: int) -> None:
+    ready.wait()  # every worker opens the new file at the same moment
+    ledger = Ledger(path)
+    for i in range(appends):
+        ledger.record(session_id=f"proc-{worker}", origin="tool", turn=i, input_text=f"{worker}:{i}")
+    ledger.close()
+
+
+def _create_at_once(path: Path, processes: int, appends: int) -> list[int | None]:
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Barrier(processes)
+    procs = [ctx.Process(target=_open_and_append, args=(str(path), w, ready, appends)) for w in range(processes)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    return [p.exitcode for p in procs]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses the fork start method")
+def test_processes_that_create_one_new_ledger_at_once_all_open_it_and_append(tmp_path: Path) -> None:
+    """Before: one of 4 processes opening a new file at once failed in schema set-up (PRAGMA journal_mode =
+    WAL) with LedgerBusy "stayed locked ... for 5 s" most of the time, without having waited at all."""
+    rounds = [(4, 500)] + [(4, 20)] * 8  # the pool of the report, then more starts to make the race likely
+    for n, (processes, appends) in enumerate(rounds):
+        path = tmp_path / f"new-{n}.db"
+        assert _create_at_once(path, processes, appends) == [0] * processes, f"round {n}"
+        ledger = Ledger(path, read_only=True)
+        result = ledger.verify()
+        assert result.ok, result.problems
+        assert result.rows_checked == processes * appends
+        assert [r.seq for r in ledger.rows()] == list(range(1, processes * appends + 1))
+        ledger.close()
+        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"

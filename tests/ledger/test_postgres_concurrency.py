@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -79,3 +80,36 @@ def test_concurrent_appends_with_checkpoints_keep_the_chain_and_checkpoints_righ
         assert cp.head_hash == rows[cp.size - 1].row_hash
         assert ledger.verify(checkpoint=cp).ok
     ledger.close()
+
+
+def _open_and_append(url: str, worker: int, ready: Any, appends: int) -> None:
+    ready.wait()  # every worker opens the new schema at the same moment
+    ledger = Ledger(url, busy_timeout=60)
+    for i in range(appends):
+        ledger.record(session_id=f"proc-{worker}", origin="tool", turn=i, input_text=f"{worker}:{i}")
+    ledger.close()
+
+
+def test_processes_that_create_one_new_schema_at_once_all_open_it_and_append(
+    postgres_server: str, pg_admin: Any
+) -> None:
+    from .conftest import with_schema
+
+    for n in range(3):
+        schema = f"lg_test_create_{uuid.uuid4().hex[:10]}"
+        url = with_schema(postgres_server, schema)
+        try:
+            ctx = multiprocessing.get_context("fork")
+            ready = ctx.Barrier(4)
+            procs = [ctx.Process(target=_open_and_append, args=(url, w, ready, 50)) for w in range(4)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join(timeout=120)
+            assert [p.exitcode for p in procs] == [0] * 4, f"round {n}"
+            ledger = Ledger(url, read_only=True)
+            result = ledger.verify()
+            assert (result.ok, result.rows_checked) == (True, 200), result.problems
+            ledger.close()
+        finally:
+            pg_admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

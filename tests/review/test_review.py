@@ -200,3 +200,93 @@ def test_review_needs_no_hmac_key(db: Path, session: Callable[..., str], tmp_pat
     )
     Ledger(hdb, hmac_key=b"k" * 32).record(session_id="h", origin="model", turn=1, input_text="secret")
     assert "[4] EVIDENCE" in render_session(hdb, "h")
+
+
+def test_observe_mode_rows_are_noted_as_would_have_refused_never_as_a_stop(db: Path) -> None:
+    from loopguard_core import Breaker, Ledger
+
+    SpecStore(db).save(
+        Spec.create(
+            what_it_does="Search the docs for the refund policy.",
+            what_it_does_not="It does not change anything.",
+            done_looks_like="Write every refund rule from https://docs.example.com/refunds into refunds.md, then stop.",
+            session_id="observed",
+        )
+    )
+    ledger = Ledger(db)
+    breaker = Breaker(mode="observe", ledger=ledger, session_id="observed")
+    for _ in range(5):
+        breaker.before_tool("search", {"q": "refund policy"})
+        breaker.after_tool("search", {"q": "refund policy"}, result="see section 4")
+    ledger.close()
+    rows = Ledger(db).rows("observed")
+    observed = [r for r in rows if r.origin == "breaker"]
+    assert [r.breach_reason for r in observed] == ["observed:loop", "observed:loop"]
+    assert all(r.passed and not r.is_trip for r in observed)
+    frame = ReviewSurface(db).frame("observed")
+    assert frame.diff.trips == ()
+    assert frame.diff.outcome == "ran to its end without a trip"
+    assert any("would have refused a call (observed:loop" in a for a in frame.assumptions)
+
+
+# -- attestation status on every rendering ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["text", "md", "html"])
+def test_renders_say_nobody_attested(db: Path, session: Callable[..., str], fmt: str) -> None:
+    sid = session()
+    page = ReviewSurface(db).render(sid, fmt)
+    assert "NOT ATTESTED: nobody has attested this session" in page
+    assert "None: nobody has attested this session." in page
+
+
+@pytest.mark.parametrize("fmt", ["text", "md", "html"])
+def test_renders_show_who_attested_when_and_which_frame(db: Path, session: Callable[..., str], fmt: str) -> None:
+    sid = session()
+    a = attest(sid, "ana@example.com", "titles checked", db=db)
+    page = ReviewSurface(db).render(sid, fmt)
+    assert f"ATTESTED by ana@example.com at {a.attested_at}; matches this frame" in page
+    assert a.frame_hash in page and a.attested_at in page and "titles checked" in page
+    assert "matches this frame" in page and "EARLIER FRAME" not in page
+
+
+@pytest.mark.parametrize("fmt", ["text", "md", "html"])
+def test_renders_flag_an_attestation_of_an_earlier_frame(db: Path, session: Callable[..., str], fmt: str) -> None:
+    sid = session()
+    old = attest(sid, "ana", db=db)
+    Ledger(db).record(session_id=sid, origin="model", turn=9)  # the run went on after review
+    surface = ReviewSurface(db)
+    page = surface.render(sid, fmt)
+    assert surface.frame(sid).frame_hash != old.frame_hash
+    assert "NOT ATTESTED: its 1 attestation(s) are for an earlier frame" in page
+    assert old.frame_hash in page and "EARLIER FRAME: does not match this frame" in page
+    again = attest(sid, "bob", db=db)
+    page = ReviewSurface(db).render(sid, fmt)
+    assert f"ATTESTED by bob at {again.attested_at}; matches this frame" in page
+    section = page[
+        page.index({"text": "ATTESTATIONS (2)", "md": "## Attestations", "html": 'id="attestations"'}[fmt]) :
+    ]
+    assert old.frame_hash in section and again.frame_hash in section  # both are listed, oldest first
+    assert section.index(old.frame_hash) < section.index(again.frame_hash)
+
+
+def test_attestation_text_is_escaped(db: Path, session: Callable[..., str]) -> None:
+    sid = session()
+    attest(sid, "<b>eve</b>", "a | b\nc <script>x</script>", db=db)
+    html = ReviewSurface(db).render(sid, "html")
+    assert "<b>eve</b>" not in html and "&lt;b&gt;eve&lt;/b&gt;" in html and "<script>x" not in html
+    md = ReviewSurface(db).render(sid, "md")
+    assert "a \\| b c" in md  # a table cell: no raw pipe or newline
+
+
+def test_the_attest_command_on_a_render_runs_against_that_ledger(db: Path, session: Callable[..., str]) -> None:
+    sid = session()
+    frame = ReviewSurface(db).frame(sid)
+    for fmt in ("text", "md", "html"):
+        assert f"loopguard attest {sid} --db {db} --reviewer NAME --frame-hash {frame.frame_hash}" in (
+            ReviewSurface(db).render(sid, fmt)
+        )
+    from loopguard_core.review import render
+
+    assert "--db" not in render(frame, "text", db="ledger.db")  # the default ledger needs no --db
+    assert "ATTEST" not in render(frame, "text")  # without attestations, the frame alone

@@ -173,3 +173,21 @@ def test_after_a_failure_the_store_backs_off_instead_of_waiting_again(private_re
     store.ping()
     assert store.admit_model(run, ModelRequest(0, 0, 0.0), LIMITS).admitted
     store.close()
+
+
+def test_a_run_that_ends_while_redis_is_down_reports_a_trip_never_a_store_error(private_redis: PrivateRedis) -> None:
+    closed = Breaker(store=RedisStore(private_redis.url, outage_backoff_seconds=0), scope="ending")
+    run = closed.run().open()
+    closed.before_tool("search", {"q": "x"})
+    closed.after_tool("search", {"q": "x"}, result="r")
+    private_redis.stop()
+    with pytest.raises(LoopGuardTripped) as caught:
+        run.close()
+    assert (caught.value.reason, caught.value.facts["step"]) == ("store_unavailable", "close")
+    assert not isinstance(caught.value, StoreError)
+    # A run already failing with its own error ends quietly: the store's trouble never hides that error.
+    assert closed.run().open().close(ValueError("the run's own error")) is None
+    opened = Breaker(store=RedisStore(private_redis.url, failure_policy="open", outage_backoff_seconds=0), scope="o")
+    with opened.run() as run:  # fail-open: the run just ends
+        pass
+    assert run.result is None

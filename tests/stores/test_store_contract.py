@@ -1,7 +1,8 @@
 """The store contract: every rule behaves the same in every store.
 
 Each test runs against MemoryStore (the reference) and RedisStore (the Lua scripts for ceilings and state,
-the same Python detectors over the window Redis keeps, on a real server).
+the same Python detectors over the window Redis keeps, on a real server): on the shared Redis server, on a
+Valkey server, and on a Redis Cluster of three masters with a replica each (both started by the tests).
 The Redis store uses the request's clock here (``clock="request"``) so recovery windows and wall-clock
 limits are driven by hand, never by sleeping; test_redis_store.py covers Redis TIME.
 A final test replays long random call sequences through both stores and requires identical verdicts
@@ -11,7 +12,9 @@ and snapshots at every step.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,19 +25,27 @@ from loopguard_core.state import BreakerState
 from loopguard_core.stores import MemoryStore, Store
 from loopguard_core.stores.base import ModelRequest, ModelUsage, RunKey, ToolOutcome, ToolRequest, Verdict
 
-from .conftest import PATIENT, delete_scope
+from .conftest import PATIENT, delete_cluster_scope, delete_scope
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+SERVERS = [pytest.param(name, marks=pytest.mark.redis) for name in ("redis", "valkey", "cluster")]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", *SERVERS])
 def store(request: pytest.FixtureRequest, scope: str) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()
         return
     from loopguard_core.stores.redis import RedisStore
 
-    url = request.getfixturevalue("redis_url")
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster_store = RedisStore(cluster.url, clock="request", **PATIENT)
+        yield cluster_store
+        cluster_store.close()
+        delete_cluster_scope(cluster, scope)
+        return
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else request.getfixturevalue("valkey").url
     redis_store = RedisStore(url, clock="request", **PATIENT)
     yield redis_store
     redis_store.close()
@@ -411,6 +422,30 @@ def test_half_open_admits_exactly_one_probe_and_success_closes(store: Store, sco
     assert run.call("search", "after").admitted
 
 
+def test_half_open_admits_model_calls_while_the_probe_is_in_flight_as_the_docs_say(store: Store, scope: str) -> None:
+    """The model must run to choose the probe (and to read its answer), so HALF_OPEN gates tool calls only:
+    one tool call probes, other tool calls are refused until it reports, model calls pass."""
+    run = Run(store, scope, Limits(max_consecutive_failures=2, recovery_seconds=60))
+    _trip_on_failures(run)
+    assert run.model().reason == "open"  # OPEN refuses model calls too, until the recovery window has passed
+    run.later(60)
+    chooses = run.model()  # the model call that chooses the probe half-opens the breaker; it is no probe
+    assert (chooses.admitted, chooses.probe, moves(chooses)) == (True, False, [(OPEN, HALF_OPEN)])
+    probe = run.tool("db", "probe", call_id="p1")
+    assert (probe.admitted, probe.probe, moves(probe)) == (True, True, [])
+    assert run.model().admitted  # in flight: model calls still pass...
+    other = run.tool("search", "meanwhile")  # ...other tool calls do not
+    assert (other.reason, other.facts["probe_in_flight"]) == ("open", True)
+    assert run.snap().state is HALF_OPEN
+    assert moves(run.done("db", "probe", "rows", call_id="p1")) == [(HALF_OPEN, CLOSED)]
+    # docs/deployment.md says the same (it said "everyone else is refused until it reports").
+    deployment = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text(encoding="utf-8")
+    recovery = re.split(r"\n(?:- |\n)", deployment[deployment.index("- **Recovery**") :], maxsplit=1)[0]
+    assert "everyone else is refused" not in recovery
+    assert "model calls are admitted" in " ".join(recovery.split()).lower()
+    assert "other tool calls are refused" in " ".join(recovery.split()).lower()
+
+
 def test_a_failed_probe_reopens(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits(max_consecutive_failures=2, recovery_seconds=10))
     _trip_on_failures(run)
@@ -613,3 +648,49 @@ def test_random_sequences_give_identical_verdicts(redis_url: str, scope: str, se
         for run in runs:
             run.later(step_seconds)
     redis_store.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("server", ["valkey", "cluster"])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_sequences_give_identical_verdicts_on_valkey_and_a_cluster(
+    request: pytest.FixtureRequest, scope: str, seed: int, server: str
+) -> None:
+    if server == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        try:
+            test_random_sequences_give_identical_verdicts(cluster.url, scope, seed)
+        finally:
+            delete_cluster_scope(cluster, scope)
+        return
+    url = request.getfixturevalue("valkey").url
+    try:
+        test_random_sequences_give_identical_verdicts(url, scope, seed)
+    finally:
+        delete_scope(url, scope)
+
+
+# -- steer: the run goes on after a refused call --------------------------------------------------------
+def test_steer_closes_a_health_trip_keeps_the_window_and_stops_for_good_past_the_limit(
+    store: Store, scope: str
+) -> None:
+    run = Run(store, scope, Limits(max_refusals=2))
+    for _ in range(3):
+        run.call("s", "a")
+    assert run.tool("s", "a").reason == "loop"
+    steered = store.steer(run.key, run.limits, run.now)  # type: ignore[attr-defined]
+    assert (steered.admitted, moves(steered)) == (True, [(OPEN, CLOSED)])
+    assert run.tool("s", "a").reason == "loop"  # the window was kept: the same call is refused again
+    assert store.steer(run.key, run.limits, run.now).admitted  # type: ignore[attr-defined]
+    assert run.snap().refusals == 2
+    stop = store.steer(run.key, run.limits, run.now)  # type: ignore[attr-defined]
+    assert (stop.admitted, stop.reason, stop.terminal, stop.facts) == (
+        False,
+        "refusals",
+        True,
+        {"observed": 3, "limit": 2},
+    )
+    refused = run.tool("s", "other")
+    assert (refused.reason, refused.terminal, refused.facts["tripped_by"]) == ("open", True, "refusals")
+    store.reset(run.key)
+    assert run.snap().refusals == 0

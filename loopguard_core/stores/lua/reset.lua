@@ -10,8 +10,8 @@ s.tr, s.tk, s.tt, s.tl, s.to, s.oa, s.pk = '', '', '', '', '', false, ''
 local function hdel_all(fields)
   for i = 1, #fields, 1000 do redis.call('HDEL', H, unpack(fields, i, math.min(i + 999, #fields))) end
 end
--- Failure streaks: every field with this prefix.
-local DOOMED = { ['f:'] = true }
+-- Failure streaks: every field with this prefix; and the count of steered refusals.
+local DOOMED = { ['f:'] = true, ['rf'] = true }
 local doomed = {}
 for _, field in ipairs(redis.call('HKEYS', H)) do
   if DOOMED[string.sub(field, 1, 2)] then doomed[#doomed + 1] = field end

@@ -1,7 +1,7 @@
 -- snapshot: a read-only view of one run (no clock, no writes, no TTL refresh).
 -- Returns {state, terminal, trip reason, turns, tokens, micro-USD, tool calls, trips, started, opened,
--- {tool, calls, ...}}.
-local v = redis.call('HMGET', H, 'S', 'T')
+-- {tool, calls, ...}, refusals steered}.
+local v = redis.call('HMGET', H, 'S', 'T', 'rf')
 local s = state(v[1], true)
 local per_tool = {}
 if v[2] then
@@ -14,4 +14,4 @@ if v[2] then
   end
 end
 return { s.st, s.term and '1' or '0', s.tr, s.turns, s.tokens, s.cost, s.tc, s.trips,
-  s.sa and int(s.sa) or '', s.oa and int(s.oa) or '', per_tool }
+  s.sa and int(s.sa) or '', s.oa and int(s.oa) or '', per_tool, v[3] or '0' }

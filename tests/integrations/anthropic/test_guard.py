@@ -14,8 +14,11 @@ pytest.importorskip("anthropic", reason="needs the anthropic extra: pip install 
 import anthropic
 
 from loopguard_anthropic import LoopGuardMiddleware, guard
+from loopguard_anthropic.testing import ScriptedAPI
 from loopguard_core import Breaker, LoopGuardTripped, MissingExtra
-from tests.integrations.anthropic.fakes import MODEL, BodyCounter, ScriptedAPI
+from loopguard_core.testing import BodyCounter
+
+MODEL = "claude-sonnet-4-6"
 
 SAME = ("lookup", {"q": "same"})
 

@@ -12,10 +12,15 @@ pytest.importorskip("anthropic", reason="needs the anthropic extra: pip install 
 import anthropic
 
 from loopguard_anthropic import guard
+from loopguard_anthropic.testing import ScriptedAPI
 from loopguard_core import Breaker, BreakerState, LoopGuardTripped, StoreError
-from tests.integrations.anthropic.fakes import MODEL, BodyCounter, ScriptedAPI
+from loopguard_core.testing import BodyCounter
+from loopguard_pytest import assert_not_tripped, assert_tripped
+
+MODEL = "claude-sonnet-4-6"
 
 SAME = ("lookup", {"q": "same"})
+STOPPED = {"reason": "loop", "tool": "lookup", "max_body_runs": 3}  # the fourth identical body never runs
 
 
 def run_tool(name: str, args: dict[str, Any], counter: BodyCounter) -> str:
@@ -60,28 +65,26 @@ async def async_agent_loop(client: Any, counter: BodyCounter, *, stream: bool = 
     return None
 
 
-def test_runaway_refused_before_the_fourth_tool_use_reaches_the_caller_sync() -> None:
-    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+def test_runaway_refused_before_the_fourth_tool_use_reaches_the_caller_sync(
+    breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
+    api = ScriptedAPI(loop=SAME)
 
-    with pytest.raises(LoopGuardTripped) as info:
-        agent_loop(guard(api.client(), breaker, agent="solo"), counter)
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies) as caught:
+        agent_loop(guard(api.client(), breaker, agent="solo"), loopguard_bodies)
 
-    assert info.value.reason == "loop"
-    assert (info.value.tool, info.value.agent) == ("lookup", "solo")
-    assert counter.count() == 3
-    assert api.replies == 4  # the fourth reply arrived, but its tool_use never reached the caller's loop
+    assert caught.trip.agent == "solo"
+    assert loopguard_bodies.count() == 3
+    assert api.calls == 4  # the fourth reply arrived, but its tool_use never reached the caller's loop
     assert breaker.usage().tokens == 4 * 120  # ...and its usage was recorded before the refusal
     assert breaker.state is BreakerState.OPEN
 
 
-async def test_runaway_refused_async() -> None:
-    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+async def test_runaway_refused_async(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
+        await async_agent_loop(guard(ScriptedAPI(loop=SAME).async_client(), breaker), loopguard_bodies)
 
-    with pytest.raises(LoopGuardTripped) as info:
-        await async_agent_loop(guard(api.async_client(), breaker), counter)
-
-    assert info.value.reason == "loop"
-    assert counter.count() == 3
+    assert loopguard_bodies.count() == 3
 
 
 def stream_loop(client: Any, counter: BodyCounter) -> None:
@@ -98,38 +101,29 @@ def stream_loop(client: Any, counter: BodyCounter) -> None:
         messages.append({"role": "user", "content": results})
 
 
-def test_runaway_refused_on_messages_stream_sync() -> None:
-    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+def test_runaway_refused_on_messages_stream_sync(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies) as caught:
+        stream_loop(guard(ScriptedAPI(loop=SAME).client(), breaker), loopguard_bodies)
 
-    with pytest.raises(LoopGuardTripped) as info:
-        stream_loop(guard(api.client(), breaker), counter)
-
-    assert type(info.value) is LoopGuardTripped  # not the SDK's APIConnectionError wrapping it (anthropic>=2.17)
-    assert info.value.reason == "loop"
-    assert counter.count() == 3
+    assert type(caught.trip) is LoopGuardTripped  # not the SDK's APIConnectionError wrapping it (anthropic>=2.17)
+    assert loopguard_bodies.count() == 3
     assert breaker.usage().tool_calls == 3
 
 
-def test_stream_events_split_across_chunks_are_still_checked() -> None:
-    api, breaker, counter = ScriptedAPI(loop=SAME, chunk_size=7), Breaker(), BodyCounter()
+def test_stream_events_split_across_chunks_are_still_checked(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
+        stream_loop(guard(ScriptedAPI(loop=SAME, chunk_size=7).client(), breaker), loopguard_bodies)
 
-    with pytest.raises(LoopGuardTripped) as info:
-        stream_loop(guard(api.client(), breaker), counter)
-
-    assert info.value.reason == "loop"
-    assert counter.count() == 3
+    assert loopguard_bodies.count() == 3
     assert breaker.usage().tokens >= 3 * 120
 
 
-async def test_runaway_refused_on_messages_stream_async() -> None:
-    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+async def test_runaway_refused_on_messages_stream_async(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies) as caught:
+        await async_agent_loop(guard(ScriptedAPI(loop=SAME).async_client(), breaker), loopguard_bodies, stream=True)
 
-    with pytest.raises(LoopGuardTripped) as info:
-        await async_agent_loop(guard(api.async_client(), breaker), counter, stream=True)
-
-    assert type(info.value) is LoopGuardTripped
-    assert info.value.reason == "loop"
-    assert counter.count() == 3
+    assert type(caught.trip) is LoopGuardTripped
+    assert loopguard_bodies.count() == 3
 
 
 def raw_stream_loop(client: Any, completed: list[int]) -> None:
@@ -257,14 +251,14 @@ def _call(step: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     return {"name": step[0], "input": step[1]}
 
 
-def test_legitimate_varied_run_completes_and_is_counted() -> None:
+def test_legitimate_varied_run_completes_and_is_counted(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
     api = ScriptedAPI([("lookup", {"q": f"page {i}"}) for i in range(5)] + ["all pages read"])
-    breaker, counter = Breaker(), BodyCounter()
 
-    message = agent_loop(guard(api.client(), breaker), counter)
+    with assert_not_tripped(breaker):
+        message = agent_loop(guard(api.client(), breaker), loopguard_bodies)
 
     assert message.content[0].text == "all pages read"
-    assert counter.count() == 5
+    assert loopguard_bodies.count() == 5
     usage = breaker.usage()
     assert (usage.state, usage.turns, usage.tool_calls, usage.tokens) == (BreakerState.CLOSED, 6, 5, 6 * 120)
 
@@ -315,8 +309,8 @@ def test_request_that_would_cross_the_token_ceiling_is_never_sent() -> None:
 
     assert info.value.reason == "token_ceiling"
     spent = info.value.facts["spent"]
-    assert spent == api.replies * 120
-    assert api.http_attempts == api.replies  # the refused request never went out
+    assert spent == api.calls * 120
+    assert api.http_attempts == api.calls  # the refused request never went out
     assert info.value.facts["observed"] > max(1_000, spent + 256)  # the projection includes the estimated input
     assert breaker.usage().tokens == spent
 
@@ -386,7 +380,7 @@ def test_usd_ceiling_refuses_the_request_that_would_cross_it() -> None:
         agent_loop(guard(api.client(), breaker), counter, turns=30)
 
     assert info.value.reason == "cost_ceiling"
-    assert api.http_attempts == api.replies  # the refused request was never sent
+    assert api.http_attempts == api.calls  # the refused request was never sent
     assert 0 < breaker.usage().cost_usd <= 0.01
 
 

@@ -9,8 +9,13 @@ pytest.importorskip("anthropic", reason="needs the anthropic extra: pip install 
 from anthropic import beta_async_tool, beta_tool
 
 from loopguard_anthropic import guard
+from loopguard_anthropic.testing import ScriptedAPI
 from loopguard_core import Breaker, LoopGuardTripped
-from tests.integrations.anthropic.fakes import MODEL, BodyCounter, ScriptedAPI
+from loopguard_core.testing import BodyCounter
+from loopguard_pytest import assert_tripped
+
+MODEL = "claude-sonnet-4-6"
+STOPPED = {"reason": "loop", "tool": "lookup", "max_body_runs": 3}  # the fourth identical body never runs
 
 SAME = ("lookup", {"q": "same"})
 PROMPT = [{"role": "user", "content": "find it"}]
@@ -26,39 +31,34 @@ def lookup_tool(counter: BodyCounter):  # type: ignore[no-untyped-def]
     return lookup
 
 
-def test_tool_runner_until_done_is_stopped_before_the_fourth_tool_runs() -> None:
-    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
+def test_tool_runner_until_done_is_stopped_before_the_fourth_tool_runs(
+    breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
+    api = ScriptedAPI(loop=SAME)
     client = guard(api.client(), breaker)
     runner = client.beta.messages.tool_runner(
-        model=MODEL, max_tokens=256, messages=PROMPT, tools=[lookup_tool(counter)]
+        model=MODEL, max_tokens=256, messages=PROMPT, tools=[lookup_tool(loopguard_bodies)]
     )
 
-    with pytest.raises(LoopGuardTripped) as info:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
         runner.until_done()
 
-    assert info.value.reason == "loop"
-    assert counter.count() == 3
-    assert api.replies == 4
+    assert (loopguard_bodies.count(), api.calls) == (3, 4)
 
 
-def test_tool_runner_iteration_is_stopped_too() -> None:
-    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
-    client = guard(api.client(), breaker)
+def test_tool_runner_iteration_is_stopped_too(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    client = guard(ScriptedAPI(loop=SAME).client(), breaker)
+    runner = client.beta.messages.tool_runner(
+        model=MODEL, max_tokens=256, messages=PROMPT, tools=[lookup_tool(loopguard_bodies)]
+    )
     seen = []
 
-    runner = client.beta.messages.tool_runner(
-        model=MODEL, max_tokens=256, messages=PROMPT, tools=[lookup_tool(counter)]
-    )
-
-    def iterate() -> None:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
         for message in runner:  # the caller's loop sees each message before the runner runs its tools
             seen.append(message.id)
 
-    with pytest.raises(LoopGuardTripped):
-        iterate()
-
     assert len(seen) == 3
-    assert counter.count() == 3
+    assert loopguard_bodies.count() == 3
 
 
 @pytest.mark.parametrize("eager", [True, False], ids=["eager", "after-message"])
@@ -116,23 +116,21 @@ async def test_async_streaming_tool_runner_never_runs_the_refused_call(eager: bo
     assert counter.count() == 3
 
 
-async def test_async_tool_runner_is_stopped() -> None:
-    api, breaker, counter = ScriptedAPI(loop=SAME), Breaker(), BodyCounter()
-    client = guard(api.async_client(), breaker)
+async def test_async_tool_runner_is_stopped(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    client = guard(ScriptedAPI(loop=SAME).async_client(), breaker)
 
     @beta_async_tool
     async def lookup(q: str) -> str:
         """Look something up."""
-        counter.hit("lookup", q)
+        loopguard_bodies.hit("lookup", q)
         return "nothing new"
 
     runner = client.beta.messages.tool_runner(model=MODEL, max_tokens=256, messages=PROMPT, tools=[lookup])
 
-    with pytest.raises(LoopGuardTripped) as info:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
         await runner.until_done()
 
-    assert info.value.reason == "loop"
-    assert counter.count() == 3
+    assert loopguard_bodies.count() == 3
 
 
 def test_tool_results_from_the_runner_are_reported() -> None:
@@ -173,8 +171,8 @@ def in_tool_guard(breaker: Breaker, counter: BodyCounter):  # type: ignore[no-un
 
 def test_trap_a_guard_inside_a_tool_function_is_swallowed_by_the_runner() -> None:
     # Control: without guard(), the runner turns the in-tool trip into an is_error result and keeps paying
-    # for model calls until the script runs out.
-    api, breaker, counter = ScriptedAPI(loop=SAME, cap=8), Breaker(), BodyCounter()
+    # for model calls until the script ends with its final answer.
+    api, breaker, counter = ScriptedAPI([SAME] * 8 + ["done"]), Breaker(), BodyCounter()
     runner = api.client().beta.messages.tool_runner(
         model=MODEL, max_tokens=256, messages=PROMPT, tools=[in_tool_guard(breaker, counter)]
     )
@@ -182,7 +180,7 @@ def test_trap_a_guard_inside_a_tool_function_is_swallowed_by_the_runner() -> Non
     final = runner.until_done()  # returns normally: nothing reached the caller
 
     assert final.content[0].text == "done"
-    assert api.replies == 9
+    assert api.calls == 9
     assert any(
         block.get("is_error") and "LoopGuardTripped" in str(block.get("content"))
         for body in api.bodies
@@ -194,7 +192,7 @@ def test_trap_a_guard_inside_a_tool_function_is_swallowed_by_the_runner() -> Non
 
 def test_guard_stops_the_runner_even_when_a_tool_function_trip_was_swallowed() -> None:
     # With guard() on the same breaker, the swallowed trip left the breaker open: the next request is refused.
-    api, breaker, counter = ScriptedAPI(loop=SAME, cap=8), Breaker(), BodyCounter()
+    api, breaker, counter = ScriptedAPI([SAME] * 8 + ["done"]), Breaker(), BodyCounter()
     runner = guard(api.client(), breaker).beta.messages.tool_runner(
         model=MODEL, max_tokens=256, messages=PROMPT, tools=[in_tool_guard(breaker, counter)]
     )
@@ -205,7 +203,7 @@ def test_guard_stops_the_runner_even_when_a_tool_function_trip_was_swallowed() -
     # Either the adapter refuses the fourth copy itself (loop: the in-body check left a copy in flight) or
     # the swallowed in-body trip left the breaker open: in both cases the runner stops.
     assert info.value.reason in ("loop", "open")
-    assert api.replies <= 3
+    assert api.calls <= 3
     assert counter.count() <= 2
 
 

@@ -10,9 +10,11 @@ pytest.importorskip("crewai", reason="needs the crewai extra: pip install 'loopg
 from crewai import Agent, Crew, Task
 
 from loopguard_core import Breaker, LoopGuardTripped
+from loopguard_core.testing import BodyCounter, Recorder
 from loopguard_crewai import CrewAILoopGuardTripped, guard_crew
+from loopguard_crewai.testing import ScriptedLLM
 
-from .fakes import BodyCounter, Recorder, ScriptedLLM, counted_tool
+from .helpers import counted_tool
 
 ACCOUNT = ("lookup", {"q": "account 42"})
 
@@ -54,11 +56,11 @@ def test_a_shared_breaker_trips_in_the_second_agent_on_the_first_agents_history(
     assert usage.tokens == 5 * 120
 
     # The ledger attributes every row to the agent that made the call.
-    tools = [(row["agent"], row["tool"]) for row in recorder.of("tool")]
+    tools = [(row["agent"], row["tool"]) for row in recorder.where(origin="tool")]
     assert tools == [("triage", "lookup"), ("triage", "lookup"), ("billing", "lookup")]
-    models = sorted(row["agent"] for row in recorder.of("model"))
+    models = sorted(row["agent"] for row in recorder.where(origin="model"))
     assert models == ["billing", "billing", "triage", "triage", "triage"]
-    (trip_row,) = recorder.of("breaker")
+    (trip_row,) = recorder.where(origin="breaker")
     assert trip_row["agent"] == "billing"
     assert trip_row["breach_reason"] == "loop"
 
@@ -83,7 +85,7 @@ def test_delegation_ping_pong_between_two_agents_is_stopped() -> None:
     assert caught.value.reason == "loop"
     assert caught.value.tool == "delegate_work_to_coworker"
     assert billing_llm.calls == 3  # the fourth hand-off never reached billing
-    assert {row["agent"] for row in recorder.of("model")} == {"triage", "billing"}
+    assert {row["agent"] for row in recorder.where(origin="model")} == {"triage", "billing"}
 
 
 def test_separate_runs_do_not_share_counts() -> None:
@@ -98,5 +100,5 @@ def test_separate_runs_do_not_share_counts() -> None:
         )
         with guard_crew(breaker):
             assert str(crew.kickoff()) == "done"
-        assert counter.total == 2
+        assert counter.count() == 2
         assert breaker.usage().tool_calls == 2

@@ -15,9 +15,12 @@ from crewai.hooks.dispatch import get_hooks, get_scoped_hooks
 from crewai.tools.tool_failure import ToolExecutionFailedError
 
 from loopguard_core import Breaker, BreakerState, LoopGuardTripped, LoopGuardWarning
+from loopguard_core.testing import BodyCounter
 from loopguard_crewai import CrewAILoopGuardTripped, guard_crew
+from loopguard_crewai.testing import ScriptedLLM
+from loopguard_pytest import assert_not_tripped, assert_tripped
 
-from .fakes import BodyCounter, ScriptedLLM, counted_tool, one_agent_crew
+from .helpers import counted_tool, one_agent_crew
 
 RUNAWAY = ("lookup", {"q": "same"})
 
@@ -25,6 +28,9 @@ RUNAWAY = ("lookup", {"q": "same"})
 def runaway_crew(counter: BodyCounter, *, native: bool = True) -> tuple[object, ScriptedLLM]:
     llm = ScriptedLLM(loop=RUNAWAY, native=native)
     return one_agent_crew([counted_tool(counter)], llm), llm
+
+
+STOPPED = {"reason": "loop", "tool": "lookup", "max_body_runs": 3}  # the fourth identical body never runs
 
 
 def assert_loop_trip(error: BaseException, *, agent: str = "researcher") -> None:
@@ -37,37 +43,34 @@ def assert_loop_trip(error: BaseException, *, agent: str = "researcher") -> None
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native-tool-calls", "react-text"])
-def test_runaway_kickoff_is_stopped_before_a_fourth_body_run(native: bool) -> None:
-    counter = BodyCounter()
-    crew, llm = runaway_crew(counter, native=native)
-    breaker = Breaker()
+def test_runaway_kickoff_is_stopped_before_a_fourth_body_run(
+    native: bool, breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
+    crew, llm = runaway_crew(loopguard_bodies, native=native)
 
-    with pytest.raises(LoopGuardTripped) as caught, guard_crew(breaker):
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies) as caught, guard_crew(breaker):
         crew.kickoff()
 
-    assert_loop_trip(caught.value)
+    assert_loop_trip(caught.trip)
     # Native: the body ran three times, the 4th identical call was refused. ReAct: CrewAI short-circuits
     # the 2nd identical call itself ("I tried reusing the same input"), so the body ran once; calls 2-4
     # got that same answer three times and the 5th call was refused.
-    assert counter.total == (3 if native else 1)
+    assert loopguard_bodies.count() == (3 if native else 1)
     assert llm.calls == (4 if native else 5)  # the model call after the refusal was never made
     assert breaker.state is BreakerState.OPEN
     assert breaker.usage().trip_reason == "loop"
 
 
 @pytest.mark.parametrize("entry", ["kickoff_async", "akickoff"])
-async def test_runaway_async_kickoff_is_stopped(entry: str) -> None:
-    counter = BodyCounter()
-    crew, llm = runaway_crew(counter)
-    breaker = Breaker()
+async def test_runaway_async_kickoff_is_stopped(entry: str, breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    crew, llm = runaway_crew(loopguard_bodies)
 
-    with pytest.raises(LoopGuardTripped) as caught:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies) as caught:
         async with guard_crew(breaker):
             await getattr(crew, entry)()
 
-    assert_loop_trip(caught.value)
-    assert counter.total == 3
-    assert llm.calls == 4
+    assert_loop_trip(caught.trip)
+    assert (loopguard_bodies.count(), llm.calls) == (3, 4)
 
 
 def solo_agent(counter: BodyCounter) -> object:
@@ -77,41 +80,41 @@ def solo_agent(counter: BodyCounter) -> object:
     return Agent(role="solo", goal="answer", backstory="careful", llm=llm, tools=[counted_tool(counter)])
 
 
-def test_runaway_agent_kickoff_without_a_crew_is_stopped() -> None:
-    counter = BodyCounter()
-    agent = solo_agent(counter)
+def test_runaway_agent_kickoff_without_a_crew_is_stopped(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    agent = solo_agent(loopguard_bodies)
 
-    with pytest.raises(LoopGuardTripped) as caught, guard_crew(Breaker()):
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies) as caught, guard_crew(breaker):
         agent.kickoff("Find what is known about the topic.")
 
-    assert_loop_trip(caught.value, agent="solo")
-    assert counter.total == 3
+    assert_loop_trip(caught.trip, agent="solo")
+    assert loopguard_bodies.count() == 3
 
 
-async def test_runaway_agent_akickoff_without_a_crew_is_stopped() -> None:
-    counter = BodyCounter()
-    agent = solo_agent(counter)
+async def test_runaway_agent_akickoff_without_a_crew_is_stopped(
+    breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
+    agent = solo_agent(loopguard_bodies)
 
-    with pytest.raises(LoopGuardTripped) as caught:
-        async with guard_crew(Breaker()):
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies) as caught:
+        async with guard_crew(breaker):
             await agent.akickoff("Find what is known about the topic.")
 
-    assert_loop_trip(caught.value, agent="solo")
-    assert counter.total == 3
+    assert_loop_trip(caught.trip, agent="solo")
+    assert loopguard_bodies.count() == 3
 
 
-def test_legitimate_varied_run_completes_untouched_and_usage_is_recorded() -> None:
-    counter = BodyCounter()
+def test_legitimate_varied_run_completes_untouched_and_usage_is_recorded(
+    breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
     script = [("lookup", {"q": "alpha"}), ("lookup", {"q": "beta"}), ("lookup", {"q": "gamma"}), "all three found"]
     llm = ScriptedLLM(script=script)
-    crew = one_agent_crew([counted_tool(counter, answer=lambda q: f"{q} is fine")], llm)
-    breaker = Breaker()
+    crew = one_agent_crew([counted_tool(loopguard_bodies, answer=lambda q: f"{q} is fine")], llm)
 
-    with guard_crew(breaker):
+    with assert_not_tripped(breaker), guard_crew(breaker):
         result = crew.kickoff()
 
     assert str(result) == "all three found"
-    assert [args["q"] for _, args in counter.runs] == ["alpha", "beta", "gamma"]
+    assert [args["q"] for _, args in loopguard_bodies.runs] == ["alpha", "beta", "gamma"]
     usage = breaker.usage()
     assert usage.state is BreakerState.CLOSED
     assert usage.trips == 0
@@ -129,7 +132,7 @@ def test_repeats_that_return_new_results_are_progress_not_a_loop() -> None:
 
     with guard_crew(Breaker()):
         assert str(crew.kickoff()) == "job finished"
-    assert counter.total == 4
+    assert counter.count() == 4
 
 
 def test_turn_ceiling_refuses_the_model_call_before_it_is_made() -> None:
@@ -143,7 +146,7 @@ def test_turn_ceiling_refuses_the_model_call_before_it_is_made() -> None:
 
     assert caught.value.reason == "turn_ceiling"
     assert llm.calls == 2  # the third model call was never sent
-    assert counter.total == 2
+    assert counter.count() == 2
     assert breaker.usage().turns == 2
 
 
@@ -188,7 +191,7 @@ def test_a_crew_kicked_off_after_the_block_is_not_guarded_by_it() -> None:
     other, _ = runaway_crew(other_counter)
     with pytest.raises(ToolExecutionFailedError, match="same arguments 5 times"):
         other.kickoff()
-    assert other_counter.total == 5
+    assert other_counter.count() == 5
     assert breaker.usage().tool_calls == 3  # the first run's counts, untouched by the second crew
 
 
@@ -204,3 +207,64 @@ def test_the_outer_scoped_hooks_keep_running_inside_the_block() -> None:
         with guard_crew(Breaker()):
             crew.kickoff()
     assert seen == ["lookup"]
+
+
+# -- a failed model call, a second kickoff in one block, and a quiet trip ---------------------------------------
+
+
+def test_a_failed_model_call_gives_its_reservation_back_before_crewai_retries() -> None:
+    # The first call is admitted (it reserves ~76 estimated + its 1000-token cap) and then fails like a provider
+    # outage; CrewAI retries the task. Were the failed call's reservation still held, the retry would project
+    # 1076 in flight + ~1076 > 1500 and be refused (token_ceiling) although nothing was ever spent.
+    counter = BodyCounter()
+    llm = ScriptedLLM([("lookup", {"q": "a"}), "done"], errors=[RuntimeError("overloaded")], max_tokens=1000)
+    crew = one_agent_crew([counted_tool(counter)], llm)
+    breaker = Breaker(max_tokens=1500)
+
+    with guard_crew(breaker):
+        result = crew.kickoff()
+
+    assert str(result) == "done"
+    assert counter.count() == 1
+    usage = breaker.usage()
+    assert (usage.trips, usage.turns, usage.tokens) == (0, 3, 2 * 120)  # the failed call spent nothing
+
+
+def test_a_second_kickoff_in_one_block_is_judged_on_its_own_not_stopped_with_the_first_trip() -> None:
+    from loopguard_core.testing import FakeClock
+
+    clock = FakeClock()
+    breaker = Breaker(clock=clock, recovery_seconds=30)
+    first = one_agent_crew([counted_tool(BodyCounter())], ScriptedLLM(loop=RUNAWAY), role="first")
+    counter = BodyCounter()
+    second = one_agent_crew([counted_tool(counter, "other")], ScriptedLLM([("other", {"q": "x"})]), role="second")
+    again = one_agent_crew([counted_tool(counter, "other")], ScriptedLLM([("other", {"q": "y"}), "done"]), role="third")
+
+    with guard_crew(breaker):
+        with pytest.raises(LoopGuardTripped) as first_trip:
+            first.kickoff()
+        # Still open after the first crew's loop: the second crew is refused, and the trip names the second crew.
+        with pytest.raises(LoopGuardTripped) as second_trip:
+            second.kickoff()
+        clock.advance(31)  # past the recovery window: the next crew runs on its own merits
+        result = again.kickoff()
+
+    assert (first_trip.value.reason, first_trip.value.agent) == ("loop", "first")
+    assert (second_trip.value.reason, second_trip.value.agent) == ("open", "second")
+    assert second_trip.value is not first_trip.value
+    assert str(result) == "done"
+    assert counter.runs == [("other", {"q": "y"})]
+
+
+def test_a_trip_is_quiet_in_crewai_output_and_still_reaches_the_caller(caplog: pytest.LogCaptureFixture) -> None:
+    counter = BodyCounter()
+    crew, _ = runaway_crew(counter)
+
+    with caplog.at_level("WARNING"), pytest.raises(LoopGuardTripped) as caught, guard_crew(Breaker()):
+        crew.kickoff()
+
+    assert caught.value.reason == "loop"
+    # CrewAI's Flow runtime logs "Error executing listener <name>: <error>" for an error it has not logged yet;
+    # the trip carries CrewAI's own "already logged" mark, because loopguard logged it, once, on its own logger.
+    assert not [r for r in caplog.records if r.name.startswith("crewai") and "loopguard" in r.getMessage()]
+    assert [r for r in caplog.records if r.name == "loopguard" and "[loop/repeat]" in r.getMessage()]

@@ -11,57 +11,57 @@ pytest.importorskip("crewai", reason="needs the crewai extra: pip install 'loopg
 from crewai.tools import BaseTool, tool
 
 from loopguard_core import Breaker, BreakerState, LoopGuardTripped
+from loopguard_core.testing import BodyCounter
 from loopguard_crewai import CrewAILoopGuardTripped, guard_crew, guarded_tool
+from loopguard_crewai.testing import ScriptedLLM
+from loopguard_pytest import assert_tripped
 
-from .fakes import BodyCounter, ScriptedLLM, counted_tool, one_agent_crew
+from .helpers import counted_tool, one_agent_crew
 
 RUNAWAY = ("lookup", {"q": "same"})
 
 
-def test_standalone_runaway_native_stops_the_kickoff_and_defeats_the_cache() -> None:
-    counter = BodyCounter()
-    breaker = Breaker()
-    lookup = guarded_tool(breaker)(counted_tool(counter))
+STOPPED = {"reason": "loop", "tool": "lookup", "max_body_runs": 3}  # the fourth identical body never runs
+
+
+def test_standalone_runaway_native_stops_the_kickoff_and_defeats_the_cache(
+    breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
+    lookup = guarded_tool(breaker)(counted_tool(loopguard_bodies))
     llm = ScriptedLLM(loop=RUNAWAY)
     crew = one_agent_crew([lookup], llm)
     assert crew.agents[0].cache is True  # CrewAI's default would serve repeats from its cache
 
-    with pytest.raises(LoopGuardTripped) as caught:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies) as caught:
         crew.kickoff()  # no guard_crew: the trip travels through loopguard's relay hook
 
-    assert isinstance(caught.value, CrewAILoopGuardTripped)
-    assert caught.value.reason == "loop"
-    assert counter.total == 3  # the guarded copy never caches, so the guard saw each repeat
+    assert isinstance(caught.trip, CrewAILoopGuardTripped)
+    assert loopguard_bodies.count() == 3  # the guarded copy never caches, so the guard saw each repeat
     assert llm.calls == 4  # the model call after the refused tool call was never made
     assert breaker.state is BreakerState.OPEN
 
 
-async def test_standalone_runaway_akickoff_stops_the_kickoff() -> None:
-    counter = BodyCounter()
-    lookup = guarded_tool(Breaker())(counted_tool(counter))
+async def test_standalone_runaway_akickoff_stops_the_kickoff(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    lookup = guarded_tool(breaker)(counted_tool(loopguard_bodies))
     llm = ScriptedLLM(loop=RUNAWAY)
 
-    with pytest.raises(LoopGuardTripped) as caught:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
         await one_agent_crew([lookup], llm).akickoff()
 
-    assert caught.value.reason == "loop"
-    assert counter.total == 3
-    assert llm.calls == 4
+    assert (loopguard_bodies.count(), llm.calls) == (3, 4)
 
 
-def test_standalone_react_path_stops_the_kickoff() -> None:
+def test_standalone_react_path_stops_the_kickoff(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
     # ReAct short-circuits an identical *consecutive* call before the body, so alternate two lookups.
-    counter = BodyCounter()
-    lookup = guarded_tool(Breaker())(counted_tool(counter))
+    lookup = guarded_tool(breaker)(counted_tool(loopguard_bodies))
     llm = ScriptedLLM(native=False, script=[("lookup", {"q": "a"}), ("lookup", {"q": "b"})] * 5)
 
-    with pytest.raises(LoopGuardTripped) as caught:
+    with assert_tripped(reason="loop", tool="lookup", max_body_runs=7, bodies=loopguard_bodies) as caught:
         one_agent_crew([lookup], llm).kickoff()
 
-    assert caught.value.reason == "loop"
     # The (a, b) block went round three times and a started a fourth pass; the call completing it was refused.
-    assert [args["q"] for _, args in counter.runs] == ["a", "b", "a", "b", "a", "b", "a"]
-    assert caught.value.facts["rule"] == "cycle"
+    assert [args["q"] for _, args in loopguard_bodies.runs] == ["a", "b", "a", "b", "a", "b", "a"]
+    assert caught.trip.facts["rule"] == "cycle"
     assert llm.calls == 8
 
 
@@ -115,7 +115,7 @@ def test_inside_guard_crew_on_the_same_breaker_calls_are_counted_once() -> None:
     with guard_crew(breaker):
         assert str(one_agent_crew([lookup], llm).kickoff()) == "done"
 
-    assert counter.total == 2
+    assert counter.count() == 2
     assert breaker.usage().tool_calls == 2
 
 
@@ -131,7 +131,7 @@ def test_inside_guard_crew_a_per_tool_breaker_trip_stops_the_run() -> None:
 
     assert caught.value.reason == "tool_ceiling"
     assert caught.value.agent == "researcher"  # the guard's hook tells the tool who is calling
-    assert counter.total == 1
+    assert counter.count() == 1
     assert llm.calls == 2
     assert crew_breaker.usage().tool_calls == 2  # the crew's breaker admitted it; the tool's refused it
 
@@ -144,7 +144,7 @@ def test_called_directly_outside_crewai_it_raises() -> None:
     with pytest.raises(CrewAILoopGuardTripped) as caught:
         lookup.run(q="same")
     assert caught.value.reason == "loop"
-    assert counter.total == 3
+    assert counter.count() == 3
 
 
 class Weather(BaseTool):

@@ -15,9 +15,11 @@ from crewai.tools import tool
 from crewai.tools.tool_failure import ToolExecutionFailedError
 
 from loopguard_core import Breaker, LoopGuardTripped, LoopGuardWarning, MissingExtra
+from loopguard_core.testing import BodyCounter
 from loopguard_crewai import CrewAILoopGuardTripped, guard_crew, guarded_tool
+from loopguard_crewai.testing import ScriptedLLM
 
-from .fakes import BodyCounter, ScriptedLLM, counted_tool, one_agent_crew
+from .helpers import counted_tool, one_agent_crew
 
 RUNAWAY = ("lookup", {"q": "same"})
 
@@ -37,7 +39,7 @@ def test_a_trip_is_raised_even_when_crewai_raises_its_own_error_first() -> None:
     assert isinstance(caught.value, CrewAILoopGuardTripped)
     assert caught.value.reason == "loop"
     assert isinstance(caught.value.__cause__, ToolExecutionFailedError)
-    assert counter.total == 3
+    assert counter.count() == 3
     assert llm.calls == 1
 
 
@@ -103,7 +105,7 @@ def test_a_kickoff_on_a_thread_that_does_not_copy_the_context_is_reported() -> N
 
     with pytest.warns(LoopGuardWarning, match="saw no model or tool call"):
         kickoff_elsewhere()
-    assert counter.total == 1
+    assert counter.count() == 1
 
 
 def test_nested_blocks_on_one_breaker_count_each_call_once() -> None:
@@ -133,7 +135,7 @@ def test_a_removed_relay_hook_is_reported_and_the_body_stays_protected() -> None
             crew.kickoff()
     finally:
         _relay.install()
-    assert counter.total == 3
+    assert counter.count() == 3
 
 
 def test_importing_without_crewai_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

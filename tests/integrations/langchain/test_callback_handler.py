@@ -16,11 +16,15 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from loopguard_core import Breaker, BreakerState, LoopGuardTripped
+from loopguard_core.testing import BodyCounter, Recorder
 from loopguard_langchain import LoopGuardCallbackHandler
+from loopguard_langchain.testing import ScriptedChatModel
+from loopguard_pytest import assert_not_tripped, assert_tripped
 
-from .fakes import BodyCounter, Recorder, ScriptedChatModel, counted_tools, user
+from .helpers import counted_tools, user
 
 RUNAWAY = ("lookup", {"q": "same"})
+STOPPED = {"reason": "loop", "max_body_runs": 3}  # the fourth identical call is refused: its body never runs
 
 
 def cfg(handler: Any) -> dict[str, Any]:
@@ -30,43 +34,42 @@ def cfg(handler: Any) -> dict[str, Any]:
 # -- create_agent with config callbacks ------------------------------------------------------------
 
 
-def test_create_agent_sync_runaway_is_stopped_in_on_tool_start() -> None:
-    breaker, counter = Breaker(), BodyCounter()
+def test_create_agent_sync_runaway_is_stopped_in_on_tool_start(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
     model = ScriptedChatModel(loop=RUNAWAY)
-    agent = create_agent(model, counted_tools(counter), name="researcher")
-    with pytest.raises(LoopGuardTripped) as caught:
+    agent = create_agent(model, counted_tools(loopguard_bodies), name="researcher")
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies) as caught:
         agent.invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
-    assert caught.value.reason == "loop" and caught.value.agent == "researcher"
-    assert counter["lookup"] == 3
+    assert caught.trip.agent == "researcher"
+    assert loopguard_bodies.count("lookup") == 3
     assert model.calls == 4
     assert breaker.usage().tokens == 4 * 120  # usage from on_llm_end
 
 
 @pytest.mark.parametrize("tool_name", ["lookup", "alookup"], ids=["sync-def-tool", "async-def-tool"])
-async def test_create_agent_async_runaway_is_stopped(tool_name: str) -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    agent = create_agent(ScriptedChatModel(loop=(tool_name, {"q": "same"})), counted_tools(counter))
-    with pytest.raises(LoopGuardTripped):
+async def test_create_agent_async_runaway_is_stopped(
+    tool_name: str, breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
+    agent = create_agent(ScriptedChatModel(loop=(tool_name, {"q": "same"})), counted_tools(loopguard_bodies))
+    with assert_tripped(**STOPPED, tool=tool_name, bodies=loopguard_bodies):
         await agent.ainvoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
-    assert counter[tool_name] == 3
+    assert loopguard_bodies.count(tool_name) == 3
 
 
-def test_create_agent_stream_raises_the_trip() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    agent = create_agent(ScriptedChatModel(loop=RUNAWAY), counted_tools(counter))
-    with pytest.raises(LoopGuardTripped):
+def test_create_agent_stream_raises_the_trip(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    agent = create_agent(ScriptedChatModel(loop=RUNAWAY), counted_tools(loopguard_bodies))
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies):
         for _ in agent.stream(user(), config=cfg(LoopGuardCallbackHandler(breaker))):
             pass
-    assert counter["lookup"] == 3
+    assert loopguard_bodies.count("lookup") == 3
 
 
-def test_a_varied_run_completes_untouched() -> None:
-    breaker, counter = Breaker(), BodyCounter()
+def test_a_varied_run_completes_untouched(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
     model = ScriptedChatModel(script=[[("fetch_page", {"page": n})] for n in range(1, 7)] + ["done"])
-    agent = create_agent(model, counted_tools(counter))
-    result = agent.invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
+    agent = create_agent(model, counted_tools(loopguard_bodies))
+    with assert_not_tripped(breaker):
+        result = agent.invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
     assert result["messages"][-1].content == "done"
-    assert counter["fetch_page"] == 6
+    assert loopguard_bodies.count("fetch_page") == 6
     usage = breaker.usage()
     assert usage.state is BreakerState.CLOSED
     assert (usage.turns, usage.tokens, usage.tool_calls) == (7, 7 * 120, 6)
@@ -108,7 +111,7 @@ def test_tool_errors_reach_on_tool_end_as_failures_and_a_streak_trips() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         agent.invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
     assert caught.value.reason == "failures"
-    assert calls["flaky"] == 3
+    assert calls.count("flaky") == 3
 
 
 # -- a plain LangGraph graph ----------------------------------------------------------------------
@@ -139,7 +142,7 @@ def test_plain_graph_sync() -> None:
         graph.invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
     assert caught.value.reason == "loop"
     assert caught.value.agent == "tools"  # no agent name in a plain graph: the node is named
-    assert counter["lookup"] == 3
+    assert counter.count("lookup") == 3
 
 
 async def test_plain_graph_async() -> None:
@@ -147,7 +150,7 @@ async def test_plain_graph_async() -> None:
     graph = plain_graph(ScriptedChatModel(loop=RUNAWAY), counted_tools(counter))
     with pytest.raises(LoopGuardTripped):
         await graph.ainvoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
-    assert counter["lookup"] == 3
+    assert counter.count("lookup") == 3
 
 
 def test_shared_handler_across_two_agents_of_a_graph_attributes_each_call() -> None:
@@ -167,9 +170,9 @@ def test_shared_handler_across_two_agents_of_a_graph_attributes_each_call() -> N
     with pytest.raises(LoopGuardTripped) as caught:
         graph.compile().invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
     assert caught.value.agent == "writer" and caught.value.reason == "loop"
-    assert counter["lookup"] == 3
-    assert [r["agent"] for r in ledger.of("tool")] == ["researcher", "researcher", "researcher"]
-    assert [r["agent"] for r in ledger.of("breaker")] == ["writer"]
+    assert counter.count("lookup") == 3
+    assert [r["agent"] for r in ledger.where(origin="tool")] == ["researcher", "researcher", "researcher"]
+    assert [r["agent"] for r in ledger.where(origin="breaker")] == ["writer"]
     assert len({r["session_id"] for r in ledger.rows}) == 1
 
 
@@ -179,7 +182,7 @@ def test_each_invocation_is_its_own_run() -> None:
     agent = create_agent(ScriptedChatModel(script=[[RUNAWAY], "ok"] * 4), counted_tools(counter))
     for _ in range(4):
         agent.invoke(user(), config=cfg(handler))
-    assert counter["lookup"] == 4
+    assert counter.count("lookup") == 4
     assert breaker.usage().tool_calls == 1
 
 
@@ -195,31 +198,28 @@ def classic_executor(model: ScriptedChatModel, tools: list[Any]):
     return classic.AgentExecutor(agent=agent, tools=tools, max_iterations=12)
 
 
-def test_classic_agent_executor_sync_stops_in_on_agent_action() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    executor = classic_executor(ScriptedChatModel(loop=RUNAWAY), counted_tools(counter))
-    with pytest.raises(LoopGuardTripped) as caught:
+def test_classic_agent_executor_sync_stops_in_on_agent_action(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    executor = classic_executor(ScriptedChatModel(loop=RUNAWAY), counted_tools(loopguard_bodies))
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies):
         executor.invoke({"input": "go"}, config=cfg(LoopGuardCallbackHandler(breaker)))
-    assert caught.value.reason == "loop"
-    assert counter["lookup"] == 3
+    assert loopguard_bodies.count("lookup") == 3
     assert breaker.usage().tool_calls == 3  # checked once in on_agent_action, not again in on_tool_start
 
 
-async def test_classic_agent_executor_async() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    executor = classic_executor(ScriptedChatModel(loop=RUNAWAY), counted_tools(counter))
-    with pytest.raises(LoopGuardTripped):
+async def test_classic_agent_executor_async(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    executor = classic_executor(ScriptedChatModel(loop=RUNAWAY), counted_tools(loopguard_bodies))
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies):
         await executor.ainvoke({"input": "go"}, config=cfg(LoopGuardCallbackHandler(breaker)))
-    assert counter["lookup"] == 3
+    assert loopguard_bodies.count("lookup") == 3
 
 
-def test_classic_agent_executor_varied_run_completes() -> None:
-    breaker, counter = Breaker(), BodyCounter()
+def test_classic_agent_executor_varied_run_completes(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
     model = ScriptedChatModel(script=[[("fetch_page", {"page": n})] for n in range(1, 5)] + ["done"])
-    executor = classic_executor(model, counted_tools(counter))
-    result = executor.invoke({"input": "go"}, config=cfg(LoopGuardCallbackHandler(breaker)))
+    executor = classic_executor(model, counted_tools(loopguard_bodies))
+    with assert_not_tripped(breaker):
+        result = executor.invoke({"input": "go"}, config=cfg(LoopGuardCallbackHandler(breaker)))
     assert result["output"] == "done"
-    assert counter["fetch_page"] == 4 == breaker.usage().tool_calls
+    assert loopguard_bodies.count("fetch_page") == 4 == breaker.usage().tool_calls
 
 
 # -- the traps are refused -------------------------------------------------------------------------
@@ -261,7 +261,7 @@ def test_why_async_handlers_are_refused_langchain_swallows_them() -> None:
 
     agent = create_agent(ScriptedChatModel(script=[[RUNAWAY], "done"]), counted_tools(counter))
     agent.invoke(user(), config=cfg(NaiveAsyncGuard()))
-    assert counter["lookup"] == 1
+    assert counter.count("lookup") == 1
 
 
 def test_failed_model_calls_release_their_reservation_through_on_llm_error() -> None:

@@ -13,8 +13,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.types import Command
 
 from loopguard_langchain._common import model_cap, model_name, tool_outcome, usage_of
-
-from .fakes import ScriptedChatModel
+from loopguard_langchain.testing import ScriptedChatModel
 
 
 def test_output_cap_comes_from_settings_then_bound_kwargs_then_the_model() -> None:

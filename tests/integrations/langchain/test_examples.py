@@ -32,6 +32,7 @@ def test_langchain_example_reports_each_stop(capsys: pytest.CaptureFixture[str])
     assert report["middleware"] == {"reason": "loop", "searches": 3}
     assert report["end"]["searches"] == 3 and "[loopguard] run stopped" in report["end"]["final"]
     assert report["handler"] == {"reason": "loop", "searches": 3}
+    assert report["steer"] == {"reason": "refusals", "searches": 3, "told": 2}  # told twice, the third stops
     assert "stopped after 3 searches" in capsys.readouterr().out
 
 

@@ -18,9 +18,12 @@ from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 
 from loopguard_core import Breaker, BreakerState, LoopGuardTripped, LoopGuardWarning
+from loopguard_core.testing import BodyCounter, Recorder
 from loopguard_langchain import LoopGuardMiddleware, check_middleware_order, guarded_agent
+from loopguard_langchain.testing import ScriptedChatModel
+from loopguard_pytest import assert_not_tripped, assert_tripped
 
-from .fakes import BodyCounter, Recorder, ScriptedChatModel, answered_every_tool_call, counted_tools, user
+from .helpers import answered_every_tool_call, counted_tools, user
 
 RUNAWAY = ("lookup", {"q": "same"})
 
@@ -33,82 +36,83 @@ def runaway_agent(breaker: Breaker, counter: BodyCounter, *, on_trip: str = "rai
 
 # -- the runaway is stopped, on every path ---------------------------------------------------------
 
+STOPPED = {"reason": "loop", "max_body_runs": 3}  # the fourth identical call is refused: its body never runs
 
-def test_sync_invoke_runaway_is_stopped_before_the_fourth_identical_call() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    agent, model = runaway_agent(breaker, counter)
-    with pytest.raises(LoopGuardTripped) as caught:
+
+def test_sync_invoke_runaway_is_stopped_before_the_fourth_identical_call(
+    breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
+    agent, model = runaway_agent(breaker, loopguard_bodies)
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies) as caught:
         agent.invoke(user())
-    assert isinstance(caught.value, RuntimeError)
-    assert caught.value.reason == "loop"
-    assert caught.value.tool == "lookup" and caught.value.agent == "researcher"
-    assert counter["lookup"] == 3  # the refused call's body never ran
+    assert isinstance(caught.trip, RuntimeError) and caught.trip.agent == "researcher"
+    assert loopguard_bodies.count("lookup") == 3
     assert model.calls == 4  # the run stopped at the refusal: no further model call
     assert breaker.state is BreakerState.OPEN
     assert breaker.usage().tool_calls == 3
 
 
-async def test_async_invoke_runaway_is_stopped_with_an_async_tool() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    agent, model = runaway_agent(breaker, counter, call=("alookup", {"q": "same"}))
-    with pytest.raises(LoopGuardTripped) as caught:
+async def test_async_invoke_runaway_is_stopped_with_an_async_tool(
+    breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
+    agent, model = runaway_agent(breaker, loopguard_bodies, call=("alookup", {"q": "same"}))
+    with assert_tripped(**STOPPED, tool="alookup", bodies=loopguard_bodies):
         await agent.ainvoke(user())
-    assert caught.value.reason == "loop"
-    assert counter["alookup"] == 3
-    assert model.calls == 4
+    assert (loopguard_bodies.count("alookup"), model.calls) == (3, 4)
 
 
-async def test_async_invoke_runaway_is_stopped_with_a_sync_tool() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    agent, _ = runaway_agent(breaker, counter)
-    with pytest.raises(LoopGuardTripped):
+async def test_async_invoke_runaway_is_stopped_with_a_sync_tool(
+    breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
+    agent, _ = runaway_agent(breaker, loopguard_bodies)
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies):
         await agent.ainvoke(user())
-    assert counter["lookup"] == 3
+    assert loopguard_bodies.count("lookup") == 3
 
 
-def test_stream_raises_the_trip_from_the_iterator() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    agent, _ = runaway_agent(breaker, counter)
-    with pytest.raises(LoopGuardTripped):
+def test_stream_raises_the_trip_from_the_iterator(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    agent, _ = runaway_agent(breaker, loopguard_bodies)
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies):
         for _ in agent.stream(user()):
             pass
-    assert counter["lookup"] == 3
+    assert loopguard_bodies.count("lookup") == 3
 
 
-async def test_astream_raises_the_trip_from_the_iterator() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    agent, _ = runaway_agent(breaker, counter)
-    with pytest.raises(LoopGuardTripped):
+async def test_astream_raises_the_trip_from_the_iterator(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    agent, _ = runaway_agent(breaker, loopguard_bodies)
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies):
         async for _ in agent.astream(user()):
             pass
-    assert counter["lookup"] == 3
+    assert loopguard_bodies.count("lookup") == 3
 
 
 # -- legitimate work is left alone ---------------------------------------------------------------
 
 
-def test_a_varied_run_completes_untouched_and_its_usage_is_recorded() -> None:
-    breaker, counter = Breaker(), BodyCounter()
+def test_a_varied_run_completes_untouched_and_its_usage_is_recorded(
+    breaker: Breaker, loopguard_bodies: BodyCounter, loopguard_ledger: Recorder
+) -> None:
     pages = [[("fetch_page", {"page": n})] for n in range(1, 6)]
     model = ScriptedChatModel(script=[*pages, [("lookup", {"q": "same"})], [("lookup", {"q": "same"})], "all done"])
-    agent = create_agent(model, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
-    result = agent.invoke(user())
+    agent = create_agent(model, counted_tools(loopguard_bodies), middleware=[LoopGuardMiddleware(breaker)])
+    with assert_not_tripped(breaker):
+        result = agent.invoke(user())
     assert result["messages"][-1].content == "all done"
-    assert counter.total == 7
+    assert loopguard_bodies.count() == 7
     usage = breaker.usage()
     assert usage.state is BreakerState.CLOSED
     assert usage.turns == 8 == model.calls
     assert usage.tokens == 8 * 120  # usage_metadata of every model call: 100 in + 20 out
-    assert usage.tool_calls == 7
+    assert usage.tool_calls == 7 == len(loopguard_ledger.where(origin="tool"))
 
 
-async def test_a_varied_async_run_completes_untouched() -> None:
-    breaker, counter = Breaker(), BodyCounter()
+async def test_a_varied_async_run_completes_untouched(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
     model = ScriptedChatModel(script=[[("fetch_page", {"page": n})] for n in range(1, 6)] + ["all done"])
-    agent = create_agent(model, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
-    result = await agent.ainvoke(user())
+    agent = create_agent(model, counted_tools(loopguard_bodies), middleware=[LoopGuardMiddleware(breaker)])
+    with assert_not_tripped(breaker):
+        result = await agent.ainvoke(user())
     assert result["messages"][-1].content == "all done"
-    assert counter["fetch_page"] == 5
+    assert loopguard_bodies.count("fetch_page") == 5
     assert breaker.usage().tokens == 6 * 120
 
 
@@ -132,7 +136,7 @@ def test_tool_errors_are_reported_and_a_failing_streak_trips() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         agent.invoke(user())
     assert caught.value.reason == "failures"
-    assert calls["flaky"] == 2
+    assert calls.count("flaky") == 2
 
 
 def test_a_tool_exception_reaches_the_caller_unchanged() -> None:
@@ -142,7 +146,7 @@ def test_a_tool_exception_reaches_the_caller_unchanged() -> None:
     agent = create_agent(model, [_flaky(calls)], middleware=[LoopGuardMiddleware(breaker)])
     with pytest.raises(ValueError, match=r"backend down \(1\)"):
         agent.invoke(user())
-    assert calls["flaky"] == 1
+    assert calls.count("flaky") == 1
     assert breaker.usage().tool_calls == 1
 
 
@@ -157,11 +161,22 @@ def test_model_call_that_would_cross_the_token_ceiling_is_never_sent() -> None:
         agent.invoke(user())
     assert caught.value.reason == "token_ceiling"
     assert model.calls == 0
-    assert counter.total == 0
+    assert counter.count() == 0
 
 
-def test_without_an_output_cap_the_same_ceiling_admits_the_call() -> None:
+def test_without_an_output_cap_the_call_reserves_what_the_model_could_write() -> None:
+    # No max_tokens on the model: the request could write the model's whole output, so that is reserved
+    # (16,384 tokens unless the price data knows better) and a 1,000-token ceiling refuses it before it is sent.
     breaker, counter = Breaker(max_tokens=1_000, loop_detection=False), BodyCounter()
+    agent, model = runaway_agent(breaker, counter)
+    with pytest.raises(LoopGuardTripped) as caught:
+        agent.invoke(user())
+    assert caught.value.reason == "token_ceiling"
+    assert model.calls == 0
+
+
+def test_with_no_output_reserve_the_same_ceiling_counts_what_was_spent() -> None:
+    breaker, counter = Breaker(max_tokens=1_000, loop_detection=False, output_reserve_tokens=0), BodyCounter()
     agent, model = runaway_agent(breaker, counter)
     with pytest.raises(LoopGuardTripped) as caught:
         agent.invoke(user())
@@ -178,41 +193,44 @@ def test_turn_ceiling_refuses_the_model_call_before_it_is_made() -> None:
         agent.invoke(user())
     assert caught.value.reason == "turn_ceiling"
     assert model.calls == 2
-    assert counter["lookup"] == 2
+    assert counter.count("lookup") == 2
 
 
 # -- on_trip="end" -------------------------------------------------------------------------------
 
 
-def test_end_mode_finishes_the_run_with_a_message_naming_the_trip() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    agent, model = runaway_agent(breaker, counter, on_trip="end")
-    result = agent.invoke(user())
+def test_end_mode_finishes_the_run_with_a_message_naming_the_trip(
+    breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
+    agent, model = runaway_agent(breaker, loopguard_bodies, on_trip="end")
+    result = agent.invoke(user())  # no exception: the adapter ends the run
     last = result["messages"][-1]
     assert last.type == "ai" and not last.tool_calls
     assert "[loopguard] run stopped" in last.content and "[loop/repeat]" in last.content
     assert last.response_metadata["loopguard_trip"]["reason"] == "loop"
-    assert counter["lookup"] == 3
+    assert_tripped(breaker, reason="loop", tool="lookup")  # the breaker saw it, though the caller did not
+    assert loopguard_bodies.count("lookup") == 3
     assert model.calls == 4  # the model was not asked again after the trip
     assert answered_every_tool_call(result["messages"])
     refused = [m for m in result["messages"] if m.type == "tool" and m.status == "error"]
     assert len(refused) == 1 and "did not run" in refused[0].content
 
 
-async def test_end_mode_async_and_on_a_model_ceiling() -> None:
-    breaker, counter = Breaker(max_turns=3, loop_detection=False), BodyCounter()
-    agent, model = runaway_agent(breaker, counter, on_trip="end")
+@pytest.mark.loopguard(max_turns=3, loop_detection=False)
+async def test_end_mode_async_and_on_a_model_ceiling(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    agent, model = runaway_agent(breaker, loopguard_bodies, on_trip="end")
     result = await agent.ainvoke(user())
     assert "turn_ceiling" in result["messages"][-1].content
+    assert_tripped(breaker, reason="turn_ceiling")
     assert model.calls == 3
-    assert counter["lookup"] == 3
+    assert loopguard_bodies.count("lookup") == 3
     assert answered_every_tool_call(result["messages"])
 
 
 def test_bad_arguments_are_refused_with_a_clear_message() -> None:
     with pytest.raises(TypeError, match=r"needs a loopguard_core\.Breaker"):
         LoopGuardMiddleware(object())  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="on_trip must be 'raise' or 'end'"):
+    with pytest.raises(ValueError, match="on_trip must be 'raise', 'end' or 'steer'"):
         LoopGuardMiddleware(Breaker(), on_trip="interrupt")
 
 
@@ -250,7 +268,7 @@ def test_why_the_order_matters_the_outer_retry_converts_the_tool_trip() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         agent.invoke(user())
     assert caught.value.reason == "open"
-    assert counter["lookup"] == 3
+    assert counter.count("lookup") == 3
 
 
 def test_any_middleware_before_the_guard_warns_that_it_is_not_first() -> None:
@@ -273,7 +291,7 @@ def test_guard_first_with_retry_inside_builds_silently_and_still_raises() -> Non
     with pytest.raises(LoopGuardTripped) as caught:
         agent.invoke(user())
     assert caught.value.reason == "loop"
-    assert counter["lookup"] == 3
+    assert counter.count("lookup") == 3
 
 
 def test_check_middleware_order_and_guarded_agent() -> None:
@@ -298,7 +316,7 @@ def test_check_middleware_order_and_guarded_agent() -> None:
     )
     with pytest.raises(LoopGuardTripped):
         agent.invoke(user())
-    assert counter["lookup"] == 3
+    assert counter.count("lookup") == 3
 
 
 # -- runs: one per invocation, nested agents join ----------------------------------------------------
@@ -310,7 +328,7 @@ def test_each_invocation_is_a_fresh_run_unless_the_caller_shares_one() -> None:
     agent = create_agent(model, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
     for _ in range(4):
         agent.invoke(user())  # one identical lookup per invocation: never a loop
-    assert counter["lookup"] == 4
+    assert counter.count("lookup") == 4
     assert breaker.usage().tool_calls == 1  # the last run only
 
     shared = ScriptedChatModel(script=[[RUNAWAY], "ok"] * 4)
@@ -321,7 +339,7 @@ def test_each_invocation_is_a_fresh_run_unless_the_caller_shares_one() -> None:
         agent.invoke(user())
         with pytest.raises(LoopGuardTripped):
             agent.invoke(user())
-    assert counter["lookup"] == 7
+    assert counter.count("lookup") == 7
 
 
 def test_an_agent_called_from_a_tool_joins_the_parent_run() -> None:
@@ -345,7 +363,7 @@ def test_an_agent_called_from_a_tool_joins_the_parent_run() -> None:
     # delegate (1) + two lookups = 3 calls in ONE run; the helper's third lookup is refused
     assert caught.value.reason == "tool_ceiling"
     assert caught.value.agent == "helper"
-    assert counter["lookup"] == 2
+    assert counter.count("lookup") == 2
 
 
 def _two_agent_graph(breaker: Breaker, ledger_counter: BodyCounter):
@@ -375,12 +393,12 @@ def test_one_breaker_shared_by_two_agents_of_a_graph_trips_across_them() -> None
         graph.invoke(user())
     # researcher ran the lookup three times; the writer's first identical lookup is the fourth: refused
     assert caught.value.reason == "loop" and caught.value.agent == "writer"
-    assert counter["lookup"] == 3
-    tools = ledger.of("tool")
+    assert counter.count("lookup") == 3
+    tools = ledger.where(origin="tool")
     assert [r["agent"] for r in tools] == ["researcher", "researcher", "researcher"]
-    models = ledger.of("model")
+    models = ledger.where(origin="model")
     assert {r["agent"] for r in models} == {"researcher", "writer"}
-    (trip,) = ledger.of("breaker")
+    (trip,) = ledger.where(origin="breaker")
     assert trip["agent"] == "writer" and trip["breach_reason"] == "loop" and trip["tool"] == "lookup"
     assert len({r["session_id"] for r in ledger.rows}) == 1  # one run for the whole graph invocation
 
@@ -391,7 +409,7 @@ async def test_shared_breaker_across_agents_async() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         await graph.ainvoke(user())
     assert caught.value.agent == "writer"
-    assert counter["lookup"] == 3
+    assert counter.count("lookup") == 3
 
 
 class _OverloadedModel(ScriptedChatModel):

@@ -8,7 +8,7 @@ from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import tools_condition
 
-from ..langchain.fakes import ScriptedChatModel
+from loopguard_langchain.testing import ScriptedChatModel
 
 __all__ = ["agent_graph"]
 

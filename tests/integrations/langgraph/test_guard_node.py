@@ -10,10 +10,13 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.prebuilt import ToolNode
 from langgraph.types import Command
 
-from loopguard_core import Breaker, BreakerState, LoopGuardTripped
+from loopguard_core import Breaker, BreakerState
+from loopguard_core.testing import BodyCounter
+from loopguard_langchain.testing import ScriptedChatModel
 from loopguard_langgraph import guard_node, guarded_tool_node
+from loopguard_pytest import assert_not_tripped, assert_tripped
 
-from ..langchain.fakes import BodyCounter, ScriptedChatModel, answered_every_tool_call, counted_tools, user
+from ..langchain.helpers import answered_every_tool_call, counted_tools, user
 from .graphs import agent_graph
 
 RUNAWAY = ("lookup", {"q": "same"})
@@ -27,22 +30,22 @@ def guarded_graph(breaker: Breaker, counter: BodyCounter, on_trip: str = "raise"
     return graph, model
 
 
-def test_raise_mode_sync() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    graph, model = guarded_graph(breaker, counter)
-    with pytest.raises(LoopGuardTripped) as caught:
+STOPPED = {"reason": "loop", "tool": "lookup", "max_body_runs": 3}  # the fourth identical body never runs
+
+
+def test_raise_mode_sync(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    graph, model = guarded_graph(breaker, loopguard_bodies)
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
         graph.invoke(user())
-    assert caught.value.reason == "loop"
-    assert counter["lookup"] == 3  # results reported by the guard itself: a plain ToolNode is enough
+    assert loopguard_bodies.count("lookup") == 3  # results reported by the guard itself: a plain ToolNode is enough
     assert model.calls == 4
 
 
-async def test_raise_mode_async() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    graph, _ = guarded_graph(breaker, counter)
-    with pytest.raises(LoopGuardTripped):
+async def test_raise_mode_async(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    graph, _ = guarded_graph(breaker, loopguard_bodies)
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
         await graph.ainvoke(user())
-    assert counter["lookup"] == 3
+    assert loopguard_bodies.count("lookup") == 3
 
 
 def test_end_mode_answers_every_pending_call_and_ends() -> None:
@@ -54,7 +57,7 @@ def test_end_mode_answers_every_pending_call_and_ends() -> None:
     # the fourth batch is refused: its fetch_page repeats calls #2, #4, #6 with only repeats in between
     assert last.type == "ai" and "[loopguard] run stopped" in last.content and "[loop/interleaved]" in last.content
     assert answered_every_tool_call(result["messages"])  # both calls of the refused batch were answered
-    assert counter["lookup"] == 3 and counter["fetch_page"] == 3  # the refused batch did not run at all
+    assert counter.count("lookup") == 3 and counter.count("fetch_page") == 3  # the refused batch did not run at all
     assert model.calls == 4
 
 
@@ -64,15 +67,15 @@ async def test_end_mode_async() -> None:
     result = await graph.ainvoke(user())
     assert "[loopguard] run stopped" in result["messages"][-1].content
     assert answered_every_tool_call(result["messages"])
-    assert counter["lookup"] == 3
+    assert counter.count("lookup") == 3
 
 
-def test_a_varied_run_passes_through_the_guard() -> None:
-    breaker, counter = Breaker(), BodyCounter()
+def test_a_varied_run_passes_through_the_guard(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
     script = [[("fetch_page", {"page": n})] for n in range(1, 6)] + ["done"]
-    graph, _ = guarded_graph(breaker, counter, "end", loop=None, script=script)
-    assert graph.invoke(user())["messages"][-1].content == "done"
-    assert counter["fetch_page"] == 5 == breaker.usage().tool_calls
+    graph, _ = guarded_graph(breaker, loopguard_bodies, "end", loop=None, script=script)
+    with assert_not_tripped(breaker):
+        assert graph.invoke(user())["messages"][-1].content == "done"
+    assert loopguard_bodies.count("fetch_page") == 5 == breaker.usage().tool_calls
     assert breaker.state is BreakerState.CLOSED
 
 
@@ -100,12 +103,12 @@ def test_interrupt_pauses_for_a_person_and_deny_ends_the_run() -> None:
     assert pending.value["loopguard"]["reason"] == "loop"
     assert pending.value["loopguard"]["resume_with"] == ["approve", "deny"]
     assert graph.get_state(config).next == ("guard",)
-    assert counter["lookup"] == 3
+    assert counter.count("lookup") == 3
 
     result = graph.invoke(Command(resume="deny"), config)
     assert "[loopguard] run stopped" in result["messages"][-1].content
     assert answered_every_tool_call(result["messages"])
-    assert counter["lookup"] == 3  # denied: the refused call never ran
+    assert counter.count("lookup") == 3  # denied: the refused call never ran
     assert model.calls == 4
     assert graph.get_state(config).next == ()
 
@@ -115,11 +118,11 @@ def test_interrupt_approve_resets_the_breaker_and_runs_the_calls() -> None:
     graph, _ = guarded_graph(breaker, counter, "interrupt", checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "t-approve"}}
     graph.invoke(user(), config)
-    assert counter["lookup"] == 3
+    assert counter.count("lookup") == 3
     again = graph.invoke(Command(resume="approve"), config)
     # the approved call ran and its result is the first one in the reset loop memory; two more identical
     # results pass (three in all, the default), then the fourth identical call pauses again
-    assert counter["lookup"] == 3 + 1 + 2
+    assert counter.count("lookup") == 3 + 1 + 2
     assert again["__interrupt__"][0].value["loopguard"]["reason"] == "loop"
     with pytest.raises(ValueError, match="resume a loopguard interrupt with"):
         graph.invoke(Command(resume="maybe"), config)
@@ -133,11 +136,11 @@ async def test_interrupt_async_deny() -> None:
     assert paused["__interrupt__"]
     result = await graph.ainvoke(Command(resume="deny"), config)
     assert answered_every_tool_call(result["messages"])
-    assert counter["lookup"] == 3
+    assert counter.count("lookup") == 3
 
 
 def test_bad_arguments_are_refused() -> None:
-    with pytest.raises(ValueError, match="on_trip must be 'raise', 'end' or 'interrupt'"):
+    with pytest.raises(ValueError, match="on_trip must be 'raise', 'end', 'interrupt' or 'steer'"):
         guard_node(Breaker(), "pause")
     with pytest.raises(TypeError, match=r"needs a loopguard_core\.Breaker"):
         guard_node(None)  # type: ignore[arg-type]

@@ -14,53 +14,52 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
 from loopguard_core import Breaker, BreakerState, LoopGuardTripped, LoopGuardWarning
+from loopguard_core.testing import BodyCounter, Recorder
+from loopguard_langchain.testing import ScriptedChatModel
 from loopguard_langgraph import GuardedToolNode, guarded_tool_node
+from loopguard_pytest import assert_not_tripped, assert_tripped
 
-from ..langchain.fakes import BodyCounter, Recorder, ScriptedChatModel, counted_tools, user
+from ..langchain.helpers import counted_tools, user
 from .graphs import agent_graph
 
 RUNAWAY = ("lookup", {"q": "same"})
+STOPPED = {"reason": "loop", "max_body_runs": 3}  # the fourth identical call is refused: its body never runs
 
 
-def test_sync_runaway_is_stopped_and_reaches_the_caller() -> None:
-    breaker, counter = Breaker(), BodyCounter()
+def test_sync_runaway_is_stopped_and_reaches_the_caller(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
     model = ScriptedChatModel(loop=RUNAWAY)
-    graph = agent_graph(model, guarded_tool_node(counted_tools(counter), breaker))
-    with pytest.raises(LoopGuardTripped) as caught:
+    graph = agent_graph(model, guarded_tool_node(counted_tools(loopguard_bodies), breaker))
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies):
         graph.invoke(user())
-    assert caught.value.reason == "loop" and caught.value.tool == "lookup"
-    assert counter["lookup"] == 3
+    assert loopguard_bodies.count("lookup") == 3
     assert model.calls == 4
     assert breaker.state is BreakerState.OPEN
 
 
 @pytest.mark.parametrize("tool_name", ["lookup", "alookup"])
-async def test_async_runaway_is_stopped(tool_name: str) -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    graph = agent_graph(
-        ScriptedChatModel(loop=(tool_name, {"q": "x"})), guarded_tool_node(counted_tools(counter), breaker)
-    )
-    with pytest.raises(LoopGuardTripped):
+async def test_async_runaway_is_stopped(tool_name: str, breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    model = ScriptedChatModel(loop=(tool_name, {"q": "x"}))
+    graph = agent_graph(model, guarded_tool_node(counted_tools(loopguard_bodies), breaker))
+    with assert_tripped(**STOPPED, tool=tool_name, bodies=loopguard_bodies):
         await graph.ainvoke(user())
-    assert counter[tool_name] == 3
+    assert loopguard_bodies.count(tool_name) == 3
 
 
-def test_stream_raises_the_trip() -> None:
-    breaker, counter = Breaker(), BodyCounter()
-    graph = agent_graph(ScriptedChatModel(loop=RUNAWAY), guarded_tool_node(counted_tools(counter), breaker))
-    with pytest.raises(LoopGuardTripped):
+def test_stream_raises_the_trip(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    graph = agent_graph(ScriptedChatModel(loop=RUNAWAY), guarded_tool_node(counted_tools(loopguard_bodies), breaker))
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies):
         for _ in graph.stream(user()):
             pass
-    assert counter["lookup"] == 3
+    assert loopguard_bodies.count("lookup") == 3
 
 
-def test_a_varied_run_completes_untouched() -> None:
-    breaker, counter = Breaker(), BodyCounter()
+def test_a_varied_run_completes_untouched(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
     model = ScriptedChatModel(script=[[("fetch_page", {"page": n})] for n in range(1, 8)] + ["done"])
-    graph = agent_graph(model, guarded_tool_node(counted_tools(counter), breaker))
-    result = graph.invoke(user())
+    graph = agent_graph(model, guarded_tool_node(counted_tools(loopguard_bodies), breaker))
+    with assert_not_tripped(breaker):
+        result = graph.invoke(user())
     assert result["messages"][-1].content == "done"
-    assert counter["fetch_page"] == 7 == breaker.usage().tool_calls
+    assert loopguard_bodies.count("fetch_page") == 7 == breaker.usage().tool_calls
     assert breaker.state is BreakerState.CLOSED
 
 
@@ -72,7 +71,7 @@ def test_parallel_calls_in_one_message_are_each_checked() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         graph.invoke(user())
     assert caught.value.reason == "tool_ceiling"
-    assert counter["fetch_page"] == 2
+    assert counter.count("fetch_page") == 2
 
 
 @pytest.mark.parametrize(
@@ -88,7 +87,7 @@ async def test_converting_handle_tool_errors_warns_and_the_trip_still_propagates
         graph = agent_graph(ScriptedChatModel(loop=RUNAWAY), node)
         with pytest.raises(LoopGuardTripped):
             await _run(graph, path)
-        assert counter["lookup"] == 3, path
+        assert counter.count("lookup") == 3, path
 
 
 async def _run(graph: Any, path: str) -> Any:
@@ -111,7 +110,7 @@ def test_with_converting_errors_tool_failures_still_become_messages_and_count() 
     with pytest.raises(LoopGuardTripped) as caught:
         graph.invoke(user())
     assert caught.value.reason == "failures"  # the errors were converted to messages AND reported as failures
-    assert calls["flaky"] == 3
+    assert calls.count("flaky") == 3
 
 
 def test_the_upstream_trap_a_plain_tool_node_converts_a_wrapper_exception_despite_a_type_filter() -> None:
@@ -137,7 +136,7 @@ def test_a_user_wrapper_runs_inside_the_guard_on_both_paths() -> None:
     node = guarded_tool_node(counted_tools(counter), breaker, wrap_tool_call=audit)
     with pytest.raises(LoopGuardTripped):
         agent_graph(ScriptedChatModel(loop=RUNAWAY), node).invoke(user())
-    assert len(seen) == 3 == counter["lookup"]  # the refused call never reached the inner wrapper
+    assert len(seen) == 3 == counter.count("lookup")  # the refused call never reached the inner wrapper
 
 
 async def test_a_sync_only_user_wrapper_still_runs_under_ainvoke() -> None:
@@ -151,7 +150,7 @@ async def test_a_sync_only_user_wrapper_still_runs_under_ainvoke() -> None:
     node = guarded_tool_node(counted_tools(counter), breaker, wrap_tool_call=audit)
     with pytest.raises(LoopGuardTripped):
         await agent_graph(ScriptedChatModel(loop=RUNAWAY), node).ainvoke(user())
-    assert len(seen) == 3 == counter["lookup"]
+    assert len(seen) == 3 == counter.count("lookup")
 
 
 def test_construction_is_checked() -> None:
@@ -178,8 +177,8 @@ def test_one_breaker_across_two_agent_subgraphs_trips_in_the_second_and_attribut
     with pytest.raises(LoopGuardTripped) as caught:
         parent.compile().invoke(user())
     assert caught.value.reason == "loop" and caught.value.agent == "writer"
-    assert counter["lookup"] == 3
-    assert [r["agent"] for r in ledger.of("tool")] == ["researcher", "researcher", "researcher"]
+    assert counter.count("lookup") == 3
+    assert [r["agent"] for r in ledger.where(origin="tool")] == ["researcher", "researcher", "researcher"]
     assert len({r["session_id"] for r in ledger.rows}) == 1
 
 
@@ -196,4 +195,4 @@ async def test_one_breaker_across_two_agent_subgraphs_async() -> None:
     with pytest.raises(LoopGuardTripped) as caught:
         await parent.compile().ainvoke(user())
     assert caught.value.agent == "writer"
-    assert counter["lookup"] == 3
+    assert counter.count("lookup") == 3

@@ -9,16 +9,19 @@ pytest.importorskip("pydantic_ai", reason="needs the pydantic-ai extra: pip inst
 from pydantic_ai import Agent, ModelRetry
 
 from loopguard_core import Breaker, BreakerState, LoopGuardTripped
+from loopguard_core.testing import BodyCounter
 from loopguard_pydantic_ai import LoopGuardCapability
-from tests.integrations.pydantic_ai.fakes import BodyCounter, ScriptedModel
+from loopguard_pydantic_ai.testing import ScriptedModel
+from loopguard_pytest import assert_not_tripped, assert_tripped
 
 SAME = ("lookup", {"q": "same"})
+STOPPED = {"reason": "loop", "tool": "lookup", "max_body_runs": 3}  # the fourth identical body never runs
 
 
 def make_agent(
     fake: ScriptedModel, counter: BodyCounter, *, name: str = "researcher", capabilities=(), **kwargs
 ) -> Agent:
-    agent = Agent(fake.model, name=name, capabilities=list(capabilities), **kwargs)
+    agent = Agent(fake, name=name, capabilities=list(capabilities), **kwargs)
 
     @agent.tool_plain
     def lookup(q: str) -> str:
@@ -28,42 +31,36 @@ def make_agent(
     return agent
 
 
-def test_runaway_stopped_before_fourth_body_sync() -> None:
-    breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME)
-    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+def test_runaway_stopped_before_fourth_body_sync(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    fake = ScriptedModel(loop=SAME)
+    agent = make_agent(fake, loopguard_bodies, capabilities=[LoopGuardCapability(breaker)])
 
-    with pytest.raises(LoopGuardTripped) as info:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies) as caught:
         agent.run_sync("find it")
 
-    assert info.value.reason == "loop"
-    assert info.value.tool == "lookup"
-    assert info.value.agent == "researcher"
-    assert counter.count("lookup") == 3  # the fourth identical call never ran
-    assert fake.requests == 4
+    assert caught.trip.agent == "researcher"
+    assert loopguard_bodies.count("lookup") == 3  # the fourth identical call never ran
+    assert fake.calls == 4
     assert breaker.state is BreakerState.OPEN
 
 
-async def test_runaway_stopped_before_fourth_body_async() -> None:
-    breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME)
-    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+async def test_runaway_stopped_before_fourth_body_async(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    agent = make_agent(ScriptedModel(loop=SAME), loopguard_bodies, capabilities=[LoopGuardCapability(breaker)])
 
-    with pytest.raises(LoopGuardTripped) as info:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
         await agent.run("find it")
 
-    assert info.value.reason == "loop"
-    assert counter.count("lookup") == 3
+    assert loopguard_bodies.count("lookup") == 3
 
 
-async def test_runaway_stopped_on_the_streaming_path() -> None:
-    breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME, stream=True)
-    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+async def test_runaway_stopped_on_the_streaming_path(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    agent = make_agent(ScriptedModel(loop=SAME), loopguard_bodies, capabilities=[LoopGuardCapability(breaker)])
 
-    with pytest.raises(LoopGuardTripped) as info:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
         async with agent.run_stream("find it") as result:
             await result.get_output()
 
-    assert info.value.reason == "loop"
-    assert counter.count("lookup") == 3
+    assert loopguard_bodies.count("lookup") == 3
 
 
 def test_parallel_identical_calls_in_one_response_are_refused_bare() -> None:
@@ -79,15 +76,15 @@ def test_parallel_identical_calls_in_one_response_are_refused_bare() -> None:
     assert 1 <= counter.count("lookup") <= 3
 
 
-def test_legitimate_varied_run_completes_untouched() -> None:
-    breaker, counter = Breaker(), BodyCounter()
+def test_legitimate_varied_run_completes_untouched(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
     fake = ScriptedModel([("lookup", {"q": f"page {i}"}) for i in range(1, 6)] + ["all five pages read"])
-    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)])
+    agent = make_agent(fake, loopguard_bodies, capabilities=[LoopGuardCapability(breaker)])
 
-    result = agent.run_sync("read the pages")
+    with assert_not_tripped(breaker):
+        result = agent.run_sync("read the pages")
 
     assert result.output == "all five pages read"
-    assert counter.count("lookup") == 5
+    assert loopguard_bodies.count("lookup") == 5
     usage = breaker.usage()
     assert usage.state is BreakerState.CLOSED
     assert usage.tool_calls == 5
@@ -98,7 +95,7 @@ def test_legitimate_varied_run_completes_untouched() -> None:
 def test_polling_the_same_call_is_progress_while_the_result_changes() -> None:
     breaker, counter = Breaker(), BodyCounter()
     fake = ScriptedModel([("status", {"job": "42"})] * 5 + ["job finished"])
-    agent = Agent(fake.model, name="poller", capabilities=[LoopGuardCapability(breaker)])
+    agent = Agent(fake, name="poller", capabilities=[LoopGuardCapability(breaker)])
     progress = iter(["10%", "35%", "60%", "90%", "100%"])
 
     @agent.tool_plain
@@ -120,7 +117,7 @@ def test_model_request_that_would_cross_the_token_ceiling_is_never_sent() -> Non
         agent.run_sync("read")
 
     assert info.value.reason == "token_ceiling"
-    assert fake.requests == 4
+    assert fake.calls == 4
     spent = info.value.facts["spent"]
     assert spent == 4 * 120
     # spent + the 200-token cap alone (680) fits under 700: the estimated input is what refuses it.
@@ -136,7 +133,7 @@ def test_huge_prompt_is_refused_before_the_first_request() -> None:
         agent.run_sync("word " * 2_000)  # about 2,500 estimated input tokens
 
     assert info.value.reason == "token_ceiling"
-    assert fake.requests == 0
+    assert fake.calls == 0
 
 
 def test_turn_ceiling_is_checked_pre_flight() -> None:
@@ -148,7 +145,7 @@ def test_turn_ceiling_is_checked_pre_flight() -> None:
         agent.run_sync("read")
 
     assert info.value.reason == "turn_ceiling"
-    assert fake.requests == 2
+    assert fake.calls == 2
     assert counter.count("lookup") == 2
 
 
@@ -156,7 +153,7 @@ def test_failing_tool_is_reported_and_the_failure_streak_trips() -> None:
     # The tool asks the model to retry (ModelRetry) each time: loopguard counts each as a failure.
     breaker, counter = Breaker(max_consecutive_failures=3), BodyCounter()
     fake = ScriptedModel([("flaky", {"n": i}) for i in range(10)])
-    agent = Agent(fake.model, name="worker", capabilities=[LoopGuardCapability(breaker)])
+    agent = Agent(fake, name="worker", capabilities=[LoopGuardCapability(breaker)])
 
     @agent.tool_plain(retries=20)
     def flaky(n: int) -> str:
@@ -172,7 +169,7 @@ def test_failing_tool_is_reported_and_the_failure_streak_trips() -> None:
 
 def test_tool_exception_is_reported_and_reaches_the_caller_unchanged() -> None:
     breaker, fake = Breaker(), ScriptedModel([("explode", {})])
-    agent = Agent(fake.model, name="worker", capabilities=[LoopGuardCapability(breaker)])
+    agent = Agent(fake, name="worker", capabilities=[LoopGuardCapability(breaker)])
 
     class Boom(Exception):
         pass
@@ -205,7 +202,7 @@ def test_capability_rejects_a_non_breaker() -> None:
 
 def test_usd_ceiling_refuses_the_request_that_would_cross_it() -> None:
     breaker, counter = Breaker(max_cost_usd=0.01), BodyCounter()
-    fake = ScriptedModel([("lookup", {"q": f"page {i}"}) for i in range(40)], name="claude-sonnet-4-6")
+    fake = ScriptedModel([("lookup", {"q": f"page {i}"}) for i in range(40)], model_name="claude-sonnet-4-6")
     agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)], model_settings={"max_tokens": 256})
 
     with pytest.raises(LoopGuardTripped) as info:
@@ -213,7 +210,7 @@ def test_usd_ceiling_refuses_the_request_that_would_cross_it() -> None:
 
     assert info.value.reason == "cost_ceiling"
     assert 0 < breaker.usage().cost_usd <= 0.01
-    assert fake.requests < 40
+    assert fake.calls < 40
 
 
 async def test_runaway_stopped_when_driving_the_run_node_by_node() -> None:

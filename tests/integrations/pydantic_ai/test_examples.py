@@ -45,7 +45,7 @@ def test_delegation_example_attributes_both_agents_in_one_ledger(capsys: pytest.
     assert report["per_agent"]["researcher/tool"] >= 1
     assert report["per_agent"]["editor/breaker"] == 1
     assert report["ledger_ok"] is True
-    assert "loopguard stopped the crew" in capsys.readouterr().out
+    assert "loopguard stopped the" in capsys.readouterr().out  # the example names who it stopped
 
 
 def test_demo_hook_stops_the_runaway() -> None:

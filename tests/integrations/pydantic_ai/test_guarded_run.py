@@ -12,14 +12,17 @@ pytest.importorskip("pydantic_ai", reason="needs the pydantic-ai extra: pip inst
 from pydantic_ai import Agent, RunContext
 
 from loopguard_core import Breaker, BreakerState, LoopGuardTripped
+from loopguard_core.testing import BodyCounter, Recorder
 from loopguard_pydantic_ai import LoopGuardCapability, guarded_run, guarded_run_sync
-from tests.integrations.pydantic_ai.fakes import BodyCounter, Recorder, ScriptedModel
+from loopguard_pydantic_ai.testing import ScriptedModel
+from loopguard_pytest import assert_tripped
 
 SAME = ("lookup", {"q": "same"})
+STOPPED = {"reason": "loop", "tool": "lookup", "max_body_runs": 3}  # the fourth identical body never runs
 
 
 def looping_agent(fake: ScriptedModel, counter: BodyCounter, name: str = "researcher") -> Agent:
-    agent = Agent(fake.model, name=name)  # no guard of its own: guarded_run adds it for the run
+    agent = Agent(fake, name=name)  # no guard of its own: guarded_run adds it for the run
 
     @agent.tool_plain
     def lookup(q: str) -> str:
@@ -29,35 +32,31 @@ def looping_agent(fake: ScriptedModel, counter: BodyCounter, name: str = "resear
     return agent
 
 
-def test_guarded_run_sync_stops_the_runaway() -> None:
-    breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME)
-    agent = looping_agent(fake, counter)
+def test_guarded_run_sync_stops_the_runaway(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    agent = looping_agent(ScriptedModel(loop=SAME), loopguard_bodies)
 
-    with pytest.raises(LoopGuardTripped) as info:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
         guarded_run_sync(agent, "find it", breaker)
 
-    assert info.value.reason == "loop"
-    assert counter.count("lookup") == 3
+    assert loopguard_bodies.count("lookup") == 3
     assert breaker.usage().tool_calls == 3  # the run's counters stay readable after it ended
 
 
-async def test_guarded_run_async_stops_the_runaway() -> None:
-    breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME)
-    agent = looping_agent(fake, counter)
+async def test_guarded_run_async_stops_the_runaway(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
+    agent = looping_agent(ScriptedModel(loop=SAME), loopguard_bodies)
 
-    with pytest.raises(LoopGuardTripped) as info:
+    with assert_tripped(**STOPPED, bodies=loopguard_bodies):
         await guarded_run(agent, "find it", breaker)
 
-    assert info.value.reason == "loop"
-    assert counter.count("lookup") == 3
+    assert loopguard_bodies.count("lookup") == 3
 
 
 async def test_guarded_run_guards_only_that_run() -> None:
-    breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME, cap=8)
+    breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel([SAME] * 8 + ["done"])
     agent = looping_agent(fake, counter)
     with pytest.raises(LoopGuardTripped):
         await guarded_run(agent, "guarded", breaker)
-    counter.calls.clear()
+    counter.reset()
 
     result = await agent.run("unguarded")  # the same agent without guarded_run is not guarded
     assert result.output == "done"
@@ -91,7 +90,7 @@ def test_guarded_run_passes_run_kwargs_and_keeps_the_users_capabilities() -> Non
 def test_agent_level_and_run_level_guard_do_not_count_twice() -> None:
     breaker, counter = Breaker(), BodyCounter()
     fake = ScriptedModel([("lookup", {"q": "a"}), ("lookup", {"q": "b"}), "answer"])
-    agent = Agent(fake.model, name="researcher", capabilities=[LoopGuardCapability(breaker)])
+    agent = Agent(fake, name="researcher", capabilities=[LoopGuardCapability(breaker)])
 
     @agent.tool_plain
     def lookup(q: str) -> str:
@@ -109,7 +108,7 @@ def test_agent_level_and_run_level_guard_do_not_count_twice() -> None:
 
 def delegation(breaker: Breaker, parent_script, child_script, counter: BodyCounter) -> Agent:
     child_fake = ScriptedModel(child_script)
-    child = Agent(child_fake.model, name="child")
+    child = Agent(child_fake, name="child")
 
     @child.tool_plain
     def lookup(q: str) -> str:
@@ -117,7 +116,7 @@ def delegation(breaker: Breaker, parent_script, child_script, counter: BodyCount
         return "the same facts"
 
     parent_fake = ScriptedModel(parent_script)
-    parent = Agent(parent_fake.model, name="parent")
+    parent = Agent(parent_fake, name="parent")
 
     @parent.tool
     async def delegate(ctx: RunContext[None], task: str) -> str:
@@ -161,8 +160,9 @@ async def test_delegate_loop_trips_inside_the_child_and_reaches_the_parents_call
 
 
 def test_delegation_token_ceiling_spans_both_agents_sync() -> None:
-    # 3 parent + 2 child responses of 120 tokens; the budget is one for the whole delegation.
-    breaker, counter = Breaker(max_tokens=800), BodyCounter()
+    # 3 parent + 2 child responses of 120 tokens; the budget is one for the whole delegation. The scripted
+    # models set no output cap: reserve nothing, so the ceiling counts what each response really spent.
+    breaker, counter = Breaker(max_tokens=800, output_reserve_tokens=0), BodyCounter()
     parent = delegation(
         breaker,
         [("delegate", {"task": "a"}), ("delegate", {"task": "b"}), ("delegate", {"task": "c"}), "report"],

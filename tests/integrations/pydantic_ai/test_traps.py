@@ -14,8 +14,9 @@ from pydantic_ai import Agent, ModelRetry, UsageLimits
 from pydantic_ai.capabilities import AbstractCapability
 
 from loopguard_core import Breaker, LoopGuardTripped, LoopGuardWarning, MissingExtra
+from loopguard_core.testing import BodyCounter
 from loopguard_pydantic_ai import LoopGuardCapability, guarded_run_sync
-from tests.integrations.pydantic_ai.fakes import BodyCounter, ScriptedModel
+from loopguard_pydantic_ai.testing import ScriptedModel
 
 SAME = ("lookup", {"q": "same"})
 
@@ -47,7 +48,7 @@ class SwallowInWrap(AbstractCapability[Any]):
 
 
 def agent_with(fake: ScriptedModel, counter: BodyCounter, *capabilities: AbstractCapability[Any]) -> Agent:
-    agent = Agent(fake.model, name="researcher", capabilities=list(capabilities))
+    agent = Agent(fake, name="researcher", capabilities=list(capabilities))
 
     @agent.tool_plain(retries=5)
     def lookup(q: str) -> str:
@@ -73,7 +74,7 @@ def test_guard_inside_a_tool_body_is_swallowed_by_recovery_but_the_next_request_
     # The trap the capability exists for: a guard *inside* the body is recovered by on_tool_execute_error.
     breaker, counter, recover = Breaker(), BodyCounter(), RecoverToolErrors()
     fake = ScriptedModel(loop=SAME)
-    agent = Agent(fake.model, name="researcher", capabilities=[recover])
+    agent = Agent(fake, name="researcher", capabilities=[recover])
 
     @agent.tool_plain
     def lookup(q: str) -> str:
@@ -107,7 +108,7 @@ def test_a_wrap_hook_that_catches_the_trip_is_overridden_loudly(as_model_retry: 
 
 def test_model_retry_tool_loop_still_stops_on_loopguard_not_unexpected_model_behavior() -> None:
     breaker, counter, fake = Breaker(), BodyCounter(), ScriptedModel(loop=SAME)
-    agent = Agent(fake.model, name="researcher", capabilities=[LoopGuardCapability(breaker)])
+    agent = Agent(fake, name="researcher", capabilities=[LoopGuardCapability(breaker)])
 
     @agent.tool_plain(retries=50)
     def lookup(q: str) -> str:

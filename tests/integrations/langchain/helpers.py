@@ -1,0 +1,52 @@
+"""Test-only glue for the LangChain / LangGraph tests: counted tools and small message helpers.
+
+The scripted model is the public ``loopguard_langchain.testing.ScriptedChatModel``; ``BodyCounter`` and
+``Recorder`` come from ``loopguard_core.testing``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.tools import tool
+
+from loopguard_core.testing import BodyCounter
+
+__all__ = ["answered_every_tool_call", "counted_tools", "user"]
+
+
+def counted_tools(counter: BodyCounter) -> list[Any]:
+    """``lookup`` (same answer for the same query), ``fetch_page`` (a different page each time) and
+    ``alookup`` (an ``async def`` twin of lookup), each counting its body runs in ``counter``."""
+
+    @tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        counter.hit("lookup", {"q": q})
+        return f"result for {q}"
+
+    @tool
+    def fetch_page(page: int) -> str:
+        """Fetch one page of results."""
+        counter.hit("fetch_page", {"page": page})
+        return f"page {page}: items {page * 10}..{page * 10 + 9}"
+
+    @tool
+    async def alookup(q: str) -> str:
+        """Look something up (async)."""
+        counter.hit("alookup", {"q": q})
+        return f"result for {q}"
+
+    return [lookup, fetch_page, alookup]
+
+
+def user(text: str = "go") -> dict[str, Any]:
+    """The input of one agent invocation."""
+    return {"messages": [{"role": "user", "content": text}]}
+
+
+def answered_every_tool_call(messages: list[Any]) -> bool:
+    """True when every tool call of every AIMessage has a ToolMessage answer (providers require it)."""
+    asked = {c["id"] for m in messages for c in (getattr(m, "tool_calls", None) or [])}
+    answered = {m.tool_call_id for m in messages if getattr(m, "type", "") == "tool"}
+    return asked <= answered
