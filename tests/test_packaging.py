@@ -39,6 +39,8 @@ def test_wheel_ships_packages_lua_scripts_and_type_marker(tmp_path: Path) -> Non
     ):
         assert f"{package}/__init__.py" in names
     assert "loopguard_core/py.typed" in names
+    for name in ("templates/base.html", "templates/_macros.html", "static/live.js", "static/dashboard.css"):
+        assert f"loopguard_core/dashboard/{name}" in names
     for script in ("_common", "admit_tool", "record_tool", "admit_model", "record_model", "reset", "snapshot"):
         assert f"loopguard_core/stores/lua/{script}.lua" in names
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)

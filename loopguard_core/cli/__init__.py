@@ -24,11 +24,12 @@ def build() -> Any:
     from . import _demo
 
     _demo.register(cli)
-    from . import _approvals, _budgets, _ledger, _replay, _review
+    from . import _approvals, _budgets, _ledger, _replay, _review, _serve
 
     _ledger.register(cli)
     _approvals.register(cli)
     _budgets.register(cli)
+    _serve.register(cli)
     _review.register(cli)
     _replay.register(cli)
     # Command modules register themselves here (one line each).
