@@ -73,6 +73,7 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
     bare = measured["bare"]["median_ns"]
     colors = {
         "in memory": "#457b9d",
+        "per call (issue 14)": "#8d99ae",
         "SQLite ledger": "#2a9d8f",
         "PostgreSQL ledger": "#e9c46a",
         "Redis store": "#e76f51",

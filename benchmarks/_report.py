@@ -100,7 +100,7 @@ def _families(detection: dict[str, Any]) -> str:
 
 
 _FLOORS = {"SQLite ledger": "sqlite_raw", "PostgreSQL ledger": "pg_raw", "Redis store": "redis_raw"}
-_GROUPS = ("in memory", "SQLite ledger", "PostgreSQL ledger", "Redis store")
+_GROUPS = ("in memory", "per call (issue 14)", "SQLite ledger", "PostgreSQL ledger", "Redis store")
 
 
 def _overhead(results: dict[str, Any]) -> str:
@@ -112,6 +112,8 @@ def _overhead(results: dict[str, Any]) -> str:
         for item in (i for i in m.values() if i.get("group", "in memory") == group):
             over = "-" if item["key"] == "bare" else f"{(item['median_ns'] - bare) / (pb - bare):,.2f}"
             floor = m.get(_FLOORS.get(group, ""))
+            if group == "per call (issue 14)":  # each size against the pure-Python floor of that size
+                floor = m.get("floor_py_" + item["key"].rsplit("_", 1)[-1])
             vs_floor = "-" if floor is None else f"{item['median_ns'] / floor['median_ns']:.2f}"
             rows.append(
                 [
@@ -134,6 +136,15 @@ def _overhead(results: dict[str, Any]) -> str:
         value = "-" if g["value"] is None else f"{g['value']}{g['unit']}"
         goals.append([g["name"], g["target"], value, status, g["note"] or ""])
     out = table + "\n\n" + _table(["goal", "target", "measured", "status", "note"], goals)
+    large = ov.get("large_args") or []
+    if large:
+        out += (
+            "\n\nLarge arguments (issue 14, goal 2), before + after with one large string argument, new per call:\n\n"
+        )
+        out += _table(
+            ["case", "bytes", "µs per call (median)", "µs per MB"],
+            [[r["case"], f"{r['bytes']:,}", f"{r['us_per_call']:,.0f}", f"{r['us_per_mb']:,.0f}"] for r in large],
+        )
     if ov.get("context"):
         out += "\n\nContext (not goals):\n\n" + "\n".join(f"- {line}" for line in ov["context"])
     if ov.get("notes"):

@@ -45,7 +45,8 @@ __all__ = ["Goal", "OverheadResult", "main", "run"]
 REDIS_URL = os.environ.get("LOOPGUARD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 POSTGRES_URL = os.environ.get("LOOPGUARD_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-GROUPS = ("in memory", "SQLite ledger", "PostgreSQL ledger", "Redis store")
+GROUPS = ("in memory", "per call (issue 14)", "SQLite ledger", "PostgreSQL ledger", "Redis store")
+PER_CALL = "per call (issue 14)"
 
 # A comparable stored row for the raw baselines: the ledger's sixteen columns with values of the sizes
 # the ledger stores (64-hex hashes, an ISO UTC timestamp); the raw side computes nothing.
@@ -114,6 +115,116 @@ def _record(ledger: Any) -> Callable[[], object]:
 
 def _loopguard_memory() -> Callable[[], object]:
     return _guarded(Breaker())
+
+
+# -- issue 14: a guarded call against agentguard47's check and the floors, on the same arguments ----------------
+_MEDIUM = {f"k{j}": {"a": j, "b": [1, 2, 3], "c": f"text value {j}"} for j in range(20)}
+
+
+def small_args(i: int) -> dict[str, Any]:
+    return {"q": f"some query {i}"}
+
+
+def medium_args(i: int) -> dict[str, Any]:
+    """20 keys, nested (a dict, a list, a str under each), plus a distinct counter: the issue's medium case."""
+    args: dict[str, Any] = dict(_MEDIUM)
+    args["i"] = i
+    return args
+
+
+def _per_call(kind: str, size: str) -> Callable[[], Callable[[], object]]:
+    """A factory of one op: the arguments are built inside every op, the same way for every contender."""
+    make_args = small_args if size == "small" else medium_args
+
+    def make() -> Callable[[], object]:
+        counter = itertools.count()
+        if kind == "loopguard":
+            breaker = Breaker()
+            before, after = breaker.before_tool, breaker.after_tool
+
+            def op() -> None:
+                args = make_args(next(counter))
+                before("search", args)
+                after("search", args, result="ok")
+
+        elif kind == "agentguard":
+            from agentguard import LoopGuard
+
+            check = LoopGuard().check
+
+            def op() -> None:
+                check("search", make_args(next(counter)))
+
+        elif kind == "floor_py":
+            import hashlib
+
+            seen: dict[bytes, int] = {}
+            dumps, blake = json.dumps, hashlib.blake2b
+
+            def op() -> None:
+                text = dumps(make_args(next(counter)), sort_keys=True)
+                seen[blake(text.encode(), digest_size=16).digest()] = 1
+
+        else:  # floor_c
+            import orjson
+            import xxhash
+
+            seen_c: dict[bytes, int] = {}
+            odumps, digest, option = orjson.dumps, xxhash.xxh3_128_digest, orjson.OPT_SORT_KEYS
+
+            def op() -> None:
+                seen_c[digest(odumps(make_args(next(counter)), option=option))] = 1
+
+        return op
+
+    return make
+
+
+def _per_call_variants() -> tuple[list[Variant], list[str]]:
+    import importlib.util
+
+    notes = []
+    kinds = [("loopguard", "loopguard before+after"), ("floor_py", "floor: json.dumps(sort_keys) + blake2b + dict")]
+    if importlib.util.find_spec("agentguard") is not None:
+        kinds.insert(1, ("agentguard", "agentguard47 2.0.0 LoopGuard.check"))
+    else:
+        notes.append("agentguard47 not installed: the per-call goal against it is pending")
+    if importlib.util.find_spec("orjson") is not None and importlib.util.find_spec("xxhash") is not None:
+        kinds.append(("floor_c", "compiled floor: orjson + xxh3_128 + dict"))
+    variants = []
+    for size, ops in (("small", 20_000), ("medium", 3_000)):
+        for kind, label in kinds:
+            variants.append(Variant(f"{kind}_{size}", f"{label}, {size} args", _per_call(kind, size), ops, PER_CALL))
+    return variants, notes
+
+
+def large_args(*, smoke: bool = False) -> list[dict[str, Any]]:
+    """Goal 2: before+after with one large string argument, distinct per call (a new body each time), as µs/MB.
+
+    An ``edit`` with a 100 kB file body and a ``write`` with a 5 MB string; the median of several calls."""
+    import statistics
+    import time
+
+    rows = []
+    for label, tool, size, calls in (
+        ("edit, 100 kB body", "edit", 100_000, 40),
+        ("write, 5 MB string", "write", 5_000_000, 6),
+    ):
+        calls = max(3, calls // (4 if smoke else 1))
+        base = ("    x = compute(value, 42)  # a line of code\n" * (size // 44 + 1))[:size]
+        breaker, times = Breaker(), []
+        for n in range(calls + 1):
+            args = {"path": f"src/module_{n}.py", "content": f"{n}\n" + base[len(str(n)) + 1 :]}
+            start = time.perf_counter()
+            breaker.before_tool(tool, args)
+            breaker.after_tool(tool, args, result="File updated.")
+            if n:  # the first call warms the caches
+                times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        rows.append(
+            {"case": label, "bytes": size, "us_per_call": seconds * 1e6, "us_per_mb": seconds * 1e6 / (size / 1e6)}
+        )
+    return rows
 
 
 @dataclass
@@ -359,6 +470,7 @@ class OverheadResult:
     goals: list[Goal]
     context: list[str]
     notes: list[str]
+    large: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _share(m: dict[str, Measured], floor: str, ours: str) -> float:
@@ -383,6 +495,37 @@ def _goals(m: dict[str, Measured], notes: list[str]) -> tuple[list[Goal], list[s
             "(loopguard before+after - bare) / (pybreaker - bare)",
         )
     )
+    for size in ("small", "medium"):
+        ours = m.get(f"loopguard_{size}")
+        if ours is None:
+            continue
+        peer = m.get(f"agentguard_{size}")
+        name = f"per guarded call, {size} args, vs agentguard47 LoopGuard.check (issue 14)"
+        if peer is not None:
+            ratio = ours.median_ns / peer.median_ns
+            goals.append(Goal(name, "<= 1.0x", round(ratio, 2), "x", "met" if ratio <= 1.0 else "not met", "same args"))
+        else:
+            goals.append(Goal(name, "<= 1.0x", None, "x", "pending", why("agentguard47")))
+        floor = m[f"floor_py_{size}"]
+        ratio = ours.median_ns / floor.median_ns
+        goals.append(
+            Goal(
+                f"per guarded call, {size} args, vs the pure-Python floor (issue 14)",
+                "<= 2.0x",
+                round(ratio, 2),
+                "x",
+                "met" if ratio <= 2.0 else "not met",
+                "pure Python, no compiled part",
+            )
+        )
+        compiled = m.get(f"floor_c_{size}")
+        if compiled is not None:
+            context.append(
+                f"{size} args: loopguard {ours.median_ns / 1000:,.2f} µs per call, agentguard47 "
+                + (f"{peer.median_ns / 1000:,.2f} µs, " if peer is not None else "- , ")
+                + f"pure-Python floor {floor.median_ns / 1000:,.2f} µs, compiled floor (orjson + xxh3)"
+                f" {compiled.median_ns / 1000:,.2f} µs ({ours.median_ns / compiled.median_ns:,.1f}x it)."
+            )
     name = "SQLite ledger per-row append vs raw sqlite3 per-row WAL commit (throughput)"
     if "sqlite_record" in m:
         share = _share(m, "sqlite_raw", "sqlite_record")
@@ -433,7 +576,8 @@ def run(*, smoke: bool = False) -> OverheadResult:
         Variant("purgatory", "purgatory 3.0.1 SyncCircuitBreakerFactory", _purgatory, 20_000),
         Variant("loopguard_memory", "loopguard before+after (memory)", _loopguard_memory, 20_000),
     ]
-    notes: list[str] = []
+    more_variants, notes = _per_call_variants()
+    variants += more_variants
     res = _Resources()
     try:
         for add in (_sqlite_variants, _postgres_variants, _redis_variants):
@@ -448,7 +592,13 @@ def run(*, smoke: bool = False) -> OverheadResult:
     finally:
         res.cleanup()
     goals, context = _goals(measured, notes)
-    return OverheadResult(rounds, measured, goals, context, notes)
+    large = large_args(smoke=smoke)
+    for row in large:
+        context.append(
+            f"large arguments (issue 14, goal 2): {row['case']}: {row['us_per_call']:,.0f} µs per before+after,"
+            f" {row['us_per_mb']:,.0f} µs per MB"
+        )
+    return OverheadResult(rounds, measured, goals, context, notes, large)
 
 
 def goal_status(goal: Goal) -> str:
@@ -478,6 +628,7 @@ def to_json(result: OverheadResult) -> dict[str, Any]:
         "goals": [asdict(g) for g in result.goals],
         "context": result.context,
         "notes": result.notes,
+        "large_args": result.large,
         "postgres_url": POSTGRES_URL,
         "redis_url": REDIS_URL,
     }

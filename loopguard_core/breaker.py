@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, NoReturn, TypeVar
 
+from ._batches import Batches
 from ._bounds import MAX_COUNT, clamp, label
 from .approvals import ApprovalQueue, ApprovalRequest, approval_queue
 from .approvals._gate import Gate, check_seconds, default_queue, record_decision
@@ -52,6 +53,10 @@ TripCallback = Callable[[LoopGuardTripped], object]
 StateCallback = Callable[[BreakerState, BreakerState, str], object]
 _T = TypeVar("_T")
 _MAX_PENDING = 4_096
+_NO_WORDS: frozenset[int] = frozenset()
+# Requests and outcomes made without NamedTuple.__new__'s Python frame (the hot path makes one of each per call).
+_new_request: Callable[[type[ToolRequest], tuple[Any, ...]], ToolRequest] = tuple.__new__
+_new_outcome: Callable[[type[ToolOutcome], tuple[Any, ...]], ToolOutcome] = tuple.__new__
 _MAX_TAILS = 1_024
 
 
@@ -282,6 +287,7 @@ class Breaker:
         self._pending: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._pending_lock = threading.Lock()
         self._signatures: dict[object, tuple[ToolRequest, Any]] = {}
+        self._last_key = RunKey(self.scope, "")
         self._unpriced: set[str] = set()
         # Approval gates: built on first use (the default queue lives in the ledger's database).
         self._approvals = _approval_queue(approvals)
@@ -289,6 +295,7 @@ class Breaker:
         self._approval_expire = check_seconds("approval_expire_seconds", approval_expire_seconds, allow_none=True)
         self._gate: Gate | None = None
         self._approved_calls: OrderedDict[tuple[str, str, str], ApprovalRequest] = OrderedDict()
+        self._batches = Batches()
         self._side_effects = _side_effects(side_effects, self)
         if progress is not None and not isinstance(progress, Progress):
             raise TypeError(f"progress must be a loopguard_core.progress.Progress, got {progress!r}")
@@ -674,7 +681,11 @@ class Breaker:
             self._tails.pop(run, None)
 
     def _key(self) -> RunKey:
-        return RunKey(self.scope, self._runs.current())
+        run_id = self._runs.current()
+        key = self._last_key
+        if key[1] is not run_id:  # one RunKey per run, not per call
+            key = self._last_key = RunKey(self.scope, run_id)
+        return key
 
     # -- views ------------------------------------------------------------------------------------
     @property
@@ -701,8 +712,12 @@ class Breaker:
         agent: str | None = None,
         call_id: str | None = None,
         accept_edits: bool = True,
+        batch: str | None = None,
     ) -> ApprovalRequest | None:
         """Pre-flight check of a tool call. Raises :class:`LoopGuardTripped`; the tool must not run.
+
+        ``batch`` (with ``call_id``) names the model answer the call came in: calls of one answer run in parallel
+        are each judged on the run as the model saw it, whichever finishes first (adapters pass the message id).
 
         A gated tool (``ToolPolicy(irreversible=True)``) first needs a person's approval: until then this raises
         :class:`ApprovalRequired`; once approved it returns the request (``.args()`` holds edited arguments to
@@ -710,15 +725,28 @@ class Breaker:
         ``accept_edits=False`` and gets :class:`ApprovalError` for an approval with edits, which stays unused.
         Every other call returns ``None``.
         """
-        request = self._tool_request(tool, args, _label("agent", agent), _label("call_id", call_id))
+        if agent is not None:
+            agent = _label("agent", agent)
+        if call_id is not None:
+            call_id = _label("call_id", call_id)
+        request = self._tool_request(tool, args, agent, call_id)
         if self.progress is not None:
             self._check_progress(request.agent, request.tool, model_turn=False)
         approved = None
-        if self.tool_policy(request.tool).irreversible:
+        policy = self._policies.get(request.tool)
+        if (policy or self.tool_policy(request.tool)).irreversible:
             approved = self._approve(request.tool, args, request.agent, request.call_id, accept_edits)
         rid = self._reserve_tool(request) if self._budget_tools else None
         try:
-            verdict = self._store.admit_tool(self._key(), request, self.limits)
+            if batch is None or request.call_id is None:
+                verdict = self._store.admit_tool(self._key(), request, self.limits)
+            else:
+                run = self._key()
+                siblings = self._batches.join(run.scope, run.run_id, _label("batch", batch) or "", request.call_id)
+                with siblings.lock:
+                    if siblings.done:
+                        request = request._replace(siblings_done=siblings.done)
+                    verdict = self._store.admit_tool(run, request, self.limits)
             self._after_tool_admission(verdict, request, args)
         except BaseException:
             if rid is not None:
@@ -736,6 +764,7 @@ class Breaker:
         agent: str | None = None,
         call_id: str | None = None,
         accept_edits: bool = True,
+        batch: str | None = None,
     ) -> ApprovalRequest | None:
         request = self._tool_request(tool, args, _label("agent", agent), _label("call_id", call_id))
         if self.progress is not None:
@@ -745,7 +774,15 @@ class Breaker:
             approved = await self._aapprove(request.tool, args, request.agent, request.call_id, accept_edits)
         rid = self._reserve_tool(request) if self._budget_tools else None
         try:
-            verdict = await self._astore("aadmit_tool", "admit_tool", request)
+            if batch is None or request.call_id is None:
+                verdict = await self._astore("aadmit_tool", "admit_tool", request)
+            else:
+                run = self._key()
+                siblings = self._batches.join(run.scope, run.run_id, _label("batch", batch) or "", request.call_id)
+                async with siblings.alock():
+                    if siblings.done:
+                        request = request._replace(siblings_done=siblings.done)
+                    verdict = await self._astore("aadmit_tool", "admit_tool", request, run)
             self._after_tool_admission(verdict, request, args)
         except BaseException:
             if rid is not None:
@@ -767,9 +804,18 @@ class Breaker:
     ) -> None:
         """Report what a tool call returned (or how it failed). Never raises a trip."""
         run = self._key()
-        agent, call_id = _label("agent", agent), _label("call_id", call_id)
+        if agent is not None:
+            agent = _label("agent", agent)
+        if call_id is not None:
+            call_id = _label("call_id", call_id)
         outcome = self._tool_outcome(tool, args, result, error, call_id, run)
-        verdict = self._store.record_tool(run, outcome, self.limits)
+        siblings = None if call_id is None else self._batches.of_call(run.scope, run.run_id, call_id)
+        if siblings is None:
+            verdict = self._store.record_tool(run, outcome, self.limits)
+        else:
+            with siblings.lock:  # the step and the count of recorded siblings change together
+                verdict = self._store.record_tool(run, outcome, self.limits)
+                siblings.done += 0 if verdict.duplicate else 1
         self._after_tool_record(verdict, outcome, args, agent)
 
     async def aafter_tool(
@@ -785,44 +831,56 @@ class Breaker:
         run = self._key()
         agent, call_id = _label("agent", agent), _label("call_id", call_id)
         outcome = self._tool_outcome(tool, args, result, error, call_id, run)
-        verdict = await self._astore("arecord_tool", "record_tool", outcome, run)
+        siblings = None if call_id is None else self._batches.of_call(run.scope, run.run_id, call_id)
+        if siblings is None:
+            verdict = await self._astore("arecord_tool", "record_tool", outcome, run)
+        else:
+            async with siblings.alock():
+                verdict = await self._astore("arecord_tool", "record_tool", outcome, run)
+                siblings.done += 0 if verdict.duplicate else 1
         self._after_tool_record(verdict, outcome, args, agent)
 
     def _tool_request(self, tool: str, args: Any, agent: str | None, call_id: str | None) -> ToolRequest:
-        name = _tool_name(tool)
+        name = tool if type(tool) is str and tool and tool.isascii() else _tool_name(tool)
         loop = self.limits.loop
         signature = call_signature(name, args, loose=loop.loose_matching)
         if not loop.enabled or name in loop.exempt_tools:
             return ToolRequest(name, signature, self.clock.monotonic(), call_id, agent)
+        policy = self._policies.get(name) or self.tool_policy(name)
         try:
-            shape, poll = request_facts(name, args, self.tool_policy(name))
+            shape, poll = request_facts(name, args, policy)
         except Exception:  # arguments whose access raises (a lazy proxy, a hostile mapping): no paging, no poll
             shape, poll = "", False
         prose = None if loop.paraphrase_similarity is None else functools.partial(self._prose, args)
-        return ToolRequest(name, signature, self.clock.monotonic(), call_id, agent, shape, frozenset(), poll, prose)
+        return _new_request(
+            ToolRequest, (name, signature, self.clock.monotonic(), call_id, agent, shape, _NO_WORDS, poll, prose, 0)
+        )
 
     def _after_tool_admission(self, verdict: Verdict, request: ToolRequest, args: Any) -> None:
-        self._announce(verdict)
+        if verdict.transitions:
+            self._announce(verdict)
         if verdict.observed and not verdict.duplicate:
             self._observed(verdict, agent=request.agent, tool=request.tool, args=args)
         if not verdict.admitted:
             self._trip(verdict, agent=request.agent, tool=request.tool, args=args)
         if not verdict.duplicate:
-            self._mark_start(("tool", request.call_id or request.signature, ""), request.now)
+            if self.ledger is not None or self._on_event:  # durations go only to the ledger and to observers
+                self._mark_start(("tool", request.call_id or request.signature, ""), request.now)
             if self._on_event:
                 self._emit("tool", "admitted", request.tool, request.agent, call_id=request.call_id)
             # Remember the admission's request so after_tool need not canonicalise the args again: by call
             # id, or else by the identity of the args object itself (kept alive here, so the id stays its own).
             key = request.call_id if request.call_id is not None else (request.tool, id(args))
+            signatures = self._signatures
             with self._pending_lock:
-                self._signatures[key] = (request, args)
-                if len(self._signatures) > _MAX_PENDING:
-                    self._signatures.pop(next(iter(self._signatures)))
+                signatures[key] = (request, args)
+                if len(signatures) > _MAX_PENDING:
+                    signatures.pop(next(iter(signatures)))
 
     def _tool_outcome(
         self, tool: str, args: Any, result: Any, error: Any, call_id: str | None, run: RunKey
     ) -> ToolOutcome:
-        name = _tool_name(tool)
+        name = tool if type(tool) is str and tool and tool.isascii() else _tool_name(tool)
         loop = self.limits.loop
         key = call_id if call_id is not None else (name, id(args))
         with self._pending_lock:
@@ -835,19 +893,20 @@ class Breaker:
         digest = masked_digest(result, error)
         flags, words = 0, request.words
         if loop.enabled and name not in loop.exempt_tools:
-            policy = self.tool_policy(name)
+            policy = self._policies.get(name) or self.tool_policy(name)
             try:
                 flags = outcome_flags(name, args, result, error, policy)
             except Exception:  # a result or args that raise when read: judged by its digest alone
                 flags = FAILED if failed else 0
             similarity = loop.paraphrase_similarity
             prose = self._prose if similarity is not None else None
+            tails = self._tails
             with self._pending_lock:
-                tail = self._tails.get(run)
+                tail = tails.get(run)
                 if tail is None:
-                    tail = self._tails[run] = RunTail()
-                    if len(self._tails) > _MAX_TAILS:
-                        self._tails.popitem(last=False)
+                    tail = tails[run] = RunTail()
+                    if len(tails) > _MAX_TAILS:
+                        tails.popitem(last=False)
                 extra, words = tail.observe_safely(
                     name,
                     request.signature,
@@ -861,11 +920,14 @@ class Breaker:
                 )
             flags |= extra
         now = self.clock.monotonic()
-        return ToolOutcome(name, request.signature, digest, failed, now, call_id, flags, request.shape, words)
+        return _new_outcome(
+            ToolOutcome, (name, request.signature, digest, failed, now, call_id, flags, request.shape, words)
+        )
 
     def _after_tool_record(self, verdict: Verdict, outcome: ToolOutcome, args: Any, agent: str | None) -> None:
-        self._announce(verdict)
-        if verdict.duplicate:
+        if verdict.transitions:
+            self._announce(verdict)
+        if verdict.duplicate or (self.ledger is None and not self._on_event):
             return
         started = self._take_start(("tool", outcome.call_id or outcome.signature, ""))
         if self._on_event:

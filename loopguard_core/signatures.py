@@ -17,8 +17,11 @@ import dataclasses
 import functools
 import hashlib
 import math
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
+from json.encoder import encode_basestring as _quote
 from typing import Any
 
 __all__ = [
@@ -169,28 +172,315 @@ def _safe_repr(value: Any) -> str:
 
 
 def canonical_text(value: Any, *, loose: bool = True) -> str:
-    """A deterministic text form of ``value`` (see module docs). Never raises."""
+    """A deterministic text form of ``value`` (see module docs). Never raises.
+
+    Loose text (what loop detection compares) is JSON-shaped: strings are JSON strings of their folded text,
+    keys sorted, ``true``/``false``/``null``. Plain arguments (dicts, lists, str, int, float, bool, None) are
+    written by the C JSON encoder whenever its text provably is this text (see :func:`_json_text`), else by a
+    flat walk, else (any other value, or one too deep or too large) by the generic encoder; all three write the
+    very same text, so a value's digest never depends on the path it took. Strict text (``loose=False``: ledger
+    rows, idempotency keys and approval requests, which outlive a process) keeps its own, unchanged form.
+    """
+    if not loose:
+        if type(value) is dict:
+            flat = _flat_dict(value)
+            if flat is not None:
+                return flat
+        return _Encoder(False).encode(value)
+    kind = type(value)
+    if kind is dict or kind is list or kind is tuple:
+        text = _json_text(value)
+        if text is not None:
+            return text
+        try:
+            return _plain(value, 0, [_MAX_NODES])
+        except _NotPlain:
+            pass
+    return _LooseEncoder(True).encode(value)
+
+
+class _LooseEncoder(_Encoder):
+    """The generic loose encoder: :class:`_Encoder` writing JSON's strings, literals and numbers."""
+
+    __slots__ = ()
+
+    def encode(self, value: Any, depth: int = 0) -> str:
+        kind = type(value)
+        if kind is str:
+            return _quote(_fold_loose(value))
+        self.nodes += 1
+        if self.nodes > _MAX_NODES:
+            return "…"
+        if value is None:
+            return "null"
+        if value is True:
+            return "true"
+        if value is False:
+            return "false"
+        if isinstance(value, str):
+            return _quote(_fold_text(value, True))
+        if isinstance(value, int):
+            return _json_int(value)
+        if isinstance(value, float):
+            return _json_float(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return "b:" + hashlib.blake2b(bytes(value), digest_size=16).hexdigest()
+        if depth >= _MAX_DEPTH:
+            return "…"
+        ident = id(value)
+        if ident in self.path:
+            return "<cycle>"
+        self.path.add(ident)
+        try:
+            return self._container(value, depth + 1)
+        except Exception:  # a container whose items(), __iter__ or __len__ raises: still a stable form
+            return f"<unreadable {_type_name(value)}>"
+        finally:
+            self.path.discard(ident)
+
+    def _container(self, value: Any, depth: int) -> str:
+        if isinstance(value, Mapping):
+            # Keys in JSON's order (str keys by their folded text), then by their text and the value's.
+            items = []
+            for key, item in value.items():
+                text = self.encode(key, depth)
+                rank = (0, _fold_text(key, True)) if isinstance(key, str) else (1, text)
+                items.append((rank, text, self.encode(item, depth)))
+            items.sort()
+            return "{" + ",".join([text + ":" + item for _, text, item in items]) + "}"
+        if isinstance(value, (list, tuple)):
+            return "[" + ",".join([self.encode(v, depth) for v in value]) + "]"
+        if isinstance(value, (set, frozenset)):
+            return "{" + ",".join(sorted([self.encode(v, depth) for v in value])) + "}"
+        dumped = _plain_form(value)
+        if dumped is not None:
+            return self.encode(dumped, depth)
+        return _quote(_fold_text(_safe_repr(value), True))
+
+
+def _json_int(value: int) -> str:
+    try:
+        return int.__repr__(value)  # as JSON writes it, for a subclass (an IntEnum) too
+    except ValueError:  # more digits than int-to-str conversion allows (4,300): hex has no such limit
+        return "0x" + format(value, "x")
+
+
+def _json_float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value.is_integer():
+        return str(int(value))  # 1 == 1.0
+    return float.__repr__(value)
+
+
+def _fold_loose(text: str) -> str:
+    if len(text) <= _FREE_TEXT_MAX:
+        return _fold_short(text)
+    return _fold_text(text, True)
+
+
+class _NotPlain(Exception):
+    """Not plain JSON-shaped data the walk handles: the generic encoder writes it."""
+
+
+def _plain(value: Any, depth: int, budget: list[int]) -> str:
+    """:class:`_LooseEncoder`'s text for a dict, list or tuple of plain values (:class:`_NotPlain` else).
+
+    ``budget`` bounds the nodes visited from above (every item counts, strings too), so a value that could reach
+    the generic encoder's node limit is handed to it whole, and its truncation stays exactly its own.
+    """
+    if depth >= _MAX_DEPTH:
+        raise _NotPlain
+    budget[0] -= len(value) + 1
+    if budget[0] < 0:
+        raise _NotPlain
+    depth += 1
     if type(value) is dict:
-        flat = _flat_dict(value, loose)
-        if flat is not None:
-            return flat
-    return _Encoder(loose).encode(value)
+        items: list[tuple[str, str, str]] = []
+        append = items.append
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            kind = type(item)
+            if kind is str:
+                text = _quote(_fold_loose(item))
+            elif kind is int:
+                text = _json_int(item)
+            elif kind is dict or kind is list or kind is tuple:
+                text = _plain(item, depth, budget)
+            else:
+                text = _plain_scalar(item)
+            folded = _fold_loose(key)
+            append((folded, _quote(folded), text))
+        items.sort()
+        return "{" + ",".join([key + ":" + item for _, key, item in items]) + "}"
+    texts: list[str] = []
+    add = texts.append
+    for item in value:
+        kind = type(item)
+        if kind is str:
+            add(_quote(_fold_loose(item)))
+        elif kind is int:
+            add(_json_int(item))
+        elif kind is dict or kind is list or kind is tuple:
+            add(_plain(item, depth, budget))
+        else:
+            add(_plain_scalar(item))
+    return "[" + ",".join(texts) + "]"
 
 
-def _flat_dict(value: dict[Any, Any], loose: bool) -> str | None:
-    """Fast path for the usual tool args: a dict of str keys to str/int values (same output)."""
+def _plain_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is float:
+        return _json_float(value)
+    raise _NotPlain
+
+
+# -- the C JSON encoder's text, when it is the walk's ---------------------------------------------------------
+def _c_encoder() -> Callable[[Any, int], list[str]] | None:
+    if _c_make_encoder is None:
+        return None
+    try:  # compact, keys sorted, non-ASCII kept, NaN allowed, no circular check (a cycle ends in RecursionError)
+        made: Callable[[Any, int], list[str]] = _c_make_encoder(None, None, _quote, None, ":", ",", True, False, True)
+    except Exception:  # another signature: the walk writes every text
+        return None
+    return made
+
+
+_C_ENCODE = _c_encoder()
+_JSON_MAX = 32_768  # no string reaches _HASH_ABOVE, no value the node limit (a node takes 2 characters at least)
+_BIG_ITEM = 8_192  # a top-level string this long goes to the walk: the JSON encoder would copy it for nothing
+# A JSON key starting like a number may have been an int or float key (JSON writes them as strings).
+_KEY_CLASS = bytes(
+    ord("{")
+    if b in b"{,"
+    else ord('"')
+    if b == ord('"')
+    else ord("1")
+    if b in b"-0123456789"
+    else ord("w")
+    if b in b"tfn"
+    else ord("x")
+    for b in range(256)
+)
+_WORD_KEYS = ('"true":', '"false":', '"null":')
+_ESCAPED_QUOTE = '\\"'
+# Text that loose folding would change: runs of spaces, leading or trailing whitespace (of a string or of a
+# line), tabs, carriage returns and other escaped controls.
+_UNFOLDED_ESCAPES = ("\\t", "\\r", "\\f", "\\u00", " \\n", '"\\n', '\\n"')
+_UNFOLDED_SPACE = re.compile(r' (?:(?=[ "])|(?<=" ))')
+_OTHER_SPACE = re.compile(r"[^\S ]")
+_INT_FLOAT = re.compile(r"(?<=[\[:,])-?[0-9]+(?:\.0|(?:\.[0-9]+)?e\+[0-9]+)(?=[,\]}])")
+_KEY_END = '":'
+_KEY_NAME = operator.itemgetter(2)
+_AFTER_QUOTE = operator.methodcaller("rpartition", '"')
+_PARENS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_NESTING = bytes(b for b in range(256) if b not in b'[]{}"')
+
+
+def _json_text(value: Any) -> str | None:
+    """The loose text of ``value`` as the C JSON encoder writes it, or None when that text could differ from the
+    walk's: a string folding would change, a key that was not a str or that folding would change (the order of
+    keys could change with it), a float equal to an int, nesting past the walk's depth, or more text than the
+    walk's limits allow. Single-character searches (memchr) come first: most texts need no other pass."""
+    if _C_ENCODE is None:
+        return None
+    nested = type(value) is not dict
+    if not nested:
+        for key, item in value.items():
+            kind = type(item)
+            if type(key) is not str or (kind is str and len(item) > _BIG_ITEM):
+                return None
+            if kind is dict or kind is list or kind is tuple:
+                nested = True
+    try:
+        text = "".join(_C_ENCODE(value, 0))
+    except Exception:  # not JSON (sets, bytes, objects), mixed keys, a cycle, an int too long to print
+        return None
+    if len(text) > _JSON_MAX or ("N" in text and "NaN" in text) or ("I" in text and "Infinity" in text):
+        return None
+    escaped = "\\" in text
+    if escaped:
+        for unfolded in _UNFOLDED_ESCAPES:
+            if unfolded in text:
+                return None
+    if " " in text and _UNFOLDED_SPACE.search(text) is not None:
+        return None
+    if not text.isascii() and _OTHER_SPACE.search(text) is not None:
+        return None
+    raw = b""
+    if nested:  # keys of inner dicts: were they all str?
+        raw = text.encode("utf-8", "surrogatepass")
+        classes = raw.translate(_KEY_CLASS)
+        if b'{"1' in classes:
+            return None
+        if b'{"w' in classes:
+            for word in _WORD_KEYS:
+                if word in text:
+                    return None
+    # Without an escaped quote, every quote is a delimiter: what is inside a string is told by the quotes before it.
+    plain_quotes = not escaped or _ESCAPED_QUOTE not in text
+    folded = text.casefold()  # folds every string at once: structure and literals are lower case already
+    if folded != text:
+        if not plain_quotes or _keys(folded) != _keys(text):
+            return None  # a key would change, and the order of keys with it
+        text = folded
+        raw = b""
+    if ("." in text or "+" in text) and _INT_FLOAT.search(text) is not None:
+        if not plain_quotes:
+            return None
+        text = _INT_FLOAT.sub(_int_float, text)
+        raw = b""
+    if text.count("[") + text.count("{") > _MAX_DEPTH and not (
+        plain_quotes and _shallow(raw or text.encode("utf-8", "surrogatepass"))
+    ):
+        return None
+    return text
+
+
+def _keys(text: str) -> list[str]:
+    return list(map(_KEY_NAME, map(_AFTER_QUOTE, text.split(_KEY_END))))
+
+
+def _int_float(match: re.Match[str]) -> str:
+    token = match.group()
+    return str(int(float(token))) if match.string.count('"', 0, match.start()) % 2 == 0 else token
+
+
+def _shallow(raw: bytes) -> bool:
+    """Whether no container of the JSON text (UTF-8) is nested _MAX_DEPTH deep (the walk's limit). Each pass drops
+    the innermost pairs of brackets: the text empties within _MAX_DEPTH passes exactly then."""
+    nesting = raw.translate(_PARENS, _NOT_NESTING).replace(b'""', b"")
+    if b'"' in nesting:
+        return False  # a string holds a bracket
+    for _ in range(_MAX_DEPTH):
+        if not nesting:
+            return True
+        nesting = nesting.replace(b"()", b"")
+    return not nesting
+
+
+def _flat_dict(value: dict[Any, Any]) -> str | None:
+    """Fast path of the strict text for the usual tool args: a dict of str keys to str/int values (same output)."""
     parts = []
     for key, item in value.items():
         if type(key) is not str:
             return None
         kind = type(item)
         if kind is str:
-            text = '"' + _fold_text(item, loose).replace('"', '\\"') + '"'
+            text = '"' + _fold_text(item, False).replace('"', '\\"') + '"'
         elif kind is int:
             text = _int_text(item)
         else:
             return None
-        parts.append(('"' + _fold_text(key, loose).replace('"', '\\"') + '"', text))
+        parts.append(('"' + _fold_text(key, False).replace('"', '\\"') + '"', text))
     parts.sort()
     return "{" + ",".join(f"{k}:{v}" for k, v in parts) + "}"
 
@@ -201,8 +491,19 @@ def _digest(text: str) -> str:
 
 def call_signature(tool: str, args: Any, *, loose: bool = True) -> str:
     """A 32-hex-digit signature of a tool call: equal for calls a person would call the same."""
-    name = " ".join(str(tool).split()).casefold() if loose else str(tool)
+    name = (
+        _tool_key(tool)
+        if loose and type(tool) is str
+        else " ".join(str(tool).split()).casefold()
+        if loose
+        else str(tool)
+    )
     return _digest(name + "\x00" + canonical_text(args, loose=loose))
+
+
+@functools.lru_cache(maxsize=4_096)
+def _tool_key(tool: str) -> str:
+    return " ".join(tool.split()).casefold()
 
 
 def outcome_digest(result: Any = None, error: Any = None) -> str:
@@ -311,10 +612,24 @@ def request_shape(tool: str, args: Any) -> str:
     """The request with its paging parameters masked (``page``, ``offset``, ``cursor``, ...), or "" if it
     has none: ``list(page=6)`` and ``list(page=7)`` match, ``invoices(customer_id=1)`` and ``(customer_id=2)``
     do not (they are different questions, not pages of one)."""
-    if not isinstance(args, Mapping) or not any(isinstance(k, str) and _PAGING_KEY.match(k) for k in args):
+    if not isinstance(args, Mapping):
+        return ""
+    if type(args) is dict and len(args) <= 64:
+        try:
+            paging = _paging_keys(tuple(args))  # a tool's calls share their keys: judged once per key set
+        except TypeError:  # an unhashable key
+            paging = any(isinstance(k, str) and _PAGING_KEY.match(k) for k in args)
+    else:
+        paging = any(isinstance(k, str) and _PAGING_KEY.match(k) for k in args)
+    if not paging:
         return ""
     masked = {k: "#" if isinstance(k, str) and _PAGING_KEY.match(k) else v for k, v in args.items()}
     return call_signature(tool, masked)
+
+
+@functools.lru_cache(maxsize=4_096)
+def _paging_keys(keys: tuple[Any, ...]) -> bool:
+    return any(isinstance(k, str) and _PAGING_KEY.match(k) for k in keys)
 
 
 _INFORMATIVE_CHARS = 24

@@ -135,22 +135,37 @@ def request_facts(tool: str, args: Any, policy: ToolPolicy) -> tuple[str, bool]:
 def outcome_flags(tool: str, args: Any, result: Any, error: Any, policy: ToolPolicy) -> int:
     """The flags of a finished call (see ``_step``), except STALE and SIMILAR (see :class:`RunTail`)."""
     failed = error is not None and error is not False
-    flags = 0
-    if failed or looks_failed(result):
-        flags |= FAILED
+    if failed:
+        flags = FAILED
+    elif type(result) is str and len(result) <= _SHORT_ANSWER:
+        flags = _answer_flags(result)
+    else:
+        flags = FAILED if looks_failed(result) else 0
+        if is_empty_result(result):
+            flags |= EMPTY
+        elif says_in_progress(result):
+            flags |= WAITING
     if policy.noop:
         flags |= NOOP
     elif is_shell_tool(tool):
         command = command_of(tool, args)
         if command is not None and is_noop_command(command):
             flags |= NOOP
-    if not failed:
-        if is_empty_result(result):
-            flags |= EMPTY
-        elif says_in_progress(result):
-            flags |= WAITING
     if policy.poll:
         flags |= POLL
+    return flags
+
+
+_SHORT_ANSWER = 256  # short answers repeat ("ok", "File updated", an error line): their flags are cached
+
+
+@functools.lru_cache(maxsize=4_096)
+def _answer_flags(result: str) -> int:
+    flags = FAILED if looks_failed(result) else 0
+    if is_empty_result(result):
+        flags |= EMPTY
+    elif says_in_progress(result):
+        flags |= WAITING
     return flags
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from ._interleaved import Interleaved
 from ._paraphrase import Paraphrase
 from ._repeat import Repeat
 from ._semantics import infer_policy
-from ._step import Call, Step
+from ._step import SIMILAR, Call, Step
 
 __all__ = ["DEFAULT_POLL_TOOLS", "LoopDetection", "finding_facts"]
 
@@ -109,6 +110,7 @@ class LoopDetection:
         # Per-instance caches (the dataclass is frozen; these are derived, never compared).
         paraphrase = next((d for d in self.detectors or () if isinstance(d, Paraphrase)), None)
         object.__setattr__(self, "_similarity", None if paraphrase is None else float(paraphrase.similarity))
+        object.__setattr__(self, "_reach", _reach(self.detectors or ()))
 
     @property
     def paraphrase_similarity(self) -> float | None:
@@ -138,10 +140,27 @@ class LoopDetection:
         return self.enabled and tool not in self.exempt_tools
 
     # -- judging -----------------------------------------------------------------------------------------
+    def may_fire(self, window: Sequence[Step], tool: str, action: str, shape: str = "", inflight: int = 0) -> bool:
+        """False when no detector can find anything for this call: the built-in detectors all need this very
+        call among the last few finished ones (or still in flight), a paging request, or a reworded question
+        right before it. Most calls are new: they skip the detectors. True whenever a detector of another
+        kind is in the policy."""
+        reach: int | None = self._reach  # type: ignore[attr-defined]
+        if reach is None or inflight or shape:
+            return True
+        if not window:
+            return False
+        last = window[-1]
+        if last.flags & SIMILAR and last.tool == tool:
+            return True
+        return action in map(_ACTION, window[-reach:])
+
     def judge(
         self, window: Sequence[Step], call: Call, default_mode: str = "enforce"
     ) -> tuple[Finding | None, tuple[Finding, ...]]:
         """Run the detectors: the first enforced finding (or None) and the observed ones before it."""
+        if not self.may_fire(window, call.tool, call.action, call.shape, call.inflight):
+            return None, ()
         observed: list[Finding] = []
         for detector in self.detectors or ():
             finding = detector.check(window, call, self)
@@ -168,6 +187,29 @@ class LoopDetection:
             "mode": self.mode,
             "detectors": [_describe(d) for d in self.detectors or ()],
         }
+
+
+_ACTION = operator.itemgetter(2)  # Step.action
+_BUILT_IN = (Repeat, Cycle, Interleaved, Paraphrase, EmptyPages)
+
+
+def _reach(detectors: Sequence[Detector]) -> int | None:
+    """How far back a call's own earlier occurrence can matter to these detectors (see ``may_fire``), or None
+    when one of them is not built in (its needs are unknown: it always runs).
+
+    Repeat needs the call right before; Cycle needs it ``k`` calls back for a period ``k`` up to ``max_period``;
+    Interleaved needs its latest occurrence within ``max_gap + 1`` calls; Paraphrase needs a SIMILAR step of the
+    same tool right before; EmptyPages needs a paging request. A call still in flight may make a repeat."""
+    reach = 1
+    for detector in detectors:
+        kind = type(detector)
+        if kind not in _BUILT_IN:
+            return None
+        if isinstance(detector, Cycle):
+            reach = max(reach, detector.max_period)
+        elif isinstance(detector, Interleaved):
+            reach = max(reach, detector.max_gap + 1)
+    return reach
 
 
 def finding_facts(finding: Finding, call: Call) -> dict[str, Any]:

@@ -92,6 +92,20 @@ def masked_digest(result: Any = None, error: Any = None) -> str:
     """
     failed = error is not None and error is not False
     raw = text_of(error if failed else result)
+    if len(raw) <= _CACHED_TEXT:
+        return _short_digest(raw, failed)  # short answers repeat ("ok", "File updated", an error line)
+    return _text_digest(raw, failed)
+
+
+_CACHED_TEXT = 256  # short answers only: the caches hold little text and little memory
+
+
+@functools.lru_cache(maxsize=4_096)
+def _short_digest(raw: str, failed: bool) -> str:
+    return _text_digest(raw, failed)
+
+
+def _text_digest(raw: str, failed: bool) -> str:
     text = mask_volatile(raw)
     if not _TWO_LETTERS.search(text):
         text = " ".join(raw[:_MAX_TEXT].split()).casefold()
@@ -119,31 +133,10 @@ _FAILURE = re.compile(
     r"not found|no such|cannot|can't|could not|couldn't|unable to|unknown|unrecognized|unexpected|malformed|"
     r"refused|timed out|timeout|did not pass|wrong|usage:)\b|\bnot (?:allowed|permitted|supported)\b"
 )
-# Substrings one of which every failure word contains: a cheap test before the regex.
-_FAILURE_HINTS = (
-    "err",
-    "xcept",
-    "trace",
-    "fatal",
-    "fail",
-    "invalid",
-    "denied",
-    "forbid",
-    "auth",
-    "not ",
-    "no such",
-    "can",
-    "could",
-    "unable",
-    "unknown",
-    "unrecog",
-    "unexpect",
-    "malform",
-    "refused",
-    "time",
-    "did not",
-    "wrong",
-    "usage:",
+# Substrings one of which every failure word contains: one cheap scan (no word boundaries) before the regex.
+_FAILURE_HINT = re.compile(
+    "err|xcept|trace|fatal|fail|invalid|denied|forbid|auth|not |no such|can|could|unable|unknown|unrecog|"
+    "unexpect|malform|refused|time|did not|wrong|usage:"
 )
 _HEAD = 240
 
@@ -159,6 +152,17 @@ def looks_failed(result: Any) -> bool:
         return _mapping_failed(result)
     if not isinstance(result, str) or not result:
         return False
+    if len(result) <= _CACHED_TEXT:
+        return _short_failed(result)
+    return _text_failed(result)
+
+
+@functools.lru_cache(maxsize=4_096)
+def _short_failed(result: str) -> bool:
+    return _text_failed(result)
+
+
+def _text_failed(result: str) -> bool:
     window = result[:2_000]
     if "eturncode" in window or "xit" in window or "XIT" in window:  # cheap filter before the regex
         code = _EXIT_CODE.search(window)
@@ -171,7 +175,7 @@ def looks_failed(result: Any) -> bool:
     if head[:1] in ("O", "o", "<"):  # a harness wrapper such as "Observation:" or "<output>"
         head = _WRAPPER.sub("", head).lstrip()
     first = head.split("\n", 1)[0].casefold()
-    return any(hint in first for hint in _FAILURE_HINTS) and _FAILURE.search(first) is not None
+    return _FAILURE_HINT.search(first) is not None and _FAILURE.search(first) is not None
 
 
 def _mapping_failed(result: Mapping[Any, Any]) -> bool:

@@ -9,7 +9,9 @@ blocks, allocates per session length, or calls user code except the configured d
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from ..detection import Call, Step
@@ -25,6 +27,20 @@ BUDGET_REASONS = frozenset({"turn_ceiling", "token_ceiling", "cost_ceiling", "to
 _IDEMPOTENCY_MEMORY = 4_096
 _MAX_RESERVATIONS = 1_024
 _NO_OBSERVED: tuple[tuple[str, Any], ...] = ()
+# A Step without NamedTuple.__new__'s Python frame (the hot path makes one per call).
+_new_step: Callable[[type[Step], tuple[Any, ...]], Step] = tuple.__new__
+_CACHED_VERDICTS = 4_096
+
+
+@functools.lru_cache(maxsize=_CACHED_VERDICTS)
+def _admitted(turn: int) -> Verdict:
+    """The plain admission at ``turn`` (verdicts are immutable: one object serves every such call)."""
+    return Verdict(True, None, False, _NO_FACTS, (), turn)
+
+
+@functools.lru_cache(maxsize=_CACHED_VERDICTS)
+def _recorded(turn: int) -> Verdict:
+    return Verdict(True, None, False, _NO_FACTS, (), turn)
 
 
 class RunState:
@@ -118,12 +134,13 @@ class RunState:
 
     # -- tool calls ------------------------------------------------------------------------------
     def admit_tool(self, req: ToolRequest, limits: Limits) -> Verdict:
-        # The hot path of every guarded tool call: written flat, facts built only when refusing.
+        # The hot path of every guarded tool call: written flat, facts built only when refusing, the detectors
+        # run only when one of them could find something (LoopDetection.may_fire).
         key = None if req.call_id is None else "t:" + req.call_id
         if key is not None and key in self.seen:
             return self._duplicate(key)
         moves: list[Transition] = []
-        now, tool = req.now, req.tool
+        now, tool, signature = req.now, req.tool, req.signature
         if self.started_at is None:
             self.started_at = now
         if self.state is not BreakerState.CLOSED:
@@ -136,23 +153,34 @@ class RunState:
             return self._remember(key, Verdict(False, "open", False, facts, tuple(moves), self.turns))
 
         observed = _NO_OBSERVED
-        refusal = self._tool_refusal(req, limits, half_open)
-        if refusal is not None:
-            reason, facts = refusal
-            facts["tool"], facts["agent"] = tool, req.agent
-            if not limits.observing:
-                return self._remember(key, self._trip(reason, now, moves, facts))
-            observed = ((reason, facts),)
+        if (
+            limits.max_seconds is not None
+            or limits.max_tool_calls is not None
+            or limits.max_calls_per_tool
+            or (self.failures and limits.max_consecutive_failures is not None)
+        ):
+            refusal = self._tool_refusal(req, limits, half_open)
+            if refusal is not None:
+                reason, facts = refusal
+                facts["tool"], facts["agent"] = tool, req.agent
+                if not limits.observing:
+                    return self._remember(key, self._trip(reason, now, moves, facts))
+                observed = ((reason, facts),)
         loop = limits.loop
         inflight = self.inflight
-        if req.signature not in inflight and len(inflight) >= loop.memory:
+        queued = inflight.get(signature)
+        if queued is None and len(inflight) >= loop.memory:
             inflight.clear()  # callers that never report back: the in-flight memory starts over
-        if loop.enabled and tool not in loop.exempt_tools:
-            queued = inflight.get(req.signature)
+        window = self.window if not req.siblings_done else self.window[: -req.siblings_done]
+        if (
+            loop.enabled
+            and tool not in loop.exempt_tools
+            and loop.may_fire(window, tool, signature, req.shape, len(queued) if queued else 0)
+        ):
             call = Call(
-                self.tool_calls + 1, tool, req.signature, req.shape, req.words, req.poll, len(queued or ()), req.prose
+                self.tool_calls + 1, tool, signature, req.shape, req.words, req.poll, len(queued or ()), req.prose
             )
-            finding, noted = loop.judge(self.window, call, limits.mode)
+            finding, noted = loop.judge(window, call, limits.mode)
             if noted:
                 observed += tuple(
                     (f.reason, {**finding_facts(f, call), "tool": tool, "agent": req.agent}) for f in noted
@@ -163,21 +191,21 @@ class RunState:
                 return self._remember(key, self._trip(finding.reason, now, moves, facts))
 
         # Admit and count.
-        self.tool_calls += 1
-        self.calls_per_tool[tool] = self.calls_per_tool.get(tool, 0) + 1
-        queued = inflight.get(req.signature)
+        self.tool_calls = seq = self.tool_calls + 1
+        per_tool = self.calls_per_tool
+        per_tool[tool] = per_tool.get(tool, 0) + 1
         if queued is None:
-            inflight[req.signature] = [self.tool_calls]
+            inflight[signature] = [seq]
         else:
-            queued.append(self.tool_calls)
-        probe = False
+            queued.append(seq)
         if half_open:
-            self.probe_key = req.call_id or req.signature
+            self.probe_key = req.call_id or signature
             self.probe_until = now + limits.recovery_seconds
-            probe = True
-        verdict = Verdict(
-            True, None, False, _NO_FACTS, tuple(moves) if moves else (), self.turns, probe, False, observed
-        )
+            verdict = Verdict(True, None, False, _NO_FACTS, tuple(moves), self.turns, True, False, observed)
+        elif moves or observed:
+            verdict = Verdict(True, None, False, _NO_FACTS, tuple(moves), self.turns, False, False, observed)
+        else:
+            verdict = _admitted(self.turns)
         return verdict if key is None else self._remember(key, verdict)
 
     def _tool_refusal(self, req: ToolRequest, limits: Limits, half_open: bool) -> tuple[str, dict[str, Any]] | None:
@@ -209,25 +237,30 @@ class RunState:
         key = None if out.call_id is None else "T:" + out.call_id
         if key is not None and key in self.seen:
             return self._duplicate(key)
-        moves: list[Transition] = []
-        queued = self.inflight.get(out.signature)
+        signature, tool = out.signature, out.tool
+        queued = self.inflight.get(signature)
         if queued:
             seq = queued.pop(0)
             if not queued:
-                del self.inflight[out.signature]
+                del self.inflight[signature]
         else:  # reported without an admission (or after its admission was forgotten)
             seq = self.tool_calls
         window = self.window
-        window.append(Step(seq, out.tool, out.signature, out.outcome, out.flags, out.shape, out.words))
+        window.append(_new_step(Step, (seq, tool, signature, out.outcome, out.flags, out.shape, out.words)))
         if len(window) > limits.loop.window:
             del window[: len(window) - limits.loop.window]
+        failures = self.failures
         if out.failed:
             # The same error again and again is a broken tool; different errors are the agent trying things.
-            count, error = self.failures.get(out.tool, (0, ""))
-            self.failures[out.tool] = (count + 1 if error == out.outcome else 1, out.outcome)
-        else:
-            self.failures.pop(out.tool, None)
-        is_probe = self.state is BreakerState.HALF_OPEN and self.probe_key in (out.call_id, out.signature)
+            count, error = failures.get(tool, (0, ""))
+            failures[tool] = (count + 1 if error == out.outcome else 1, out.outcome)
+        elif failures:
+            failures.pop(tool, None)
+        if self.state is BreakerState.CLOSED or self.probe_key not in (out.call_id, signature):
+            verdict = _recorded(self.turns)
+            return verdict if key is None else self._remember(key, verdict)
+        moves: list[Transition] = []
+        is_probe = self.state is BreakerState.HALF_OPEN
         if is_probe:
             self.probe_key = None
             if out.failed:

@@ -53,6 +53,9 @@ class ToolRequest(NamedTuple):
     poll: bool = False
     #: computes ``words`` on demand, in the caller's process (the paraphrase detector asks only when needed)
     prose: Callable[[], frozenset[int]] | None = None
+    #: the last steps of the window that calls of this call's batch (the same model answer) recorded: left out
+    #: of the judgement, since the model asked for them all at once and saw none of their results
+    siblings_done: int = 0
 
 
 class ToolOutcome(NamedTuple):

@@ -744,6 +744,8 @@ class RedisStore:
         action, shape = self._digest(request.signature, 16), request.shape and self._digest(request.shape, 16)
         call = Call(_int(raw[7]), request.tool, action, shape, request.words, request.poll, _int(raw[8]), request.prose)
         window = [unpack_step(bytes(item)) for item in raw[9:]]
+        if request.siblings_done:  # steps of this call's own batch: the model saw none of them
+            window = window[: -request.siblings_done]
         finding, noted = limits.loop.judge(window, call, limits.mode)
         if noted:
             extra = tuple((f.reason, {**finding_facts(f, call), "signature": request.signature, **base}) for f in noted)

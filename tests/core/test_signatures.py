@@ -69,3 +69,59 @@ def test_in_progress_means_a_status_answer_not_data_that_mentions_one() -> None:
         assert says_in_progress(status)
     for data in ("account 42: balance 0, last refund pending", "done", "failed: quota exceeded", {"state": "x"}):
         assert not says_in_progress(data)
+
+
+# -- the fast paths write the generic encoder's very text ------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from loopguard_core import signatures as _sig  # noqa: E402
+
+_CHUNKS = [*"abcXYZ 09!,:[]{}\"'-.étruefln\n", "  ", ",true]", ",1.0]", ":null}", "NaN", "ß", "İ", "\u00a0", "\t"]
+_CHUNKS += ["\\", "\r\n", " \n", "\u2028", "\x0b", "\x08", '":', "\ud800"]
+_TEXT = st.lists(st.sampled_from(_CHUNKS), max_size=8).map("".join)
+_KEY = _TEXT | st.sampled_from(["1", "-2", "1x", "true", "null", "a b", "a!", "A", "name"]) | st.integers(-3, 3)
+_SCALAR = st.none() | st.booleans() | st.integers() | st.floats() | _TEXT
+_SCALAR |= st.sampled_from([1.0, -0.0, 1e20, 1.5e17, 2.5, float("inf"), -float("inf")])
+_SCALAR |= st.builds(lambda: 10**5000)  # past int-to-str conversion
+_VALUE = st.recursive(
+    _SCALAR, lambda inner: st.lists(inner, max_size=4) | st.tuples(inner) | st.dictionaries(_KEY, inner, max_size=4)
+)
+
+
+@settings(max_examples=1500, suppress_health_check=list(HealthCheck), deadline=None)
+@given(_VALUE)
+def test_json_fast_path_and_walk_write_the_generic_encoders_text(value: object) -> None:
+    generic = _sig._LooseEncoder(True).encode(value)
+    assert canonical_text(value) == generic
+    if type(value) in (dict, list, tuple):
+        fast = _sig._json_text(value)
+        assert fast is None or fast == generic
+        try:
+            assert _sig._plain(value, 0, [_sig._MAX_NODES]) == generic
+        except _sig._NotPlain:
+            pass
+
+
+def _nested(depth: int, leaf: object) -> object:
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def test_fast_paths_respect_the_generic_limits_of_depth_size_and_cycles() -> None:
+    cases: list[object] = [_nested(n, leaf) for n in range(28, 38) for leaf in (1, "x]", [1, [2]], 'q"[', 2.0)]
+    cases += [[1] * 25_000, {str(i): i for i in range(30_000)}, {"a": "X  y" * 5_000}, {"a": ["x" * 70_000]}]
+    cyclic: dict[str, object] = {"a": 1}
+    cyclic["self"] = cyclic
+    cases.append(cyclic)
+    for value in cases:
+        assert canonical_text(value) == _sig._LooseEncoder(True).encode(value)
+
+
+def test_the_common_arguments_take_the_json_fast_path() -> None:
+    for args in ({"q": "some query 12"}, {"path": "src/app.py", "limit": 5, "exact": True, "ratio": 0.5}):
+        assert _sig._json_text(args) is not None
+    assert _sig._json_text({"q": "What  is\tit?"}) is None  # folding changes it: the walk writes it
+    assert canonical_text({"q": "What  is\tit?"}) == canonical_text({"q": "what is it?"})
