@@ -1,29 +1,224 @@
-"""End to end: a LangChain ``create_agent`` run of 50 distinct tool calls with a scripted fake model,
-unguarded vs guarded by ``loopguard_langchain.LoopGuardMiddleware(Breaker())``.
+"""End to end: what the framework adapters add to a real agent loop, per run and per turn.
 
-``python -m benchmarks.end_to_end [--smoke] [--json PATH]``. Rounds alternate the two agents in a
-random order; the figure is the median wall time of a whole run and the ratio guarded / unguarded
-(goal <= 1.05x). The fake model costs nothing, so this is the worst case: with a real model each turn
-takes 10^5-10^6 times longer and the guard's share vanishes.
+``python -m benchmarks.end_to_end [--smoke] [--only NAME,...] [--json PATH]``.
+
+Five runtimes, each driven by a scripted model (no network) that proposes ``CALLS`` = 50 distinct tool calls,
+one per turn, then answers (51 model turns):
+
+- LangChain ``create_agent`` with ``LoopGuardMiddleware``;
+- a LangGraph ``StateGraph`` (model node, tools node) with ``guard_node`` in front of ``guarded_tool_node``;
+- a Pydantic AI ``Agent`` with ``LoopGuardCapability``;
+- a CrewAI crew of one agent inside ``guard_crew``;
+- an Anthropic client (the real SDK over an HTTP mock transport) guarded by ``loopguard_anthropic.guard`` in a
+  ``messages.create`` loop.
+
+Each is run three ways: **unguarded**; with a **pass-through** that installs the same hooks in the same places
+and does nothing in them (the framework's own cost of having hooks at all); and **guarded** by ``Breaker()``.
+Rounds run the three in a fresh random order (fixed seed); the figure is the median wall time of a whole run.
+The goal is guarded / pass-through <= 1.02 for every runtime.
+
+**Per turn**: one run of ``LONG_CALLS`` = 500 distinct calls (501 turns) per runtime, guarded and pass-through,
+with every hook function timed by itself in CPU time of its thread (``time.thread_time_ns``: the other processes
+of a shared machine do not count; the time spent inside the framework's handler that a ``wrap`` hook calls is
+excluded; the hooks nested in it are timed on their own), with the garbage collector paused during the run (a
+collection is set off by whichever allocation comes next and costs more as the framework's state grows: it would
+be charged to the hook it happens to land in). A turn is everything between two model calls:
+the after-model hooks of one call, the tool hooks of the call it proposed, and the before-model hooks of the next.
+The goal: the guarded hooks' cost per turn is flat from turn 1 to turn 500 (turn 500 <= 1.2 x turn 1), i.e. no hook
+does work proportional to the history. "Turn n" is the median over the ten turns from n (turns 491-500 for turn
+500) and over the repeated runs.
+
+The fake model costs nothing, so these are the worst case: with a real model each turn takes 10^5-10^6 times longer
+and the guard's share vanishes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import gc
+import inspect
 import json
+import os
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "run"]
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+
+__all__ = ["main", "render", "render_markdown", "run"]
 
 CALLS = 50
+LONG_CALLS = 500
+VARIANTS = ("unguarded", "passthrough", "guarded")
+RATIO_GOAL = 1.02
+FLAT_GOAL = 1.2
+MARKS = (1, 100, 500)
 
 
-def _passthrough() -> Any:
+# -- timing the hooks themselves ------------------------------------------------------------------------------
+class HookClock:
+    """Per-turn time spent inside hook functions, each timed by itself (handlers they call excluded)."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self.spent: list[int] = [0]
+        self.calls: list[int] = [0]
+
+    def tick(self) -> None:
+        """A model call starts: what follows belongs to the next turn."""
+        self.turn += 1
+        self.spent.append(0)
+        self.calls.append(0)
+
+    def _add(self, ns: int) -> None:
+        self.spent[self.turn] += ns
+
+    def timed(self, fn: Callable[..., Any], *, handler: int | str | None = None) -> Callable[..., Any]:
+        """``fn`` timed; ``handler`` names the argument (position or keyword) the framework's continuation
+        arrives in, whose time is not the hook's."""
+        clock = self
+        now = time.thread_time_ns  # CPU time of this thread: not the other processes of a shared machine
+
+        def split(args: tuple[Any, ...], kwargs: dict[str, Any], mark: list[int]) -> tuple[Any, Any]:
+            if handler is None:
+                return args, kwargs
+
+            def pause() -> None:
+                clock._add(now() - mark[0])
+
+            def resume() -> None:
+                mark[0] = now()
+
+            def paused(inner: Callable[..., Any]) -> Callable[..., Any]:
+                def call(*a: Any, **k: Any) -> Any:
+                    pause()
+                    try:
+                        out = inner(*a, **k)
+                    except BaseException:
+                        resume()
+                        raise
+                    if inspect.isawaitable(out):
+
+                        async def finish() -> Any:
+                            try:
+                                return await out
+                            finally:
+                                resume()
+
+                        return finish()
+                    resume()
+                    return out
+
+                return call
+
+            if isinstance(handler, int):
+                if len(args) > handler:
+                    args = (*args[:handler], paused(args[handler]), *args[handler + 1 :])
+            elif handler in kwargs:
+                kwargs = {**kwargs, handler: paused(kwargs[handler])}
+            return args, kwargs
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def atimed(*args: Any, **kwargs: Any) -> Any:
+                mark = [now()]
+                args, kwargs = split(args, kwargs, mark)
+                clock.calls[clock.turn] += 1
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    clock._add(now() - mark[0])
+
+            return atimed
+
+        @functools.wraps(fn)
+        def stimed(*args: Any, **kwargs: Any) -> Any:
+            mark = [now()]
+            args, kwargs = split(args, kwargs, mark)
+            clock.calls[clock.turn] += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                clock._add(now() - mark[0])
+
+        return stimed
+
+
+@contextlib.contextmanager
+def _patched(cls: type, clock: HookClock | None, hooks: dict[str, int | str | None]) -> Iterator[None]:
+    """While building a guard, make ``cls``'s hook methods timed (what the guard binds at construction)."""
+    if clock is None:
+        yield
+        return
+    saved = {name: cls.__dict__[name] for name in hooks}
+    try:
+        for name, handler in hooks.items():
+            setattr(cls, name, clock.timed(saved[name], handler=handler))
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(cls, name, fn)
+
+
+def _breaker() -> Any:
+    from loopguard_core import Breaker
+
+    return Breaker()
+
+
+# -- LangChain create_agent ------------------------------------------------------------------------------------
+def _lc_model(calls: int, clock: HookClock | None) -> tuple[Any, dict[str, int]]:
+    """A chat model proposing ``calls`` distinct tool calls, one per turn, then answering; reset ``state["n"]``
+    to 0 before each run."""
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    state = {"n": 0}
+
+    class ScriptedModel(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "scripted"
+
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            return self
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+            if clock is not None:
+                clock.tick()
+            done = state["n"]
+            state["n"] = done + 1
+            if done >= calls:
+                message = AIMessage(content="done")
+            else:
+                call = {"name": "lookup", "args": {"key": f"k{done}"}, "id": f"c{done}"}
+                message = AIMessage(content="", tool_calls=[call])
+            return ChatResult(generations=[ChatGeneration(message=message)])
+
+    return ScriptedModel(), state
+
+
+def _lc_tool() -> Any:
+    from langchain_core.tools import tool
+
+    @tool
+    def lookup(key: str) -> str:
+        """Look a key up."""
+        return f"value of {key}"
+
+    return lookup
+
+
+def _lc_passthrough() -> Any:
     """A middleware with the same hooks as LoopGuardMiddleware that does nothing: the framework's own cost."""
     from langchain.agents.middleware import AgentMiddleware
 
@@ -43,101 +238,635 @@ def _passthrough() -> Any:
     return Passthrough()
 
 
-def _agent(guarded: bool | str) -> Any:
+_LC_HOOKS: dict[str, int | str | None] = {
+    "before_agent": None,
+    "after_agent": None,
+    "wrap_model_call": 1,
+    "wrap_tool_call": 1,
+}
+
+
+def _langchain(variant: str, calls: int, clock: HookClock | None) -> Callable[[], int]:
     from langchain.agents import create_agent
-    from langchain_core.language_models.chat_models import BaseChatModel
-    from langchain_core.messages import AIMessage
-    from langchain_core.outputs import ChatGeneration, ChatResult
-    from langchain_core.tools import tool
-
-    @tool
-    def lookup(key: str) -> str:
-        """Look a key up."""
-        return f"value of {key}"
-
-    class ScriptedModel(BaseChatModel):
-        @property
-        def _llm_type(self) -> str:
-            return "scripted"
-
-        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-            return self
-
-        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
-            done = sum(1 for m in messages if getattr(m, "type", "") == "tool")
-            if done >= CALLS:
-                message = AIMessage(content="done")
-            else:
-                message = AIMessage(
-                    content="", tool_calls=[{"name": "lookup", "args": {"key": f"k{done}"}, "id": f"c{done}"}]
-                )
-            return ChatResult(generations=[ChatGeneration(message=message)])
 
     middleware: list[Any] = []
-    if guarded == "passthrough":
-        middleware = [_passthrough()]
-    elif guarded:
-        from loopguard_core import Breaker
+    if variant == "passthrough":
+        middleware = [_lc_passthrough()]
+    elif variant == "guarded":
         from loopguard_langchain import LoopGuardMiddleware
 
-        middleware = [LoopGuardMiddleware(Breaker())]
-    return create_agent(ScriptedModel(), tools=[lookup], middleware=middleware)
+        middleware = [LoopGuardMiddleware(_breaker())]
+    if clock is not None:
+        for m in middleware:
+            for name, handler in _LC_HOOKS.items():
+                setattr(m, name, clock.timed(getattr(m, name), handler=handler))
+    model, state = _lc_model(calls, clock)
+    agent = create_agent(model, tools=[_lc_tool()], middleware=middleware)
+    config = {"recursion_limit": 10 * calls + 50}
+
+    def once() -> int:
+        state["n"] = 0
+        out = agent.invoke({"messages": [{"role": "user", "content": "go"}]}, config)
+        return sum(1 for m in out["messages"] if m.type == "tool")
+
+    return once
 
 
-def _once(agent: Any) -> float:
-    start = time.perf_counter()
-    out = agent.invoke({"messages": [{"role": "user", "content": "go"}]})
-    seconds = time.perf_counter() - start
-    tools = sum(1 for m in out["messages"] if m.type == "tool")
-    if tools != CALLS:
-        raise RuntimeError(f"expected {CALLS} tool calls, the run made {tools}")
+# -- LangGraph StateGraph --------------------------------------------------------------------------------------
+def _langgraph(variant: str, calls: int, clock: HookClock | None) -> Callable[[], int]:
+    from langchain_core.runnables import RunnableLambda
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode, tools_condition
+    from langgraph.types import Command
+
+    model, state = _lc_model(calls, clock)
+    tool = _lc_tool()
+
+    def agent(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", agent)
+    builder.add_edge(START, "agent")
+    builder.add_edge("tools", "agent")
+    if variant == "unguarded":
+        builder.add_node("tools", ToolNode([tool]))
+        builder.add_conditional_edges("agent", tools_condition, {"tools": "tools", END: END})
+    else:
+        builder.add_conditional_edges("agent", tools_condition, {"tools": "guard", END: END})
+        if variant == "passthrough":
+
+            def route(state: MessagesState, config: Any) -> Command[Any]:
+                return Command(goto="tools")
+
+            def wrap(request: Any, handler: Any) -> Any:
+                return handler(request)
+
+            if clock is not None:
+                route = clock.timed(route)
+                wrap = clock.timed(wrap, handler=1)
+            builder.add_node("guard", RunnableLambda(route, name="passthrough"), destinations=("tools", END))
+            builder.add_node("tools", ToolNode([tool], wrap_tool_call=wrap))
+        else:
+            from loopguard_langgraph import guard_node, guarded_tool_node
+            from loopguard_langgraph.guard import _GuardNode
+            from loopguard_langgraph.tool_node import _Guard
+
+            breaker = _breaker()
+            with _patched(_GuardNode, clock, {"__call__": None}):
+                builder.add_node("guard", guard_node(breaker), destinations=("tools", END))
+            with _patched(_Guard, clock, {"wrap": 2}):
+                builder.add_node("tools", guarded_tool_node([tool], breaker))
+    graph = builder.compile()
+    config = {"recursion_limit": 10 * calls + 50}
+
+    def once() -> int:
+        state["n"] = 0
+        out = graph.invoke({"messages": [{"role": "user", "content": "go"}]}, config)
+        return sum(1 for m in out["messages"] if m.type == "tool")
+
+    return once
+
+
+# -- Pydantic AI -----------------------------------------------------------------------------------------------
+_PA_HOOKS: dict[str, int | str | None] = {
+    "wrap_run": "handler",
+    "prepare_tools": None,
+    "wrap_model_request": "handler",
+    "before_model_request": None,
+    "after_model_request": None,
+    "wrap_tool_execute": "handler",
+    "before_tool_execute": None,
+}
+
+
+def _pa_passthrough() -> Any:
+    from dataclasses import dataclass as _dataclass
+
+    from pydantic_ai.capabilities import AbstractCapability, CapabilityOrdering
+    from pydantic_ai.toolsets import WrapperToolset
+
+    @_dataclass
+    class Forward(WrapperToolset[Any]):
+        async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: Any, tool: Any) -> Any:
+            return await self.wrapped.call_tool(name, tool_args, ctx, tool)
+
+    @_dataclass
+    class Passthrough(AbstractCapability[Any]):
+        """The hooks LoopGuardCapability overrides, doing nothing."""
+
+        def get_ordering(self) -> CapabilityOrdering:
+            return CapabilityOrdering(position="outermost")
+
+        async def wrap_run(self, ctx: Any, *, handler: Any) -> Any:
+            return await handler()
+
+        async def on_run_error(self, ctx: Any, *, error: BaseException) -> Any:
+            raise error
+
+        async def prepare_tools(self, ctx: Any, tool_defs: list[Any]) -> list[Any]:
+            return tool_defs
+
+        def get_wrapper_toolset(self, toolset: Any) -> Any:
+            return Forward(toolset)
+
+        async def wrap_model_request(self, ctx: Any, *, request_context: Any, handler: Any) -> Any:
+            return await handler(request_context)
+
+        async def before_model_request(self, ctx: Any, request_context: Any) -> Any:
+            return request_context
+
+        async def after_model_request(self, ctx: Any, *, request_context: Any, response: Any) -> Any:
+            return response
+
+        async def wrap_tool_execute(self, ctx: Any, *, call: Any, tool_def: Any, args: Any, handler: Any) -> Any:
+            return await handler(args)
+
+        async def before_tool_execute(self, ctx: Any, *, call: Any, tool_def: Any, args: Any) -> Any:
+            return args
+
+        async def handle_deferred_tool_calls(self, ctx: Any, *, requests: Any) -> Any:
+            return None
+
+    return Passthrough
+
+
+def _timed_subclass(base: type, clock: HookClock, hooks: dict[str, int | str | None]) -> type:
+    """``base`` with its hook methods timed (positions count ``self``)."""
+    body = {}
+    for name, handler in hooks.items():
+        position = handler + 1 if isinstance(handler, int) else handler
+        body[name] = clock.timed(getattr(base, name), handler=position)
+    return type(f"Timed{base.__name__}", (base,), body)
+
+
+def _pydantic_ai(variant: str, calls: int, clock: HookClock | None) -> Callable[[], int]:
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+    from pydantic_ai.usage import UsageLimits
+
+    state = {"n": 0, "ran": 0}
+
+    def model(messages: Any, info: AgentInfo) -> ModelResponse:
+        if clock is not None:
+            clock.tick()
+        done = state["n"]
+        state["n"] = done + 1
+        if done >= calls:
+            return ModelResponse(parts=[TextPart("done")])
+        return ModelResponse(parts=[ToolCallPart("lookup", {"key": f"k{done}"}, tool_call_id=f"c{done}")])
+
+    def lookup(key: str) -> str:
+        """Look a key up."""
+        state["ran"] += 1
+        return f"value of {key}"
+
+    capabilities: list[Any] = []
+    if variant == "passthrough":
+        cls = _pa_passthrough()
+        capabilities = [(cls if clock is None else _timed_subclass(cls, clock, _PA_HOOKS))()]
+    elif variant == "guarded":
+        from loopguard_pydantic_ai import LoopGuardCapability
+
+        cls = LoopGuardCapability if clock is None else _timed_subclass(LoopGuardCapability, clock, _PA_HOOKS)
+        capabilities = [cls(_breaker())]
+    agent = Agent(FunctionModel(model), tools=[lookup], capabilities=capabilities)
+    limits = UsageLimits(request_limit=None)
+
+    def once() -> int:
+        state["n"] = state["ran"] = 0
+        agent.run_sync("go", usage_limits=limits)
+        return state["ran"]
+
+    return once
+
+
+# -- CrewAI ----------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _crewai_passthrough(clock: HookClock | None) -> Iterator[None]:
+    """The hooks guard_crew registers (scoped, around the kickoff), doing nothing."""
+    from crewai.events.stream_context import add_stream_sink, reset_stream_sinks
+    from crewai.hooks import InterceptionPoint
+    from crewai.hooks.dispatch import get_scoped_hooks, register_scoped, scoped_hooks
+
+    def before_tool(ctx: Any) -> None:
+        return None
+
+    def after_tool(ctx: Any) -> None:
+        return None
+
+    def before_llm(ctx: Any) -> None:
+        return None
+
+    def sink(source: Any, event: Any) -> None:
+        return None
+
+    if clock is not None:
+        before_tool, after_tool, before_llm = clock.timed(before_tool), clock.timed(after_tool), clock.timed(before_llm)
+        sink = clock.timed(sink)
+    inherited = {point: get_scoped_hooks(point) for point in InterceptionPoint}
+    with scoped_hooks({point: hooks for point, hooks in inherited.items() if hooks}):
+        register_scoped(InterceptionPoint.PRE_TOOL_CALL, before_tool)
+        register_scoped(InterceptionPoint.POST_TOOL_CALL, after_tool)
+        register_scoped(InterceptionPoint.PRE_MODEL_CALL, before_llm)
+        token = add_stream_sink(sink)
+        try:
+            yield
+        finally:
+            reset_stream_sinks(token)
+
+
+_CREW_HOOKS = ("_before_tool_call", "_after_tool_call", "_before_llm_call", "_on_event")
+
+
+def _crewai(variant: str, calls: int, clock: HookClock | None) -> Callable[[], int]:
+    from crewai import Agent, Crew, Task
+    from crewai.tools import tool
+
+    from loopguard_crewai.testing import ScriptedLLM
+
+    ran = [0]
+
+    @tool("lookup")
+    def lookup(key: str) -> str:
+        """Look a key up."""
+        ran[0] += 1
+        return f"value of {key}"
+
+    class TickingLLM(ScriptedLLM):
+        def call(self, *args: Any, **kwargs: Any) -> Any:
+            if clock is not None:
+                clock.tick()
+            return super().call(*args, **kwargs)
+
+    def once() -> int:
+        ran[0] = 0
+        llm = TickingLLM([("lookup", {"key": f"k{i}"}) for i in range(calls)] + ["done"], cap=calls + 5)
+        agent = Agent(
+            role="researcher", goal="look keys up", backstory="careful", llm=llm, tools=[lookup], max_iter=calls + 10
+        )
+        crew = Crew(agents=[agent], tasks=[Task(description="look up", expected_output="values", agent=agent)])
+        if variant == "unguarded":
+            block: Any = contextlib.nullcontext()
+        elif variant == "passthrough":
+            block = _crewai_passthrough(clock)
+        else:
+            from loopguard_crewai import guard_crew
+
+            block = guard_crew(_breaker())
+            if clock is not None:
+                for name in _CREW_HOOKS:
+                    setattr(block, name, clock.timed(getattr(block, name)))
+        with block:
+            crew.kickoff()
+        return ran[0]
+
+    return once
+
+
+# -- Anthropic client ------------------------------------------------------------------------------------------
+def _anthropic(variant: str, calls: int, clock: HookClock | None) -> Callable[[], int]:
+    import anthropic
+    import httpx2
+
+    state = {"n": 0}
+
+    def answer(request: Any) -> Any:
+        if clock is not None:
+            clock.tick()
+        done = state["n"]
+        state["n"] = done + 1
+        if done >= calls:
+            content: list[dict[str, Any]] = [{"type": "text", "text": "done"}]
+            stop = "end_turn"
+        else:
+            content = [{"type": "tool_use", "id": f"toolu_{done}", "name": "lookup", "input": {"key": f"k{done}"}}]
+            stop = "tool_use"
+        message = {
+            "id": f"msg_{done}",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5",
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 100, "output_tokens": 20},
+        }
+        return httpx2.Response(200, json=message)
+
+    client: Any = anthropic.Anthropic(
+        api_key="benchmark",
+        base_url="http://scripted.test",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+        max_retries=0,
+    )
+    if variant == "passthrough":
+
+        class Passthrough(anthropic.Middleware):
+            def handle(self, request: Any, call_next: Any) -> Any:
+                return call_next(request)
+
+        middleware = Passthrough()
+        if clock is not None:
+            middleware.handle = clock.timed(middleware.handle, handler=1)  # type: ignore[method-assign]
+        client = client.copy(middleware=[middleware])
+    elif variant == "guarded":
+        from loopguard_anthropic import LoopGuardMiddleware, guard
+
+        with _patched(LoopGuardMiddleware, clock, {"handle": 2}):
+            client = guard(client, _breaker())
+    tools = [
+        {
+            "name": "lookup",
+            "description": "Look a key up.",
+            "input_schema": {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]},
+        }
+    ]
+
+    def once() -> int:
+        state["n"] = 0
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+        ran = 0
+        while True:
+            reply = client.messages.create(model="claude-sonnet-4-5", max_tokens=512, messages=messages, tools=tools)
+            messages.append({"role": "assistant", "content": reply.content})
+            uses = [block for block in reply.content if block.type == "tool_use"]
+            if not uses:
+                return ran
+            results = []
+            for use in uses:
+                ran += 1
+                results.append(
+                    {"type": "tool_result", "tool_use_id": use.id, "content": f"value of {use.input['key']}"}
+                )
+            messages.append({"role": "user", "content": results})
+
+    return once
+
+
+# -- the runtimes ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Runtime:
+    key: str
+    label: str
+    build: Callable[[str, int, HookClock | None], Callable[[], int]]
+    needs: str  # the module whose absence makes it pending
+
+
+RUNTIMES = (
+    Runtime("langchain", "LangChain create_agent + LoopGuardMiddleware", _langchain, "langchain"),
+    Runtime("langgraph", "LangGraph StateGraph + guard_node + guarded_tool_node", _langgraph, "langgraph"),
+    Runtime("pydantic_ai", "Pydantic AI Agent + LoopGuardCapability", _pydantic_ai, "pydantic_ai"),
+    Runtime("crewai", "CrewAI crew + guard_crew", _crewai, "crewai"),
+    Runtime("anthropic", "Anthropic client + guard(client, breaker)", _anthropic, "anthropic"),
+)
+
+
+def _timed_run(once: Callable[[], int], calls: int, *, collect: bool = True) -> float:
+    gc.collect()
+    if not collect:
+        gc.disable()
+    try:
+        start = time.perf_counter()
+        ran = once()
+        seconds = time.perf_counter() - start
+    finally:
+        gc.enable()
+    if ran != calls:
+        raise RuntimeError(f"expected {calls} tool calls, the run made {ran}")
     return seconds
 
 
-def run(*, smoke: bool = False, seed: int = 6) -> dict[str, Any]:
-    try:
-        agents = {"unguarded": _agent(False), "passthrough": _agent("passthrough"), "guarded": _agent(True)}
-    except ImportError as exc:
-        return {"pending": f"the LangChain adapter or langchain is not importable ({exc})"}
-    rng = random.Random(seed)
-    samples: dict[str, list[float]] = {k: [] for k in agents}
-    for key in agents:
-        _once(agents[key])  # warm up
-    for _ in range(3 if smoke else 25):
-        order = list(agents)
+def _quartiles(data: Sequence[float]) -> list[float]:
+    return statistics.quantiles(data, n=4)[::2] if len(data) > 1 else list(data)
+
+
+def _whole_runs(runtime: Runtime, calls: int, rounds: int, rng: random.Random) -> dict[str, Any]:
+    ones = {variant: runtime.build(variant, calls, None) for variant in VARIANTS}
+    for variant in VARIANTS:
+        _timed_run(ones[variant], calls)  # warm up
+    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for _ in range(rounds):
+        order = list(VARIANTS)
         rng.shuffle(order)
-        for key in order:
-            samples[key].append(_once(agents[key]))
-    med = {k: statistics.median(v) for k, v in samples.items()}
+        for variant in order:
+            samples[variant].append(_timed_run(ones[variant], calls))
+    med = {v: statistics.median(samples[v]) for v in VARIANTS}
     return {
-        "calls": CALLS,
-        "rounds": len(samples["guarded"]),
+        "calls": calls,
+        "rounds": rounds,
         "median_seconds": med,
-        "p25_p75": {k: statistics.quantiles(v, n=4)[::2] if len(v) > 1 else v for k, v in samples.items()},
+        "p25_p75": {v: _quartiles(samples[v]) for v in VARIANTS},
         "ratio": round(med["guarded"] / med["unguarded"], 3),
         "ratio_vs_passthrough": round(med["guarded"] / med["passthrough"], 3),
     }
 
 
+def _at(per_run: list[list[int]], turn: int, last: int) -> float:
+    """Median µs over the ten turns from ``turn`` (the last ten for the last turn) across the runs."""
+    first = min(turn, max(1, last - 9))
+    values = [run[t] / 1000 for run in per_run for t in range(first, min(first + 10, last + 1))]
+    return round(statistics.median(values), 1)
+
+
+def _per_turn(runtime: Runtime, calls: int, repeats: int, rng: random.Random) -> dict[str, Any]:
+    spent: dict[str, list[list[int]]] = {"passthrough": [], "guarded": []}
+    hooks_per_turn: dict[str, float] = {}
+    runs_seconds: dict[str, list[float]] = {"passthrough": [], "guarded": []}
+    for _ in range(repeats):
+        order = list(spent)
+        rng.shuffle(order)
+        for variant in order:
+            clock = HookClock()
+            once = runtime.build(variant, calls, clock)
+            runs_seconds[variant].append(_timed_run(once, calls, collect=False))
+            # turn t = between model call t and model call t+1; the last model call (the answer) closes the run
+            spent[variant].append(clock.spent[: calls + 1])
+            hooks_per_turn[variant] = statistics.median(clock.calls[1 : calls + 1])
+    marks = [m for m in MARKS if m <= calls]
+    if marks[-1] != calls:
+        marks.append(calls)
+    table = {variant: {str(m): _at(runs, m, calls) for m in marks} for variant, runs in spent.items()}
+    guarded = table["guarded"]
+    first, last = guarded[str(marks[0])], guarded[str(marks[-1])]
+    added = {str(m): round(table["guarded"][str(m)] - table["passthrough"][str(m)], 1) for m in marks}
+    return {
+        "calls": calls,
+        "repeats": repeats,
+        "marks": marks,
+        "hook_us": table,
+        "added_us": added,
+        "hooks_per_turn": hooks_per_turn,
+        "run_seconds": {v: statistics.median(s) for v, s in runs_seconds.items()},
+        "flatness": round(last / first, 2) if first > 0 else None,
+    }
+
+
+def _available(runtime: Runtime) -> str | None:
+    try:
+        __import__(runtime.needs)
+        __import__("loopguard_" + runtime.key)
+    except ImportError as exc:
+        return f"{runtime.label}: not importable ({exc})"
+    return None
+
+
+def run(*, smoke: bool = False, seed: int = 6, only: Sequence[str] | None = None) -> dict[str, Any]:
+    rng = random.Random(seed)
+    calls = 20 if smoke else CALLS
+    rounds = 3 if smoke else 15
+    long_calls = 60 if smoke else LONG_CALLS
+    repeats = 1 if smoke else 2
+    frameworks: dict[str, Any] = {}
+    per_turn: dict[str, Any] = {}
+    for runtime in RUNTIMES:
+        if only and runtime.key not in only:
+            continue
+        why = _available(runtime)
+        if why is not None:
+            frameworks[runtime.key] = {"label": runtime.label, "pending": why}
+            continue
+        print(f"  {runtime.key}: whole runs ...", flush=True)
+        frameworks[runtime.key] = {"label": runtime.label, **_whole_runs(runtime, calls, rounds, rng)}
+        print(f"  {runtime.key}: per turn ...", flush=True)
+        per_turn[runtime.key] = {"label": runtime.label, **_per_turn(runtime, long_calls, repeats, rng)}
+    result: dict[str, Any] = {
+        "calls": calls,
+        "rounds": rounds,
+        "long_calls": long_calls,
+        "frameworks": frameworks,
+        "per_turn": per_turn,
+        "goals": _goals(frameworks, per_turn),
+    }
+    # The LangChain pair at the top level, as reported before (docs/benchmarks.md section 4).
+    lc = frameworks.get("langchain")
+    if lc is not None and "pending" not in lc:
+        result.update({k: lc[k] for k in ("median_seconds", "p25_p75", "ratio", "ratio_vs_passthrough")})
+    elif lc is not None:
+        result["pending"] = lc["pending"]
+    return result
+
+
+def _goals(frameworks: dict[str, Any], per_turn: dict[str, Any]) -> list[dict[str, Any]]:
+    goals = []
+    for f in frameworks.values():
+        name = f"{f['label']}: guarded / pass-through hooks, whole run"
+        if "pending" in f:
+            goals.append(
+                {
+                    "name": name,
+                    "target": f"<= {RATIO_GOAL}x",
+                    "value": None,
+                    "unit": "x",
+                    "status": "pending",
+                    "note": f["pending"],
+                }
+            )
+            continue
+        value = f["ratio_vs_passthrough"]
+        goals.append(
+            {
+                "name": name,
+                "target": f"<= {RATIO_GOAL}x",
+                "value": value,
+                "unit": "x",
+                "status": "met" if value <= RATIO_GOAL else "not met",
+                "note": f"{f['calls']} calls, {f['rounds']} rounds",
+            }
+        )
+    for p in per_turn.values():
+        marks = p["marks"]
+        g = p["hook_us"]["guarded"]
+        value = p["flatness"]
+        goals.append(
+            {
+                "name": f"{p['label']}: guarded hook cost per turn, turn {marks[-1]} / turn {marks[0]}",
+                "target": f"<= {FLAT_GOAL}x",
+                "value": value,
+                "unit": "x",
+                "status": "met" if value is not None and value <= FLAT_GOAL else "not met",
+                "note": ", ".join(f"turn {m}: {g[str(m)]} µs" for m in marks),
+            }
+        )
+    return goals
+
+
 def render(result: dict[str, Any]) -> str:
-    if "pending" in result:
-        return f"end to end: {result['pending']}"
-    m = result["median_seconds"]
-    return (
-        f"create_agent, {result['calls']} tool calls, {result['rounds']} rounds: "
-        f"unguarded {m['unguarded'] * 1000:.1f} ms,"
-        f" guarded {m['guarded'] * 1000:.1f} ms, ratio {result['ratio']}x (goal <= 1.05x);"
-        f" a pass-through middleware with the same hooks {m['passthrough'] * 1000:.1f} ms"
-        f" (guarded / pass-through {result['ratio_vs_passthrough']}x)"
+    lines = []
+    for key, f in result["frameworks"].items():
+        if "pending" in f:
+            lines.append(f"{key}: pending: {f['pending']}")
+            continue
+        m = f["median_seconds"]
+        lines.append(
+            f"{f['label']}: {f['calls']} calls, {f['rounds']} rounds: unguarded {m['unguarded'] * 1000:.1f} ms,"
+            f" pass-through {m['passthrough'] * 1000:.1f} ms, guarded {m['guarded'] * 1000:.1f} ms;"
+            f" guarded / pass-through {f['ratio_vs_passthrough']}x, guarded / unguarded {f['ratio']}x"
+        )
+    for key, p in result["per_turn"].items():
+        cells = ", ".join(
+            f"turn {m}: {p['hook_us']['guarded'][str(m)]} µs (pass-through {p['hook_us']['passthrough'][str(m)]})"
+            for m in p["marks"]
+        )
+        lines.append(f"{key} hooks per turn, guarded: {cells}; turn {p['marks'][-1]} / turn 1 = {p['flatness']}x")
+    lines.append("")
+    for g in result["goals"]:
+        value = "-" if g["value"] is None else f"{g['value']}{g['unit']}"
+        lines.append(f"goal {g['name']}: {value} (target {g['target']}): {g['status']}  {g['note']}")
+    return "\n".join(lines)
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """Section 4 of docs/benchmarks.md."""
+    rows = []
+    for f in result["frameworks"].values():
+        if "pending" in f:
+            rows.append([f["label"], "-", "-", "-", "-", "-", f"pending: {f['pending']}"])
+            continue
+        m = f["median_seconds"]
+        rows.append(
+            [
+                f["label"],
+                f"{m['unguarded'] * 1000:.1f}",
+                f"{m['passthrough'] * 1000:.1f}",
+                f"{m['guarded'] * 1000:.1f}",
+                f"**{f['ratio_vs_passthrough']}x**",
+                f"{f['ratio']}x",
+                "met" if f["ratio_vs_passthrough"] <= RATIO_GOAL else "**not met**",
+            ]
+        )
+    head = (
+        f"| runtime, {result['calls']} distinct tool calls ({result['calls'] + 1} model turns) | unguarded ms |"
+        " pass-through ms | guarded ms | guarded / pass-through | guarded / unguarded |"
+        f" goal ≤ {RATIO_GOAL}x |\n|---|---|---|---|---|---|---|\n"
     )
+    out = head + "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    if result["per_turn"]:
+        marks = next(iter(result["per_turn"].values()))["marks"]
+        cols = " | ".join(f"turn {m} µs" for m in marks)
+        out += (
+            f"\n\nHook time per turn over a run of {result['long_calls']} distinct calls (each hook function timed by"
+            " itself, the framework's handler excluded; median of ten turns, two runs), guarded (pass-through):\n\n"
+            f"| runtime | {cols} | turn {marks[-1]} / turn {marks[0]} | goal ≤ {FLAT_GOAL}x |\n"
+            f"|---|{'---|' * len(marks)}---|---|\n"
+        )
+        for p in result["per_turn"].values():
+            g, pt = p["hook_us"]["guarded"], p["hook_us"]["passthrough"]
+            cells = " | ".join(f"{g[str(m)]} ({pt[str(m)]})" for m in marks)
+            ok = p["flatness"] is not None and p["flatness"] <= FLAT_GOAL
+            out += f"| {p['label']} | {cells} | {p['flatness']}x | {'met' if ok else '**not met**'} |\n"
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--only", help="comma-separated runtimes: " + ",".join(r.key for r in RUNTIMES))
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args(argv)
-    result = run(smoke=args.smoke)
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    result = run(smoke=args.smoke, only=only)
     print(render(result))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=2), encoding="utf-8")

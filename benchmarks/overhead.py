@@ -5,10 +5,10 @@
 
 - **in memory**: a bare no-op "tool"; pybreaker and purgatory circuit breakers (memory storage) wrapping it;
   loopguard ``before_tool`` + ``after_tool`` in memory (distinct arguments per call, as real work).
-- **SQLite ledger**: the goal pair is the ledger's own per-row append, ``Ledger.record`` of a tool row as the
-  breaker writes it, against a raw ``sqlite3`` autocommit INSERT (one commit per row) of a row of the same
-  sixteen columns into a table of the same schema, both in WAL mode with ``synchronous=NORMAL`` (the
-  ledger's default). The full guarded turn (before + after + one ledger row) is a separate context row.
+- **SQLite ledger**: the goal pair (issue 14, goal 5) is a full guarded turn (before + after + its ledger row)
+  against a raw ``sqlite3`` autocommit INSERT (one commit per row) of a row of the same sixteen columns into a
+  table of the same schema, both in WAL mode with ``synchronous=NORMAL`` (the ledger's default). The ledger's
+  own per-row append, ``Ledger.record`` of a tool row as the breaker writes it, is a context row.
 - **PostgreSQL ledger**: ``Ledger.record`` on PostgreSQL against a raw prepared psycopg INSERT in autocommit
   mode (one commit per row) of a row of the same columns into a table of the same schema, plus the full
   guarded turn as context. Each variant writes into its own schema, dropped at the end. Server:
@@ -526,20 +526,20 @@ def _goals(m: dict[str, Measured], notes: list[str]) -> tuple[list[Goal], list[s
                 + f"pure-Python floor {floor.median_ns / 1000:,.2f} µs, compiled floor (orjson + xxh3)"
                 f" {compiled.median_ns / 1000:,.2f} µs ({ours.median_ns / compiled.median_ns:,.1f}x it)."
             )
-    name = "SQLite ledger per-row append vs raw sqlite3 per-row WAL commit (throughput)"
+    name = "SQLite: guarded call with its ledger row vs raw sqlite3 per-row WAL commit (throughput, issue 14)"
     if "sqlite_record" in m:
-        share = _share(m, "sqlite_raw", "sqlite_record")
-        goals.append(
-            Goal(name, ">= 50%", round(100 * share, 1), "%", "met" if share >= 0.5 else "not met", "synchronous=NORMAL")
-        )
         turn = _share(m, "sqlite_raw", "sqlite_turn")
+        goals.append(
+            Goal(name, ">= 70%", round(100 * turn, 1), "%", "met" if turn >= 0.7 else "not met", "synchronous=NORMAL")
+        )
+        share = _share(m, "sqlite_raw", "sqlite_record")
         context.append(
-            f"SQLite: a full guarded turn (before + after + one ledger row) runs at {100 * turn:.1f}% of the raw"
-            f" per-row commit's throughput ({m['sqlite_turn'].median_ns / 1000:,.0f} µs vs"
-            f" {m['sqlite_raw'].median_ns / 1000:,.0f} µs); the goal compares the append alone."
+            f"SQLite: the ledger's append alone (`Ledger.record`) runs at {100 * share:.1f}% of the raw per-row"
+            f" commit's throughput (earlier goal: >= 50%); a guarded turn with its row takes"
+            f" {m['sqlite_turn'].median_ns / 1000:,.0f} µs against {m['sqlite_raw'].median_ns / 1000:,.0f} µs raw."
         )
     else:
-        goals.append(Goal(name, ">= 50%", None, "%", "pending", why("SQLite")))
+        goals.append(Goal(name, ">= 70%", None, "%", "pending", why("SQLite")))
     name = "Redis check vs raw EVALSHA (throughput)"
     if "redis_check" in m:
         share = _share(m, "redis_raw", "redis_check")

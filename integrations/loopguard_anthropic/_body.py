@@ -1,22 +1,31 @@
 """Read what the breaker needs from a Messages API request body and response (plain JSON, no SDK types).
 
 Works the same for ``client.messages`` and ``client.beta.messages``: both post to ``/v1/messages``.
+
+Every request carries the whole conversation, so nothing here reads all of it on every request: the estimate is
+kept per conversation (:class:`BodyReader`, only the messages added since the last request are counted), and the
+tool results looked for are those of the latest exchange, at the end of the history.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import operator
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from loopguard_core import estimate_tokens
+from loopguard_core.tokens import History
 
 __all__ = [
+    "BodyReader",
     "ToolResult",
     "ToolUse",
     "estimate_input_tokens",
     "is_messages_call",
+    "latest_tool_results",
     "max_output_tokens",
     "tool_results",
     "tool_uses",
@@ -58,6 +67,57 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     return total
 
 
+class BodyReader:
+    """Per-client running totals of the conversations its requests carry.
+
+    The SDK sends a fresh copy of the body with every request, so a message is recognised by equality, not
+    identity: a request continues a conversation seen before when its first message, the last one seen then and
+    a few spread between are equal to what was sent then (see ``loopguard_core.tokens.History``); the tool
+    definitions, usually the same list every request, are counted again only when they change.
+    """
+
+    def __init__(self) -> None:
+        self.history = History(same=operator.eq)
+        self._tools: tuple[Any, int] | None = None
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (BodyReader, ())  # a copy starts with nothing remembered
+
+    def estimate(self, body: Mapping[str, Any]) -> int:
+        """``estimate_input_tokens(body)``, reading only what is new since the conversation's last request."""
+        messages = body.get("messages") or []
+        if isinstance(messages, Sequence) and not isinstance(messages, (str, bytes)):
+            total = self.history.estimate(messages)
+        else:
+            total = estimate_tokens(messages)
+        total += estimate_tokens(body.get("system"))
+        tools = body.get("tools")
+        if tools:
+            total += self._tool_tokens(tools)
+        return total
+
+    def _tool_tokens(self, tools: Any) -> int:
+        known = self._tools
+        try:
+            if known is not None and known[0] == tools:
+                return known[1]
+        except Exception:  # an odd value whose comparison fails: count it
+            pass
+        count = estimate_tokens(json.dumps(tools, default=str, ensure_ascii=False))
+        with self._lock:
+            self._tools = (tools, count)
+        return count
+
+    def digest(self, messages: Any) -> Any:
+        """What the ledger hashes for a request's messages: ``{"messages": n, "sha256": ...}``, a chained digest of
+        every message (``loopguard_core.tokens.history_digest(messages)`` recomputes it), of which each request
+        hashes only the messages added since the conversation's last."""
+        if isinstance(messages, Sequence) and not isinstance(messages, (str, bytes)):
+            return self.history.digest(messages)
+        return messages
+
+
 def max_output_tokens(body: Mapping[str, Any]) -> int:
     value = body.get("max_tokens")
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -78,6 +138,38 @@ def tool_results(body: Mapping[str, Any]) -> Iterator[ToolResult]:
                 tool_use_id = block.get("tool_use_id")
                 if isinstance(tool_use_id, str):
                     yield ToolResult(tool_use_id, block.get("content"), bool(block.get("is_error")))
+
+
+def latest_tool_results(body: Mapping[str, Any]) -> Iterator[ToolResult]:
+    """The ``tool_result`` blocks of the latest exchange: those after the last assistant message that called a
+    tool, which is where a request answers the calls of the reply before it (the API refuses a tool_use left
+    unanswered in the next message). Read from the end, so a long history costs nothing more."""
+    messages = body.get("messages") or ()
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+        yield from tool_results(body)
+        return
+    found: list[ToolResult] = []
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if not isinstance(message, Mapping):
+            continue
+        content = message.get("content")
+        if message.get("role") == "assistant":
+            if isinstance(content, list) and any(
+                isinstance(block, Mapping) and block.get("type") == "tool_use" for block in content
+            ):
+                break
+            continue
+        if message.get("role") != "user" or not isinstance(content, list):
+            continue
+        batch = []
+        for block in content:
+            if isinstance(block, Mapping) and block.get("type") == "tool_result":
+                tool_use_id = block.get("tool_use_id")
+                if isinstance(tool_use_id, str):
+                    batch.append(ToolResult(tool_use_id, block.get("content"), bool(block.get("is_error"))))
+        found[:0] = batch  # keep the order they were sent in
+    yield from found
 
 
 def tool_uses(content: Any) -> list[ToolUse]:

@@ -41,11 +41,11 @@ from anthropic import AnthropicError, Middleware
 from loopguard_core import ApprovalError, Breaker, LoopGuardTripped
 
 from ._body import (
+    BodyReader,
     ToolUse,
-    estimate_input_tokens,
     is_messages_call,
+    latest_tool_results,
     max_output_tokens,
-    tool_results,
     tool_uses,
     usage_tokens,
 )
@@ -84,6 +84,7 @@ class LoopGuardMiddleware(Middleware):
         self._pending: OrderedDict[str, tuple[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self._splices = Splices()  # steer: what the caller's history lacks, put back into its next requests
+        self._bodies = BodyReader()  # estimates and digests that read only what each request adds
 
     def __repr__(self) -> str:
         return f"LoopGuardMiddleware(breaker={self.breaker!r}, agent={self.agent!r}, on_trip={self.on_trip!r})"
@@ -349,7 +350,7 @@ class LoopGuardMiddleware(Middleware):
         model = body.get("model")
         return {
             "model": model if isinstance(model, str) else None,
-            "estimated_input_tokens": estimate_input_tokens(body),
+            "estimated_input_tokens": self._bodies.estimate(body),
             "max_output_tokens": max_output_tokens(body),
             "agent": self.agent,
             "call_id": call_id,
@@ -364,7 +365,8 @@ class LoopGuardMiddleware(Middleware):
             "agent": self.agent,
             "cost_usd": self._cost(usage),
             "call_id": call_id,
-            "input": messages,  # hashed into the ledger, never stored
+            # hashed into the ledger, never stored (nothing is computed without a ledger)
+            "input": self._bodies.digest(messages) if self.breaker.ledger is not None else None,
         }
 
     def _cost(self, usage: Usage) -> float | None:
@@ -401,12 +403,15 @@ class LoopGuardMiddleware(Middleware):
                 self._pending.popitem(last=False)
 
     def _outcomes(self, body: Mapping[str, Any]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
-        """``(tool, input, after_tool kwargs)`` for each tool_result answering a call admitted here."""
-        for result in tool_results(body):
+        """``(tool, input, after_tool kwargs)`` for each tool_result answering a call admitted here (they answer the
+        reply before this request, so only the latest exchange is read, however long the history)."""
+        if not self._pending:
+            return
+        for result in latest_tool_results(body):
             with self._lock:
                 pending = self._pending.pop(result.tool_use_id, None)
             if pending is None:
-                continue  # not ours, or already reported (the whole history is sent every time)
+                continue  # not ours, or already reported
             tool, args = pending
             if result.is_error:
                 outcome = {"error": result.content if result.content not in (None, "", []) else "tool error"}

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import threading
 import uuid
@@ -55,6 +56,7 @@ from crewai.tools.tool_failure import ToolFailure
 
 from loopguard_core import Breaker, LoopGuardTripped, LoopGuardWarning, estimate_tokens
 from loopguard_core.runs import RunHandle
+from loopguard_core.tokens import History
 
 from ._context import (
     ACTIVE_GUARD,
@@ -136,9 +138,12 @@ class CrewGuard:
         self._held: dict[str | None, BaseException] = {}
         self._last: BaseException | None = None
         self._delivered: set[str | None] = set()
-        self._admitted: dict[int, tuple[str, Any, str | None]] = {}
+        self._admitted: dict[int, tuple[str, Any, str | None, str | None]] = {}  # by input dict: name, args, ...
         self._steered: dict[int, str] = {}  # refused calls answered with the refusal text, by their input dict
         self._usage: dict[int, _LLMUsage] = {}
+        # Running estimates of each agent's conversation: CrewAI hands the same message list (and dicts) to every
+        # call, so each model call counts only the messages added since the last, not the whole history again.
+        self._history = History()
         self._seen = 0  # hook calls, including those a nested block on the same breaker handled
         self._run: RunHandle | None = None
         self._scope: Any = None
@@ -250,10 +255,12 @@ class CrewGuard:
         name = str(ctx.tool_name)
         args = tool_args(ctx.tool_input)
         agent = agent_name(ctx.agent)
+        batch = _batch_of(ctx, name, args)
+        call_id = f"crewai-{uuid.uuid4().hex}" if batch is not None else None  # pairs before_tool and after_tool
         with steer_lock(self.breaker, self.on_trip):
             try:
                 declare(self.breaker, name, ctx.tool)
-                approval = self.breaker.before_tool(name, args, agent=agent)
+                approval = self.breaker.before_tool(name, args, agent=agent, call_id=call_id, batch=batch)
             except LoopGuardTripped as trip:
                 if self.on_trip == "steer":
                     self._steer(trip, id(ctx.tool_input))
@@ -269,7 +276,7 @@ class CrewGuard:
             return False
         warn_unguarded_side_effect(self.breaker, name, ctx.tool)
         with self._lock:
-            self._admitted[id(ctx.tool_input)] = (name, args, agent)
+            self._admitted[id(ctx.tool_input)] = (name, args, agent, call_id)
         CURRENT_AGENT.set(agent)
         return None
 
@@ -297,14 +304,14 @@ class CrewGuard:
             if held is not None and isinstance(result, str) and result.startswith(_BLOCKED_PREFIX):
                 return f"{_BLOCKED_PREFIX}: {held}"  # tell the model (and traces) why
             return None
-        name, args, agent = admitted
+        name, args, agent, call_id = admitted
         raw = ctx.raw_tool_result if ctx.raw_tool_result is not None else ctx.tool_result
         error = _tool_error(raw)
         try:
             if error is not None:
-                self.breaker.after_tool(name, args, error=error, agent=agent)
+                self.breaker.after_tool(name, args, error=error, agent=agent, call_id=call_id)
             else:
-                self.breaker.after_tool(name, args, result=raw, agent=agent)
+                self.breaker.after_tool(name, args, result=raw, agent=agent, call_id=call_id)
         except Exception as exc:
             self.hold(_guard_failure("after_tool", exc))
         return None
@@ -327,7 +334,7 @@ class CrewGuard:
         try:
             self.breaker.before_model(
                 model=model,
-                estimated_input_tokens=estimate_tokens(ctx.messages),
+                estimated_input_tokens=_estimate(self._history, ctx.messages),
                 max_output_tokens=max_output_tokens(llm),
                 agent=agent,
                 call_id=call_id,
@@ -412,6 +419,71 @@ class CrewGuard:
     def __repr__(self) -> str:
         state = "tripped" if self._held else ("active" if self._run is not None else "idle")
         return f"<CrewGuard {state} breaker={self.breaker!r}>"
+
+
+def _batch_of(ctx: Any, name: str, args: Any) -> str | None:
+    """The model answer a tool call came in, named by its tool call ids, or None.
+
+    CrewAI runs the native tool calls of one answer in parallel (a thread pool, unless a tool is
+    ``result_as_answer`` or has ``max_usage_count``: then one by one, and no batch is named) and tells a hook
+    neither the call's id nor the answer. The answer is the latest assistant message in the agent executor's state
+    (appended before its calls run, their results after it); it is used only when exactly one of its calls is this
+    one (same name and arguments), so a message of another execution of the same agent is never taken for it, and
+    a call the answer repeats is judged without the batch (the core leaves out siblings that already reported, so
+    an identical sibling that finished first would stop counting as a repeat). Siblings are then judged on the
+    run as the model saw it.
+    """
+    executor = getattr(getattr(ctx, "agent", None), "agent_executor", None)
+    messages = getattr(getattr(executor, "state", None), "messages", None)
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        calls = message.get("tool_calls")
+        if not calls:
+            return None  # the latest answer carried no native tool calls (ReAct text): one call at a time
+        if len(calls) < 2 or not _parallel(executor, calls):
+            return None  # one call, or run one by one (result_as_answer, max_usage_count): nothing to wait for
+        ids, mine = [], 0
+        for call in calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not call.get("id"):
+                return None
+            ids.append(str(call["id"]))
+            if function.get("name") == name and _same_args(function.get("arguments"), args):
+                mine += 1
+        # Exactly one: a call repeated within its own answer is judged without the batch (the core leaves out
+        # siblings that reported, so an identical sibling that finished first would stop counting as a repeat).
+        return "crewai:" + "|".join(ids) if mine == 1 else None
+    return None
+
+
+def _parallel(executor: Any, calls: list[Any]) -> bool:
+    """Whether CrewAI runs these native calls in parallel (its own decision; False when it cannot be asked)."""
+    decide = getattr(executor, "_should_parallelize_native_tool_calls", None)
+    if not callable(decide):
+        return False
+    try:
+        return bool(decide(list(calls)))
+    except Exception:
+        return False
+
+
+def _same_args(arguments: Any, args: Any) -> bool:
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments else {}
+        except ValueError:
+            return False
+    return bool(arguments == args)
+
+
+def _estimate(history: History, messages: Any) -> int:
+    """``estimate_tokens(messages)``, reading only the messages ``history`` has not counted yet."""
+    if isinstance(messages, list):
+        return history.estimate(messages)
+    return estimate_tokens(messages)
 
 
 def _replace_input(tool_input: Any, edited: Any) -> bool:

@@ -129,12 +129,13 @@ def approval_payload(waiting: ApprovalRequired) -> dict[str, Any]:
 
 
 def check_tool(
-    breaker: Breaker, name: str, args: Any, agent: str | None, call_id: str | None
+    breaker: Breaker, name: str, args: Any, agent: str | None, call_id: str | None, batch: str | None = None
 ) -> ApprovalRequest | None:
-    """``before_tool``, suspending the graph with ``interrupt`` while a gated call waits for a person."""
+    """``before_tool``, suspending the graph with ``interrupt`` while a gated call waits for a person. ``batch``
+    names the model answer the call came in (``_batch``): parallel siblings are judged as the model saw them."""
     while True:
         try:
-            return breaker.before_tool(name, args, agent=agent, call_id=call_id)
+            return breaker.before_tool(name, args, agent=agent, call_id=call_id, batch=batch)
         except ApprovalRequired as waiting:
             if not can_interrupt():
                 raise
@@ -144,11 +145,11 @@ def check_tool(
 
 
 async def acheck_tool(
-    breaker: Breaker, name: str, args: Any, agent: str | None, call_id: str | None
+    breaker: Breaker, name: str, args: Any, agent: str | None, call_id: str | None, batch: str | None = None
 ) -> ApprovalRequest | None:
     while True:
         try:
-            return await breaker.abefore_tool(name, args, agent=agent, call_id=call_id)
+            return await breaker.abefore_tool(name, args, agent=agent, call_id=call_id, batch=batch)
         except ApprovalRequired as waiting:
             if not can_interrupt():
                 raise

@@ -6,11 +6,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from loopguard_core import estimate_tokens
+from loopguard_core.tokens import History, message_chars
 
 __all__ = [
     "agent_name",
+    "estimate_history",
     "estimate_messages",
+    "history_input",
     "message_digest_input",
+    "message_history",
+    "message_view",
     "model_cap",
     "model_name",
     "tool_outcome",
@@ -44,12 +49,61 @@ def agent_name(metadata: Mapping[str, Any] | None = None) -> str | None:
     return str(node) if node else None
 
 
+_MISSING = object()
+_PLANS: dict[tuple[type, str], int] = {}
+_PLAIN, _DICT, _PYDANTIC = 0, 1, 2
+
+
+def _plan(cls: type, name: str) -> int:
+    """How ``getattr(obj, name, None)`` can be answered for instances of ``cls``, decided once per class."""
+    plan = _PLAIN
+    if not hasattr(cls, name) and cls.__getattribute__ is object.__getattribute__:  # type: ignore[comparison-overlap]
+        getter = getattr(cls, "__getattr__", None)
+        if getter is None:
+            plan = _DICT  # only the instance's own attributes can hold it
+        else:
+            try:
+                from pydantic import BaseModel
+            except ImportError:  # pragma: no cover - langchain requires pydantic
+                BaseModel = None  # type: ignore[assignment,misc]
+            private = getattr(cls, "__private_attributes__", None) or {}
+            if BaseModel is not None and getter is BaseModel.__getattr__ and name not in private:
+                plan = _PYDANTIC  # a field (instance dict) or an extra; nothing else
+    if len(_PLANS) > 4_096:
+        _PLANS.clear()
+    _PLANS[(cls, name)] = plan
+    return plan
+
+
+def read_attr(obj: Any, name: str) -> Any:
+    """``getattr(obj, name, None)`` without paying for a failed lookup: a pydantic model raises (and formats) an
+    AttributeError for every attribute it lacks, a few microseconds each, and a chat model is asked for a dozen
+    names it mostly lacks on every call. Same answer: the plan per class sends anything unusual (properties, class
+    attributes, a custom ``__getattr__``) to ``getattr`` itself."""
+    cls = type(obj)
+    plan = _PLANS.get((cls, name))
+    if plan is None:
+        plan = _plan(cls, name)
+    if plan == _PLAIN:
+        return getattr(obj, name, None)
+    attrs = getattr(obj, "__dict__", None)
+    if attrs is not None:
+        value = attrs.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+    if plan == _PYDANTIC:
+        extra = getattr(obj, "__pydantic_extra__", None)
+        if extra and name in extra:
+            return extra[name]
+    return None
+
+
 def _unbind(model: Any) -> tuple[Any, Mapping[str, Any]]:
     """Peel RunnableBinding layers (``model.bind(max_tokens=...)``, ``bind_tools``) keeping their kwargs."""
     kwargs: dict[str, Any] = {}
     for _ in range(8):
-        bound = getattr(model, "bound", None)
-        extra = getattr(model, "kwargs", None)
+        bound = read_attr(model, "bound")
+        extra = read_attr(model, "kwargs")
         if bound is None or not isinstance(extra, Mapping):
             break
         for key, value in extra.items():
@@ -67,7 +121,7 @@ def model_cap(model: Any, settings: Mapping[str, Any] | None = None) -> int:
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
     for attr in _CAP_ATTRS:
-        value = getattr(inner, attr, None)
+        value = read_attr(inner, attr)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return 0
@@ -75,11 +129,14 @@ def model_cap(model: Any, settings: Mapping[str, Any] | None = None) -> int:
 
 def model_name(model: Any) -> str | None:
     inner, bound = _unbind(model)
-    for source in (bound, {a: getattr(inner, a, None) for a in _NAME_ATTRS}):
-        for attr in _NAME_ATTRS:
-            value = source.get(attr)
-            if isinstance(value, str) and value:
-                return value
+    for attr in _NAME_ATTRS:
+        value = bound.get(attr)
+        if isinstance(value, str) and value:
+            return value
+    for attr in _NAME_ATTRS:
+        value = read_attr(inner, attr)
+        if isinstance(value, str) and value:
+            return value
     return None
 
 
@@ -91,17 +148,42 @@ def estimate_messages(messages: Iterable[Any], system: Any = None) -> int:
     return estimate_tokens(items)
 
 
+def message_view(message: Any) -> dict[str, Any]:
+    """A plain view of one message (type, content, tool calls' names and arguments), as it is digested."""
+    entry: dict[str, Any] = {"type": getattr(message, "type", type(message).__name__)}
+    content = getattr(message, "content", _MISSING)
+    entry["content"] = str(message) if content is _MISSING else content  # (str() only when needed: it is costly)
+    calls = read_attr(message, "tool_calls")  # a ToolMessage has none: a failed getattr costs microseconds
+    if calls:
+        entry["tool_calls"] = [{"name": c.get("name"), "args": c.get("args")} for c in calls]
+    return entry
+
+
 def message_digest_input(messages: Iterable[Any]) -> list[dict[str, Any]]:
-    """A plain view of the messages for ``after_model(input=...)``: hashed into the ledger, never stored."""
-    view = []
-    for message in messages:
-        entry: dict[str, Any] = {"type": getattr(message, "type", type(message).__name__)}
-        entry["content"] = getattr(message, "content", str(message))
-        calls = getattr(message, "tool_calls", None)
-        if calls:
-            entry["tool_calls"] = [{"name": c.get("name"), "args": c.get("args")} for c in calls]
-        view.append(entry)
-    return view
+    """A plain view of the messages (one :func:`message_view` each), e.g. for ``after_model(input=...)``."""
+    return [message_view(message) for message in messages]
+
+
+def message_history() -> History:
+    """Per-hook running totals of the conversations it sees (LangChain hands the same message objects every turn):
+    each turn estimates and digests only the messages added since the last, not the whole history again."""
+    return History(view=message_view)
+
+
+def estimate_history(history: History, messages: Any, system: Any = None) -> int:
+    """``estimate_messages(messages, system)``, reading only the messages ``history`` has not seen yet."""
+    if not isinstance(messages, (list, tuple)):
+        return estimate_messages(messages, system)
+    return history.estimate(messages, 0 if system is None else message_chars(system))
+
+
+def history_input(history: History, messages: Any) -> dict[str, Any]:
+    """What ``after_model(input=...)`` gets for the ledger: ``{"messages": n, "sha256": ...}``, a chained digest of
+    every message's :func:`message_view` (``loopguard_core.tokens.history_digest(messages, message_view)``
+    recomputes it), hashed into the ledger row and never stored. Only the new messages are hashed each turn."""
+    if not isinstance(messages, (list, tuple)):
+        messages = list(messages)
+    return history.digest(messages)
 
 
 def usage_of(messages: Iterable[Any]) -> tuple[int, int] | None:

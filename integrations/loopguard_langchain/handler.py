@@ -48,7 +48,8 @@ from loopguard_core import ApprovalError, Breaker, LoopGuardTripped, estimate_to
 from loopguard_core.runs import RunHandle
 
 from ._approval import declare_named
-from ._common import agent_name, estimate_messages, message_digest_input, tool_outcome, usage_of
+from ._batch import message_batch
+from ._common import agent_name, estimate_history, history_input, message_history, tool_outcome, usage_of
 from ._steer import LoopGuardSteered, steer_lock
 
 __all__ = ["LoopGuardCallbackHandler", "LoopGuardSteered"]
@@ -109,6 +110,8 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         self._tools = _Bounded()  # tool run id -> (tool, args, call_id, agent, root)
         self._models = _Bounded()  # llm run id -> (model, agent, estimate, digest input, root)
         self._agents = _Bounded()  # chain run id -> agent name from its metadata (for on_agent_action)
+        self._batches = _Bounded()  # tool call id -> (the model answer that carried it, root), from on_llm_end
+        self._history = message_history()  # each model call reads only the messages added since the last
 
     # -- the trap guard -----------------------------------------------------------------------------
     @property
@@ -167,6 +170,8 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
             for table in (self._root_of, self._actions, self._tools, self._models, self._agents):
                 for key in [k for k in table if k in stale]:
                     del table[key]
+            for key in [k for k, (_, root) in self._batches.items() if root == run_id]:
+                del self._batches[key]
         handle.close()
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -186,8 +191,9 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         with self._lock:
             root = self._root_of.get(run_id)
             agent = self._agents.get(run_id)
+            batch = self._batch(call_id)
         with self._scope(root):
-            _no_edits(self.breaker.before_tool(tool, args, agent=agent, call_id=call_id), tool)
+            _no_edits(self.breaker.before_tool(tool, args, agent=agent, call_id=call_id, batch=batch), tool)
         with self._lock:
             pending = self._actions.get(run_id) or []
             pending.append((tool, call_id, args))
@@ -212,6 +218,8 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         declare_named(self.breaker, tool, metadata)  # the tool's own metadata is merged into the run's
         root = self._attach(run_id, parent_run_id)
         checked = False
+        with self._lock:
+            batch = self._batch(call_id)
         if parent_run_id is not None:
             with self._lock:
                 pending = self._actions.get(parent_run_id)
@@ -225,7 +233,8 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
             if not checked:
                 with steer_lock(self.breaker, self.on_trip):
                     try:
-                        _no_edits(self.breaker.before_tool(tool, args, agent=agent, call_id=call_id), tool)
+                        approval = self.breaker.before_tool(tool, args, agent=agent, call_id=call_id, batch=batch)
+                        _no_edits(approval, tool)
                     except LoopGuardTripped as trip:
                         if self.on_trip != "steer":
                             raise
@@ -233,6 +242,28 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
                         raise LoopGuardSteered(trip, text) from None
         with self._lock:
             self._tools.put(run_id, (tool, args, call_id, agent, root))
+
+    def _batch(self, call_id: Any) -> str | None:
+        """The model answer a tool call came in (under the lock). LangGraph runs an answer's calls in parallel
+        (``create_agent`` sends each to the tools node on its own, so their parent runs differ; a plain ``ToolNode``
+        shares one): the model's own run saw them all, and each is judged on the run as the model saw it."""
+        found = self._batches.get(call_id) if isinstance(call_id, str) and call_id else None
+        return None if found is None else found[0]  # type: ignore[no-any-return]
+
+    def _remember_batches(self, run_id: UUID, response: Any, root: UUID | None) -> None:
+        """Note which answer carried each tool call of a model response (read by on_tool_start / on_agent_action)."""
+        for generations in getattr(response, "generations", None) or ():
+            for generation in generations:
+                message = getattr(generation, "message", None)
+                calls = getattr(message, "tool_calls", None) if message is not None else None
+                if not calls:
+                    continue
+                batch = message_batch(message) or f"llm:{run_id}"
+                with self._lock:
+                    for call in calls:
+                        call_id = call.get("id") if isinstance(call, Mapping) else None
+                        if isinstance(call_id, str) and call_id:
+                            self._batches.put(call_id, (batch, root))
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
@@ -292,8 +323,9 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         batch = messages[0] if messages else []
         params = kwargs.get("invocation_params") or {}
-        digest = message_digest_input(batch) if self.breaker.ledger is not None else None  # ledger-only
-        self._model_start(run_id, parent_run_id, metadata, params, estimate_messages(batch), digest)
+        history = self._history
+        digest = history_input(history, batch) if self.breaker.ledger is not None else None  # ledger-only
+        self._model_start(run_id, parent_run_id, metadata, params, estimate_history(history, batch), digest)
 
     def on_llm_start(
         self,
@@ -315,6 +347,7 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         if entry is None:
             return
         model, agent, estimate, digest, root = entry
+        self._remember_batches(run_id, response, root)
         usage = _usage(response)
         if usage is None:  # nothing reported: count the estimate rather than zero
             texts = [getattr(g, "text", "") for gens in getattr(response, "generations", []) for g in gens]

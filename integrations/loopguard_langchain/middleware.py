@@ -36,7 +36,17 @@ from langchain_core.messages import AIMessage, ToolMessage
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
 
 from ._approval import acheck_tool, arun_body, check_tool, declare, resumed_run, run_body, with_edits
-from ._common import agent_name, estimate_messages, message_digest_input, model_cap, model_name, usage_of
+from ._batch import batch_of_state
+from ._common import (
+    agent_name,
+    estimate_history,
+    estimate_messages,
+    history_input,
+    message_history,
+    model_cap,
+    model_name,
+    usage_of,
+)
 from ._order import find_create_agent_list, order_problem
 from ._scope import InvocationRuns, current_invocation
 from ._steer import steer_lock
@@ -46,6 +56,12 @@ __all__ = ["LoopGuardMiddleware"]
 
 _ON_TRIP = ("raise", "end", "steer")
 _TRIP_MEMORY = 512
+
+
+def _batch(request: Any, call_id: str | None) -> str | None:
+    """The model answer a tool call came in (the AIMessage in the agent's state holding it): create_agent runs an
+    answer's calls in parallel, and each is judged on the run as the model saw it, whichever finishes first."""
+    return batch_of_state(getattr(request, "state", None), call_id)
 
 
 def stop_message(trip: LoopGuardTripped) -> AIMessage:
@@ -102,6 +118,7 @@ class LoopGuardMiddleware(AgentMiddleware):
         self._checked: set[tuple[int, ...]] = set()
         self._trips: OrderedDict[str, LoopGuardTripped] = OrderedDict()
         self._trips_lock = threading.Lock()
+        self._history = message_history()  # each turn reads only the messages added since the last
         #: the most recent trip seen by this middleware (handy after an ``on_trip="end"`` run)
         self.last_trip: LoopGuardTripped | None = None
 
@@ -202,6 +219,7 @@ class LoopGuardMiddleware(AgentMiddleware):
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         call = request.tool_call
         name, args, call_id = call["name"], call.get("args") or {}, call.get("id")
+        batch = _batch(request, call_id)
         declare(self.breaker, request.tool)
         agent = agent_name()
         key, is_root = current_invocation()
@@ -209,7 +227,7 @@ class LoopGuardMiddleware(AgentMiddleware):
         with self.breaker.run(own) if own is not None else self._runs.scope(key):
             with steer_lock(self.breaker, self.on_trip):
                 try:
-                    approval = check_tool(self.breaker, name, args, agent, call_id)
+                    approval = check_tool(self.breaker, name, args, agent, call_id, batch)
                 except ApprovalRequired:
                     raise  # waits for a person: never answered for the model, never an "end"
                 except LoopGuardTripped as trip:
@@ -227,13 +245,14 @@ class LoopGuardMiddleware(AgentMiddleware):
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         call = request.tool_call
         name, args, call_id = call["name"], call.get("args") or {}, call.get("id")
+        batch = _batch(request, call_id)
         declare(self.breaker, request.tool)
         agent = agent_name()
         key, is_root = current_invocation()
         own = self._resume(name, call_id, key, is_root)
         with self.breaker.run(own) if own is not None else self._runs.scope(key):
             try:
-                approval = await acheck_tool(self.breaker, name, args, agent, call_id)
+                approval = await acheck_tool(self.breaker, name, args, agent, call_id, batch)
             except ApprovalRequired:
                 raise
             except LoopGuardTripped as trip:
@@ -252,7 +271,7 @@ class LoopGuardMiddleware(AgentMiddleware):
     def _preflight_args(self, request: Any) -> dict[str, Any]:
         return {
             "model": model_name(request.model),
-            "estimated_input_tokens": estimate_messages(request.messages, request.system_message),
+            "estimated_input_tokens": estimate_history(self._history, request.messages, request.system_message),
             "max_output_tokens": model_cap(request.model, request.model_settings),
             "agent": agent_name(),
         }
@@ -267,8 +286,9 @@ class LoopGuardMiddleware(AgentMiddleware):
             "output_tokens": usage[1],
             "model": pre["model"],
             "agent": pre["agent"],
-            # Only hashed into the ledger: without one, do not walk the whole history on every turn.
-            "input": message_digest_input(request.messages) if self.breaker.ledger is not None else None,
+            # Only hashed into the ledger (without one, nothing is computed): a chained digest of the history,
+            # which hashes only the messages added since the last turn.
+            "input": history_input(self._history, request.messages) if self.breaker.ledger is not None else None,
         }
 
     def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:

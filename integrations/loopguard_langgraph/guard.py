@@ -68,6 +68,8 @@ class _GuardNode:
         self._lock = threading.Lock()
         self._admitted: OrderedDict[str, tuple[str, Any, str | None]] = OrderedDict()  # call id -> call
         self._awaiting: OrderedDict[tuple[str, str], LoopGuardTripped] = OrderedDict()  # (thread, call id)
+        # How far each conversation was read for results: id(first message) -> (first, count, last message).
+        self._scanned: OrderedDict[int, tuple[Any, int, Any]] = OrderedDict()
 
     # -- helpers ----------------------------------------------------------------------------------
     def _messages(self, state: Any) -> Sequence[Any]:
@@ -95,13 +97,35 @@ class _GuardNode:
             )
         return str(configurable["thread_id"])
 
+    def _unread(self, messages: Sequence[Any]) -> Sequence[Any]:
+        """The messages added since this node last read this conversation (all of them the first time, or when the
+        history was rewritten): the results it looks for arrive after the calls it admitted, so a long run does not
+        re-read its whole history on every visit. Called under the lock."""
+        if not messages:
+            return messages
+        first, n = messages[0], len(messages)
+        mark = self._scanned.get(id(first))
+        start = 0
+        if mark is not None and mark[0] is first and 0 < mark[1] <= n and messages[mark[1] - 1] is mark[2]:
+            start = mark[1]
+        self._scanned[id(first)] = (first, n, messages[n - 1])  # holds first: its id stays its own
+        self._scanned.move_to_end(id(first))
+        while len(self._scanned) > _MEMORY:
+            self._scanned.popitem(last=False)
+        return messages[start:] if start else messages
+
     def _report(self, messages: Sequence[Any]) -> list[tuple[str, Any, str | None, str, Any, Any]]:
         """Results of calls this node let through earlier (their ToolMessages are in the state now)."""
         found = []
         with self._lock:
-            for message in messages:
-                call_id = getattr(message, "tool_call_id", None)
-                if isinstance(message, ToolMessage) and isinstance(call_id, str) and call_id in self._admitted:
+            unread = self._unread(messages)
+            if not self._admitted:
+                return found
+            for message in unread:
+                if not isinstance(message, ToolMessage):
+                    continue
+                call_id = message.tool_call_id
+                if isinstance(call_id, str) and call_id in self._admitted:
                     name, args, agent = self._admitted.pop(call_id)
                     result, error = tool_outcome(message)
                     found.append((name, args, agent, call_id, result, error))

@@ -40,6 +40,7 @@ from loopguard_langchain._approval import (
     run_body,
     with_edits,
 )
+from loopguard_langchain._batch import batch_of_state
 from loopguard_langchain._common import agent_name
 from loopguard_langchain._scope import InvocationRuns, current_invocation
 from loopguard_langchain._steer import steer_lock
@@ -69,7 +70,10 @@ class _Guard:
         self.on_trip = on_trip
         self.runs = InvocationRuns.of(breaker)
 
-    def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None]:
+    def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None, str | None]:
+        """The call's name, args, id, agent, invocation key, the run it must continue (if any) and its batch: the
+        AIMessage in the node's state that carried it (ToolNode runs an answer's calls in parallel; each is judged
+        on the run as the model saw it, whichever sibling finishes first)."""
         call = request.tool_call
         name, call_id = call["name"], call.get("id")
         declare(self.breaker, getattr(request, "tool", None))
@@ -82,7 +86,8 @@ class _Guard:
                 self.runs.adopt(key, found, is_root=is_root)
             elif found is not None:
                 own = found
-        return name, call.get("args") or {}, call_id, agent_name(), key, own
+        batch = batch_of_state(getattr(request, "state", None), call_id)
+        return name, call.get("args") or {}, call_id, agent_name(), key, own, batch
 
     def _scope(self, key: Any, own: str | None) -> Any:
         return self.breaker.run(own) if own is not None else self.runs.scope(key)
@@ -94,12 +99,12 @@ class _Guard:
             holder.append(trip)
 
     def wrap(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        name, args, call_id, agent, key, own = self._call(request)
+        name, args, call_id, agent, key, own, batch = self._call(request)
         with self._scope(key, own):
             try:
                 with steer_lock(self.breaker, self.on_trip):  # siblings run on worker threads
                     try:
-                        approval = check_tool(self.breaker, name, args, agent, call_id)
+                        approval = check_tool(self.breaker, name, args, agent, call_id, batch)
                     except ApprovalRequired:
                         raise
                     except LoopGuardTripped as trip:
@@ -121,11 +126,11 @@ class _Guard:
             )
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
-        name, args, call_id, agent, key, own = self._call(request)
+        name, args, call_id, agent, key, own, batch = self._call(request)
         with self._scope(key, own):
             try:
                 try:
-                    approval = await acheck_tool(self.breaker, name, args, agent, call_id)
+                    approval = await acheck_tool(self.breaker, name, args, agent, call_id, batch)
                 except ApprovalRequired:
                     raise
                 except LoopGuardTripped as trip:

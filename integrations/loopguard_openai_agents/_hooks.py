@@ -7,6 +7,9 @@
 - A handoff is a call too: ``on_handoff`` checks ``transfer_to_<agent>`` so two agents handing a question back
   and forth trip like any other loop.
 - Attribution: every call is made under the name of the agent the SDK hands the hook.
+- Parallel calls: the SDK runs the tool calls of one model response concurrently, so a sibling may report before
+  another is checked. ``on_llm_end`` notes which response carried each call id, and the check passes it as the
+  batch (``before_tool(..., batch=...)``): each sibling is judged on the run as the model saw it.
 
 How a trip travels: a hook raising from ``on_llm_start`` propagates unchanged out of ``Runner.run``; from
 ``on_tool_start`` (and from tool input guardrails) the SDK wraps it in ``UserError("Error running tool …")``
@@ -115,6 +118,8 @@ class LoopGuardHooks(RunHooks[Any]):
         self.trips = TripMemory.of(breaker)
         # tool call ids checked by the tool guardrail already (so on_tool_start does not count them twice)
         self._checked: OrderedDict[str, None] = OrderedDict()
+        # tool call id -> the model response that carried it (its batch), noted in on_llm_end
+        self._batches: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- trips ------------------------------------------------------------------------------------
@@ -135,8 +140,12 @@ class LoopGuardHooks(RunHooks[Any]):
         and the model gets that text as its result (``on_trip="steer"``, only where the SDK lets the guard
         answer in the tool's place: the tool input guardrail). Otherwise the trip is raised."""
         self._raise_earlier()
+        batch = None
+        if call_id:
+            with self._lock:
+                batch = self._batches.get(call_id)
         try:
-            await self.breaker.abefore_tool(tool, args, agent=agent, call_id=call_id)
+            await self.breaker.abefore_tool(tool, args, agent=agent, call_id=call_id, batch=batch)
         except LoopGuardTripped as trip:
             if steerable and self.on_trip == "steer":
                 # Breaker.asteer returns what the model is told, or raises the trip when the run must stop.
@@ -181,7 +190,25 @@ class LoopGuardHooks(RunHooks[Any]):
         if self.hooks is not None:
             await self.hooks.on_llm_start(context, agent, system_prompt, input_items)
 
+    def _note_batch(self, response: Any) -> None:
+        """Which response carried each tool call (its id, else its call ids joined)."""
+        calls = [
+            item.call_id
+            for item in getattr(response, "output", None) or ()
+            if isinstance(getattr(item, "call_id", None), str) and item.call_id
+        ]
+        if len(calls) < 2:
+            return  # a lone call has no sibling to wait for
+        found = getattr(response, "response_id", None)
+        batch = found if isinstance(found, str) and found else "calls:" + "|".join(calls)
+        with self._lock:
+            for call_id in calls:
+                self._batches[call_id] = batch
+            while len(self._batches) > 4_096:
+                self._batches.popitem(last=False)
+
     async def on_llm_end(self, context: Any, agent: Any, response: Any) -> None:
+        self._note_batch(response)
         usage = getattr(response, "usage", None)
         await self.breaker.aafter_model(
             input_tokens=int(getattr(usage, "input_tokens", 0) or 0),

@@ -50,7 +50,7 @@ from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuar
 from loopguard_core.approvals import ApprovalRequest
 
 from ._approvals import METADATA_KEY, approval_metadata, asked_in, run_of
-from ._messages import estimate_request_tokens, flatten_messages, max_output_tokens, model_name
+from ._messages import _ToolCounts, estimate_request_tokens, max_output_tokens, message_history, model_name
 
 __all__ = ["LoopGuardCapability"]
 
@@ -80,6 +80,26 @@ _SWALLOWED = (
     "({how}); loopguard raised it again. Let LoopGuardTripped propagate from that capability "
     "(and never turn it into ModelRetry: that ends in UnexpectedModelBehavior)."
 )
+
+
+def _batch(ctx: RunContext[Any], call: ToolCallPart) -> str | None:
+    """The model response a tool call came in: Pydantic AI runs one response's tool calls in parallel (asyncio
+    tasks, sync tools on worker threads), all in the same step of the agent run (``run_step``). Passed as
+    ``before_tool(..., batch=...)`` so each sibling is judged on the run as the model saw it, whichever finishes
+    first (an identical sibling that reported first still counts, as a call in flight). None without a run id (the
+    step number alone is not unique across runs sharing one breaker run) or when the latest response does not hold
+    the call."""
+    run_id = getattr(ctx, "run_id", None)
+    step = getattr(ctx, "run_step", None)
+    if not isinstance(run_id, str) or not run_id or not isinstance(step, int) or not call.tool_call_id:
+        return None
+    response = next((m for m in reversed(ctx.messages or ()) if isinstance(m, ModelResponse)), None)
+    if response is None:
+        return None
+    calls = [part for part in response.parts if isinstance(part, ToolCallPart)]
+    if not any(part.tool_call_id == call.tool_call_id for part in calls):
+        return None
+    return f"{run_id}:{step}"
 
 
 def _agent_name(ctx: RunContext[Any]) -> str | None:
@@ -114,6 +134,9 @@ class LoopGuardCapability(AbstractCapability[Any]):
     _settled: OrderedDict[str, ApprovalRequest] = field(default_factory=OrderedDict, init=False, repr=False)
     # agent run id -> the gated call it deferred (for a run whose output type cannot carry the deferral)
     _waiting: OrderedDict[str, ApprovalRequired] = field(default_factory=OrderedDict, init=False, repr=False)
+    # running estimates (and ledger digests) of the conversations seen: each request reads only its new messages
+    _history: Any = field(default_factory=message_history, init=False, repr=False, compare=False)
+    _tools: Any = field(default_factory=_ToolCounts, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.breaker, Breaker):
@@ -206,7 +229,7 @@ class LoopGuardCapability(AbstractCapability[Any]):
         try:
             await self.breaker.abefore_model(
                 model=model_name(request_context.model),
-                estimated_input_tokens=estimate_request_tokens(request_context),
+                estimated_input_tokens=estimate_request_tokens(request_context, self._history, self._tools),
                 max_output_tokens=max_output_tokens(request_context.model_settings),
                 agent=_agent_name(ctx),
             )
@@ -232,9 +255,18 @@ class LoopGuardCapability(AbstractCapability[Any]):
             model=name,
             agent=_agent_name(ctx),
             cost_usd=self._cost(response),
-            input=flatten_messages(request_context.messages),  # hashed into the ledger, never stored
+            input=self._ledger_input(request_context.messages),
         )
         return response
+
+    def _ledger_input(self, messages: Any) -> Any:
+        """What the ledger hashes for a model request (never stored): ``{"messages": n, "sha256": ...}``, a chained
+        digest of every message's ``flatten_message`` view (``loopguard_core.tokens.history_digest(messages,
+        flatten_message)`` recomputes it), of which each request hashes only the new messages. Nothing without a
+        ledger."""
+        if self.breaker.ledger is None:
+            return None
+        return self._history.digest(messages if isinstance(messages, Sequence) else list(messages))
 
     def _cost(self, response: ModelResponse) -> float | None:
         # Pydantic AI prices with genai-prices too, and knows the provider and cache tokens; use it when
@@ -310,7 +342,7 @@ class LoopGuardCapability(AbstractCapability[Any]):
         try:
             with self._asking_run(ctx, call):
                 approval = await self.breaker.abefore_tool(
-                    call.tool_name, args, agent=_agent_name(ctx), call_id=call_id
+                    call.tool_name, args, agent=_agent_name(ctx), call_id=call_id, batch=_batch(ctx, call)
                 )
         except ApprovalRequired as waiting:
             # Pydantic AI's own deferral: the run ends with DeferredToolRequests carrying loopguard's request.

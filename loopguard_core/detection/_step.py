@@ -8,7 +8,7 @@ the detectors with each admission; the Redis store keeps them packed (:func:`pac
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Step",
     "pack_step",
     "unpack_step",
+    "without_siblings",
 ]
 
 #: the call failed (an exception, or a result that reports a failure)
@@ -111,3 +112,14 @@ def unpack_step(data: bytes) -> Step:
     at += n_tool
     words = frozenset(struct.unpack_from(f">{n_words}I", data, at)) if n_words else frozenset()
     return Step(seq, tool, action.hex(), outcome.hex(), flags, "" if shape == _NO_SHAPE else shape.hex(), words)
+
+
+def without_siblings(window: Sequence[Step], siblings_done: int, action: str) -> tuple[Sequence[Step], int]:
+    """The window as the model saw it when it asked for a call of a batch (parallel calls of one answer), and how
+    many of the left-out sibling steps are this very call: the model asked for those at the same time, so they
+    count as identical calls still in flight, whichever finished first (an answer that repeats a call twice must
+    not slip past the repeat rule because one twin reported before the other was checked)."""
+    if not siblings_done:
+        return window, 0
+    done = window[-siblings_done:]
+    return window[:-siblings_done], sum(1 for step in done if step.action == action)

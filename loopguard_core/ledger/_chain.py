@@ -59,16 +59,63 @@ _GENESIS_DOMAIN = b"loopguard-ledger-genesis-v1\x00"
 _KEY_CHECK_DOMAIN = b"loopguard-ledger-key-check-v1"
 
 
+_ESC = json.encoder.encode_basestring_ascii  # what the encoder above writes a str with (C when available)
+_sha256 = hashlib.sha256
+
+
 def canonical(values: Sequence[Any]) -> bytes:
     """The canonical bytes of a row's hashed values (``HASHED_COLUMNS`` order; str, int or None only)."""
+    data = _canonical_row(values) if len(values) == _N_HASHED else None
+    return _encode(values) if data is None else data
+
+
+def _encode(values: Sequence[Any]) -> bytes:
+    """:func:`canonical` through the JSON encoder itself: any values, any number of them."""
     if _ITER_ENCODE is not None:
-        return "".join(_ITER_ENCODE(list(values), 0)).encode("ascii")
+        return "".join(_ITER_ENCODE(values if type(values) in (list, tuple) else list(values), 0)).encode("ascii")
     return _ENCODER.encode(list(values)).encode("ascii")
+
+
+_N_HASHED = len(HASHED_COLUMNS)
+
+
+def _canonical_row(values: Sequence[Any]) -> bytes | None:
+    """:func:`canonical` of a row shaped as every writer stores it, in one f-string; None for any other shape.
+
+    The same bytes as the JSON encoder by construction: the integer columns must be exact ``int`` (written by
+    ``int.__repr__``, as the encoder does) and every other value is ``None`` (``null``) or goes through the
+    encoder's own string escaper, which refuses anything but ``str``. Any other value (a float, a bool, a
+    blob in a tampered row) returns None and takes the encoder itself.
+    """
+    session, turn, origin, agent, tool, input_hash, tokens_in, tokens_out, micros, ms, passed, breach, at = values
+    if not (
+        type(turn) is int
+        and type(tokens_in) is int
+        and type(tokens_out) is int
+        and type(micros) is int
+        and type(ms) is int
+        and type(passed) is int
+    ):
+        return None
+    esc = _ESC
+    try:
+        text = (
+            f"[{esc(session)},{turn},{esc(origin)},{'null' if agent is None else esc(agent)},"
+            f"{'null' if tool is None else esc(tool)},{esc(input_hash)},{tokens_in},{tokens_out},{micros},{ms},"
+            f"{passed},{'null' if breach is None else esc(breach)},{esc(at)}]"
+        )
+    except TypeError:  # a value that is neither str nor None where the ledger stores text
+        return None
+    return text.encode("ascii")
 
 
 def row_hash(prev_hash: str, values: Sequence[Any]) -> str:
     """``SHA-256(bytes.fromhex(prev_hash) || canonical(values))`` as 64 lowercase hex characters."""
-    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical(values)).hexdigest()
+    # canonical() inlined: this runs once per appended row and once per row verified.
+    data = _canonical_row(values) if len(values) == _N_HASHED else None
+    if data is None:
+        data = _encode(values)
+    return _sha256(bytes.fromhex(prev_hash) + data).hexdigest()
 
 
 def genesis_hash(chain_id: str) -> str:

@@ -159,12 +159,13 @@ class Ledger:
         micros = 0 if cost_usd == 0 and type(cost_usd) in (float, int) else to_micros(cost_usd)
         if micros > _MAX_INT:
             raise LedgerConfigError(f"cost_usd {cost_usd!r} is more than a 64-bit count of micro-USD can hold")
+        # label() inlined for the common case (ASCII text needs no change): this runs once per guarded call.
         values = (
-            label(session_id),
+            session_id if type(session_id) is str and session_id.isascii() else label(session_id),
             turn,
             origin,
-            None if agent is None else label(str(agent)),
-            None if tool is None else label(str(tool)),
+            None if agent is None else agent if type(agent) is str and agent.isascii() else label(str(agent)),
+            None if tool is None else tool if type(tool) is str and tool.isascii() else label(str(tool)),
             self._hash(input_text),
             input_tokens,
             output_tokens,

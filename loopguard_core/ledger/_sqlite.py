@@ -330,14 +330,19 @@ class SqliteBackend:
         # The hot path: kept flat (no context manager) because it runs once per guarded call.
         if self._memory:
             with self._mem_lock:
-                return self._append(self._conn(), values, on_sealed)
-        local = self._local
-        conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        if conn is None or local.gen != _fork_generation[0] or self._closed:
+                conn = self._conn()
+                return self._append(conn, conn.execute, values, on_sealed)
+        # This thread's (fork generation, connection, its INSERT cursor's execute): one lookup per append.
+        writer: tuple[int, sqlite3.Connection, _Execute] | None = getattr(self._local, "writer", None)
+        if writer is None or writer[0] != _fork_generation[0] or self._closed:
             conn = self._conn()
-        return self._append(conn, values, on_sealed)
+            writer = (_fork_generation[0], conn, conn.cursor().execute)
+            self._local.writer = writer
+        return self._append(writer[1], writer[2], values, on_sealed)
 
-    def _append(self, conn: sqlite3.Connection, values: Sequence[Any], on_sealed: OnSealed | None) -> int:
+    def _append(
+        self, conn: sqlite3.Connection, insert: _Execute, values: Sequence[Any], on_sealed: OnSealed | None
+    ) -> int:
         head = self._head
         if head is not None and on_sealed is None:
             # Fast path: one autocommit INSERT (which takes the same write lock as BEGIN IMMEDIATE) at the
@@ -345,10 +350,11 @@ class SqliteBackend:
             # seqs are contiguous, so that seq is free exactly when that row is still the head; if anyone
             # else appended since, the seq is taken, the primary key refuses the row, nothing is written,
             # and the append reads the real head under BEGIN IMMEDIATE. The chain cannot fork either way.
+            # The INSERT returns only once SQLite has committed the row (autocommit), as BEGIN/COMMIT does.
             seq, prev = head[0] + 1, head[1]
             sealed = row_hash(prev, values)
             try:
-                conn.execute(_INSERT, (seq, *values, prev, sealed))
+                insert(_INSERT, (seq, *values, prev, sealed))
             except sqlite3.IntegrityError:
                 pass
             except sqlite3.OperationalError as exc:
@@ -447,6 +453,7 @@ class _NoLock:
 _NO_LOCK = _NoLock()
 
 _Query = Callable[[str, Sequence[Any]], Iterator[tuple[Any, ...]]]
+_Execute = Callable[[str, Sequence[Any]], object]
 
 
 class _Reader:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..detection import Call, Step
 from ..detection._policy import finding_facts
+from ..detection._step import without_siblings
 from ..limits import Limits
 from ..state import BreakerState, check_transition
 from .base import _NO_FACTS, ModelRequest, ModelUsage, RunSnapshot, ToolOutcome, ToolRequest, Transition, Verdict
@@ -171,15 +172,10 @@ class RunState:
         queued = inflight.get(signature)
         if queued is None and len(inflight) >= loop.memory:
             inflight.clear()  # callers that never report back: the in-flight memory starts over
-        window = self.window if not req.siblings_done else self.window[: -req.siblings_done]
-        if (
-            loop.enabled
-            and tool not in loop.exempt_tools
-            and loop.may_fire(window, tool, signature, req.shape, len(queued) if queued else 0)
-        ):
-            call = Call(
-                self.tool_calls + 1, tool, signature, req.shape, req.words, req.poll, len(queued or ()), req.prose
-            )
+        window, twins = without_siblings(self.window, req.siblings_done, signature)
+        flying = (len(queued) if queued else 0) + twins
+        if loop.enabled and tool not in loop.exempt_tools and loop.may_fire(window, tool, signature, req.shape, flying):
+            call = Call(self.tool_calls + 1, tool, signature, req.shape, req.words, req.poll, flying, req.prose)
             finding, noted = loop.judge(window, call, limits.mode)
             if noted:
                 observed += tuple(

@@ -20,6 +20,12 @@ a tool admission hands back the run's window of finished calls (digests only, ap
 - Admitted model calls reserve their projected tokens and micro-USD until they report back (or the
   reservation expires), so concurrent workers cannot overshoot a ceiling together.
 
+With ``defer_seconds`` (off by default) a tool outcome waits in this process and rides with the same run's
+next step, which applies it first, exactly as ``record_tool`` would have: one round trip per guarded tool call
+in the steady state. It is sent on its own before a snapshot, when a step of the store finds it older than
+``defer_seconds``, on ``flush()``/``close()`` and at exit. Within one process nothing changes; other processes
+of the same run see the call finish later (docs/deployment.md, "Redis round trips per guarded call").
+
 When Redis cannot be reached, ``failure_policy="closed"`` (the default) refuses the call with reason
 ``store_unavailable`` within the socket timeouts (0.25 s by default; redis-py's own retries are off, a
 debit is never re-sent blindly); ``failure_policy="open"`` admits it and logs a rate-limited warning.
@@ -36,6 +42,7 @@ key of a run carries one hash tag, so each script runs on the one master that ho
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import json
 import logging
@@ -53,7 +60,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .._extras import require
 from ..detection import Call, Finding, Step, pack_step, unpack_step
-from ..detection._policy import finding_facts
+from ..detection._policy import LoopDetection, finding_facts
+from ..detection._step import without_siblings
 from ..errors import StoreError
 from ..limits import Limits
 from ..state import BreakerState
@@ -63,7 +71,17 @@ __all__ = ["RedisStore", "key_pattern", "redact_url"]
 
 logger = logging.getLogger("loopguard.stores.redis")
 
-_STEPS = ("admit_tool", "record_tool", "refuse_tool", "admit_model", "record_model", "reset", "snapshot", "steer")
+_STEPS = (
+    "admit_tool",
+    "record_tool",
+    "refuse_tool",
+    "admit_model",
+    "record_model",
+    "reset",
+    "snapshot",
+    "steer",
+    "settle",
+)
 _SUFFIXES = (":h", ":seenq", ":res", ":resmin", ":w", ":p")
 _STATES = {"c": BreakerState.CLOSED, "o": BreakerState.OPEN, "h": BreakerState.HALF_OPEN}
 _POLICIES = ("closed", "open")
@@ -82,6 +100,7 @@ _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "namespace": str,
     "max_connections": int,
     "pool_timeout": float,
+    "defer_seconds": float,
 }
 # URL schemes of a Redis Cluster (the value: TLS or not).
 _CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
@@ -91,6 +110,24 @@ _POOL_MESSAGES = frozenset({"No connection available.", "Too many connections"})
 # Bumped in a forked child: the connection gate of a store is rebuilt there (a thread of the parent may
 # have held a slot at the fork, and that slot would never come back).
 _fork_generation = [0]
+# Deferred outcomes (see RedisStore: defer_seconds): at most this many wait per run, and admissions whose
+# outcome may be deferred are remembered for this many calls per run and this many runs.
+_PENDING_MAX = 16
+_CALM_MAX = 256
+_CALM_RUNS = 1_024
+# Stores with deferred outcomes to send when the interpreter exits.
+_live_stores: weakref.WeakSet[RedisStore] = weakref.WeakSet()
+
+
+def _settle_at_exit() -> None:
+    for store in list(_live_stores):
+        try:
+            store.flush()
+        except Exception:  # pragma: no cover - exit path, best effort
+            logger.debug("loopguard could not send deferred outcomes at exit", exc_info=True)
+
+
+atexit.register(_settle_at_exit)
 
 
 def _after_fork() -> None:
@@ -169,6 +206,15 @@ def _int(value: Any) -> int:
     return int(float(_text(value)))
 
 
+def _reach(loop: LoopDetection) -> int | None:
+    """How far back admit_tool looks to tell that no detector can fire (``LoopDetection.may_fire``), or None
+    (always hand the window back) when the detectors or ``may_fire`` itself are not the built-in ones."""
+    if type(loop).may_fire is not LoopDetection.may_fire:
+        return None
+    reach = getattr(loop, "_reach", None)
+    return reach if isinstance(reach, int) and reach > 0 else None
+
+
 def redact_url(url: str) -> str:
     """The URL without its password (safe for logs, errors and trip facts)."""
     try:
@@ -188,7 +234,7 @@ class _LimitArgs:
     """The configuration argument of each script for one Limits object, computed once (per tool for
     tool calls): ttl and limits as one msgpack argument instead of a dozen to encode per call."""
 
-    __slots__ = ("limits", "model", "record", "steer", "tools", "ttl")
+    __slots__ = ("limits", "model", "record", "steer", "tools", "ttl", "window")
 
     def __init__(self, limits: Limits, ttl_ms: int, reservation_us: int | None) -> None:
         self.limits, self.ttl = limits, ttl_ms
@@ -207,6 +253,7 @@ class _LimitArgs:
             )
         )
         self.record = _msgpack((ttl_ms, limits.loop.window if limits.loop.enabled else None))
+        self.window = str(limits.loop.window) if limits.loop.enabled else ""  # of a deferred outcome
         self.steer = _msgpack((ttl_ms, limits.max_refusals))
 
     def tool(self, name: str) -> bytes:
@@ -226,6 +273,7 @@ class _LimitArgs:
                     1 if limits.observing else 0,
                     loop.window,
                     loop.memory,
+                    _reach(loop),
                 )
             )
             if len(self.tools) < 4_096:  # tool names come from models: keep the cache bounded
@@ -276,6 +324,7 @@ class RedisStore:
         namespace: str = "lg",
         clock: str = "server",
         digest_key: str | bytes | None = None,
+        defer_seconds: float | None = None,
         **redis_options: Any,
     ) -> None:
         if not isinstance(url, str) or "://" not in url:
@@ -306,6 +355,10 @@ class RedisStore:
             or not reservation_seconds > 0
         ):
             raise ValueError(f"reservation_seconds must be > 0 or None, got {reservation_seconds!r}")
+        if defer_seconds is not None and (
+            isinstance(defer_seconds, bool) or not isinstance(defer_seconds, (int, float)) or not defer_seconds >= 0
+        ):
+            raise ValueError(f"defer_seconds must be a number of seconds >= 0 or None, got {defer_seconds!r}")
         if not isinstance(namespace, str) or not namespace:
             raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
         if digest_key is None:
@@ -360,6 +413,9 @@ class RedisStore:
             if isinstance(pool_size, int) and not isinstance(pool_size, bool) and 0 < pool_size < gate_size:
                 gate_size = pool_size  # never ask the user's pool for more connections than it has
         self._client: Any = client
+        # The store's own client on one server: EVALSHA goes straight to a pooled connection (_direct_evalsha).
+        self._direct = self._owns_client and self._pool is not None
+        self._heads: dict[tuple[str, Sequence[bytes]], tuple[int, bytes]] = {}
         self._gate_size = gate_size
         self._gate = threading.BoundedSemaphore(gate_size)
         self._gate_generation = _fork_generation[0]
@@ -376,6 +432,16 @@ class RedisStore:
         self._down_error = ""
         self._warned_at = -_WARN_EVERY
         self._suppressed = 0
+        # Deferred tool outcomes (see the module docstring): run -> [first deferred at, 8 values per outcome...],
+        # oldest run first; and, per run, the admissions of this process whose outcome may wait: call key ->
+        # [turn, calls] (the key is '=' + call id, or '#' + signature digest for calls without an id).
+        self._defer = None if not defer_seconds else float(defer_seconds)
+        self._pending: dict[RunKey, list[Any]] = {}
+        self._calm: dict[RunKey, dict[str, list[int]]] = {}
+        self._pending_lock = threading.Lock()
+        self._pending_generation = _fork_generation[0]
+        if self._defer is not None:
+            _live_stores.add(self)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -459,16 +525,17 @@ class RedisStore:
         agent = "" if request.agent is None else "=" + request.agent
         config = self._args_for(limits).tool(request.tool)
         signature = self._signature(request.signature)
-        return (self._clock(request.now), config, call_id, request.tool, signature, agent)
+        # The detectors must see the window whatever it holds ("1": a paging request, or calls of the batch left
+        # out); else the script compares the signature's bytes with the actions of the last few steps.
+        judge = b"1" if request.shape or request.siblings_done else bytes.fromhex(signature)
+        return (self._clock(request.now), config, call_id, request.tool, signature, agent, judge)
 
-    def _outcome_argv(self, outcome: ToolOutcome, limits: Limits) -> tuple[str | bytes, ...]:
+    def _outcome_fields(self, outcome: ToolOutcome) -> tuple[str | bytes, ...]:
         call_id = "" if outcome.call_id is None else "=" + outcome.call_id
         shape = outcome.shape and self._digest(outcome.shape, 16)
         action, digest = self._digest(outcome.signature, 16), self._digest(outcome.outcome, 8)
         step = Step(0, outcome.tool, action, digest, outcome.flags, shape, outcome.words)
         return (
-            self._clock(outcome.now),
-            self._args_for(limits).record,
             call_id,
             outcome.tool,
             action,
@@ -476,6 +543,9 @@ class RedisStore:
             pack_step(step)[4:],  # the script puts the call's number in front
             digest,  # a failure streak counts the same error again (by its digest)
         )
+
+    def _outcome_argv(self, outcome: ToolOutcome, limits: Limits) -> tuple[str | bytes, ...]:
+        return (self._clock(outcome.now), self._args_for(limits).record, *self._outcome_fields(outcome))
 
     def _refuse_argv(self, request: ToolRequest, finding: Finding, facts: dict[str, Any]) -> tuple[str | bytes, ...]:
         call_id = "" if request.call_id is None else "=" + request.call_id
@@ -559,21 +629,212 @@ class RedisStore:
             raise self._busy()
         if self._down_until and time.monotonic() < self._down_until:  # it went down while this call waited
             gate.release()
-            raise _Unavailable(self._down_error)
+            raise _Unavailable(self._down_error, sent=False)
         return gate
 
-    def _run(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
+    # -- deferred outcomes -----------------------------------------------------------------------------
+    def _admitted(self, run: RunKey, request: ToolRequest, verdict: Verdict, plain: bool) -> Verdict:
+        """Note a plain admission (closed breaker, no probe, not a retry): its outcome may wait for the run's
+        next step. Anything else (a probe, a transition, a retried id, a call admitted by another process)
+        is recorded at once. ``plain``: the script answered with its plain integer, which, for a call with
+        an id, also says that Redis holds no outcome for that id yet (a report under it is no retry)."""
+        if self._defer is None:
+            return verdict
+        if not verdict.admitted or verdict.probe or verdict.duplicate or verdict.transitions:
+            return self._saw(run, verdict)
+        if request.call_id is None:
+            key = "#" + request.signature
+        elif plain:
+            key = "=" + request.call_id
+        else:
+            return verdict
+        with self._pending_lock:
+            calm = self._calm.get(run)
+            if calm is None:
+                if len(self._calm) >= _CALM_RUNS:
+                    self._calm.clear()
+                calm = self._calm[run] = {}
+            elif len(calm) >= _CALM_MAX:  # admissions that never report: start over
+                calm.clear()
+            entry = calm.get(key)
+            if entry is None:
+                calm[key] = [verdict.turn, 1]
+            else:
+                entry[1] += 1
+            seen = calm.get("")  # the run's turn as this process last saw it
+            calm[""] = [verdict.turn if seen is None else max(seen[0], verdict.turn), 0]
+        return verdict
+
+    def _saw(self, run: RunKey, verdict: Verdict) -> Verdict:
+        """Keep the run's turn as a step of this process saw it (a deferred outcome reports it). After a refusal
+        or a change of state, outcomes of calls admitted before are recorded at once (one may settle a probe)."""
+        calm = self._calm.get(run)
+        if calm is not None:
+            if verdict.transitions or not verdict.admitted:
+                with self._pending_lock:
+                    calm.clear()
+            if not verdict.duplicate:  # a retried request reports the turn of its first answer
+                seen = calm.get("")
+                calm[""] = [verdict.turn if seen is None else max(seen[0], verdict.turn), 0]
+        return verdict
+
+    def _deferred(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict | None:
+        """Queue ``outcome`` for the run's next step when its admission was a plain one made here: the verdict
+        record_tool would give (admitted, the turn seen at admission, no transition), else None."""
+        if self._defer is None:
+            return None
+        key = "#" + outcome.signature if outcome.call_id is None else "=" + outcome.call_id
+        with self._pending_lock:
+            if self._pending_generation != _fork_generation[0]:
+                self._forked()
+            calm = self._calm.get(run)
+            entry = None if calm is None else calm.get(key)
+            if entry is None or calm is None:
+                return None
+            if entry[1] > 1:
+                entry[1] -= 1
+            else:
+                del calm[key]
+            turn = calm.get("", entry)[0]
+            queue = self._pending.get(run)
+            if queue is None:
+                queue = self._pending[run] = [time.monotonic()]
+            elif len(queue) > 8 * _PENDING_MAX:  # enough waiting: this one takes them along now
+                return None
+            queue += (self._clock(outcome.now), self._args_for(limits).window, *self._outcome_fields(outcome))
+        return Verdict(True, None, False, _NO_FACTS, (), turn)
+
+    def _forked(self) -> None:
+        # A forked child: the parent's deferred outcomes are the parent's to send (under _pending_lock).
+        self._pending.clear()
+        self._calm.clear()
+        self._pending_generation = _fork_generation[0]
+
+    def _take(self, run: RunKey) -> tuple[str | bytes, ...]:
+        """The run's deferred outcomes (8 values each, oldest first), handed to the step about to be sent."""
+        with self._pending_lock:
+            if self._pending_generation != _fork_generation[0]:
+                self._forked()
+            queue = self._pending.pop(run, None)
+        return () if queue is None else tuple(queue[1:])
+
+    def _stale(self, run: RunKey | None) -> list[tuple[RunKey, tuple[str | bytes, ...]]]:
+        """Runs but ``run`` whose outcomes waited ``defer_seconds`` already (oldest first), taken to be sent now."""
+        assert self._defer is not None
+        limit = time.monotonic() - self._defer
+        with self._pending_lock:
+            if self._pending_generation != _fork_generation[0]:
+                self._forked()
+                return []
+            due = []
+            for other, queue in self._pending.items():
+                if queue[0] > limit:
+                    break
+                if other != run:
+                    due.append(other)
+            return [(other, tuple(self._pending.pop(other)[1:])) for other in due]
+
+    def _requeue(self, run: RunKey, values: tuple[str | bytes, ...]) -> None:
+        """Outcomes whose step was never sent (no connection to be had): they wait again, in front."""
+        with self._pending_lock:
+            queue = self._pending.pop(run, None)
+            self._pending[run] = [time.monotonic(), *values, *(queue[1:] if queue else ())]
+
+    def _lost(self, values: tuple[str | bytes, ...], error: str) -> None:
+        if values:
+            self._warn("record_tool", f"{error}; {len(values) // 8} deferred tool outcome(s) not recorded")
+
+    def _settle_args(self, values: tuple[str | bytes, ...]) -> tuple[str | bytes, ...]:
+        return (b"", self._ttl, *values)
+
+    def flush(self) -> None:
+        """Send every deferred tool outcome now (``close`` and interpreter exit do)."""
+        with self._pending_lock:
+            if self._pending_generation != _fork_generation[0]:
+                self._forked()
+            items = [(run, tuple(queue[1:])) for run, queue in self._pending.items()]
+            self._pending.clear()
+        for run, values in items:
+            self._send_settle(run, values)
+
+    def _send_settle(self, run: RunKey, values: tuple[str | bytes, ...]) -> None:
+        try:
+            self._eval("settle", self._run_keys(run), self._settle_args(values))
+        except _Unavailable as exc:
+            if exc.sent:
+                self._lost(values, exc.error)
+            else:
+                self._requeue(run, values)
+
+    async def _asend_settle(self, run: RunKey, values: tuple[str | bytes, ...]) -> None:
+        try:
+            await self._aeval("settle", self._run_keys(run), self._settle_args(values))
+        except _Unavailable as exc:
+            if exc.sent:
+                self._lost(values, exc.error)
+            else:
+                self._requeue(run, values)
+
+    def _run(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes], run: RunKey | None = None) -> Any:
+        """One step of ``run``: its deferred outcomes ride along (and those of runs that waited too long go
+        first, on their own)."""
+        if not self._pending:
+            return self._eval(step, keys, argv)
+        if self._defer is not None:
+            for other, values in self._stale(run):
+                self._send_settle(other, values)
+        carried = () if run is None else self._take(run)
+        if not carried:
+            return self._eval(step, keys, argv)
+        try:
+            return self._eval(step, keys, (*argv, *carried))
+        except _Unavailable as exc:
+            if exc.sent:
+                self._lost(carried, exc.error)
+            else:
+                assert run is not None
+                self._requeue(run, carried)
+            raise
+
+    async def _arun(
+        self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes], run: RunKey | None = None
+    ) -> Any:
+        if not self._pending:
+            return await self._aeval(step, keys, argv)
+        if self._defer is not None:
+            for other, values in self._stale(run):
+                await self._asend_settle(other, values)
+        carried = () if run is None else self._take(run)
+        if not carried:
+            return await self._aeval(step, keys, argv)
+        try:
+            return await self._aeval(step, keys, (*argv, *carried))
+        except _Unavailable as exc:
+            if exc.sent:
+                self._lost(carried, exc.error)
+            else:
+                assert run is not None
+                self._requeue(run, carried)
+            raise
+
+    def _eval(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
         if self._down_until and time.monotonic() < self._down_until:
-            raise _Unavailable(self._down_error)
+            raise _Unavailable(self._down_error, sent=False)
         gate = self._enter()
         try:
             deadline = 0.0
             while True:
                 try:
                     client = self._client if self._client is not None else self._sync_client()
-                    sha = self._shas[step]
                     # What redis-py's Script.__call__ does, minus its per-call overhead: EVALSHA, and only on an
                     # explicit NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and send it again.
+                    if self._direct:
+                        try:
+                            return self._direct_evalsha(step, keys, argv)
+                        except self._no_script:
+                            client.script_load(self._texts[step])
+                            return self._direct_evalsha(step, keys, argv)
+                    sha = self._shas[step]
                     try:
                         return client.evalsha(sha, len(keys), *keys, *argv)
                     except self._no_script:
@@ -592,9 +853,36 @@ class RedisStore:
         finally:
             gate.release()
 
-    async def _arun(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
+    def _direct_evalsha(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
+        """EVALSHA on a connection of the store's own pool, packed here: the command's head (sha and keys) is
+        encoded once per run and step, and redis-py's generic packing and per-command bookkeeping (a good share
+        of a check's client time) is skipped. The connection is handled as redis-py does: it disconnects itself
+        on a transport error, and goes back to the pool either way."""
+        head = self._heads.get((step, keys))
+        if head is None:
+            if len(self._heads) >= 4_096:
+                self._heads.clear()
+            parts = [b"$7\r\nEVALSHA\r\n$40\r\n", self._shas[step].encode(), b"\r\n"]
+            parts += _bulk(str(len(keys)).encode())
+            for key in keys:
+                parts += _bulk(key)
+            head = self._heads[(step, keys)] = (len(keys) + 3, b"".join(parts))
+        count, packed = head
+        out = [b"*%d\r\n%b" % (count + len(argv), packed)]
+        for arg in argv:
+            data = arg if type(arg) is bytes else arg.encode()  # type: ignore[union-attr]
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        pool = self._pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command((b"".join(out),))
+            return connection.read_response()
+        finally:
+            pool.release(connection)
+
+    async def _aeval(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
         if self._down_until and time.monotonic() < self._down_until:
-            raise _Unavailable(self._down_error)
+            raise _Unavailable(self._down_error, sent=False)
         entry = self._async_entry()
         gate = entry.gate
         if gate.locked():
@@ -604,7 +892,7 @@ class RedisStore:
                 raise self._busy() from None
             if self._down_until and time.monotonic() < self._down_until:
                 gate.release()
-                raise _Unavailable(self._down_error)
+                raise _Unavailable(self._down_error, sent=False)
         else:
             await gate.acquire()  # free: returns at once
         try:
@@ -637,7 +925,8 @@ class RedisStore:
         # Not an outage: no back-off, the next call tries again.
         return _Unavailable(
             f"ConnectionPoolBusy: all {self._gate_size} connections of this process were in use for "
-            f"{self._pool_timeout:g} s (pool_timeout); raise max_connections or pool_timeout"
+            f"{self._pool_timeout:g} s (pool_timeout); raise max_connections or pool_timeout",
+            sent=False,
         )
 
     def _went_down(self, exc: BaseException) -> _Unavailable:
@@ -742,10 +1031,12 @@ class RedisStore:
         base = {"tool": request.tool, "agent": request.agent}
         verdict = self._verdict(raw, limits, base, request.signature)
         action, shape = self._digest(request.signature, 16), request.shape and self._digest(request.shape, 16)
-        call = Call(_int(raw[7]), request.tool, action, shape, request.words, request.poll, _int(raw[8]), request.prose)
-        window = [unpack_step(bytes(item)) for item in raw[9:]]
-        if request.siblings_done:  # steps of this call's own batch: the model saw none of them
-            window = window[: -request.siblings_done]
+        # Steps of this call's own batch are left out (the model saw none of them); its twins among them count as
+        # still in flight.
+        steps = [unpack_step(bytes(item)) for item in raw[9:]]
+        window, twins = without_siblings(steps, request.siblings_done, action)
+        flying = _int(raw[8]) + twins
+        call = Call(_int(raw[7]), request.tool, action, shape, request.words, request.poll, flying, request.prose)
         finding, noted = limits.loop.judge(window, call, limits.mode)
         if noted:
             extra = tuple((f.reason, {**finding_facts(f, call), "signature": request.signature, **base}) for f in noted)
@@ -757,42 +1048,52 @@ class RedisStore:
     def admit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict:
         keys = self._run_keys(run)
         try:
-            raw = self._run("admit_tool", keys, self._tool_argv(request, limits))
+            raw = self._run("admit_tool", keys, self._tool_argv(request, limits), run)
             if not isinstance(raw, list) or raw[0] != 3:
-                return self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
+                verdict = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
+                return self._admitted(run, request, verdict, type(raw) is int)
             verdict, finding, call = self._judgement(raw, request, limits)
             if finding is None:
-                return verdict
+                return self._admitted(run, request, verdict, False)
             facts = {**finding_facts(finding, call), "signature": request.signature}
             facts.update(tool=request.tool, agent=request.agent)
             raw = self._run("refuse_tool", keys, self._refuse_argv(request, finding, facts))
         except _Unavailable as exc:
             return self._unavailable("admit_tool", exc.error)
         refused = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
-        return refused._replace(transitions=verdict.transitions + refused.transitions, observed=verdict.observed)
+        refused = refused._replace(transitions=verdict.transitions + refused.transitions, observed=verdict.observed)
+        return refused if self._defer is None else self._saw(run, refused)
 
     def record_tool(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict:
+        if self._defer is not None:
+            deferred = self._deferred(run, outcome, limits)
+            if deferred is not None:
+                return deferred
         try:
-            raw = self._run("record_tool", self._run_keys(run), self._outcome_argv(outcome, limits))
+            raw = self._run("record_tool", self._run_keys(run), self._outcome_argv(outcome, limits), run)
         except _Unavailable as exc:
             return self._unavailable("record_tool", exc.error)
         return self._verdict(raw, limits, None)
 
     def admit_model(self, run: RunKey, request: ModelRequest, limits: Limits) -> Verdict:
         try:
-            raw = self._run("admit_model", self._run_keys(run), self._model_argv(request, limits))
+            raw = self._run("admit_model", self._run_keys(run), self._model_argv(request, limits), run)
         except _Unavailable as exc:
             return self._unavailable("admit_model", exc.error)
-        return self._verdict(raw, limits, None)
+        return self._saw(run, self._verdict(raw, limits, None))
 
     def record_model(self, run: RunKey, usage: ModelUsage, limits: Limits) -> Verdict:
         try:
-            raw = self._run("record_model", self._run_keys(run), self._usage_argv(usage))
+            raw = self._run("record_model", self._run_keys(run), self._usage_argv(usage), run)
         except _Unavailable as exc:
             return self._unavailable("record_model", exc.error)
-        return self._verdict(raw, limits, None)
+        return self._saw(run, self._verdict(raw, limits, None))
 
     def snapshot(self, run: RunKey) -> RunSnapshot:
+        if self._pending:  # what this process deferred is part of what it reads
+            carried = self._take(run)
+            if carried:
+                self._send_settle(run, carried)
         try:
             raw = self._run("snapshot", self._run_keys(run)[:1], ())
         except _Unavailable as exc:
@@ -801,29 +1102,32 @@ class RedisStore:
 
     def steer(self, run: RunKey, limits: Limits, now: float) -> Verdict:
         try:
-            raw = self._run("steer", self._run_keys(run), (self._clock(now), self._args_for(limits).steer))
+            raw = self._run("steer", self._run_keys(run), (self._clock(now), self._args_for(limits).steer), run)
         except _Unavailable as exc:
             return self._unavailable("admit_tool", exc.error)
-        return self._verdict(raw, limits, None)
+        return self._saw(run, self._verdict(raw, limits, None))
 
     async def asteer(self, run: RunKey, limits: Limits, now: float) -> Verdict:
         try:
-            raw = await self._arun("steer", self._run_keys(run), (self._clock(now), self._args_for(limits).steer))
+            raw = await self._arun("steer", self._run_keys(run), (self._clock(now), self._args_for(limits).steer), run)
         except _NoAsync:
             return await asyncio.to_thread(self.steer, run, limits, now)
         except _Unavailable as exc:
             return self._unavailable("admit_tool", exc.error)
-        return self._verdict(raw, limits, None)
+        return self._saw(run, self._verdict(raw, limits, None))
 
     def reset(self, run: RunKey) -> Verdict:
         try:
-            raw = self._run("reset", self._run_keys(run), (self._clock(time.monotonic()), self._ttl))
+            raw = self._run("reset", self._run_keys(run), (self._clock(time.monotonic()), self._ttl), run)
         except _Unavailable as exc:
             raise self._store_error("reset the breaker", exc.error) from None
-        return self._verdict(raw, Limits(), None)
+        return self._saw(run, self._verdict(raw, Limits(), None))
 
     def drop(self, run: RunKey) -> None:
         """Forget a finished run now (its keys would expire after ``ttl_seconds`` anyway)."""
+        with self._pending_lock:  # its deferred outcomes go with it
+            self._pending.pop(run, None)
+            self._calm.pop(run, None)
         try:
             self._sync_client().delete(*self._run_keys(run))
         except self._errors as exc:
@@ -834,12 +1138,13 @@ class RedisStore:
     async def aadmit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict:
         keys = self._run_keys(run)
         try:
-            raw = await self._arun("admit_tool", keys, self._tool_argv(request, limits))
+            raw = await self._arun("admit_tool", keys, self._tool_argv(request, limits), run)
             if not isinstance(raw, list) or raw[0] != 3:
-                return self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
+                verdict = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
+                return self._admitted(run, request, verdict, type(raw) is int)
             verdict, finding, call = self._judgement(raw, request, limits)
             if finding is None:
-                return verdict
+                return self._admitted(run, request, verdict, False)
             facts = {**finding_facts(finding, call), "signature": request.signature}
             facts.update(tool=request.tool, agent=request.agent)
             raw = await self._arun("refuse_tool", keys, self._refuse_argv(request, finding, facts))
@@ -848,11 +1153,16 @@ class RedisStore:
         except _Unavailable as exc:
             return self._unavailable("admit_tool", exc.error)
         refused = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
-        return refused._replace(transitions=verdict.transitions + refused.transitions, observed=verdict.observed)
+        refused = refused._replace(transitions=verdict.transitions + refused.transitions, observed=verdict.observed)
+        return refused if self._defer is None else self._saw(run, refused)
 
     async def arecord_tool(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict:
+        if self._defer is not None:
+            deferred = self._deferred(run, outcome, limits)
+            if deferred is not None:
+                return deferred
         try:
-            raw = await self._arun("record_tool", self._run_keys(run), self._outcome_argv(outcome, limits))
+            raw = await self._arun("record_tool", self._run_keys(run), self._outcome_argv(outcome, limits), run)
         except _NoAsync:
             return await asyncio.to_thread(self.record_tool, run, outcome, limits)
         except _Unavailable as exc:
@@ -861,23 +1171,27 @@ class RedisStore:
 
     async def aadmit_model(self, run: RunKey, request: ModelRequest, limits: Limits) -> Verdict:
         try:
-            raw = await self._arun("admit_model", self._run_keys(run), self._model_argv(request, limits))
+            raw = await self._arun("admit_model", self._run_keys(run), self._model_argv(request, limits), run)
         except _NoAsync:
             return await asyncio.to_thread(self.admit_model, run, request, limits)
         except _Unavailable as exc:
             return self._unavailable("admit_model", exc.error)
-        return self._verdict(raw, limits, None)
+        return self._saw(run, self._verdict(raw, limits, None))
 
     async def arecord_model(self, run: RunKey, usage: ModelUsage, limits: Limits) -> Verdict:
         try:
-            raw = await self._arun("record_model", self._run_keys(run), self._usage_argv(usage))
+            raw = await self._arun("record_model", self._run_keys(run), self._usage_argv(usage), run)
         except _NoAsync:
             return await asyncio.to_thread(self.record_model, run, usage, limits)
         except _Unavailable as exc:
             return self._unavailable("record_model", exc.error)
-        return self._verdict(raw, limits, None)
+        return self._saw(run, self._verdict(raw, limits, None))
 
     async def asnapshot(self, run: RunKey) -> RunSnapshot:
+        if self._pending:
+            carried = self._take(run)
+            if carried:
+                await self._asend_settle(run, carried)
         try:
             raw = await self._arun("snapshot", self._run_keys(run)[:1], ())
         except _NoAsync:
@@ -896,7 +1210,10 @@ class RedisStore:
         self._down_until = 0.0
 
     def close(self) -> None:
-        """Close the connections this store opened (sync client; see :meth:`aclose` for async)."""
+        """Send deferred tool outcomes, then close the connections this store opened (sync client; see
+        :meth:`aclose` for async)."""
+        if self._pending:
+            self.flush()
         if self._owns_client and self._client is not None:
             self._client.close()
             if self._pool is not None:
@@ -921,9 +1238,11 @@ class RedisStore:
 
 
 class _Unavailable(Exception):
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str, sent: bool = True) -> None:
         super().__init__(error)
         self.error = error
+        #: the command may have reached Redis (so what it carried must not be sent again)
+        self.sent = sent
 
 
 class _NoAsync(Exception):
@@ -937,6 +1256,10 @@ class _AsyncEntry(NamedTuple):
     client: Any
     pool: Any
     gate: asyncio.Semaphore
+
+
+def _bulk(data: bytes) -> list[bytes]:
+    return [b"$%d\r\n" % len(data), data, b"\r\n"]
 
 
 def _base(request: ToolRequest) -> dict[str, Any]:

@@ -33,13 +33,13 @@ def test_goal_rows_carry_the_measured_figure_and_whether_it_met_the_target() -> 
     memory = by_name(goals, "in-memory")
     assert (memory.value, memory.status) == (3.0, "not met")  # (3100-100)/(1100-100) > 2.0
     sqlite = by_name(goals, "SQLite")
-    assert (sqlite.value, sqlite.unit, sqlite.status) == (40.0, "%", "not met")  # raw/record = 40% < 50%
+    assert (sqlite.value, sqlite.unit, sqlite.status) == (20.0, "%", "not met")  # raw/turn = 20% < 70%
     postgres = by_name(goals, "PostgreSQL")
     assert postgres.status == "pending"
     assert "no server at x" in postgres.note
-    assert any("20.0%" in line for line in context)  # the full turn is reported beside the goal, not as it
+    assert any("40.0%" in line for line in context)  # the append alone is reported beside the goal, not as it
 
-    m.update(measured(sqlite_record=60_000, loopguard_memory=1_900))
+    m.update(measured(sqlite_turn=56_000, loopguard_memory=1_900))
     goals, _ = overhead._goals(m, [])
     assert by_name(goals, "SQLite").status == "met"
     assert by_name(goals, "in-memory").status == "met"

@@ -32,6 +32,20 @@ def test_a_sibling_that_finishes_first_does_not_change_the_verdict(sibling_first
     assert refused.value.reason == "loop"
 
 
+@pytest.mark.parametrize("twin_first", [True, False])
+def test_an_answer_that_repeats_a_call_twice_is_refused_whichever_twin_reports_first(twin_first: bool) -> None:
+    # Two identical calls earlier, then one answer asking for the same call twice: the second twin is the 4th.
+    breaker = Breaker()
+    for n in range(2):
+        finished(breaker, *SAME, "nothing new", call_id=f"s{n}", batch=f"m{n}")
+    breaker.before_tool(*SAME, call_id="t1", batch="m2")
+    if twin_first:  # the first twin ran and reported before the second is checked: it still counts
+        breaker.after_tool(*SAME, result="nothing new", call_id="t1")
+    with pytest.raises(LoopGuardTripped) as refused:
+        breaker.before_tool(*SAME, call_id="t2", batch="m2")
+    assert refused.value.reason == "loop"
+
+
 def test_without_the_batch_a_finished_sibling_breaks_the_repeat() -> None:
     breaker = Breaker()
     three_same(breaker)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,26 @@ def run_batch(breaker: Breaker) -> None:
     assert refused.value.reason == "loop"
 
 
-def test_sqlite(tmp_path: Path) -> None:
-    run_batch(Breaker(store=SQLiteStore(tmp_path / "runs.db"), scope=uuid.uuid4().hex))
+def run_twins(breaker: Breaker) -> None:
+    # One answer repeats the call twice after two identical calls; the first twin reports before the second
+    # is checked, and still counts.
+    for n in range(2):
+        breaker.before_tool(*SAME, call_id=f"s{n}", batch=f"m{n}")
+        breaker.after_tool(*SAME, result="nothing new", call_id=f"s{n}")
+    breaker.before_tool(*SAME, call_id="t1", batch="m2")
+    breaker.after_tool(*SAME, result="nothing new", call_id="t1")
+    with pytest.raises(LoopGuardTripped) as refused:
+        breaker.before_tool(*SAME, call_id="t2", batch="m2")
+    assert refused.value.reason == "loop"
+
+
+@pytest.mark.parametrize("scenario", [run_batch, run_twins])
+def test_sqlite(tmp_path: Path, scenario: Callable[[Breaker], None]) -> None:
+    scenario(Breaker(store=SQLiteStore(tmp_path / "runs.db"), scope=uuid.uuid4().hex))
 
 
 @pytest.mark.redis
-def test_redis(redis_url: str) -> None:
-    run_batch(Breaker(store=store_from_url(patient(redis_url)), scope=f"lg-test-{uuid.uuid4().hex}"))
+@pytest.mark.parametrize("scenario", [run_batch, run_twins])
+def test_redis(redis_url: str, scenario: Callable[[Breaker], None]) -> None:
+    breaker = Breaker(store=store_from_url(patient(redis_url)), scope=f"lg-test-{uuid.uuid4().hex}")
+    scenario(breaker)

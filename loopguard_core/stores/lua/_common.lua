@@ -32,11 +32,18 @@ local REFRESH_US = (tonumber(TTL) or 0) * 1000 / 64
 -- Integers as exact decimal text: Lua's default number formatting keeps only 14 digits.
 local function int(n) return string.format('%d', n) end
 
-local function clock()
-  if ARGV[1] ~= '' then return tonumber(ARGV[1]) end
-  local t = redis.call('TIME')
-  return t[1] * 1000000 + t[2]
+local SERVER_NOW
+-- A clock argument ('' reads Redis TIME, once per script run) in microseconds.
+local function time_of(c)
+  if c ~= '' then return tonumber(c) end
+  if not SERVER_NOW then
+    local t = redis.call('TIME')
+    SERVER_NOW = t[1] * 1000000 + t[2]
+  end
+  return SERVER_NOW
 end
+
+local function clock() return time_of(ARGV[1]) end
 
 -- An empty call id is still an id.
 local function call_id()
@@ -108,14 +115,28 @@ local OBSERVED = {}
 -- 0 refused, 2 duplicate (then the second element is what remember stored). An admission carries what
 -- observe mode noted as its 7th element (JSON, '' if nothing). The common case, admitted with no change
 -- of state and nothing observed, is the integer turn * 2 + probe: cheapest to send and to parse.
+-- Set by a step whose admission must not be answered with the plain integer (see admit_tool).
+local LONG_REPLY = false
+
+-- Transitions made by deferred outcomes applied first (settle): reported with the step that carried them.
+local SETTLED = {}
+local function all_moves(moves)
+  if #SETTLED == 0 then return moves end
+  local all = {}
+  for i = 1, #SETTLED do all[#all + 1] = SETTLED[i] end
+  for i = 1, #moves do all[#all + 1] = moves[i] end
+  return all
+end
+
 local function finish(s, now, key, r, moves, request)
+  moves = all_moves(moves)
   remember(key, r, request) -- stored with no transitions: a retried request reports none
   local due = ttl_due(s, now)
   flush(s)
   if due then
     for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], TTL) end
   end
-  if r[1] == 1 and #moves == 0 and #OBSERVED == 0 then return r[4] * 2 + r[5] end
+  if r[1] == 1 and #moves == 0 and #OBSERVED == 0 and not LONG_REPLY then return r[4] * 2 + r[5] end
   r[6] = table.concat(moves, '|')
   if r[1] == 1 then r[7] = #OBSERVED > 0 and cjson.encode(OBSERVED) or '' end
   return r
@@ -212,4 +233,70 @@ local function reserve(s, rid, now, lifetime, tokens, micros)
   put(s, 'rt', s.rt + tokens)
   put(s, 'rc', s.rc + micros)
   put(s, 'rn', s.rn + 1)
+end
+
+-- One tool outcome, as record_tool applies it. c the clock ('' for Redis TIME), w the window size (nil for
+-- no window), cid '' or '=' .. call id, failed '1'/'0', step the packed step without its call number, err
+-- the outcome's digest. Returns nil and the first verdict for a duplicate; else state, now, key, verdict.
+local function outcome(c, w, cid, tool, sig, failed_arg, step, err, moves)
+  local has_id, id = cid ~= '', string.sub(cid, 2)
+  local key = has_id and ('T:' .. id) or nil
+  local failed, window = failed_arg == '1', tonumber(w)
+  local v = redis.call('HMGET', H, 'S', 'f:' .. tool, key and ('i:' .. key) or 'S')
+  if key and v[3] then return nil, v[3] end
+  local now, s = time_of(c), state(v[1])
+  -- The call's number: the oldest admitted call with this signature still in flight.
+  local number = s.tc
+  local queued = redis.call('HGET', FLIGHT, sig)
+  if queued then
+    local first, rest = string.match(queued, '^(%d+) ?(.*)$')
+    number = tonumber(first)
+    if rest ~= '' then redis.call('HSET', FLIGHT, sig, rest) else redis.call('HDEL', FLIGHT, sig) end
+  end
+  if window then
+    local held = redis.call('RPUSH', WIN, struct.pack('>I4', number % 4294967296) .. step)
+    if held == 1 then created(WIN) end
+    if held > window then redis.call('LTRIM', WIN, -window, -1) end
+  end
+  if failed then
+    local count, error = 0, ''
+    if v[2] then count, error = string.match(v[2], '^(%d+) ?(.*)$') end
+    hset('f:' .. tool, int(error == err and tonumber(count) + 1 or 1) .. ' ' .. err)
+  elseif v[2] then
+    redis.call('HDEL', H, 'f:' .. tool)
+  end
+  local probe = 0
+  if s.st == 'h' then
+    -- The probe is the call holding the reservation (matched by call id or signature).
+    local mine
+    if s.pk == '' then mine = not has_id else mine = (has_id and s.pk == id) or s.pk == sig end
+    if mine then
+      probe = 1
+      put(s, 'pk', '')
+      if failed then
+        move(s, 'o', 'probe failed', moves)
+        s.oa, s.tr, s.trips = now, 'failures', s.trips + 1
+      else
+        move(s, 'c', 'probe succeeded', moves)
+        s.tr, s.tk, s.tt, s.tl, s.to, s.oa = '', '', '', '', '', false
+      end
+    end
+  end
+  return s, now, key, { 1, '', 0, s.turns, probe, '' }
+end
+
+-- Outcomes the client deferred (RedisStore defer_outcomes): they ride with the run's next step, in ARGV from
+-- index ``from`` on, 8 values each (clock, window, call id, tool, signature, failed, step, error digest),
+-- oldest first. Each is applied before the step reads anything, exactly as record_tool would have applied
+-- it; its transitions are reported with the step's own.
+local function settle(from)
+  for i = from, #ARGV, 8 do
+    local s, now, key, r = outcome(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
+      ARGV[i + 6], ARGV[i + 7], SETTLED)
+    if s then
+      remember(key, r, nil)
+      flush(s)
+      W = {}
+    end
+  end
 end

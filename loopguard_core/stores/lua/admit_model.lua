@@ -4,6 +4,7 @@
 --       tokens, 5 projected micro-USD.
 -- Spent plus what admitted calls still in flight have reserved is compared with a ceiling, so
 -- concurrent workers cannot each take the last unit; record_model releases the reservation.
+settle(6) -- deferred tool outcomes of the run ride with this step (see _common.lua)
 local has_id, id = call_id()
 local key = has_id and ('m:' .. id) or nil
 local rid = has_id and ('=' .. id) or nil

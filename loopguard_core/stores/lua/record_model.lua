@@ -4,6 +4,7 @@
 -- reserved then never falls below what the calls still in flight really reserved.
 -- ARGV: 1 clock, 2 config (ttl), 3 call id, 4 tokens, 5 micro-USD, 6 failed (0/1): a call that raised
 -- releases its reservation without being remembered, so a retry under the same id still counts.
+settle(7) -- deferred tool outcomes of the run ride with this step (see _common.lua)
 local has_id, id = call_id()
 local key = (has_id and ARGV[6] ~= '1') and ('M:' .. id) or nil
 local v = redis.call('HMGET', H, 'S', key and ('i:' .. key) or 'S', has_id and ('r:=' .. id) or 'S')

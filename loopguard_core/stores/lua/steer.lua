@@ -2,6 +2,7 @@
 -- trip closes without forgetting the window (the same call is refused again); past max_refusals the run is
 -- stopped for good.
 -- ARGV: 1 clock, 2 config (ttl, max_refusals (nil: no limit)).
+settle(3) -- deferred tool outcomes of the run ride with this step (see _common.lua)
 local v = redis.call('HMGET', H, 'S', 'rf')
 local now, s, moves = clock(), state(v[1]), {}
 local refusals = (tonumber(v[2]) or 0) + 1

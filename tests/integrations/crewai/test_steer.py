@@ -8,6 +8,7 @@ stops.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -114,3 +115,60 @@ def test_in_a_parallel_turn_only_the_refused_call_is_answered_for_the_model() ->
         assert any(text.startswith(REFUSED) for text in told)
         assert any(text == "no news about fresh" for text in told)
         assert breaker.usage().refusals == 1
+
+
+class _Ordered(Breaker):
+    """Forces one order of two parallel siblings (CrewAI's thread pool): the fresh lookup reports before the 4th
+    identical one is checked, or only after it. (Raise mode: nothing else holds a lock around the check.)"""
+
+    def __init__(self, *, fresh_first: bool) -> None:
+        super().__init__()
+        self.fresh_first = fresh_first
+        self.fresh_recorded = threading.Event()
+        self.fourth_checked = threading.Event()
+        self.waits: list[bool] = []
+        self.same = 0
+        self._count = threading.Lock()
+
+    def before_tool(self, tool: str, args: Any = None, **kwargs: Any) -> Any:
+        fourth = False
+        if args == SAME[1]:
+            with self._count:
+                self.same += 1
+                fourth = self.same == 4
+            if fourth and self.fresh_first:
+                self.waits.append(self.fresh_recorded.wait(10))
+        try:
+            return super().before_tool(tool, args, **kwargs)
+        finally:
+            if fourth:
+                self.fourth_checked.set()
+
+    def after_tool(self, tool: str, args: Any = None, **kwargs: Any) -> None:
+        fresh = args == {"q": "fresh"}
+        if fresh and not self.fresh_first:
+            self.waits.append(self.fourth_checked.wait(10))
+        super().after_tool(tool, args, **kwargs)
+        if fresh:
+            self.fresh_recorded.set()
+
+
+@pytest.mark.parametrize("fresh_first", [True, False], ids=["fresh-reports-first", "fresh-reports-last"])
+def test_a_parallel_siblings_verdict_does_not_depend_on_which_finishes_first(fresh_first: bool) -> None:
+    # The hook names the answer (its tool call ids) as the batch, so the 4th identical lookup is refused whether
+    # its fresh sibling of the same answer reported before it was checked or after.
+    fresh = ("lookup", {"q": "fresh"})
+    for _ in range(2):  # the order is forced: a repeat only shows it holds
+        breaker, counter = _Ordered(fresh_first=fresh_first), BodyCounter()
+        llm = ScriptedLLM([SAME, SAME, SAME, [SAME, fresh], "done"])
+
+        with pytest.raises(CrewAILoopGuardTripped) as caught, guard_crew(breaker):
+            one_agent_crew([counted_tool(counter)], llm).kickoff()
+
+        assert caught.value.reason == "loop"
+        assert counter.runs[:3] == [SAME, SAME, SAME] and SAME not in counter.runs[3:]
+        if fresh_first:
+            assert breaker.waits == [True]  # the order asked for really happened
+            assert counter.runs[3:] == [fresh]
+        else:  # once the trip is held, a sibling not yet checked is blocked: the fresh one may never report
+            assert breaker.waits in ([], [True])

@@ -196,3 +196,33 @@ async def test_one_breaker_across_two_agent_subgraphs_async() -> None:
         await parent.compile().ainvoke(user())
     assert caught.value.agent == "writer"
     assert counter.count("lookup") == 3
+
+
+@pytest.mark.parametrize("page_first", [True, False], ids=["page-reports-first", "page-reports-last"])
+def test_a_parallel_siblings_verdict_does_not_depend_on_which_finishes_first(page_first: bool) -> None:
+    # ToolNode runs one answer's sync calls on worker threads; the guard names the batch (the AIMessage's id), so
+    # the 4th identical lookup is refused whether the fresh page of the same answer reported before it or after.
+    from ..langchain.test_parallel_batch import PAGE, SCRIPT, OrderedBreaker, _FourthLookup
+
+    class Gated(GuardedToolNode):
+        gate: _FourthLookup
+
+        def _run_one(self, call: Any, input_type: Any, tool_runtime: Any) -> Any:
+            self.gate.hold_if_fourth(call["name"])  # outside the guard: before the lookup is checked
+            return super()._run_one(call, input_type, tool_runtime)
+
+    for _ in range(3):
+        breaker, counter = OrderedBreaker(page_last=not page_first), BodyCounter()
+        node = guarded_tool_node(counted_tools(counter), breaker, on_trip="steer")
+        node.__class__ = Gated
+        node.gate = _FourthLookup(breaker)  # type: ignore[attr-defined]
+        model = ScriptedChatModel(SCRIPT)
+
+        result = agent_graph(model, node).invoke(user())
+
+        assert breaker.waits == [True]
+        assert result["messages"][-1].content == "done"
+        assert counter.runs == [RUNAWAY, RUNAWAY, RUNAWAY, PAGE]
+        answers = {m.name: m for m in model.seen[4] if isinstance(m, ToolMessage)}
+        assert answers["lookup"].status == "error" and answers["fetch_page"].content.startswith("page 1")
+        assert breaker.usage().refusals == 1

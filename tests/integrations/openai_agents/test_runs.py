@@ -3,6 +3,7 @@ transport (no network): runaways stopped before the fourth body, the trip unwrap
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from loopguard_core.testing import BodyCounter
 from loopguard_openai_agents import LoopGuardHooks, agent_tool, guarded_run, guarded_run_streamed, guarded_run_sync
 from loopguard_pytest import assert_not_tripped, assert_tripped
 
-from ..openai.fakes import BASE_URL, ScriptedOpenAI, async_http_client, legit, runaway
+from ..openai.fakes import BASE_URL, ScriptedOpenAI, async_http_client, legit, runaway, script
 
 set_tracing_disabled(True)
 
@@ -149,3 +150,62 @@ async def test_steer_answers_the_refused_call_through_the_tool_guardrail() -> No
     assert any(
         "loopguard" in str(m.get("content", "")).lower() or "refused" in str(m.get("content", "")).lower() for m in told
     )
+
+
+SAME, FRESH = {"q": "same"}, {"q": "fresh"}
+
+
+class _Ordered(Breaker):
+    """Forces one order of two concurrent siblings: the fresh lookup reports before the 4th identical one is
+    checked, or only after it."""
+
+    def __init__(self, *, fresh_first: bool) -> None:
+        super().__init__()
+        self.fresh_first = fresh_first
+        self.fresh_recorded = asyncio.Event()
+        self.fourth_checked = asyncio.Event()
+        self.waits: list[bool] = []
+        self.same = 0
+
+    async def _wait(self, event: asyncio.Event) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), 10)
+        except asyncio.TimeoutError:
+            pass
+        self.waits.append(event.is_set())
+
+    async def abefore_tool(self, tool: str, args: Any = None, **kwargs: Any) -> Any:
+        fourth = False
+        if args == SAME:
+            self.same += 1
+            fourth = self.same == 4
+            if fourth and self.fresh_first:
+                await self._wait(self.fresh_recorded)
+        try:
+            return await super().abefore_tool(tool, args, **kwargs)
+        finally:
+            if fourth:
+                self.fourth_checked.set()
+
+    async def aafter_tool(self, tool: str, args: Any = None, **kwargs: Any) -> None:
+        if args == FRESH and not self.fresh_first:
+            await self._wait(self.fourth_checked)
+        await super().aafter_tool(tool, args, **kwargs)
+        if args == FRESH:
+            self.fresh_recorded.set()
+
+
+@pytest.mark.parametrize("fresh_first", [True, False], ids=["fresh-reports-first", "fresh-reports-last"])
+async def test_a_parallel_siblings_verdict_does_not_depend_on_which_finishes_first(fresh_first: bool) -> None:
+    # The SDK runs one response's tool calls concurrently; the hooks name the batch (the response), so the 4th
+    # identical lookup is refused whether its fresh sibling reported before it was checked or after.
+    for _ in range(3):
+        breaker, counter = _Ordered(fresh_first=fresh_first), BodyCounter()
+        api = ScriptedOpenAI(script(*[("lookup", SAME)] * 3, [("lookup", SAME), ("lookup", FRESH)], "done"))
+        with pytest.raises(LoopGuardTripped) as caught:
+            await guarded_run(researcher(api, counter), "find it", breaker)
+        # the order asked for really happened (in the other order the trip may end the run before the fresh
+        # sibling reports at all: the SDK cancels it)
+        assert breaker.waits == [True] if fresh_first else breaker.waits in ([], [True])
+        assert caught.value.reason == "loop"
+        assert counter.runs[:3] == [("lookup", SAME)] * 3 and ("lookup", SAME) not in counter.runs[3:]

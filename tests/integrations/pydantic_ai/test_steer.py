@@ -8,6 +8,8 @@ still stops.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -99,3 +101,73 @@ def test_on_trip_is_checked() -> None:
         LoopGuardCapability(Breaker(), on_trip="end")
     with pytest.raises(ValueError, match="'raise' or 'steer'"):
         guarded_run_sync(make_agent(ScriptedModel(["done"]), BodyCounter()), "go", Breaker(), on_trip="retry")
+
+
+class _Ordered(Breaker):
+    """Forces one order of two parallel siblings: the fresh page reports before the 4th lookup is checked, or after."""
+
+    def __init__(self, *, page_first: bool) -> None:
+        super().__init__()
+        self.page_first = page_first
+        self.page_recorded = threading.Event()
+        self.fourth_checked = threading.Event()
+        self.waits: list[bool] = []
+        self.lookups = 0
+
+    async def _wait(self, event: threading.Event) -> None:
+        for _ in range(5_000):  # up to ~10 s, without blocking the event loop the siblings share
+            if event.is_set():
+                break
+            await asyncio.sleep(0.002)
+        self.waits.append(event.is_set())
+
+    async def abefore_tool(self, tool: str, args: Any = None, **kwargs: Any) -> Any:
+        fourth = False
+        if tool == "lookup":
+            self.lookups += 1
+            fourth = self.lookups == 4
+            if fourth and self.page_first:
+                await self._wait(self.page_recorded)
+        try:
+            return await super().abefore_tool(tool, args, **kwargs)
+        finally:
+            if fourth:
+                self.fourth_checked.set()
+
+    async def aafter_tool(self, tool: str, args: Any = None, **kwargs: Any) -> None:
+        if tool == "fetch_page" and not self.page_first:
+            await self._wait(self.fourth_checked)
+        await super().aafter_tool(tool, args, **kwargs)
+        if tool == "fetch_page":
+            self.page_recorded.set()
+
+
+def _fetch_page(counter: BodyCounter) -> Any:
+    def fetch_page(page: int) -> str:
+        """Fetch one page."""
+        counter.hit("fetch_page", page)
+        return f"page {page}: fresh text"
+
+    return fetch_page
+
+
+@pytest.mark.parametrize("page_first", [True, False], ids=["page-reports-first", "page-reports-last"])
+def test_a_parallel_siblings_verdict_does_not_depend_on_which_finishes_first(page_first: bool) -> None:
+    # Pydantic AI runs one response's calls in parallel; the capability names the batch (the run's step), so the
+    # 4th identical lookup is refused whether the fresh page of the same response reported before it or after.
+    page = ("fetch_page", {"page": 1})
+    for _ in range(3):
+        breaker, counter = _Ordered(page_first=page_first), BodyCounter()
+        fake = ScriptedModel([SAME, SAME, SAME, [SAME, page], "done"])
+        agent = make_agent(fake, counter, [LoopGuardCapability(breaker, on_trip="steer")])
+
+        agent.tool_plain(_fetch_page(counter))
+
+        result = agent.run_sync("find it")
+
+        assert breaker.waits == [True]  # the order asked for really happened
+        assert result.output == "done"
+        assert counter.count("lookup") == 3 and counter.count("fetch_page") == 1
+        answers = {part.tool_name: str(part.content) for part in returns_sent(fake, 5)[-2:]}
+        assert answers["lookup"].startswith(REFUSED) and answers["fetch_page"].startswith("page 1")
+        assert breaker.usage().refusals == 1
