@@ -45,6 +45,12 @@ def test_goal_rows_carry_the_measured_figure_and_whether_it_met_the_target() -> 
     assert by_name(goals, "in-memory").status == "met"
     assert by_name(goals, "Redis").status == "pending"
 
+    m.update(measured(redis_raw=100_000, redis_check=120_000, redis_turn=200_000, redis_turn_deferred=120_000))
+    goals, context = overhead._goals(m, [])
+    redis = [g for g in goals if g.name.startswith("Redis")]
+    assert [(g.value, g.status) for g in redis] == [(50.0, "not met"), (83.3, "met")]  # a guarded call, both ways
+    assert any("83.3%" in line for line in context)  # before_tool alone is context
+
 
 def test_an_unreachable_postgres_is_pending_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("psycopg")
