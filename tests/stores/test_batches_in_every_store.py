@@ -50,3 +50,15 @@ def test_sqlite(tmp_path: Path, scenario: Callable[[Breaker], None]) -> None:
 def test_redis(redis_url: str, scenario: Callable[[Breaker], None]) -> None:
     breaker = Breaker(store=store_from_url(patient(redis_url)), scope=f"lg-test-{uuid.uuid4().hex}")
     scenario(breaker)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("scenario", [run_batch, run_twins])
+def test_redis_with_deferred_outcomes(redis_url: str, scenario: Callable[[Breaker], None]) -> None:
+    # A sibling's outcome may wait in this process (defer_seconds): it rides with the next step of the run, which
+    # applies it before reading the window, so the batch is judged the same.
+    store = store_from_url(patient(redis_url) + "&defer_seconds=0.1")
+    try:
+        scenario(Breaker(store=store, scope=f"lg-test-{uuid.uuid4().hex}"))
+    finally:
+        store.close()  # type: ignore[attr-defined]
