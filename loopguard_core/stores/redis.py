@@ -206,6 +206,17 @@ def _int(value: Any) -> int:
     return int(float(_text(value)))
 
 
+def _needs_command_name(pool: Any) -> bool:
+    """Whether the pool's ``get_connection`` takes a required ``command_name`` (redis-py 5)."""
+    import inspect
+
+    try:
+        parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
+    except (TypeError, ValueError):  # pragma: no cover - a pool whose signature cannot be read
+        return False
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
 def _reach(loop: LoopDetection) -> int | None:
     """How far back admit_tool looks to tell that no detector can fire (``LoopDetection.may_fire``), or None
     (always hand the window back) when the detectors or ``may_fire`` itself are not the built-in ones."""
@@ -415,6 +426,8 @@ class RedisStore:
         self._client: Any = client
         # The store's own client on one server: EVALSHA goes straight to a pooled connection (_direct_evalsha).
         self._direct = self._owns_client and self._pool is not None
+        # redis-py 5 requires a command name to get a connection; 6 and later deprecate it (a warning per call).
+        self._conn_args: tuple[str, ...] = ("EVALSHA",) if self._direct and _needs_command_name(self._pool) else ()
         self._heads: dict[tuple[str, Sequence[bytes]], tuple[int, bytes]] = {}
         self._gate_size = gate_size
         self._gate = threading.BoundedSemaphore(gate_size)
@@ -873,7 +886,7 @@ class RedisStore:
             data = arg if type(arg) is bytes else arg.encode()  # type: ignore[union-attr]
             out.append(b"$%d\r\n%b\r\n" % (len(data), data))
         pool = self._pool
-        connection = pool.get_connection()
+        connection = pool.get_connection(*self._conn_args)
         try:
             connection.send_packed_command((b"".join(out),))
             return connection.read_response()

@@ -202,3 +202,17 @@ def test_four_processes_with_deferred_outcomes_share_max_tool_calls_exactly(
     assert reader.snapshot(run).tool_calls == 600
     assert in_flight(redis_client, reader, run) == 0  # every outcome was recorded, none twice
     reader.close()
+
+
+def test_a_connection_is_asked_for_as_each_redis_py_release_expects() -> None:
+    # redis-py 5 requires the command name (a TypeError without it); 6 and later deprecate passing it.
+    from loopguard_core.stores.redis import _needs_command_name
+
+    class Py5Pool:
+        def get_connection(self, command_name: str, *keys: object, **options: object) -> None: ...
+
+    class Py8Pool:
+        def get_connection(self, command_name: str | None = None, *keys: object, **options: object) -> None: ...
+
+    assert _needs_command_name(Py5Pool()) is True
+    assert _needs_command_name(Py8Pool()) is False
