@@ -178,6 +178,26 @@ def check_seconds(param: str, value: object, *, allow_zero: bool = False) -> flo
     return seconds
 
 
+def check_claim(
+    key: object, args_digest: object, token: object, lease_seconds: object, ttl_seconds: object
+) -> tuple[float, float]:
+    """The arguments of ``SideEffectStore.claim``, checked alike by every store: ``(lease, ttl)`` in seconds."""
+    check_key(key)
+    check_key(args_digest, "args_digest")
+    check_token(token)
+    return check_seconds("lease_seconds", lease_seconds), check_seconds("ttl_seconds", ttl_seconds)
+
+
+def check_completion(key: object, token: object, outcome: object, ttl_seconds: object) -> float:
+    """The arguments of ``SideEffectStore.complete``, checked alike by every store: the ttl in seconds."""
+    check_key(key)
+    check_token(token)
+    ttl = check_seconds("ttl_seconds", ttl_seconds)
+    if not isinstance(outcome, bytes):
+        raise TypeError(f"outcome must be bytes, got {type(outcome).__name__}")
+    return ttl
+
+
 def check_clock(clock: object) -> WallClock | None:
     if clock is not None and not callable(clock):
         raise TypeError(f"clock must be a callable returning epoch seconds (like time.time), got {clock!r}")

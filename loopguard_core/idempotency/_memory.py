@@ -9,9 +9,10 @@ from ._base import (
     Claim,
     SideEffectRecord,
     WallClock,
+    check_claim,
     check_clock,
+    check_completion,
     check_key,
-    check_seconds,
     check_token,
     completed,
     decide,
@@ -45,11 +46,7 @@ class MemorySideEffects:
         ttl_seconds: float,
         take_over: bool = False,
     ) -> Claim:
-        check_key(key)
-        check_key(args_digest, "args_digest")
-        check_token(token)
-        lease = check_seconds("lease_seconds", lease_seconds)
-        ttl = check_seconds("ttl_seconds", ttl_seconds)
+        lease, ttl = check_claim(key, args_digest, token, lease_seconds, ttl_seconds)
         with self._lock:
             now = self._clock()
             if now - self._last_purge >= _PURGE_EVERY:
@@ -69,11 +66,7 @@ class MemorySideEffects:
         return Claim(state, record)
 
     def complete(self, key: str, token: str, outcome: bytes, *, ttl_seconds: float) -> bool:
-        check_key(key)
-        check_token(token)
-        ttl = check_seconds("ttl_seconds", ttl_seconds)
-        if not isinstance(outcome, bytes):
-            raise TypeError(f"outcome must be bytes, got {type(outcome).__name__}")
+        ttl = check_completion(key, token, outcome, ttl_seconds)
         with self._lock:
             record = self._records.get(key)
             if record is None or record.token != token:

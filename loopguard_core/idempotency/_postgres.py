@@ -27,7 +27,9 @@ from ._base import (
     Claim,
     SideEffectRecord,
     WallClock,
+    check_claim,
     check_clock,
+    check_completion,
     check_key,
     check_seconds,
     check_token,
@@ -255,11 +257,7 @@ class PostgresSideEffects:
         ttl_seconds: float,
         take_over: bool = False,
     ) -> Claim:
-        check_key(key)
-        check_key(args_digest, "args_digest")
-        check_token(token)
-        lease = check_seconds("lease_seconds", lease_seconds)
-        ttl = check_seconds("ttl_seconds", ttl_seconds)
+        lease, ttl = check_claim(key, args_digest, token, lease_seconds, ttl_seconds)
         params = {
             "now": self._now(),
             "key": key,
@@ -288,11 +286,7 @@ class PostgresSideEffects:
         return self._call(run)
 
     def complete(self, key: str, token: str, outcome: bytes, *, ttl_seconds: float) -> bool:
-        check_key(key)
-        check_token(token)
-        ttl = check_seconds("ttl_seconds", ttl_seconds)
-        if not isinstance(outcome, bytes):
-            raise TypeError(f"outcome must be bytes, got {type(outcome).__name__}")
+        ttl = check_completion(key, token, outcome, ttl_seconds)
         params = {"now": self._now(), "key": key, "token": token, "outcome": outcome, "ttl": ttl}
         return self._call(lambda conn: bool(conn.execute(self._sql["complete"], params).rowcount > 0))
 

@@ -22,7 +22,9 @@ from ._base import (
     Claim,
     SideEffectRecord,
     WallClock,
+    check_claim,
     check_clock,
+    check_completion,
     check_key,
     check_seconds,
     check_token,
@@ -216,11 +218,7 @@ class RedisSideEffects:
         ttl_seconds: float,
         take_over: bool = False,
     ) -> Claim:
-        check_key(key)
-        check_key(args_digest, "args_digest")
-        check_token(token)
-        lease = check_seconds("lease_seconds", lease_seconds)
-        ttl = check_seconds("ttl_seconds", ttl_seconds)
+        lease, ttl = check_claim(key, args_digest, token, lease_seconds, ttl_seconds)
         args = [self._now(), args_digest, token, repr(lease), repr(ttl), "1" if take_over else "0"]
         reply = self._call(lambda: self._claim(keys=[self._key(key)], args=args))
         verdict, now = _text(reply[0]), float(_text(reply[1]))
@@ -230,11 +228,7 @@ class RedisSideEffects:
         return Claim("claimed" if verdict == "claimed" else state_of(record, now, token), record)
 
     def complete(self, key: str, token: str, outcome: bytes, *, ttl_seconds: float) -> bool:
-        check_key(key)
-        check_token(token)
-        ttl = check_seconds("ttl_seconds", ttl_seconds)
-        if not isinstance(outcome, bytes):
-            raise TypeError(f"outcome must be bytes, got {type(outcome).__name__}")
+        ttl = check_completion(key, token, outcome, ttl_seconds)
         args = [self._now(), token, repr(ttl), outcome]
         return bool(self._call(lambda: self._complete(keys=[self._key(key)], args=args)))
 

@@ -22,7 +22,9 @@ from ._base import (
     Claim,
     SideEffectRecord,
     WallClock,
+    check_claim,
     check_clock,
+    check_completion,
     check_key,
     check_seconds,
     check_token,
@@ -247,11 +249,7 @@ class SQLiteSideEffects:
         ttl_seconds: float,
         take_over: bool = False,
     ) -> Claim:
-        check_key(key)
-        check_key(args_digest, "args_digest")
-        check_token(token)
-        lease = check_seconds("lease_seconds", lease_seconds)
-        ttl = check_seconds("ttl_seconds", ttl_seconds)
+        lease, ttl = check_claim(key, args_digest, token, lease_seconds, ttl_seconds)
 
         def run() -> Claim:
             with self._write() as conn:
@@ -277,11 +275,7 @@ class SQLiteSideEffects:
         return self._guard(run)
 
     def complete(self, key: str, token: str, outcome: bytes, *, ttl_seconds: float) -> bool:
-        check_key(key)
-        check_token(token)
-        ttl = check_seconds("ttl_seconds", ttl_seconds)
-        if not isinstance(outcome, bytes):
-            raise TypeError(f"outcome must be bytes, got {type(outcome).__name__}")
+        ttl = check_completion(key, token, outcome, ttl_seconds)
 
         def run() -> bool:
             with self._write() as conn:
