@@ -107,6 +107,11 @@ class _Encoder:
             if self.loose and value.is_integer():
                 return str(int(value))
             return repr(value)
+        return self._compound(value, depth)
+
+    def _compound(self, value: Any, depth: int) -> str:
+        """Bytes, containers and anything else (the tail both encoders share): depth, cycles and raising
+        containers bounded, so any value has a stable form."""
         if isinstance(value, (bytes, bytearray, memoryview)):
             return "b:" + hashlib.blake2b(bytes(value), digest_size=16).hexdigest()
         if depth >= _MAX_DEPTH:
@@ -223,20 +228,7 @@ class _LooseEncoder(_Encoder):
             return _json_int(value)
         if isinstance(value, float):
             return _json_float(value)
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return "b:" + hashlib.blake2b(bytes(value), digest_size=16).hexdigest()
-        if depth >= _MAX_DEPTH:
-            return "…"
-        ident = id(value)
-        if ident in self.path:
-            return "<cycle>"
-        self.path.add(ident)
-        try:
-            return self._container(value, depth + 1)
-        except Exception:  # a container whose items(), __iter__ or __len__ raises: still a stable form
-            return f"<unreadable {_type_name(value)}>"
-        finally:
-            self.path.discard(ident)
+        return self._compound(value, depth)
 
     def _container(self, value: Any, depth: int) -> str:
         if isinstance(value, Mapping):
