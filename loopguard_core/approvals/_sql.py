@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._extras import require
+from .._sqlite_wal import use_wal
 from ..errors import ApprovalError, StoreError
 from ._queue import WallClock, check_status, decide, used
 from ._request import OPEN, ApprovalRequest
@@ -206,7 +207,7 @@ class SQLiteApprovals(_SqlApprovals):
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
+                use_wal(conn, self._timeout)
                 conn.execute("PRAGMA secure_delete=ON")  # erased edited arguments leave no trace in free pages
                 conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
             except sqlite3.Error as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from .._extras import require
+from .._sqlite_wal import use_wal
 from ..errors import StoreError
 from ._rules import new_state
 
@@ -95,7 +96,7 @@ class SQLiteBudgets:
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
             try:
                 conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
+                use_wal(conn, self._timeout)
                 conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
             except sqlite3.Error as exc:
                 raise StoreError(

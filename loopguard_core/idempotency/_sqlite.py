@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
+from .._sqlite_wal import is_busy, use_wal
 from ..errors import StoreError
 from ._base import (
     Claim,
@@ -154,7 +155,7 @@ class SQLiteSideEffects:
         conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-            self._wal(conn)
+            use_wal(conn, self._timeout)
             conn.execute(f"PRAGMA synchronous = {self._sync}")
         except BaseException:
             conn.close()
@@ -180,18 +181,6 @@ class SQLiteSideEffects:
                 self._idle.append(conn)
                 return
         conn.close()
-
-    def _wal(self, conn: sqlite3.Connection) -> None:
-        # Switching a new file to WAL needs a moment alone with it: processes opening it together retry.
-        deadline = time.monotonic() + self._timeout
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -221,7 +210,7 @@ class SQLiteSideEffects:
     def _error(self, exc: sqlite3.Error) -> StoreError:
         text = str(exc)
         folder = os.path.dirname(os.path.abspath(self.path))
-        if _is_busy(exc):
+        if is_busy(exc):
             return StoreError(
                 f"the side-effect store {self.path!r} stayed locked for more than busy_timeout={self._timeout:g} s "
                 f"({text}): another process holds a write transaction on it; find that process, or raise "
@@ -335,8 +324,3 @@ class SQLiteSideEffects:
 
     def __repr__(self) -> str:
         return f"SQLiteSideEffects({self.path!r})"
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text

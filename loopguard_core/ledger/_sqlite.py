@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
+from .._sqlite_wal import use_wal
 from ._backend import OnSealed
 from ._chain import genesis_hash, row_hash
 from ._checkpoint import Checkpoint
@@ -271,23 +271,10 @@ class SqliteBackend:
         fail at once. So it is tried again, with a short growing pause, until it holds or the busy timeout has
         passed; once any process has switched the file, it stays WAL for everyone.
         """
-        deadline = time.monotonic() + self._timeout
-        pause = 0.001
-        while True:
-            try:
-                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
-                    return
-                if str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() == "wal":
-                    return
-                error: sqlite3.OperationalError | None = None  # not switched (another connection held the file)
-            except sqlite3.OperationalError as exc:
-                if _is_read_only(exc) or not _is_busy(exc):
-                    raise self._busy(exc) from exc
-                error = exc
-            if time.monotonic() >= deadline:
-                raise self._busy(error or sqlite3.OperationalError("database is locked")) from error
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        try:
+            use_wal(conn, self._timeout)
+        except sqlite3.OperationalError as exc:
+            raise self._busy(exc) from exc
 
     def _init_schema(self, input_hash_mode: str) -> str:
         conn = self._conn()
@@ -435,11 +422,6 @@ def _is_read_only(exc: sqlite3.Error) -> bool:
     if isinstance(code, int):
         return code & 0xFF == _SQLITE_READONLY
     return "readonly database" in str(exc)
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    msg = str(exc)
-    return "locked" in msg or "busy" in msg
 
 
 class _NoLock:

@@ -47,6 +47,7 @@ from contextlib import suppress
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, unquote
 
+from .._sqlite_wal import is_busy, use_wal
 from ..errors import StoreError
 from ..limits import Limits
 from . import _run_state
@@ -294,7 +295,7 @@ class SQLiteStore:
         conn = sqlite3.connect(self.path, timeout=self._busy, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy * 1000)}")
-            self._wal(conn)
+            use_wal(conn, self._busy)
             conn.execute(f"PRAGMA synchronous = {self._sync}")
             if not self._prepared:
                 self._prepare(conn)
@@ -310,19 +311,6 @@ class SQLiteStore:
             self._conns[ident] = conn
         self._local.conn, self._local.pid = conn, self._pid
         return conn
-
-    def _wal(self, conn: sqlite3.Connection) -> None:
-        # Switching a new file to WAL needs a moment alone with it (SQLite does not wait for that with its busy
-        # handler): processes opening a new file together try again.
-        deadline = time.monotonic() + self._busy
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Make the tables (once per file), check the layout version and settle the digest key."""
@@ -539,7 +527,7 @@ class SQLiteStore:
         text = f"{type(exc).__name__}: {exc}"
         lower = str(exc).lower()
         folder = os.path.dirname(self.path)
-        if _is_busy(exc):
+        if is_busy(exc):
             fix = (
                 f"it stayed locked for more than busy_timeout={self._busy:g} s: another process holds a write "
                 "transaction on it; find that process, or raise busy_timeout"
@@ -820,8 +808,3 @@ def _json(text: str) -> Any:
             "a remembered verdict in the SQLite breaker store is not valid JSON; the file was damaged: drop the "
             "run or restore the file from a backup"
         ) from None
-
-
-def _is_busy(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
