@@ -43,6 +43,8 @@ import json
 import os
 import random
 import statistics
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -64,9 +66,13 @@ MARKS = (1, 100, 500)
 
 # -- timing the hooks themselves ------------------------------------------------------------------------------
 class HookClock:
-    """Per-turn time spent inside hook functions, each timed by itself (handlers they call excluded)."""
+    """Per-turn time spent inside hook functions, each timed by itself (handlers they call excluded).
 
-    def __init__(self) -> None:
+    ``now`` is the clock read at each hook's edges: CPU time of the thread by default, or a count of function calls
+    (``CallCounter.now``) for the deterministic work measure."""
+
+    def __init__(self, now: Callable[[], int] = time.thread_time_ns) -> None:
+        self.now = now
         self.turn = 0
         self.spent: list[int] = [0]
         self.calls: list[int] = [0]
@@ -84,7 +90,7 @@ class HookClock:
         """``fn`` timed; ``handler`` names the argument (position or keyword) the framework's continuation
         arrives in, whose time is not the hook's."""
         clock = self
-        now = time.thread_time_ns  # CPU time of this thread: not the other processes of a shared machine
+        now = self.now  # CPU time of this thread (not the other processes of a shared machine), or a call count
 
         def split(args: tuple[Any, ...], kwargs: dict[str, Any], mark: list[int]) -> tuple[Any, Any]:
             if handler is None:
@@ -150,6 +156,34 @@ class HookClock:
                 clock._add(now() - mark[0])
 
         return stimed
+
+
+class CallCounter:
+    """Counts every function call, Python and C (``sys.setprofile`` in every thread), while active.
+
+    Read at a hook's edges through ``HookClock(now=counter.now)``, it gives the work each hook does per turn as a
+    number that no other process, cache or heap state can move: work that grows with the history (a loop over the
+    messages, a copy, a re-read) grows it; a constant per-turn count means none."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def now(self) -> int:
+        return self.count
+
+    def _event(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call" or event == "c_call":
+            self.count += 1
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        threading.setprofile(self._event)
+        sys.setprofile(self._event)
+        try:
+            yield
+        finally:
+            sys.setprofile(None)
+            threading.setprofile(None)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager
@@ -688,6 +722,16 @@ def _per_turn(runtime: Runtime, calls: int, repeats: int, rng: random.Random) ->
     if marks[-1] != calls:
         marks.append(calls)
     table = {variant: {str(m): _at(runs, m, calls) for m in marks} for variant, runs in spent.items()}
+    # The same run once more per variant, its hooks measured in function calls instead of time.
+    work: dict[str, dict[str, int]] = {}
+    for variant in spent:
+        counter = CallCounter()
+        clock = HookClock(now=counter.now)
+        once = runtime.build(variant, calls, clock)
+        with counter.active():
+            once()
+        work[variant] = {str(m): _work_at(clock.spent, m, calls) for m in marks}
+    work_first, work_last = work["guarded"][str(marks[0])], work["guarded"][str(marks[-1])]
     guarded = table["guarded"]
     first, last = guarded[str(marks[0])], guarded[str(marks[-1])]
     added = {str(m): round(table["guarded"][str(m)] - table["passthrough"][str(m)], 1) for m in marks}
@@ -700,7 +744,15 @@ def _per_turn(runtime: Runtime, calls: int, repeats: int, rng: random.Random) ->
         "hooks_per_turn": hooks_per_turn,
         "run_seconds": {v: statistics.median(s) for v, s in runs_seconds.items()},
         "flatness": round(last / first, 2) if first > 0 else None,
+        "work_calls": work,
+        "work_flatness": round(work_last / work_first, 2) if work_first > 0 else None,
     }
+
+
+def _work_at(spent: list[int], turn: int, last: int) -> int:
+    """Function calls inside the hooks, median over the ten turns from ``turn`` (one run: the count is exact)."""
+    first = min(turn, max(1, last - 9))
+    return int(statistics.median(spent[first : min(first + 10, last + 1)]))
 
 
 def _available(runtime: Runtime) -> str | None:
@@ -786,10 +838,30 @@ def _goals(frameworks: dict[str, Any], per_turn: dict[str, Any]) -> list[dict[st
                 "value": value,
                 "unit": "x",
                 "status": "met" if value is not None and value <= FLAT_GOAL else "not met",
-                "note": ", ".join(f"turn {m}: {g[str(m)]} µs" for m in marks),
+                "note": ", ".join(f"turn {m}: {g[str(m)]} µs" for m in marks)
+                + f"; pass-through drifts {_drift(p)}x over the same turns",
+            }
+        )
+        w = p["work_calls"]["guarded"]
+        value = p["work_flatness"]
+        goals.append(
+            {
+                "name": f"{p['label']}: guarded hook work per turn (function calls), turn {marks[-1]} / {marks[0]}",
+                "target": f"<= {FLAT_GOAL}x",
+                "value": value,
+                "unit": "x",
+                "status": "met" if value is not None and value <= FLAT_GOAL else "not met",
+                "note": ", ".join(f"turn {m}: {w[str(m)]} calls" for m in marks),
             }
         )
     return goals
+
+
+def _drift(p: dict[str, Any]) -> float | None:
+    """How much the pass-through hooks' time per turn grows over the run: what the machine, not the guard, adds."""
+    pt, marks = p["hook_us"]["passthrough"], p["marks"]
+    first = pt[str(marks[0])]
+    return round(pt[str(marks[-1])] / first, 2) if first > 0 else None
 
 
 def render(result: dict[str, Any]) -> str:
@@ -810,6 +882,11 @@ def render(result: dict[str, Any]) -> str:
             for m in p["marks"]
         )
         lines.append(f"{key} hooks per turn, guarded: {cells}; turn {p['marks'][-1]} / turn 1 = {p['flatness']}x")
+        work = ", ".join(
+            f"turn {m}: {p['work_calls']['guarded'][str(m)]} (pass-through {p['work_calls']['passthrough'][str(m)]})"
+            for m in p["marks"]
+        )
+        lines.append(f"{key} function calls inside the hooks per turn, guarded: {work}; {p['work_flatness']}x")
     lines.append("")
     for g in result["goals"]:
         value = "-" if g["value"] is None else f"{g['value']}{g['unit']}"
@@ -856,6 +933,23 @@ def render_markdown(result: dict[str, Any]) -> str:
             cells = " | ".join(f"{g[str(m)]} ({pt[str(m)]})" for m in marks)
             ok = p["flatness"] is not None and p["flatness"] <= FLAT_GOAL
             out += f"| {p['label']} | {cells} | {p['flatness']}x | {'met' if ok else '**not met**'} |\n"
+        cols = " | ".join(f"turn {m}" for m in marks)
+        out += (
+            "\nThe time of the pass-through hooks, which do nothing, grows over the same turns: the framework's state"
+            " grows (500 turns of messages; the collector paused), and every hook runs on colder caches and a bigger"
+            " heap. So the same run is measured once more in **work**: every function call, Python or C, made inside"
+            " the hooks per turn (`sys.setprofile` in every thread, the framework's handler excluded; exact, one run"
+            " each). Work that grows with the history (a loop over the messages, a copy, a re-read) grows this count;"
+            " a C call's own cost is counted once whatever its argument's size, which is why the code reads only the"
+            " messages added since the last turn (`loopguard_core.tokens.History`). Guarded (pass-through):\n\n"
+            f"| runtime | {cols} | turn {marks[-1]} / turn {marks[0]} | goal ≤ {FLAT_GOAL}x |\n"
+            f"|---|{'---|' * len(marks)}---|---|\n"
+        )
+        for p in result["per_turn"].values():
+            g, pt = p["work_calls"]["guarded"], p["work_calls"]["passthrough"]
+            cells = " | ".join(f"{g[str(m)]} ({pt[str(m)]})" for m in marks)
+            ok = p["work_flatness"] is not None and p["work_flatness"] <= FLAT_GOAL
+            out += f"| {p['label']} | {cells} | {p['work_flatness']}x | {'met' if ok else '**not met**'} |\n"
     return out
 
 

@@ -8,8 +8,8 @@ the detectors with each admission; the Redis store keeps them packed (:func:`pac
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, overload
 
 __all__ = [
     "EMPTY",
@@ -20,6 +20,7 @@ __all__ = [
     "STALE",
     "WAITING",
     "Call",
+    "PackedWindow",
     "Step",
     "pack_step",
     "unpack_step",
@@ -86,6 +87,9 @@ class Call(NamedTuple):
 
 _HEAD = struct.Struct(">IB16s8s16sHH")
 _NO_SHAPE = b"\x00" * 16
+_NO_WORDS: frozenset[int] = frozenset()
+# A Step without NamedTuple.__new__'s Python frame (a window is unpacked on the hot path of the Redis store).
+_new_step: Callable[[type[Step], tuple[Any, ...]], Step] = tuple.__new__
 
 
 def pack_step(step: Step) -> bytes:
@@ -105,13 +109,79 @@ def pack_step(step: Step) -> bytes:
     return head + tool + struct.pack(f">{len(words)}I", *words)
 
 
-def unpack_step(data: bytes) -> Step:
-    seq, flags, action, outcome, shape, n_tool, n_words = _HEAD.unpack_from(data)
-    at = _HEAD.size
+def unpack_step(data: bytes, start: int = 0) -> Step:
+    """The step packed at ``start`` in ``data``."""
+    seq, flags, action, outcome, shape, n_tool, n_words = _HEAD.unpack_from(data, start)
+    at = start + _HEAD.size
     tool = data[at : at + n_tool].decode("utf-8", "surrogatepass")
     at += n_tool
-    words = frozenset(struct.unpack_from(f">{n_words}I", data, at)) if n_words else frozenset()
-    return Step(seq, tool, action.hex(), outcome.hex(), flags, "" if shape == _NO_SHAPE else shape.hex(), words)
+    words = frozenset(struct.unpack_from(f">{n_words}I", data, at)) if n_words else _NO_WORDS
+    shape_hex = "" if shape == _NO_SHAPE else shape.hex()
+    return _new_step(Step, (seq, tool, action.hex(), outcome.hex(), flags, shape_hex, words))
+
+
+_COUNTS = struct.Struct(">HH")  # a packed step's tool length and word count, at the end of its head
+_COUNTS_AT = _HEAD.size - _COUNTS.size
+
+
+class PackedWindow(Sequence[Step]):
+    """``size`` packed steps laid end to end **newest first** (what the Redis store hands back), read as the
+    window, oldest first, of :class:`Step`.
+
+    Steps are found and unpacked only as far back as they are read: the test of whether any detector can fire
+    (``LoopDetection.may_fire``) reads the last few, and most calls go no further."""
+
+    __slots__ = ("_data", "_size", "_starts", "_steps")
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self._data, self._size = data, size
+        self._starts: list[int] = [0]  # where the newest, second newest, ... steps start, as far as scanned
+        self._steps: dict[int, Step] = {}
+
+    def __len__(self) -> int:
+        return self._size
+
+    @overload
+    def __getitem__(self, index: int) -> Step: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Step]: ...
+    def __getitem__(self, index: int | slice) -> Step | list[Step]:
+        if isinstance(index, slice):
+            return [self._step(i) for i in range(*index.indices(self._size))]
+        if index < 0:
+            index += self._size
+        if not 0 <= index < self._size:
+            raise IndexError("window index out of range")
+        return self._step(index)
+
+    def __iter__(self) -> Iterator[Step]:
+        return map(self._step, range(self._size))
+
+    def _step(self, index: int) -> Step:
+        back = self._size - 1 - index  # 0: the newest
+        step = self._steps.get(back)
+        if step is None:
+            starts, data = self._starts, self._data
+            while len(starts) <= back + 1:
+                at = starts[-1]
+                if at + _HEAD.size > len(data):
+                    raise ValueError(f"a packed window of {len(data)} bytes holds fewer than {self._size} steps")
+                n_tool, n_words = _COUNTS.unpack_from(data, at + _COUNTS_AT)
+                starts.append(at + _HEAD.size + n_tool + 4 * n_words)
+            # Consecutive windows of a run share all but their newest step: each is unpacked once per process.
+            packed = data[starts[back] : starts[back + 1]]
+            step = _UNPACKED.get(packed)
+            if step is None:
+                step = unpack_step(packed)
+                if len(_UNPACKED) >= _UNPACKED_MAX:
+                    _UNPACKED.clear()
+                _UNPACKED[packed] = step
+            self._steps[back] = step
+        return step
+
+
+_UNPACKED: dict[bytes, Step] = {}  # packed step -> Step (digests only: nothing raw is held)
+_UNPACKED_MAX = 4_096
 
 
 def without_siblings(window: Sequence[Step], siblings_done: int, action: str) -> tuple[Sequence[Step], int]:

@@ -5,8 +5,9 @@ trip that decides and records atomically, so two workers can never both take the
 budget. The scripts ship as package data (``stores/lua``) and mirror :mod:`._run_state`'s ceilings and
 state machine step for step. Loop judgement is written once, in Python (:mod:`loopguard_core.detection`):
 a tool admission hands back the run's window of finished calls (digests only, appended atomically by
-``record_tool``), the detectors judge it here, and only a refusal costs a second round trip
-(``refuse_tool``: the admission is taken back and the breaker trips).
+``record_tool``, packed newest first), the client alone decides whether any detector can fire and the
+detectors judge it here, and only a refusal costs a second round trip (``refuse_tool``: the admission is
+taken back and the breaker trips).
 
 - Idempotent per call id: a retried request gets the first verdict back and never counts twice.
 - Money is integer micro-USD; time is Redis ``TIME`` (one clock for every host), not the caller's.
@@ -59,8 +60,8 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .._extras import require
-from ..detection import Call, Finding, Step, pack_step, unpack_step
-from ..detection._policy import LoopDetection, finding_facts
+from ..detection import Call, Finding, PackedWindow, Step, pack_step
+from ..detection._policy import finding_facts
 from ..detection._step import without_siblings
 from ..errors import StoreError
 from ..limits import Limits
@@ -217,15 +218,6 @@ def _needs_command_name(pool: Any) -> bool:
     return parameter is not None and parameter.default is inspect.Parameter.empty
 
 
-def _reach(loop: LoopDetection) -> int | None:
-    """How far back admit_tool looks to tell that no detector can fire (``LoopDetection.may_fire``), or None
-    (always hand the window back) when the detectors or ``may_fire`` itself are not the built-in ones."""
-    if type(loop).may_fire is not LoopDetection.may_fire:
-        return None
-    reach = getattr(loop, "_reach", None)
-    return reach if isinstance(reach, int) and reach > 0 else None
-
-
 def redact_url(url: str) -> str:
     """The URL without its password (safe for logs, errors and trip facts)."""
     try:
@@ -284,7 +276,6 @@ class _LimitArgs:
                     1 if limits.observing else 0,
                     loop.window,
                     loop.memory,
-                    _reach(loop),
                 )
             )
             if len(self.tools) < 4_096:  # tool names come from models: keep the cache bounded
@@ -538,10 +529,7 @@ class RedisStore:
         agent = "" if request.agent is None else "=" + request.agent
         config = self._args_for(limits).tool(request.tool)
         signature = self._signature(request.signature)
-        # The detectors must see the window whatever it holds ("1": a paging request, or calls of the batch left
-        # out); else the script compares the signature's bytes with the actions of the last few steps.
-        judge = b"1" if request.shape or request.siblings_done else bytes.fromhex(signature)
-        return (self._clock(request.now), config, call_id, request.tool, signature, agent, judge)
+        return (self._clock(request.now), config, call_id, request.tool, signature, agent)
 
     def _outcome_fields(self, outcome: ToolOutcome) -> tuple[str | bytes, ...]:
         call_id = "" if outcome.call_id is None else "=" + outcome.call_id
@@ -1039,22 +1027,31 @@ class RedisStore:
         reason, facts = _facts(_text(raw[1]), list(raw[6:]), terminal, limits, base, signature)
         return Verdict(False, reason, terminal, facts, moves, turn, False, duplicate)
 
-    def _judgement(self, raw: Any, request: ToolRequest, limits: Limits) -> tuple[Verdict, Finding | None, Call]:
-        """An admission that carries the run's window: what the detectors say about it."""
-        base = {"tool": request.tool, "agent": request.agent}
-        verdict = self._verdict(raw, limits, base, request.signature)
+    def _judgement(
+        self, raw: list[Any], request: ToolRequest, limits: Limits
+    ) -> tuple[Verdict, Finding | None, Call, bool]:
+        """An admission that carries the run's window: what the detectors say about it, and whether the reply said
+        what the plain integer says (nothing to report, no outcome in Redis yet for the call's id)."""
+        if raw[0] == 4:  # {4, turn * 2 + probe, call number, in flight * 2 + fresh, steps, window}
+            verdict, flight = self._verdict(_int(raw[1]), limits, None), _int(raw[3])
+            number, inflight, fresh = _int(raw[2]), flight >> 1, flight & 1 == 1
+            size, steps = _int(raw[4]), raw[5]
+        else:
+            verdict = self._verdict(raw, limits, _base(request), request.signature)
+            number, inflight, size, steps = _int(raw[7]), _int(raw[8]), _int(raw[10]), raw[11]
+            fresh = _int(raw[9]) == 1 and not verdict.observed and not verdict.transitions
         action, shape = self._digest(request.signature, 16), request.shape and self._digest(request.shape, 16)
         # Steps of this call's own batch are left out (the model saw none of them); its twins among them count as
         # still in flight.
-        steps = [unpack_step(bytes(item)) for item in raw[9:]]
-        window, twins = without_siblings(steps, request.siblings_done, action)
-        flying = _int(raw[8]) + twins
-        call = Call(_int(raw[7]), request.tool, action, shape, request.words, request.poll, flying, request.prose)
+        window, twins = without_siblings(PackedWindow(bytes(steps), size), request.siblings_done, action)
+        call = Call(number, request.tool, action, shape, request.words, request.poll, inflight + twins, request.prose)
         finding, noted = limits.loop.judge(window, call, limits.mode)
         if noted:
+            base = _base(request)
             extra = tuple((f.reason, {**finding_facts(f, call), "signature": request.signature, **base}) for f in noted)
             verdict = verdict._replace(observed=verdict.observed + extra)
-        return verdict, finding, call
+            fresh = False
+        return verdict, finding, call, fresh
 
         # -- the Store protocol ------------------------------------------------------------------------
 
@@ -1062,12 +1059,12 @@ class RedisStore:
         keys = self._run_keys(run)
         try:
             raw = self._run("admit_tool", keys, self._tool_argv(request, limits), run)
-            if not isinstance(raw, list) or raw[0] != 3:
+            if not isinstance(raw, list) or raw[0] not in (3, 4):
                 verdict = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
                 return self._admitted(run, request, verdict, type(raw) is int)
-            verdict, finding, call = self._judgement(raw, request, limits)
+            verdict, finding, call, fresh = self._judgement(raw, request, limits)
             if finding is None:
-                return self._admitted(run, request, verdict, False)
+                return self._admitted(run, request, verdict, fresh)
             facts = {**finding_facts(finding, call), "signature": request.signature}
             facts.update(tool=request.tool, agent=request.agent)
             raw = self._run("refuse_tool", keys, self._refuse_argv(request, finding, facts))
@@ -1152,12 +1149,12 @@ class RedisStore:
         keys = self._run_keys(run)
         try:
             raw = await self._arun("admit_tool", keys, self._tool_argv(request, limits), run)
-            if not isinstance(raw, list) or raw[0] != 3:
+            if not isinstance(raw, list) or raw[0] not in (3, 4):
                 verdict = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
                 return self._admitted(run, request, verdict, type(raw) is int)
-            verdict, finding, call = self._judgement(raw, request, limits)
+            verdict, finding, call, fresh = self._judgement(raw, request, limits)
             if finding is None:
-                return self._admitted(run, request, verdict, False)
+                return self._admitted(run, request, verdict, fresh)
             facts = {**finding_facts(finding, call), "signature": request.signature}
             facts.update(tool=request.tool, agent=request.agent)
             raw = await self._arun("refuse_tool", keys, self._refuse_argv(request, finding, facts))

@@ -4,6 +4,7 @@ import itertools
 import multiprocessing
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ def _append_many(path: str, worker: int, start: multiprocessing.synchronize.Even
     start.wait()
     for i in range(APPENDS):
         ledger.record(session_id=f"proc-{worker}", origin="tool", turn=i, input_text=f"{worker}:{i}")
+        if i % 25 == 24:  # step aside now and then, as a worker between tool calls would: the appends interleave
+            time.sleep(0.001)
     ledger.close()
 
 

@@ -375,6 +375,31 @@ def test_the_window_bounds_what_loop_detection_remembers(store: Store, scope: st
     assert full.tool("read", "b.py").reason == "loop"
 
 
+class WindowWitness:
+    """A detector of its own: notes the window it is shown before each call (never fires)."""
+
+    name, mode = "witness", None
+
+    def __init__(self) -> None:
+        self.seen: list[list[tuple[int, str, int]]] = []
+
+    def check(self, window: Any, call: Any, limits: Any) -> None:
+        self.seen.append([(step.seq, step.tool, step.flags) for step in window])
+
+
+def test_every_store_shows_a_detector_of_its_own_the_same_window(store: Store, scope: str) -> None:
+    # Whether any detector can fire is decided once, in Python (LoopDetection.may_fire): a detector that is not
+    # built in always gets the window, and Redis hands back the same steps in the same order as memory.
+    witness = WindowWitness()
+    run = Run(store, scope, Limits(loop=LoopDetection(window=5, detectors=(witness,))))
+    for i in range(8):
+        tool = f"tool{i % 3}"
+        assert run.tool(tool, f"arg{i}").admitted
+        run.done(tool, f"arg{i}", "ok" if i % 2 else "", failed=i == 4, flags=i % 3)
+    assert [len(w) for w in witness.seen] == [0, 1, 2, 3, 4, 5, 5, 5]
+    assert witness.seen[-1] == [(3, "tool2", 2), (4, "tool0", 0), (5, "tool1", 1), (6, "tool2", 2), (7, "tool0", 0)]
+
+
 def test_in_flight_memory_is_bounded(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits(loop=LoopDetection(memory=2)))
     assert [run.tool("s", "a").admitted for _ in range(3)] == [True, True, True]  # never reported

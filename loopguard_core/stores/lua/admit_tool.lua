@@ -1,18 +1,18 @@
 -- admit_tool: pre-flight check of one tool call against the ceilings; admits and counts it, or refuses
 -- (and trips). When loop detection covers the tool, an admission also hands back what the detectors
--- need: the call's number, how many identical calls are in flight, and the run's window.
+-- need: the call's number, how many identical calls are in flight, and the run's window. Whether any
+-- detector can fire is decided by the client (LoopDetection.may_fire), never here: the loop rules are
+-- written once, in Python.
 -- ARGV: 1 clock, 2 config (ttl, max_tool_calls, max calls of this tool, max_consecutive_failures,
 --       loop-checked (1/0), recovery window (us), max_seconds (us), observe (1/0), window size,
---       calls remembered in flight, reach (see below; nil: always judge)), 3 call id, 4 tool, 5 signature,
---       6 agent ('' or '=' .. agent), 7 '1' when the detectors must see the window whatever it holds
---       (a paging request, calls of the same batch left out), else the signature's 16 bytes (the action
---       of a step), 8... deferred outcomes (settle).
+--       calls remembered in flight), 3 call id, 4 tool, 5 signature, 6 agent ('' or '=' .. agent),
+--       7... deferred outcomes (settle).
 -- Reply when the tool is loop-checked and the call admitted: {3, '', 0, turn, probe, transitions,
--- observed, call number, identical calls in flight, step, step, ...} (steps oldest first). When no
--- detector can fire (LoopDetection.may_fire, mirrored here: the built-in detectors all need this very call
--- among the last `reach` finished ones, a copy in flight, or a reworded question of the same tool right
--- before), the reply is the plain admission: the window is neither read in full nor sent.
-settle(8)
+-- observed, call number, identical calls in flight, fresh, steps, window}, or without transitions and
+-- observed ceilings {4, turn * 2 + probe, call number, identical calls in flight * 2 + fresh, steps,
+-- window}: fresh is 1 when Redis holds no outcome for the call's id (see LONG_REPLY), the window the run's
+-- steps packed end to end, newest first (each step says its own length).
+settle(7)
 local has_id, id = call_id()
 local key = has_id and ('t:' .. id) or nil
 local tool, sig = ARGV[4], ARGV[5]
@@ -89,35 +89,21 @@ if half then
 end
 local admitted = { 1, '', 0, s.turns, probe, '' }
 if not checked then return finish(s, now, key, admitted, moves, request) end
-local reach = tonumber(CFG[11])
-if reach and inflight == 0 and ARGV[7] ~= '1' then
-  local recent = redis.call('LRANGE', WIN, -reach, -1)
-  local fire = false
-  local last = recent[#recent]
-  -- A step: number (4 bytes), flags (1), action (16), outcome (8), shape (16), tool length (2), words (2), tool.
-  if last and bit.band(string.byte(last, 5), 64) ~= 0 then -- SIMILAR: a reworded question
-    local n = string.byte(last, 46) * 256 + string.byte(last, 47)
-    fire = string.sub(last, 50, 49 + n) == tool
-  end
-  if last and not fire then
-    local action = ARGV[7]
-    for i = 1, #recent do
-      if string.sub(recent[i], 6, 21) == action then
-        fire = true
-        break
-      end
-    end
-  end
-  if not fire then return finish(s, now, key, admitted, moves, request) end
-end
 remember(key, admitted, request) -- a retried request is admitted again without a second judgement
 local due = ttl_due(s, now)
 flush(s)
 if due then
   for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], TTL) end
 end
-local reply = { 3, '', 0, s.turns, probe, table.concat(all_moves(moves), '|'),
-  #OBSERVED > 0 and cjson.encode(OBSERVED) or '', s.tc, inflight }
+local fresh = LONG_REPLY and 0 or 1
+-- Newest first: the client reads the window from its end (most calls need only the last few steps).
 local steps = redis.call('LRANGE', WIN, -window, -1)
-for i = 1, #steps do reply[#reply + 1] = steps[i] end
-return reply
+local n = #steps
+for i = 1, math.floor(n / 2) do steps[i], steps[n + 1 - i] = steps[n + 1 - i], steps[i] end
+steps = table.concat(steps)
+moves = all_moves(moves)
+if #moves == 0 and #OBSERVED == 0 then -- the usual case, in six values
+  return { 4, s.turns * 2 + probe, s.tc, inflight * 2 + fresh, n, steps }
+end
+return { 3, '', 0, s.turns, probe, table.concat(moves, '|'), #OBSERVED > 0 and cjson.encode(OBSERVED) or '', s.tc,
+  inflight, fresh, n, steps }

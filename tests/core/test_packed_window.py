@@ -1,0 +1,55 @@
+"""PackedWindow: packed steps laid end to end, newest first (the Redis store's reply), read as the window."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from loopguard_core.detection import LoopDetection, PackedWindow, Step, pack_step
+
+HEX32 = st.text("0123456789abcdef", min_size=32, max_size=32)
+STEPS = st.builds(
+    Step,
+    seq=st.integers(0, 2**32 - 1),
+    tool=st.text(min_size=1, max_size=40),
+    action=HEX32,
+    outcome=st.text("0123456789abcdef", min_size=16, max_size=16),
+    flags=st.integers(0, 127),
+    shape=st.one_of(st.just(""), HEX32.filter(lambda h: h != "0" * 32)),
+    words=st.frozensets(st.integers(0, 2**32 - 1), max_size=6),
+)
+
+
+def packed(steps: list[Step]) -> PackedWindow:
+    return PackedWindow(b"".join(pack_step(step) for step in reversed(steps)), len(steps))
+
+
+@given(st.lists(STEPS, max_size=12))
+def test_it_reads_as_the_list_of_steps_oldest_first(steps: list[Step]) -> None:
+    window = packed(steps)
+    assert len(window) == len(steps)
+    assert list(window) == steps
+    assert window[-3:] == steps[-3:] and window[1:4] == steps[1:4] and window[::-2] == steps[::-2]
+    for i in range(-len(steps), len(steps)):
+        assert window[i] == steps[i]
+
+
+@given(st.lists(STEPS, max_size=12), st.integers(0, 2**32 - 1), st.sampled_from(["search", "read"]))
+def test_may_fire_answers_the_same_on_the_packed_window(steps: list[Step], seq: int, tool: str) -> None:
+    loop = LoopDetection()
+    for action in {step.action for step in steps} | {"f" * 32}:
+        assert loop.may_fire(packed(steps), tool, action) == loop.may_fire(steps, tool, action)
+
+
+def test_out_of_range_and_short_data_are_errors_not_wrong_steps() -> None:
+    steps = [Step(i, "search", f"{i:032x}", f"{i:016x}") for i in range(3)]
+    window = packed(steps)
+    with pytest.raises(IndexError):
+        window[3]
+    with pytest.raises(IndexError):
+        window[-4]
+    short = PackedWindow(pack_step(steps[0]), 2)  # says two steps, holds one
+    assert short[-1] == steps[0]
+    with pytest.raises(ValueError, match="fewer than 2 steps"):
+        short[0]
