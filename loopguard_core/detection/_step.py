@@ -131,12 +131,11 @@ class PackedWindow(Sequence[Step]):
     Steps are found and unpacked only as far back as they are read: the test of whether any detector can fire
     (``LoopDetection.may_fire``) reads the last few, and most calls go no further."""
 
-    __slots__ = ("_data", "_size", "_starts", "_steps")
+    __slots__ = ("_data", "_size", "_starts")
 
     def __init__(self, data: bytes, size: int) -> None:
         self._data, self._size = data, size
         self._starts: list[int] = [0]  # where the newest, second newest, ... steps start, as far as scanned
-        self._steps: dict[int, Step] = {}
 
     def __len__(self) -> int:
         return self._size
@@ -146,11 +145,16 @@ class PackedWindow(Sequence[Step]):
     @overload
     def __getitem__(self, index: slice) -> list[Step]: ...
     def __getitem__(self, index: int | slice) -> Step | list[Step]:
+        size = self._size
         if isinstance(index, slice):
-            return [self._step(i) for i in range(*index.indices(self._size))]
+            backs = [size - 1 - i for i in range(*index.indices(size))]
+            if not backs:
+                return []
+            starts, data = self._through(max(backs)), self._data
+            return [_unpacked(data[starts[b] : starts[b + 1]]) for b in backs]
         if index < 0:
-            index += self._size
-        if not 0 <= index < self._size:
+            index += size
+        if not 0 <= index < size:
             raise IndexError("window index out of range")
         return self._step(index)
 
@@ -159,25 +163,38 @@ class PackedWindow(Sequence[Step]):
 
     def _step(self, index: int) -> Step:
         back = self._size - 1 - index  # 0: the newest
-        step = self._steps.get(back)
-        if step is None:
-            starts, data = self._starts, self._data
-            while len(starts) <= back + 1:
-                at = starts[-1]
-                if at + _HEAD.size > len(data):
-                    raise ValueError(f"a packed window of {len(data)} bytes holds fewer than {self._size} steps")
-                n_tool, n_words = _COUNTS.unpack_from(data, at + _COUNTS_AT)
-                starts.append(at + _HEAD.size + n_tool + 4 * n_words)
-            # Consecutive windows of a run share all but their newest step: each is unpacked once per process.
-            packed = data[starts[back] : starts[back + 1]]
-            step = _UNPACKED.get(packed)
-            if step is None:
-                step = unpack_step(packed)
-                if len(_UNPACKED) >= _UNPACKED_MAX:
-                    _UNPACKED.clear()
-                _UNPACKED[packed] = step
-            self._steps[back] = step
-        return step
+        starts = self._through(back)
+        return _unpacked(self._data[starts[back] : starts[back + 1]])
+
+    def _through(self, back: int) -> list[int]:
+        """The starts of the steps, newest first, found at least one step further back than ``back``: step ``b``
+        is ``data[starts[b] : starts[b + 1]]``."""
+        starts = self._starts
+        if len(starts) > back + 1:
+            return starts
+        data, head, counts = self._data, _HEAD.size, _COUNTS.unpack_from
+        at, end = starts[-1], len(self._data)
+        while len(starts) <= back + 1:
+            if at + head > end:
+                raise ValueError(f"a packed window of {end} bytes holds fewer than {self._size} steps")
+            n_tool, n_words = counts(data, at + _COUNTS_AT)
+            at += head + n_tool + 4 * n_words
+            starts.append(at)
+        if at > end:
+            raise ValueError(f"a packed window of {end} bytes ends inside a step")
+        return starts
+
+
+def _unpacked(packed: bytes) -> Step:
+    """``unpack_step(packed)``, once per process for each packed step: consecutive windows of a run share all
+    but their newest step."""
+    step = _UNPACKED.get(packed)
+    if step is None:
+        step = unpack_step(packed)
+        if len(_UNPACKED) >= _UNPACKED_MAX:
+            _UNPACKED.clear()
+        _UNPACKED[packed] = step
+    return step
 
 
 _UNPACKED: dict[bytes, Step] = {}  # packed step -> Step (digests only: nothing raw is held)

@@ -207,6 +207,14 @@ def _int(value: Any) -> int:
     return int(float(_text(value)))
 
 
+def _decodes(client: Any) -> bool:
+    """Whether a redis-py client (sync, async or cluster) decodes replies to str (``decode_responses=True``)."""
+    try:
+        return bool(client.get_encoder().decode_responses)
+    except Exception:  # not a redis-py client, or one that cannot tell: its first reply will
+        return False
+
+
 def _needs_command_name(pool: Any) -> bool:
     """Whether the pool's ``get_connection`` takes a required ``command_name`` (redis-py 5)."""
     import inspect
@@ -394,6 +402,11 @@ class RedisStore:
         self._max_connections = max_connections
         self._reservation_us = None if reservation_seconds is None else _us(reservation_seconds)
         self._namespace = _escape(namespace)
+        decode = dict(parse_qsl(urlsplit(url).query)).get("decode_responses", "").upper()
+        if redis_options.get("decode_responses") or decode not in ("", "0", "F", "FALSE", "N", "NO"):
+            raise ValueError(
+                "RedisStore needs replies as bytes (they hold binary digests): leave out decode_responses=True"
+            )
         self._client_options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
@@ -411,6 +424,12 @@ class RedisStore:
             client = None if self._cluster is not None else self._new_client()
         else:
             self._owns_client = False
+            if _decodes(client):
+                raise ValueError(
+                    "RedisStore needs a client that returns bytes: this one was made with decode_responses=True,"
+                    " and the store's replies hold binary digests. Pass a client made without it (the default),"
+                    " or a URL."
+                )
             pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", None)
             if isinstance(pool_size, int) and not isinstance(pool_size, bool) and 0 < pool_size < gate_size:
                 gate_size = pool_size  # never ask the user's pool for more connections than it has

@@ -170,6 +170,28 @@ def test_from_url_reads_store_options_and_hides_the_password(redis_url: str) -> 
         RedisStore("redis://127.0.0.1:6379/0", socket_timeout=0)
 
 
+def test_a_client_that_decodes_replies_to_str_is_refused_with_what_to_do(redis_url: str, scope: str) -> None:
+    # The replies hold binary digests: a decoding client would fail on the first loop-checked call instead.
+    import redis
+    import redis.asyncio
+
+    for client in (
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        redis.asyncio.Redis.from_url(redis_url, decode_responses=True),
+    ):
+        with pytest.raises(ValueError, match="decode_responses=True"):
+            RedisStore(redis_url, client=client)
+    with pytest.raises(ValueError, match="decode_responses=True"):
+        RedisStore(redis_url, decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses=True"):
+        RedisStore.from_url(redis_url + "?decode_responses=true")
+    fine = RedisStore.from_url(redis_url + "?decode_responses=false")
+    fine.close()
+    plain = RedisStore(redis_url, client=redis.Redis.from_url(redis_url))
+    assert plain.admit_tool(RunKey(scope, "r"), tool("search", "q"), Limits()).admitted
+    plain.close()
+
+
 def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
