@@ -402,11 +402,6 @@ class RedisStore:
         self._max_connections = max_connections
         self._reservation_us = None if reservation_seconds is None else _us(reservation_seconds)
         self._namespace = _escape(namespace)
-        decode = dict(parse_qsl(urlsplit(url).query)).get("decode_responses", "").upper()
-        if redis_options.get("decode_responses") or decode not in ("", "0", "F", "FALSE", "N", "NO"):
-            raise ValueError(
-                "RedisStore needs replies as bytes (they hold binary digests): leave out decode_responses=True"
-            )
         self._client_options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
@@ -414,6 +409,11 @@ class RedisStore:
         }
         scheme = url.split("://", 1)[0].lower()
         self._cluster: dict[str, Any] | None = _cluster_options(url) if scheme in _CLUSTER_SCHEMES else None
+        decode = dict(parse_qsl(urlsplit(url).query)).get("decode_responses", "").upper()
+        if redis_options.get("decode_responses") or decode not in ("", "0", "F", "FALSE", "N", "NO"):
+            raise ValueError(
+                "RedisStore needs replies as bytes (they hold binary digests): leave out decode_responses=True"
+            )
         self._pool: Any = None
         self._client_lock = threading.Lock()
         gate_size = max_connections
@@ -1054,15 +1054,15 @@ class RedisStore:
         if raw[0] == 4:  # {4, turn * 2 + probe, call number, in flight * 2 + fresh, steps, window}
             verdict, flight = self._verdict(_int(raw[1]), limits, None), _int(raw[3])
             number, inflight, fresh = _int(raw[2]), flight >> 1, flight & 1 == 1
-            size, steps = _int(raw[4]), raw[5]
+            size, steps = _int(raw[4]), bytes(raw[5])
         else:
             verdict = self._verdict(raw, limits, _base(request), request.signature)
-            number, inflight, size, steps = _int(raw[7]), _int(raw[8]), _int(raw[10]), raw[11]
+            number, inflight, size, steps = _int(raw[7]), _int(raw[8]), _int(raw[10]), bytes(raw[11])
             fresh = _int(raw[9]) == 1 and not verdict.observed and not verdict.transitions
         action, shape = self._digest(request.signature, 16), request.shape and self._digest(request.shape, 16)
         # Steps of this call's own batch are left out (the model saw none of them); its twins among them count as
         # still in flight.
-        window, twins = without_siblings(PackedWindow(bytes(steps), size), request.siblings_done, action)
+        window, twins = without_siblings(PackedWindow(steps, size), request.siblings_done, action)
         call = Call(number, request.tool, action, shape, request.words, request.poll, inflight + twins, request.prose)
         finding, noted = limits.loop.judge(window, call, limits.mode)
         if noted:
