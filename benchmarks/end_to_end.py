@@ -564,21 +564,22 @@ def _anthropic(variant: str, calls: int, clock: HookClock | None) -> Callable[[]
     import anthropic
     import httpx2
 
-    state = {"n": 0}
+    state = {"n": 0, "run": 0}
 
     def answer(request: Any) -> Any:
         if clock is not None:
             clock.tick()
-        done = state["n"]
+        done, run = state["n"], state["run"]
         state["n"] = done + 1
         if done >= calls:
             content: list[dict[str, Any]] = [{"type": "text", "text": "done"}]
             stop = "end_turn"
-        else:
-            content = [{"type": "tool_use", "id": f"toolu_{done}", "name": "lookup", "input": {"key": f"k{done}"}}]
+        else:  # ids unique across runs, as the API's are (a reused id would be a retry of the same call)
+            use = {"type": "tool_use", "id": f"toolu_{run}_{done}", "name": "lookup", "input": {"key": f"k{done}"}}
+            content = [use]
             stop = "tool_use"
         message = {
-            "id": f"msg_{done}",
+            "id": f"msg_{run}_{done}",
             "type": "message",
             "role": "assistant",
             "model": "claude-sonnet-4-5",
@@ -605,11 +606,13 @@ def _anthropic(variant: str, calls: int, clock: HookClock | None) -> Callable[[]
         if clock is not None:
             middleware.handle = clock.timed(middleware.handle, handler=1)  # type: ignore[method-assign]
         client = client.copy(middleware=[middleware])
-    elif variant == "guarded":
+    breaker = None
+    if variant == "guarded":
         from loopguard_anthropic import LoopGuardMiddleware, guard
 
+        breaker = _breaker()
         with _patched(LoopGuardMiddleware, clock, {"handle": 2}):
-            client = guard(client, _breaker())
+            client = guard(client, breaker)
     tools = [
         {
             "name": "lookup",
@@ -619,7 +622,12 @@ def _anthropic(variant: str, calls: int, clock: HookClock | None) -> Callable[[]
     ]
 
     def once() -> int:
-        state["n"] = 0
+        state["n"], state["run"] = 0, state["run"] + 1
+        # Each conversation is its own breaker run (``with breaker.run():``, as the docs show for the client).
+        with breaker.run() if breaker is not None else contextlib.nullcontext():
+            return conversation()
+
+    def conversation() -> int:
         messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
         ran = 0
         while True:

@@ -38,12 +38,12 @@ class MemoryStore:
         return state
 
     def admit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict:
-        with self._lock:
-            return self._state(run).admit_tool(request, limits)
+        with self._lock:  # the hot path: the run's state looked up inline
+            return (self._runs.get(run) or self._state(run)).admit_tool(request, limits)
 
     def record_tool(self, run: RunKey, outcome: ToolOutcome, limits: Limits) -> Verdict:
         with self._lock:
-            return self._state(run).record_tool(outcome, limits)
+            return (self._runs.get(run) or self._state(run)).record_tool(outcome, limits)
 
     def admit_model(self, run: RunKey, request: ModelRequest, limits: Limits) -> Verdict:
         with self._lock:
