@@ -29,7 +29,21 @@ from ._paraphrase import Paraphrase
 from ._policy import DEFAULT_POLL_TOOLS, LoopDetection
 from ._repeat import Repeat
 from ._semantics import infer_policy, is_noop_command
-from ._step import EMPTY, FAILED, NOOP, POLL, SIMILAR, STALE, WAITING, Call, PackedWindow, Step, pack_step, unpack_step
+from ._step import (
+    EMPTY,
+    FAILED,
+    NOOP,
+    POLL,
+    SIMILAR,
+    STALE,
+    WAITING,
+    Call,
+    MalformedWindow,
+    PackedWindow,
+    Step,
+    pack_step,
+    unpack_step,
+)
 from ._text import looks_failed, mask_volatile, masked_digest, says_in_progress
 
 __all__ = [
@@ -48,6 +62,7 @@ __all__ = [
     "Finding",
     "Interleaved",
     "LoopDetection",
+    "MalformedWindow",
     "PackedWindow",
     "Paraphrase",
     "Repeat",

@@ -20,6 +20,7 @@ __all__ = [
     "STALE",
     "WAITING",
     "Call",
+    "MalformedWindow",
     "PackedWindow",
     "Step",
     "pack_step",
@@ -124,6 +125,10 @@ _COUNTS = struct.Struct(">HH")  # a packed step's tool length and word count, at
 _COUNTS_AT = _HEAD.size - _COUNTS.size
 
 
+class MalformedWindow(ValueError):
+    """Packed steps that do not add up: a corrupted or foreign value where a window should be."""
+
+
 class PackedWindow(Sequence[Step]):
     """``size`` packed steps laid end to end **newest first** (what the Redis store hands back), read as the
     window, oldest first, of :class:`Step`.
@@ -176,12 +181,12 @@ class PackedWindow(Sequence[Step]):
         at, end = starts[-1], len(self._data)
         while len(starts) <= back + 1:
             if at + head > end:
-                raise ValueError(f"a packed window of {end} bytes holds fewer than {self._size} steps")
+                raise MalformedWindow(f"a packed window of {end} bytes holds fewer than {self._size} steps")
             n_tool, n_words = counts(data, at + _COUNTS_AT)
             at += head + n_tool + 4 * n_words
+            if at > end:  # checked before it is kept: a second read must fail the same way
+                raise MalformedWindow(f"a packed window of {end} bytes ends inside a step")
             starts.append(at)
-        if at > end:
-            raise ValueError(f"a packed window of {end} bytes ends inside a step")
         return starts
 
 
@@ -190,15 +195,20 @@ def _unpacked(packed: bytes) -> Step:
     but their newest step."""
     step = _UNPACKED.get(packed)
     if step is None:
-        step = unpack_step(packed)
-        if len(_UNPACKED) >= _UNPACKED_MAX:
-            _UNPACKED.clear()
-        _UNPACKED[packed] = step
+        try:
+            step = unpack_step(packed)
+        except (ValueError, struct.error) as exc:  # a tool name that is not UTF-8, a short step
+            raise MalformedWindow(f"a packed step does not unpack: {exc}") from None
+        if len(packed) <= _UNPACKED_BYTES:  # the usual step; a long tool name or many words is not kept
+            if len(_UNPACKED) >= _UNPACKED_MAX:
+                _UNPACKED.clear()
+            _UNPACKED[packed] = step
     return step
 
 
 _UNPACKED: dict[bytes, Step] = {}  # packed step -> Step (digests only: nothing raw is held)
 _UNPACKED_MAX = 4_096
+_UNPACKED_BYTES = 160  # a step with a tool name of up to ~110 bytes and no words: at most ~2 MB in all
 
 
 def without_siblings(window: Sequence[Step], siblings_done: int, action: str) -> tuple[Sequence[Step], int]:

@@ -60,7 +60,7 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .._extras import require
-from ..detection import Call, Finding, PackedWindow, Step, pack_step
+from ..detection import Call, Finding, MalformedWindow, PackedWindow, Step, pack_step
 from ..detection._policy import finding_facts
 from ..detection._step import without_siblings
 from ..errors import StoreError
@@ -409,7 +409,8 @@ class RedisStore:
         }
         scheme = url.split("://", 1)[0].lower()
         self._cluster: dict[str, Any] | None = _cluster_options(url) if scheme in _CLUSTER_SCHEMES else None
-        decode = dict(parse_qsl(urlsplit(url).query)).get("decode_responses", "").upper()
+        # redis-py reads the first occurrence of an option in the URL
+        decode = next((v for k, v in parse_qsl(urlsplit(url).query) if k == "decode_responses"), "").upper()
         if redis_options.get("decode_responses") or decode not in ("", "0", "F", "FALSE", "N", "NO"):
             raise ValueError(
                 "RedisStore needs replies as bytes (they hold binary digests): leave out decode_responses=True"
@@ -656,8 +657,9 @@ class RedisStore:
     def _admitted(self, run: RunKey, request: ToolRequest, verdict: Verdict, plain: bool) -> Verdict:
         """Note a plain admission (closed breaker, no probe, not a retry): its outcome may wait for the run's
         next step. Anything else (a probe, a transition, a retried id, a call admitted by another process)
-        is recorded at once. ``plain``: the script answered with its plain integer, which, for a call with
-        an id, also says that Redis holds no outcome for that id yet (a report under it is no retry)."""
+        is recorded at once. ``plain``: the script answered with its plain integer, or with the window and
+        "fresh" (a loop-checked tool), which, for a call with an id, also says that Redis holds no outcome for
+        that id yet (a report under it is no retry)."""
         if self._defer is None:
             return verdict
         if not verdict.admitted or verdict.probe or verdict.duplicate or verdict.transitions:
@@ -1058,13 +1060,17 @@ class RedisStore:
         else:
             verdict = self._verdict(raw, limits, _base(request), request.signature)
             number, inflight, size, steps = _int(raw[7]), _int(raw[8]), _int(raw[10]), bytes(raw[11])
+            # (with transitions or observed ceilings the outcome is recorded at once whatever raw[9] says)
             fresh = _int(raw[9]) == 1 and not verdict.observed and not verdict.transitions
         action, shape = self._digest(request.signature, 16), request.shape and self._digest(request.shape, 16)
         # Steps of this call's own batch are left out (the model saw none of them); its twins among them count as
         # still in flight.
         window, twins = without_siblings(PackedWindow(steps, size), request.siblings_done, action)
         call = Call(number, request.tool, action, shape, request.words, request.poll, inflight + twins, request.prose)
-        finding, noted = limits.loop.judge(window, call, limits.mode)
+        try:
+            finding, noted = limits.loop.judge(window, call, limits.mode)
+        except MalformedWindow as exc:  # not what admit_tool writes: Redis (or whatever answered) is not sound
+            raise _Unavailable(f"admit_tool answered with {exc}") from None
         if noted:
             base = _base(request)
             extra = tuple((f.reason, {**finding_facts(f, call), "signature": request.signature, **base}) for f in noted)

@@ -175,21 +175,46 @@ def test_a_client_that_decodes_replies_to_str_is_refused_with_what_to_do(redis_u
     import redis
     import redis.asyncio
 
-    for client in (
-        redis.Redis.from_url(redis_url, decode_responses=True),
-        redis.asyncio.Redis.from_url(redis_url, decode_responses=True),
-    ):
+    def with_query(query: str) -> str:
+        return redis_url + ("&" if "?" in redis_url else "?") + query
+
+    sync_client = redis.Redis.from_url(redis_url, decode_responses=True)
+    async_client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    for client in (sync_client, async_client):
         with pytest.raises(ValueError, match="decode_responses=True"):
             RedisStore(redis_url, client=client)
+    sync_client.close()
+    asyncio.run(async_client.aclose())
     with pytest.raises(ValueError, match="decode_responses=True"):
         RedisStore(redis_url, decode_responses=True)
-    with pytest.raises(ValueError, match="decode_responses=True"):
-        RedisStore.from_url(redis_url + "?decode_responses=true")
-    fine = RedisStore.from_url(redis_url + "?decode_responses=false")
-    fine.close()
-    plain = RedisStore(redis_url, client=redis.Redis.from_url(redis_url))
+    for query in ("decode_responses=true", "decode_responses=1&decode_responses=false"):  # redis-py reads the first
+        with pytest.raises(ValueError, match="decode_responses=True"):
+            RedisStore.from_url(with_query(query))
+    RedisStore.from_url(with_query("decode_responses=false")).close()
+    plain_client = redis.Redis.from_url(redis_url)
+    plain = RedisStore(redis_url, client=plain_client)
     assert plain.admit_tool(RunKey(scope, "r"), tool("search", "q"), Limits()).admitted
     plain.close()
+    plain_client.close()
+
+
+def test_a_window_that_does_not_unpack_is_a_store_failure_not_a_verdict(
+    redis_url: str, scope: str, redis_client: Any
+) -> None:
+    # Something other than admit_tool wrote the run's window (or Redis answered garbage): the detectors never see
+    # it; failure_policy decides, as for any other unsound answer.
+    run, limits = RunKey(scope, "r"), Limits()
+    for policy, admitted in (("closed", False), ("open", True)):
+        store = RedisStore(redis_url, failure_policy=policy, **PATIENT)
+        assert store.admit_tool(run, tool("search", "q"), limits).admitted
+        store.record_tool(run, ToolOutcome("search", "q", "answer", False, 0.0), limits)
+        window = store.keys(run)[4]
+        redis_client.rpush(window, b"not a packed step")
+        verdict = store.admit_tool(run, tool("search", "q2"), limits)
+        assert verdict.admitted is admitted
+        assert verdict.facts["error"].startswith("admit_tool answered with a packed"), verdict.facts
+        redis_client.delete(*store.keys(run))
+        store.close()
 
 
 def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -115,7 +115,8 @@ local OBSERVED = {}
 -- 0 refused, 2 duplicate (then the second element is what remember stored). An admission carries what
 -- observe mode noted as its 7th element (JSON, '' if nothing). The common case, admitted with no change
 -- of state and nothing observed, is the integer turn * 2 + probe: cheapest to send and to parse.
--- Set by a step whose admission must not be answered with the plain integer (see admit_tool).
+-- Set by a step whose admission must not be answered with the plain integer, nor called fresh when it
+-- carries the window (see admit_tool).
 local LONG_REPLY = false
 
 -- Transitions made by deferred outcomes applied first (settle): reported with the step that carried them.
