@@ -929,19 +929,11 @@ def render_markdown(result: dict[str, Any]) -> str:
     out = head + "\n".join("| " + " | ".join(r) + " |" for r in rows)
     if result["per_turn"]:
         marks = next(iter(result["per_turn"].values()))["marks"]
-        cols = " | ".join(f"turn {m} µs" for m in marks)
         out += (
             f"\n\nHook time per turn over a run of {result['long_calls']} distinct calls (each hook function timed by"
             " itself, the framework's handler excluded; median of ten turns, two runs), guarded (pass-through):\n\n"
-            f"| runtime | {cols} | turn {marks[-1]} / turn {marks[0]} | goal ≤ {FLAT_GOAL}x |\n"
-            f"|---|{'---|' * len(marks)}---|---|\n"
         )
-        for p in result["per_turn"].values():
-            g, pt = p["hook_us"]["guarded"], p["hook_us"]["passthrough"]
-            cells = " | ".join(f"{g[str(m)]} ({pt[str(m)]})" for m in marks)
-            ok = p["flatness"] is not None and p["flatness"] <= FLAT_GOAL
-            out += f"| {p['label']} | {cells} | {p['flatness']}x | {'met' if ok else '**not met**'} |\n"
-        cols = " | ".join(f"turn {m}" for m in marks)
+        out += _turn_table(result["per_turn"], marks, "hook_us", "flatness", " µs")
         out += (
             "\nThe time of the pass-through hooks, which do nothing, grows over the same turns: the framework's state"
             " grows (500 turns of messages; the collector paused), and every hook runs on colder caches and a bigger"
@@ -951,14 +943,23 @@ def render_markdown(result: dict[str, Any]) -> str:
             " that grows with the history (a loop over the messages, a copy, a re-read) grows this count;"
             " a C call's own cost is counted once whatever its argument's size, which is why the code reads only the"
             " messages added since the last turn (`loopguard_core.tokens.History`). Guarded (pass-through):\n\n"
-            f"| runtime | {cols} | turn {marks[-1]} / turn {marks[0]} | goal ≤ {FLAT_GOAL}x |\n"
-            f"|---|{'---|' * len(marks)}---|---|\n"
         )
-        for p in result["per_turn"].values():
-            g, pt = p["work_calls"]["guarded"], p["work_calls"]["passthrough"]
-            cells = " | ".join(f"{g[str(m)]} ({pt[str(m)]})" for m in marks)
-            ok = p["work_flatness"] is not None and p["work_flatness"] <= FLAT_GOAL
-            out += f"| {p['label']} | {cells} | {p['work_flatness']}x | {'met' if ok else '**not met**'} |\n"
+        out += _turn_table(result["per_turn"], marks, "work_calls", "work_flatness", "")
+    return out
+
+
+def _turn_table(per_turn: dict[str, Any], marks: list[int], figures: str, flatness: str, unit: str) -> str:
+    """One per-turn table: guarded (pass-through) ``figures`` at each mark, and the guarded ``flatness``."""
+    cols = " | ".join(f"turn {m}{unit}" for m in marks)
+    out = (
+        f"| runtime | {cols} | turn {marks[-1]} / turn {marks[0]} | goal ≤ {FLAT_GOAL}x |\n"
+        f"|---|{'---|' * len(marks)}---|---|\n"
+    )
+    for p in per_turn.values():
+        g, pt = p[figures]["guarded"], p[figures]["passthrough"]
+        cells = " | ".join(f"{g[str(m)]} ({pt[str(m)]})" for m in marks)
+        ok = p[flatness] is not None and p[flatness] <= FLAT_GOAL
+        out += f"| {p['label']} | {cells} | {p[flatness]}x | {'met' if ok else '**not met**'} |\n"
     return out
 
 
