@@ -837,32 +837,35 @@ def _goals(frameworks: dict[str, Any], per_turn: dict[str, Any]) -> list[dict[st
         )
     for p in per_turn.values():
         marks = p["marks"]
-        g = p["hook_us"]["guarded"]
-        value = p["flatness"]
+        g, w = p["hook_us"]["guarded"], p["work_calls"]["guarded"]
         goals.append(
-            {
-                "name": f"{p['label']}: guarded hook cost per turn, turn {marks[-1]} / turn {marks[0]}",
-                "target": f"<= {FLAT_GOAL}x",
-                "value": value,
-                "unit": "x",
-                "status": "met" if value is not None and value <= FLAT_GOAL else "not met",
-                "note": ", ".join(f"turn {m}: {g[str(m)]} µs" for m in marks)
+            _flat_goal(
+                f"{p['label']}: guarded hook cost per turn, turn {marks[-1]} / turn {marks[0]}",
+                p["flatness"],
+                ", ".join(f"turn {m}: {g[str(m)]} µs" for m in marks)
                 + f"; pass-through drifts {_drift(p)}x over the same turns",
-            }
+            )
         )
-        w = p["work_calls"]["guarded"]
-        value = p["work_flatness"]
         goals.append(
-            {
-                "name": f"{p['label']}: guarded hook work per turn (function calls), turn {marks[-1]} / {marks[0]}",
-                "target": f"<= {FLAT_GOAL}x",
-                "value": value,
-                "unit": "x",
-                "status": "met" if value is not None and value <= FLAT_GOAL else "not met",
-                "note": ", ".join(f"turn {m}: {w[str(m)]} calls" for m in marks),
-            }
+            _flat_goal(
+                f"{p['label']}: guarded hook work per turn (function calls), turn {marks[-1]} / {marks[0]}",
+                p["work_flatness"],
+                ", ".join(f"turn {m}: {w[str(m)]} calls" for m in marks),
+            )
         )
     return goals
+
+
+def _flat_goal(name: str, value: float | None, note: str) -> dict[str, Any]:
+    ok = value is not None and value <= FLAT_GOAL
+    return {
+        "name": name,
+        "target": f"<= {FLAT_GOAL}x",
+        "value": value,
+        "unit": "x",
+        "status": "met" if ok else "not met",
+        "note": note,
+    }
 
 
 def _drift(p: dict[str, Any]) -> float | None:
