@@ -96,7 +96,8 @@ def test_a_shared_usd_ceiling_is_never_exceeded(redis_url: str, scope: str) -> N
     results = run_workers(4, _spend_usd, patient(redis_url), scope)
     spent = Breaker(store=patient(redis_url), scope=scope).usage().cost_micros
     assert spent <= 2_500_000
-    assert spent >= 1_250_000  # the budget was really used, by every worker (a budget of ~200 calls: all of them race)
+    # The budget was really used, by every worker (it holds a few hundred calls: all of them race).
+    assert spent >= 1_250_000
     assert all(calls > 0 for calls, _ in results)
 
 
