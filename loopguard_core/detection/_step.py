@@ -208,7 +208,7 @@ def _unpacked(packed: bytes) -> Step:
 
 _UNPACKED: dict[bytes, Step] = {}  # packed step -> Step (digests only: nothing raw is held)
 _UNPACKED_MAX = 4_096
-_UNPACKED_BYTES = 160  # a step with a tool name of up to ~110 bytes and no words: at most ~2 MB in all
+_UNPACKED_BYTES = 160  # a step with a tool name of up to ~110 bytes and no words: about 3 MB at most
 
 
 def without_siblings(window: Sequence[Step], siblings_done: int, action: str) -> tuple[Sequence[Step], int]:
