@@ -8,7 +8,6 @@ stops.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from loopguard_core.testing import BodyCounter
 from loopguard_crewai import CrewAILoopGuardTripped, guard_crew, guarded_tool
 from loopguard_crewai.testing import ScriptedLLM
 
+from ..ordering import SiblingOrder
 from .helpers import counted_tool, one_agent_crew
 
 SAME = ("lookup", {"q": "same"})
@@ -117,40 +117,13 @@ def test_in_a_parallel_turn_only_the_refused_call_is_answered_for_the_model() ->
         assert breaker.usage().refusals == 1
 
 
-class _Ordered(Breaker):
-    """Forces one order of two parallel siblings (CrewAI's thread pool): the fresh lookup reports before the 4th
-    identical one is checked, or only after it. (Raise mode: nothing else holds a lock around the check.)"""
-
-    def __init__(self, *, fresh_first: bool) -> None:
-        super().__init__()
-        self.fresh_first = fresh_first
-        self.fresh_recorded = threading.Event()
-        self.fourth_checked = threading.Event()
-        self.waits: list[bool] = []
-        self.same = 0
-        self._count = threading.Lock()
-
-    def before_tool(self, tool: str, args: Any = None, **kwargs: Any) -> Any:
-        fourth = False
-        if args == SAME[1]:
-            with self._count:
-                self.same += 1
-                fourth = self.same == 4
-            if fourth and self.fresh_first:
-                self.waits.append(self.fresh_recorded.wait(10))
-        try:
-            return super().before_tool(tool, args, **kwargs)
-        finally:
-            if fourth:
-                self.fourth_checked.set()
-
-    def after_tool(self, tool: str, args: Any = None, **kwargs: Any) -> None:
-        fresh = args == {"q": "fresh"}
-        if fresh and not self.fresh_first:
-            self.waits.append(self.fourth_checked.wait(10))
-        super().after_tool(tool, args, **kwargs)
-        if fresh:
-            self.fresh_recorded.set()
+def _ordered(*, fresh_first: bool) -> SiblingOrder:
+    """CrewAI's thread pool runs the siblings. (Raise mode: nothing else holds a lock around the check.)"""
+    return SiblingOrder(
+        sibling_first=fresh_first,
+        is_repeat=lambda tool, args: args == SAME[1],
+        is_sibling=lambda tool, args: args == {"q": "fresh"},
+    )
 
 
 @pytest.mark.parametrize("fresh_first", [True, False], ids=["fresh-reports-first", "fresh-reports-last"])
@@ -159,7 +132,7 @@ def test_a_parallel_siblings_verdict_does_not_depend_on_which_finishes_first(fre
     # its fresh sibling of the same answer reported before it was checked or after.
     fresh = ("lookup", {"q": "fresh"})
     for _ in range(2):  # the order is forced: a repeat only shows it holds
-        breaker, counter = _Ordered(fresh_first=fresh_first), BodyCounter()
+        breaker, counter = _ordered(fresh_first=fresh_first), BodyCounter()
         llm = ScriptedLLM([SAME, SAME, SAME, [SAME, fresh], "done"])
 
         with pytest.raises(CrewAILoopGuardTripped) as caught, guard_crew(breaker):

@@ -3,7 +3,6 @@ transport (no network): runaways stopped before the fourth body, the trip unwrap
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from loopguard_openai_agents import LoopGuardHooks, agent_tool, guarded_run, gua
 from loopguard_pytest import assert_not_tripped, assert_tripped
 
 from ..openai.fakes import BASE_URL, ScriptedOpenAI, async_http_client, legit, runaway, script
+from ..ordering import SiblingOrder
 
 set_tracing_disabled(True)
 
@@ -155,44 +155,13 @@ async def test_steer_answers_the_refused_call_through_the_tool_guardrail() -> No
 SAME, FRESH = {"q": "same"}, {"q": "fresh"}
 
 
-class _Ordered(Breaker):
-    """Forces one order of two concurrent siblings: the fresh lookup reports before the 4th identical one is
-    checked, or only after it."""
-
-    def __init__(self, *, fresh_first: bool) -> None:
-        super().__init__()
-        self.fresh_first = fresh_first
-        self.fresh_recorded = asyncio.Event()
-        self.fourth_checked = asyncio.Event()
-        self.waits: list[bool] = []
-        self.same = 0
-
-    async def _wait(self, event: asyncio.Event) -> None:
-        try:
-            await asyncio.wait_for(event.wait(), 10)
-        except asyncio.TimeoutError:
-            pass
-        self.waits.append(event.is_set())
-
-    async def abefore_tool(self, tool: str, args: Any = None, **kwargs: Any) -> Any:
-        fourth = False
-        if args == SAME:
-            self.same += 1
-            fourth = self.same == 4
-            if fourth and self.fresh_first:
-                await self._wait(self.fresh_recorded)
-        try:
-            return await super().abefore_tool(tool, args, **kwargs)
-        finally:
-            if fourth:
-                self.fourth_checked.set()
-
-    async def aafter_tool(self, tool: str, args: Any = None, **kwargs: Any) -> None:
-        if args == FRESH and not self.fresh_first:
-            await self._wait(self.fourth_checked)
-        await super().aafter_tool(tool, args, **kwargs)
-        if args == FRESH:
-            self.fresh_recorded.set()
+def _ordered(*, fresh_first: bool) -> SiblingOrder:
+    """The SDK runs the siblings concurrently on one event loop."""
+    return SiblingOrder(
+        sibling_first=fresh_first,
+        is_repeat=lambda tool, args: args == SAME,
+        is_sibling=lambda tool, args: args == FRESH,
+    )
 
 
 @pytest.mark.parametrize("fresh_first", [True, False], ids=["fresh-reports-first", "fresh-reports-last"])
@@ -200,7 +169,7 @@ async def test_a_parallel_siblings_verdict_does_not_depend_on_which_finishes_fir
     # The SDK runs one response's tool calls concurrently; the hooks name the batch (the response), so the 4th
     # identical lookup is refused whether its fresh sibling reported before it was checked or after.
     for _ in range(3):
-        breaker, counter = _Ordered(fresh_first=fresh_first), BodyCounter()
+        breaker, counter = _ordered(fresh_first=fresh_first), BodyCounter()
         api = ScriptedOpenAI(script(*[("lookup", SAME)] * 3, [("lookup", SAME), ("lookup", FRESH)], "done"))
         with pytest.raises(LoopGuardTripped) as caught:
             await guarded_run(researcher(api, counter), "find it", breaker)

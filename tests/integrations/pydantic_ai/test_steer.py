@@ -8,8 +8,6 @@ still stops.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -23,6 +21,8 @@ from loopguard_core import Breaker, BreakerState, LoopGuardTripped
 from loopguard_core.testing import BodyCounter
 from loopguard_pydantic_ai import LoopGuardCapability, guarded_run, guarded_run_sync
 from loopguard_pydantic_ai.testing import ScriptedModel
+
+from ..ordering import SiblingOrder
 
 SAME = ("lookup", {"q": "same"})
 CHANGES_COURSE = [SAME, SAME, SAME, SAME, ("lookup", {"q": "other"}), "done"]
@@ -103,43 +103,13 @@ def test_on_trip_is_checked() -> None:
         guarded_run_sync(make_agent(ScriptedModel(["done"]), BodyCounter()), "go", Breaker(), on_trip="retry")
 
 
-class _Ordered(Breaker):
-    """Forces one order of two parallel siblings: the fresh page reports before the 4th lookup is checked, or after."""
-
-    def __init__(self, *, page_first: bool) -> None:
-        super().__init__()
-        self.page_first = page_first
-        self.page_recorded = threading.Event()
-        self.fourth_checked = threading.Event()
-        self.waits: list[bool] = []
-        self.lookups = 0
-
-    async def _wait(self, event: threading.Event) -> None:
-        for _ in range(5_000):  # up to ~10 s, without blocking the event loop the siblings share
-            if event.is_set():
-                break
-            await asyncio.sleep(0.002)
-        self.waits.append(event.is_set())
-
-    async def abefore_tool(self, tool: str, args: Any = None, **kwargs: Any) -> Any:
-        fourth = False
-        if tool == "lookup":
-            self.lookups += 1
-            fourth = self.lookups == 4
-            if fourth and self.page_first:
-                await self._wait(self.page_recorded)
-        try:
-            return await super().abefore_tool(tool, args, **kwargs)
-        finally:
-            if fourth:
-                self.fourth_checked.set()
-
-    async def aafter_tool(self, tool: str, args: Any = None, **kwargs: Any) -> None:
-        if tool == "fetch_page" and not self.page_first:
-            await self._wait(self.fourth_checked)
-        await super().aafter_tool(tool, args, **kwargs)
-        if tool == "fetch_page":
-            self.page_recorded.set()
+def _ordered(*, page_first: bool) -> SiblingOrder:
+    """The fresh page reports before the 4th lookup is checked, or after."""
+    return SiblingOrder(
+        sibling_first=page_first,
+        is_repeat=lambda tool, args: tool == "lookup",
+        is_sibling=lambda tool, args: tool == "fetch_page",
+    )
 
 
 def _fetch_page(counter: BodyCounter) -> Any:
@@ -157,7 +127,7 @@ def test_a_parallel_siblings_verdict_does_not_depend_on_which_finishes_first(pag
     # 4th identical lookup is refused whether the fresh page of the same response reported before it or after.
     page = ("fetch_page", {"page": 1})
     for _ in range(3):
-        breaker, counter = _Ordered(page_first=page_first), BodyCounter()
+        breaker, counter = _ordered(page_first=page_first), BodyCounter()
         fake = ScriptedModel([SAME, SAME, SAME, [SAME, page], "done"])
         agent = make_agent(fake, counter, [LoopGuardCapability(breaker, on_trip="steer")])
 
