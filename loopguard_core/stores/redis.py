@@ -811,11 +811,7 @@ class RedisStore:
         try:
             return self._eval(step, keys, (*argv, *carried))
         except _Unavailable as exc:
-            if exc.sent:
-                self._lost(carried, exc.error)
-            else:
-                assert run is not None
-                self._requeue(run, carried)
+            self._undelivered(run, carried, exc)
             raise
 
     async def _arun(
@@ -832,12 +828,16 @@ class RedisStore:
         try:
             return await self._aeval(step, keys, (*argv, *carried))
         except _Unavailable as exc:
-            if exc.sent:
-                self._lost(carried, exc.error)
-            else:
-                assert run is not None
-                self._requeue(run, carried)
+            self._undelivered(run, carried, exc)
             raise
+
+    def _undelivered(self, run: RunKey | None, carried: tuple[str | bytes, ...], exc: _Unavailable) -> None:
+        """Deferred outcomes whose step failed: lost if the command may have reached Redis, else queued again."""
+        if exc.sent:
+            self._lost(carried, exc.error)
+        else:
+            assert run is not None
+            self._requeue(run, carried)
 
     def _eval(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
         if self._down_until and time.monotonic() < self._down_until:
