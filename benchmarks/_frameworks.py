@@ -15,7 +15,7 @@ from typing import Any
 
 from loopguard_core.testing import ScriptedCall
 
-__all__ = ["Step", "run_agent_executor", "run_create_agent", "run_pydantic_ai"]
+__all__ = ["Step", "run_agent_executor", "run_create_agent", "run_pydantic_ai", "scripted_chat_model"]
 
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
@@ -87,15 +87,10 @@ def _schema(calls: Sequence[ScriptedCall], tool: str) -> dict[str, Any]:
 
 
 # -- LangChain v1 create_agent -------------------------------------------------------------------
-def run_create_agent(calls: Sequence[ScriptedCall], middleware: Sequence[Any]) -> list[Step]:
-    """A ``create_agent`` graph with ``middleware``; the model proposes one scripted call per turn."""
-    from langchain.agents import create_agent
+def scripted_chat_model(respond: Callable[[], Any]) -> Any:
+    """A LangChain chat model whose every answer is ``respond()`` (an ``AIMessage``); tools bind to it unchanged."""
     from langchain_core.language_models.chat_models import BaseChatModel
-    from langchain_core.messages import AIMessage
     from langchain_core.outputs import ChatGeneration, ChatResult
-    from langchain_core.tools import StructuredTool, ToolException
-
-    tracker = _Tracker(calls, ToolException)
 
     class ScriptedModel(BaseChatModel):
         @property
@@ -106,16 +101,27 @@ def run_create_agent(calls: Sequence[ScriptedCall], middleware: Sequence[Any]) -
             return self
 
         def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
-            if tracker.proposed >= len(tracker.calls):
-                message = AIMessage(content="done")
-            else:
-                call = tracker.calls[tracker.proposed]
-                tracker.proposed += 1
-                message = AIMessage(
-                    content="",
-                    tool_calls=[{"name": call.tool, "args": _args(call), "id": f"call-{tracker.proposed}"}],
-                )
-            return ChatResult(generations=[ChatGeneration(message=message)])
+            return ChatResult(generations=[ChatGeneration(message=respond())])
+
+    return ScriptedModel()
+
+
+def run_create_agent(calls: Sequence[ScriptedCall], middleware: Sequence[Any]) -> list[Step]:
+    """A ``create_agent`` graph with ``middleware``; the model proposes one scripted call per turn."""
+    from langchain.agents import create_agent
+    from langchain_core.messages import AIMessage
+    from langchain_core.tools import StructuredTool, ToolException
+
+    tracker = _Tracker(calls, ToolException)
+
+    def respond() -> Any:
+        if tracker.proposed >= len(tracker.calls):
+            return AIMessage(content="done")
+        call = tracker.calls[tracker.proposed]
+        tracker.proposed += 1
+        return AIMessage(
+            content="", tool_calls=[{"name": call.tool, "args": _args(call), "id": f"call-{tracker.proposed}"}]
+        )
 
     names = sorted({c.tool for c in calls})
     tools = [
@@ -128,7 +134,7 @@ def run_create_agent(calls: Sequence[ScriptedCall], middleware: Sequence[Any]) -
         )
         for name in names
     ]
-    agent = create_agent(ScriptedModel(), tools=tools, middleware=list(middleware))
+    agent = create_agent(scripted_chat_model(respond), tools=tools, middleware=list(middleware))
     halted = False
     try:
         agent.invoke({"messages": [{"role": "user", "content": "go"}]}, {"recursion_limit": 10 * len(calls) + 50})

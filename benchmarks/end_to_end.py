@@ -212,33 +212,22 @@ def _breaker() -> Any:
 def _lc_model(calls: int, clock: HookClock | None) -> tuple[Any, dict[str, int]]:
     """A chat model proposing ``calls`` distinct tool calls, one per turn, then answering; reset ``state["n"]``
     to 0 before each run."""
-    from langchain_core.language_models.chat_models import BaseChatModel
     from langchain_core.messages import AIMessage
-    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    from ._frameworks import scripted_chat_model
 
     state = {"n": 0}
 
-    class ScriptedModel(BaseChatModel):
-        @property
-        def _llm_type(self) -> str:
-            return "scripted"
+    def respond() -> Any:
+        if clock is not None:
+            clock.tick()
+        done = state["n"]
+        state["n"] = done + 1
+        if done >= calls:
+            return AIMessage(content="done")
+        return AIMessage(content="", tool_calls=[{"name": "lookup", "args": {"key": f"k{done}"}, "id": f"c{done}"}])
 
-        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-            return self
-
-        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
-            if clock is not None:
-                clock.tick()
-            done = state["n"]
-            state["n"] = done + 1
-            if done >= calls:
-                message = AIMessage(content="done")
-            else:
-                call = {"name": "lookup", "args": {"key": f"k{done}"}, "id": f"c{done}"}
-                message = AIMessage(content="", tool_calls=[call])
-            return ChatResult(generations=[ChatGeneration(message=message)])
-
-    return ScriptedModel(), state
+    return scripted_chat_model(respond), state
 
 
 def _lc_tool() -> Any:
