@@ -21,6 +21,7 @@ class Variant:
     make: Callable[[], Callable[[], object]]  # returns the op; called once per round, not timed
     ops: int  # ops per timed batch
     group: str = "in memory"  # the table section it is reported in
+    finish: Callable[[], object] | None = None  # undoes what make() switched (not timed), after every batch
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,12 @@ def interleave(variants: Sequence[Variant], rounds: int, *, seed: int = 6) -> di
         rng.shuffle(order)
         for variant in order:
             op = variant.make()
-            op()  # warm up the caches this round
-            samples[variant.key].append(_time(op, variant.ops))
+            try:
+                op()  # warm up the caches this round
+                samples[variant.key].append(_time(op, variant.ops))
+            finally:
+                if variant.finish is not None:
+                    variant.finish()
     out = {}
     for v in variants:
         data = sorted(samples[v.key])

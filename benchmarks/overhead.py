@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -31,12 +32,13 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from loopguard_core import Breaker
+from loopguard_core.signatures import compiled_fast_path
 
 from ._timing import Measured, Variant, interleave
 
@@ -138,7 +140,7 @@ def _per_call(kind: str, size: str) -> Callable[[], Callable[[], object]]:
 
     def make() -> Callable[[], object]:
         counter = itertools.count()
-        if kind == "loopguard":
+        if kind.startswith("loopguard"):  # loopguard_pure: the compiled fast path off (see _per_call_variants)
             breaker = Breaker()
             before, after = breaker.before_tool, breaker.after_tool
 
@@ -180,11 +182,27 @@ def _per_call(kind: str, size: str) -> Callable[[], Callable[[], object]]:
     return make
 
 
+def _pure(make: Callable[[], Callable[[], object]]) -> Callable[[], Callable[[], object]]:
+    """The same op with the optional compiled fast path switched off for its batch (``Variant.finish`` restores it)."""
+
+    def pure() -> Callable[[], object]:
+        compiled_fast_path(False)
+        return make()
+
+    return pure
+
+
 def _per_call_variants() -> tuple[list[Variant], list[str]]:
     import importlib.util
 
     notes = []
-    kinds = [("loopguard", "loopguard before+after"), ("floor_py", "floor: json.dumps(sort_keys) + blake2b + dict")]
+    if not compiled_fast_path():
+        notes.append("the compiled fast path is not built here: 'loopguard' and 'loopguard, pure Python' are the same")
+    kinds = [
+        ("loopguard", "loopguard before+after"),
+        ("loopguard_pure", "loopguard before+after, pure Python (compiled fast path off)"),
+        ("floor_py", "floor: json.dumps(sort_keys) + blake2b + dict"),
+    ]
     if importlib.util.find_spec("agentguard") is not None:
         kinds.insert(1, ("agentguard", "agentguard47 2.0.0 LoopGuard.check"))
     else:
@@ -194,7 +212,10 @@ def _per_call_variants() -> tuple[list[Variant], list[str]]:
     variants = []
     for size, ops in (("small", 20_000), ("medium", 3_000)):
         for kind, label in kinds:
-            variants.append(Variant(f"{kind}_{size}", f"{label}, {size} args", _per_call(kind, size), ops, PER_CALL))
+            make, finish = _per_call(kind, size), None
+            if kind == "loopguard_pure":
+                make, finish = _pure(make), functools.partial(compiled_fast_path, True)
+            variants.append(Variant(f"{kind}_{size}", f"{label}, {size} args", make, ops, PER_CALL, finish))
     return variants, notes
 
 
@@ -549,11 +570,13 @@ def _goals(m: dict[str, Measured], notes: list[str]) -> tuple[list[Goal], list[s
         name = f"per guarded call, {size} args, vs agentguard47 LoopGuard.check (issue 14)"
         if peer is not None:
             ratio = ours.median_ns / peer.median_ns
-            goals.append(Goal(name, "<= 1.0x", round(ratio, 2), "x", "met" if ratio <= 1.0 else "not met", "same args"))
+            how = "same args; " + ("default install (compiled fast path)" if compiled_fast_path() else "pure Python")
+            goals.append(Goal(name, "<= 1.0x", round(ratio, 2), "x", "met" if ratio <= 1.0 else "not met", how))
         else:
             goals.append(Goal(name, "<= 1.0x", None, "x", "pending", why("agentguard47")))
         floor = m[f"floor_py_{size}"]
-        ratio = ours.median_ns / floor.median_ns
+        pure = m.get(f"loopguard_pure_{size}", ours)
+        ratio = pure.median_ns / floor.median_ns
         goals.append(
             Goal(
                 f"per guarded call, {size} args, vs the pure-Python floor (issue 14)",
@@ -561,9 +584,15 @@ def _goals(m: dict[str, Measured], notes: list[str]) -> tuple[list[Goal], list[s
                 round(ratio, 2),
                 "x",
                 "met" if ratio <= 2.0 else "not met",
-                "pure Python, no compiled part",
+                "pure Python, compiled fast path off",
             )
         )
+        if peer is not None:
+            context.append(
+                f"{size} args, pure Python (compiled fast path off): {pure.median_ns / 1000:,.2f} µs per call,"
+                f" {pure.median_ns / peer.median_ns:.2f}x agentguard47's check;"
+                f" with it: {ours.median_ns / 1000:,.2f} µs."
+            )
         compiled = m.get(f"floor_c_{size}")
         if compiled is not None:
             context.append(
@@ -638,9 +667,7 @@ def run(*, smoke: bool = False) -> OverheadResult:
             variants += more
             if why:
                 notes.append(why)
-        variants = [
-            Variant(v.key, v.label, v.make, max(30 if v.ops < 1_000 else 50, v.ops // scale), v.group) for v in variants
-        ]
+        variants = [replace(v, ops=max(30 if v.ops < 1_000 else 50, v.ops // scale)) for v in variants]
         measured = interleave(variants, rounds)
     finally:
         res.cleanup()

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import math
 import operator
+import os
 import re
 from collections.abc import Callable, Mapping
 from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
@@ -27,6 +28,7 @@ from typing import Any
 __all__ = [
     "call_signature",
     "canonical_text",
+    "compiled_fast_path",
     "is_empty_result",
     "is_identifier",
     "is_informative",
@@ -192,6 +194,10 @@ def canonical_text(value: Any, *, loose: bool = True) -> str:
             if flat is not None:
                 return flat
         return _Encoder(False).encode(value)
+    if _loose_json is not None:
+        data = _loose_json(value)
+        if data is not None:
+            return data.decode()
     kind = type(value)
     if kind is dict or kind is list or kind is tuple:
         text = _json_text(value)
@@ -437,6 +443,36 @@ def _json_text(value: Any) -> str | None:
     return text
 
 
+# -- the optional compiled fast path (_speedups.c: signatures._plain in C, the same text) ------------------------
+def _load_compiled() -> Callable[..., bytes | None] | None:
+    if os.environ.get("LOOPGUARD_PURE_PYTHON") == "1":
+        return None
+    try:
+        from loopguard_core import _speedups
+    except ImportError:  # not built (no compiler at install time): the pure-Python encoders write every text
+        return None
+    # The Unicode folding and JSON quoting stay here: the C walk hands them every string that is not printable ASCII.
+    _speedups.configure(_fold_loose, _quote, _MAX_DEPTH, _MAX_NODES, _HASH_ABOVE)
+    found: Callable[..., bytes | None] = _speedups.loose_json
+    return found
+
+
+_COMPILED = _load_compiled()
+_loose_json = _COMPILED
+
+
+def compiled_fast_path(enabled: bool | None = None) -> bool:
+    """Whether signatures are written by the optional compiled fast path (``loopguard_core._speedups``).
+
+    ``enabled=False`` switches it off and ``True`` on again (when it was built); verdicts are the same either way,
+    it only changes speed. Set ``LOOPGUARD_PURE_PYTHON=1`` to keep it off from the start (or to build without it).
+    """
+    global _loose_json
+    if enabled is not None:
+        _loose_json = _COMPILED if enabled else None
+    return _loose_json is not None
+
+
 def _keys(text: str) -> list[str]:
     return list(map(_KEY_NAME, map(_AFTER_QUOTE, text.split(_KEY_END))))
 
@@ -483,19 +519,24 @@ def _digest(text: str) -> str:
 
 def call_signature(tool: str, args: Any, *, loose: bool = True) -> str:
     """A 32-hex-digit signature of a tool call: equal for calls a person would call the same."""
-    name = (
-        _tool_key(tool)
-        if loose and type(tool) is str
-        else " ".join(str(tool).split()).casefold()
-        if loose
-        else str(tool)
-    )
-    return _digest(name + "\x00" + canonical_text(args, loose=loose))
+    if not loose:
+        return _digest(str(tool) + "\x00" + canonical_text(args, loose=False))
+    name = _tool_key(tool) if type(tool) is str else " ".join(str(tool).split()).casefold()
+    if _loose_json is not None:  # the compiled path hashes the same bytes: name, NUL, the loose text
+        data = _loose_json(args, _prefix(name))
+        if data is not None:
+            return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return _digest(name + "\x00" + canonical_text(args))
 
 
 @functools.lru_cache(maxsize=4_096)
 def _tool_key(tool: str) -> str:
     return " ".join(tool.split()).casefold()
+
+
+@functools.lru_cache(maxsize=4_096)
+def _prefix(name: str) -> bytes:
+    return (name + "\x00").encode("utf-8", "surrogatepass")
 
 
 def outcome_digest(result: Any = None, error: Any = None) -> str:

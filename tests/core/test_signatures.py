@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from loopguard_core.signatures import (
     call_signature,
     canonical_text,
@@ -101,6 +103,64 @@ def test_json_fast_path_and_walk_write_the_generic_encoders_text(value: object) 
             assert _sig._plain(value, 0, [_sig._MAX_NODES]) == generic
         except _sig._NotPlain:
             pass
+
+
+_COMPILED_ONLY = pytest.mark.skipif(_sig._COMPILED is None, reason="the compiled fast path is not built here")
+
+
+@_COMPILED_ONLY
+@settings(max_examples=3000, suppress_health_check=list(HealthCheck), deadline=None)
+@given(_VALUE)
+def test_the_compiled_path_writes_the_generic_encoders_text_or_leaves_it_to_python(value: object) -> None:
+    assert _sig._COMPILED is not None
+    generic = _sig._LooseEncoder(True).encode(value)
+    data = _sig._COMPILED(value)
+    assert data is None or data.decode() == generic
+    if type(value) in (dict, list, tuple):
+        try:
+            walked = _sig._plain(value, 0, [_sig._MAX_NODES])
+        except _sig._NotPlain:
+            walked = None
+        if walked is not None:  # all the walk takes, but an int past the digit limit or a lone surrogate
+            assert data is not None or "0x" in walked or "\ud800" in walked
+    with_compiled = call_signature("Search", value)
+    try:
+        _sig.compiled_fast_path(False)
+        assert call_signature("Search", value) == with_compiled
+        assert canonical_text(value) == generic
+    finally:
+        _sig.compiled_fast_path(True)
+
+
+@_COMPILED_ONLY
+def test_the_compiled_path_takes_the_usual_arguments_and_keeps_the_limits() -> None:
+    assert _sig._COMPILED is not None
+    for args in (
+        {"q": "some query 12"},
+        {"path": "src/app.py", "limit": 5, "exact": True, "ratio": 0.5, "tags": ["A", None], "n": -(2**70)},
+        {"Q": "  What  IS it? ", "q": "x", "é": "Ünïcode\ttext\n", "nested": {"b": [1.0, 1e300, 2.5]}},
+        ["x" * 70_000, "Long  " * 1_000],
+        {"A": 2, "a": 1, " a ": [0], "a\t": "x", "b": {"B ": 1, "b": 0}},  # keys that fold alike: ordered by value
+    ):
+        data = _sig._COMPILED(args)
+        assert data is not None and data.decode() == _sig._LooseEncoder(True).encode(args)
+        assert _sig._COMPILED(args, b"tool\x00") == b"tool\x00" + data
+    for value in ({"s": {1, 2}}, {1: "a"}, [object()], _nested(40, 1), [1] * 25_000, {"a": "x\ud800"}):
+        assert _sig._COMPILED(value) is None  # Python writes these
+        assert canonical_text(value) == _sig._LooseEncoder(True).encode(value)
+    with pytest.raises(TypeError, match="prefix"):
+        _sig._COMPILED({}, "not bytes")
+
+
+def test_the_compiled_path_can_be_switched_off_and_on() -> None:
+    built = _sig._COMPILED is not None
+    try:
+        assert _sig.compiled_fast_path(False) is False
+        off = call_signature("search", {"q": "Some  Query"})
+        assert _sig.compiled_fast_path(True) is built
+        assert call_signature("search", {"q": "some query"}) == off
+    finally:
+        _sig.compiled_fast_path(True)
 
 
 def _nested(depth: int, leaf: object) -> object:
