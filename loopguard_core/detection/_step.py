@@ -171,6 +171,11 @@ class PackedWindow(Sequence[Step]):
         starts = self._through(back)
         return _unpacked(self._data[starts[back] : starts[back + 1]])
 
+    def newest(self, count: int) -> bytes:
+        """The packed bytes of the newest ``count`` steps (fewer when the window holds fewer)."""
+        count = min(count, self._size)
+        return self._data[: self._through(count - 1)[count]] if count > 0 else b""
+
     def _through(self, back: int) -> list[int]:
         """The starts of the steps, newest first, found at least one step further back than ``back``: step ``b``
         is ``data[starts[b] : starts[b + 1]]``."""

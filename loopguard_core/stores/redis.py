@@ -5,9 +5,9 @@ trip that decides and records atomically, so two workers can never both take the
 budget. The scripts ship as package data (``stores/lua``) and mirror :mod:`._run_state`'s ceilings and
 state machine step for step. Loop judgement is written once, in Python (:mod:`loopguard_core.detection`):
 a tool admission hands back the run's window of finished calls (digests only, appended atomically by
-``record_tool``, packed newest first), the client alone decides whether any detector can fire and the
-detectors judge it here, and only a refusal costs a second round trip (``refuse_tool``: the admission is
-taken back and the breaker trips).
+``record_tool``, packed newest first; only the steps pushed since the window's version this process holds),
+the client alone decides whether any detector can fire and the detectors judge it here, and only a refusal
+costs a second round trip (``refuse_tool``: the admission is taken back and the breaker trips).
 
 - Idempotent per call id: a retried request gets the first verdict back and never counts twice.
 - Money is integer micro-USD; time is Redis ``TIME`` (one clock for every host), not the caller's.
@@ -113,6 +113,7 @@ _POOL_MESSAGES = frozenset({"No connection available.", "Too many connections"})
 _fork_generation = [0]
 # Deferred outcomes (see RedisStore: defer_seconds): at most this many wait per run, and admissions whose
 # outcome may be deferred are remembered for this many calls per run and this many runs.
+_HELD_RUNS = 1_024  # runs whose window this process holds (admit_tool sends only what it lacks), then it starts over
 _PENDING_MAX = 16
 _CALM_MAX = 256
 _CALM_RUNS = 1_024
@@ -239,6 +240,15 @@ def redact_url(url: str) -> str:
         netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
     query = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*"), ""))
+
+
+class _HeldWindow(NamedTuple):
+    """A run's window as this process last saw it: packed steps, newest first, as of the window's ``version``."""
+
+    version: int
+    data: bytes  # the window's steps and possibly older ones after them (never read)
+    depth: int  # steps in data
+    limit: int  # LoopDetection.window of the limits it was read with
 
 
 class _LimitArgs:
@@ -466,6 +476,9 @@ class RedisStore:
         self._pending_generation = _fork_generation[0]
         if self._defer is not None:
             _live_stores.add(self)
+        # The window of each run as of its version, as the last loop-checked admission left it: the next one sends
+        # that version and gets back only the steps pushed since (any consistent pair serves; no lock needed).
+        self._held: dict[RunKey, _HeldWindow] = {}
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -544,12 +557,36 @@ class RedisStore:
         signature = self._signature_names.get(stored, stored)
         return verdict if signature == stored else verdict._replace(facts={**verdict.facts, "signature": signature})
 
-    def _tool_argv(self, request: ToolRequest, limits: Limits) -> tuple[str | bytes, ...]:
+    def _tool_argv(self, request: ToolRequest, limits: Limits, held: _HeldWindow | None) -> tuple[str | bytes, ...]:
         call_id = "" if request.call_id is None else "=" + request.call_id
         agent = "" if request.agent is None else "=" + request.agent
         config = self._args_for(limits).tool(request.tool)
         signature = self._signature(request.signature)
-        return (self._clock(request.now), config, call_id, request.tool, signature, agent)
+        known = "" if held is None else str(held.version)
+        return (self._clock(request.now), config, call_id, request.tool, signature, agent, known)
+
+    def _held_window(self, run: RunKey, limits: Limits) -> _HeldWindow | None:
+        held = self._held.get(run)
+        return held if held is not None and held.limit == limits.loop.window else None
+
+    def _window(
+        self, run: RunKey, limits: Limits, held: _HeldWindow | None, reply: tuple[int, bytes, int, int]
+    ) -> bytes:
+        """The run's window (packed, newest first) from an admission's reply: all of it, or the steps pushed since
+        the version this process held, in front of the steps it held; kept as the run's new held window."""
+        size, steps, version, delta = reply
+        if not delta:
+            data, depth = steps, size
+        elif held is None:
+            raise _Unavailable("admit_tool answered with the newest steps of a window this process does not hold")
+        else:
+            data, depth = steps + held.data, held.depth + version - held.version
+            if depth > 2 * held.limit + 16:  # deeper steps are never read again: keep the window's own
+                data, depth = PackedWindow(data, size).newest(size), size
+        if len(self._held) >= _HELD_RUNS:
+            self._held.clear()
+        self._held[run] = _HeldWindow(version, data, depth, limits.loop.window)
+        return data
 
     def _outcome_fields(self, outcome: ToolOutcome) -> tuple[str | bytes, ...]:
         call_id = "" if outcome.call_id is None else "=" + outcome.call_id
@@ -1049,27 +1086,31 @@ class RedisStore:
         return Verdict(False, reason, terminal, facts, moves, turn, False, duplicate)
 
     def _judgement(
-        self, raw: list[Any], request: ToolRequest, limits: Limits
+        self, raw: list[Any], request: ToolRequest, limits: Limits, run: RunKey, held: _HeldWindow | None
     ) -> tuple[Verdict, Finding | None, Call, bool]:
         """An admission that carries the run's window: what the detectors say about it, and whether the reply said
         what the plain integer says (nothing to report, no outcome in Redis yet for the call's id)."""
-        if raw[0] == 4:  # {4, turn * 2 + probe, call number, in flight * 2 + fresh, steps, window}
+        if raw[0] == 4:  # {4, turn * 2 + probe, call number, in flight * 2 + fresh, steps, window, version, delta}
             verdict, flight = self._verdict(_int(raw[1]), limits, None), _int(raw[3])
             number, inflight, fresh = _int(raw[2]), flight >> 1, flight & 1 == 1
-            size, steps = _int(raw[4]), bytes(raw[5])
+            size, at = _int(raw[4]), 5
         else:
             verdict = self._verdict(raw, limits, _base(request), request.signature)
-            number, inflight, size, steps = _int(raw[7]), _int(raw[8]), _int(raw[10]), bytes(raw[11])
+            number, inflight, size, at = _int(raw[7]), _int(raw[8]), _int(raw[10]), 11
             # (with transitions or observed ceilings the outcome is recorded at once whatever raw[9] says)
             fresh = _int(raw[9]) == 1 and not verdict.observed and not verdict.transitions
         action, shape = self._digest(request.signature, 16), request.shape and self._digest(request.shape, 16)
-        # Steps of this call's own batch are left out (the model saw none of them); its twins among them count as
-        # still in flight.
-        window, twins = without_siblings(PackedWindow(steps, size), request.siblings_done, action)
-        call = Call(number, request.tool, action, shape, request.words, request.poll, inflight + twins, request.prose)
         try:
+            steps = self._window(run, limits, held, (size, bytes(raw[at]), _int(raw[at + 1]), _int(raw[at + 2])))
+            # Steps of this call's own batch are left out (the model saw none of them); its twins among them count
+            # as still in flight.
+            window, twins = without_siblings(PackedWindow(steps, size), request.siblings_done, action)
+            call = Call(
+                number, request.tool, action, shape, request.words, request.poll, inflight + twins, request.prose
+            )
             finding, noted = limits.loop.judge(window, call, limits.mode)
         except MalformedWindow as exc:  # not what admit_tool writes: Redis (or whatever answered) is not sound
+            self._held.pop(run, None)
             raise _Unavailable(f"admit_tool answered with {exc}") from None
         if noted:
             base = _base(request)
@@ -1081,13 +1122,13 @@ class RedisStore:
         # -- the Store protocol ------------------------------------------------------------------------
 
     def admit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict:
-        keys = self._run_keys(run)
+        keys, held = self._run_keys(run), self._held_window(run, limits)
         try:
-            raw = self._run("admit_tool", keys, self._tool_argv(request, limits), run)
+            raw = self._run("admit_tool", keys, self._tool_argv(request, limits, held), run)
             if not isinstance(raw, list) or raw[0] not in (3, 4):
                 verdict = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
                 return self._admitted(run, request, verdict, type(raw) is int)
-            verdict, finding, call, fresh = self._judgement(raw, request, limits)
+            verdict, finding, call, fresh = self._judgement(raw, request, limits, run, held)
             if finding is None:
                 return self._admitted(run, request, verdict, fresh)
             facts = {**finding_facts(finding, call), "signature": request.signature}
@@ -1163,6 +1204,7 @@ class RedisStore:
         with self._pending_lock:  # its deferred outcomes go with it
             self._pending.pop(run, None)
             self._calm.pop(run, None)
+        self._held.pop(run, None)
         try:
             self._sync_client().delete(*self._run_keys(run))
         except self._errors as exc:
@@ -1171,13 +1213,13 @@ class RedisStore:
 
     # -- async twins (redis.asyncio, same scripts) ---------------------------------------------------
     async def aadmit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict:
-        keys = self._run_keys(run)
+        keys, held = self._run_keys(run), self._held_window(run, limits)
         try:
-            raw = await self._arun("admit_tool", keys, self._tool_argv(request, limits), run)
+            raw = await self._arun("admit_tool", keys, self._tool_argv(request, limits, held), run)
             if not isinstance(raw, list) or raw[0] not in (3, 4):
                 verdict = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
                 return self._admitted(run, request, verdict, type(raw) is int)
-            verdict, finding, call, fresh = self._judgement(raw, request, limits)
+            verdict, finding, call, fresh = self._judgement(raw, request, limits, run, held)
             if finding is None:
                 return self._admitted(run, request, verdict, fresh)
             facts = {**finding_facts(finding, call), "signature": request.signature}

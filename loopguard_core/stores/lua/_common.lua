@@ -53,15 +53,24 @@ end
 
 -- st c/o/h; term a budget trip; tr trip reason; tk/tt/tl/to kind, tool, limit, observed of the trip's
 -- facts; oa/sa opened/started (us, false if unset); pk/pu probe reservation and its expiry; rt/rc
--- reserved in flight, rn reservations held; seq a counter for reservation names; ln (unused, kept for
--- the layout); xp when the keys' TTL was last set (us).
+-- reserved in flight, rn reservations held; seq a counter for reservation names; ln the window's version
+-- (see window_version); xp when the keys' TTL was last set (us).
+-- The window's version counts the steps ever pushed to WIN; a client that holds the window as of version k is
+-- sent only the steps pushed since (admit_tool). A new run starts it at Redis TIME in microseconds, so that a
+-- client's version from an earlier run under the same keys (expired, dropped) is never taken for this run's:
+-- it is either ahead of this run's version or further behind than WIN is long, and gets the whole window.
+local function window_version()
+  local t = redis.call('TIME')
+  return t[1] * 1000000 + t[2]
+end
+
 local function state(packed, reading)
   if not packed then
     -- A new run (or one whose state expired): side keys left from an expired run must not leak in.
     if not reading then redis.call('DEL', SEENQ, RES, RESMIN, WIN, FLIGHT) end
     return { st = 'c', term = false, tr = '', tk = '', tt = '', tl = '', to = '', oa = false, sa = false,
       pk = '', pu = 0, turns = 0, tokens = 0, cost = 0, tc = 0, trips = 0, seq = 0, rt = 0, rc = 0, rn = 0,
-      ln = 0, xp = false, dirty = true }
+      ln = reading and 0 or window_version(), xp = false, dirty = true }
   end
   local st, term, tr, tk, tt, tl, to, oa, sa, pk, pu, turns, tokens, cost, tc, trips, seq, rt, rc, rn, ln,
     xp = cmsgpack.unpack(packed)
@@ -258,6 +267,7 @@ local function outcome(c, w, cid, tool, sig, failed_arg, step, err, moves)
     local held = redis.call('RPUSH', WIN, struct.pack('>I4', number % 4294967296) .. step)
     if held == 1 then created(WIN) end
     if held > window then redis.call('LTRIM', WIN, -window, -1) end
+    put(s, 'ln', (s.ln or 0) + 1)
   end
   if failed then
     local count, error = 0, ''

@@ -6,13 +6,15 @@
 -- ARGV: 1 clock, 2 config (ttl, max_tool_calls, max calls of this tool, max_consecutive_failures,
 --       loop-checked (1/0), recovery window (us), max_seconds (us), observe (1/0), window size,
 --       calls remembered in flight), 3 call id, 4 tool, 5 signature, 6 agent ('' or '=' .. agent),
---       7... deferred outcomes (settle).
+--       7 the window's version the client holds ('' for none), 8... deferred outcomes (settle).
 -- Reply when the tool is loop-checked and the call admitted: {3, '', 0, turn, probe, transitions,
--- observed, call number, identical calls in flight, fresh, steps, window}, or without transitions and
--- observed ceilings {4, turn * 2 + probe, call number, identical calls in flight * 2 + fresh, steps,
--- window}: fresh is 1 when Redis holds no outcome for the call's id (see LONG_REPLY), the window the run's
--- steps packed end to end, newest first (each step says its own length).
-settle(7)
+-- observed, call number, identical calls in flight, fresh, steps, window, version, delta}, or without
+-- transitions and observed ceilings {4, turn * 2 + probe, call number, identical calls in flight * 2 +
+-- fresh, steps, window, version, delta}: fresh is 1 when Redis holds no outcome for the call's id (see
+-- LONG_REPLY); steps is the window's length; window is the run's steps packed end to end, newest first
+-- (each step says its own length): all of them, or with delta 1 only those pushed since the client's version
+-- (the client holds the rest); version is the window's version now.
+settle(8)
 local has_id, id = call_id()
 local key = has_id and ('t:' .. id) or nil
 local tool, sig = ARGV[4], ARGV[5]
@@ -97,14 +99,24 @@ if due then
   for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], TTL) end
 end
 local fresh = LONG_REPLY and 0 or 1
--- Newest first: the client reads the window from its end (most calls need only the last few steps).
-local steps = redis.call('LRANGE', WIN, -window, -1)
-local n = #steps
-for i = 1, math.floor(n / 2) do steps[i], steps[n + 1 - i] = steps[n + 1 - i], steps[i] end
+-- Newest first: the client reads the window from its end (most calls need only the last few steps). A client
+-- that holds the window as of its version gets only the steps pushed since: most calls, none at all.
+local n = math.min(redis.call('LLEN', WIN), window)
+local version, known = s.ln or 0, tonumber(ARGV[7])
+local behind = known and version - known
+local delta = (behind and behind >= 0 and behind <= n) and 1 or 0
+local steps = {}
+if delta == 0 then
+  steps = redis.call('LRANGE', WIN, -window, -1)
+elseif behind > 0 then
+  steps = redis.call('LRANGE', WIN, -behind, -1)
+end
+local m = #steps
+for i = 1, math.floor(m / 2) do steps[i], steps[m + 1 - i] = steps[m + 1 - i], steps[i] end
 steps = table.concat(steps)
 moves = all_moves(moves)
-if #moves == 0 and #OBSERVED == 0 then -- the usual case, in six values
-  return { 4, s.turns * 2 + probe, s.tc, inflight * 2 + fresh, n, steps }
+if #moves == 0 and #OBSERVED == 0 then -- the usual case, in eight values
+  return { 4, s.turns * 2 + probe, s.tc, inflight * 2 + fresh, n, steps, version, delta }
 end
 return { 3, '', 0, s.turns, probe, table.concat(moves, '|'), #OBSERVED > 0 and cjson.encode(OBSERVED) or '', s.tc,
-  inflight, fresh, n, steps }
+  inflight, fresh, n, steps, version, delta }
