@@ -14,7 +14,7 @@
   guarded turn as context. Each variant writes into its own schema, dropped at the end. Server:
   ``$LOOPGUARD_BENCH_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``); marked pending,
   with the reason, when unreachable.
-- **Redis store**: loopguard's store check (``before_tool``, one EVALSHA round trip) against raw redis-py
+- **Redis store**: loopguard's store check (``before_tool``, one FCALL round trip) against raw redis-py
   ``EVALSHA`` of a one-line script, plus the full turn. ``$LOOPGUARD_BENCH_REDIS_URL`` (default
   ``redis://127.0.0.1:6379/14``); pending when unreachable. Only keys this benchmark created are deleted.
 """

@@ -52,6 +52,9 @@ static int buf_grow(Buf *b, Py_ssize_t extra) {
 }
 
 static int buf_put(Buf *b, const char *s, Py_ssize_t n) {
+    if (n == 0) {
+        return 0;
+    }
     if (buf_grow(b, n) < 0) {
         return -1;
     }
@@ -60,13 +63,19 @@ static int buf_put(Buf *b, const char *s, Py_ssize_t n) {
     return 0;
 }
 
-static int buf_put_str(Buf *b, PyObject *text) { /* a str's UTF-8 (fails on lone surrogates: not plain here) */
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(text, &n);
-    if (s == NULL) {
+/* A str's UTF-8 (fails on lone surrogates: not plain here). Not PyUnicode_AsUTF8AndSize: that keeps a UTF-8 copy
+ * inside the str for its lifetime, and a folded string may be one the fold cache keeps. */
+static int buf_put_str(Buf *b, PyObject *text) {
+    if (PyUnicode_IS_ASCII(text)) {
+        return buf_put(b, (const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text));
+    }
+    PyObject *utf8 = PyUnicode_AsUTF8String(text);
+    if (utf8 == NULL) {
         return -1;
     }
-    return buf_put(b, s, n);
+    int rc = buf_put(b, PyBytes_AS_STRING(utf8), PyBytes_GET_SIZE(utf8));
+    Py_DECREF(utf8);
+    return rc;
 }
 
 /* Whether s is printable ASCII only (and short enough to be folded, not hashed): folded here. */
@@ -220,7 +229,8 @@ typedef struct {
 } Entry;
 
 static int bytes_cmp(const char *a, Py_ssize_t an, const char *b, Py_ssize_t bn) {
-    int c = memcmp(a, b, (size_t)(an < bn ? an : bn));
+    Py_ssize_t common = an < bn ? an : bn;
+    int c = common > 0 ? memcmp(a, b, (size_t)common) : 0;
     return c != 0 ? c : (an > bn) - (an < bn);
 }
 

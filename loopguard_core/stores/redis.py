@@ -1,13 +1,15 @@
 """Breaker state in Redis: one breaker shared by every process and host that names the same scope.
 
-Each step (admit or record a tool or model call, reset) is one Lua script run with EVALSHA: one round
-trip that decides and records atomically, so two workers can never both take the last unit of a
-budget. The scripts ship as package data (``stores/lua``) and mirror :mod:`._run_state`'s ceilings and
-state machine step for step. Loop judgement is written once, in Python (:mod:`loopguard_core.detection`):
-a tool admission hands back the run's window of finished calls (digests only, appended atomically by
-``record_tool``, packed newest first; only the steps pushed since the window's version this process holds),
-the client alone decides whether any detector can fire and the detectors judge it here, and only a refusal
-costs a second round trip (``refuse_tool``: the admission is taken back and the breaker trips).
+Each step (admit or record a tool or model call, reset) is one Lua call: one round trip that decides and
+records atomically, so two workers can never both take the last unit of a budget. The store's own client on
+one server calls the steps as Redis Functions (FCALL; the library is loaded on first use), elsewhere, or where
+the server has no Functions, as scripts (EVALSHA). The Lua code ships as package data (``stores/lua``) and
+mirrors :mod:`._run_state`'s ceilings and state machine step for step. Loop judgement is written once, in
+Python (:mod:`loopguard_core.detection`): a tool admission hands back the run's window of finished calls
+(digests only, appended atomically by ``record_tool``, packed newest first; only the steps pushed since the
+window's version this process holds), the client alone decides whether any detector can fire and the
+detectors judge it here, and only a refusal costs a second round trip (``refuse_tool``: the admission is
+taken back and the breaker trips).
 
 - Idempotent per call id: a retried request gets the first verdict back and never counts twice.
 - Money is integer micro-USD; time is Redis ``TIME`` (one clock for every host), not the caller's.
@@ -140,10 +142,28 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
+def _lua(name: str) -> str:
+    return resources.files("loopguard_core.stores").joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
 def _script_text(step: str) -> str:
-    folder = resources.files("loopguard_core.stores").joinpath("lua")
-    common = folder.joinpath("_common.lua").read_text(encoding="utf-8")
-    return common + "\n" + folder.joinpath(f"{step}.lua").read_text(encoding="utf-8")
+    """A step as a script (EVALSHA): the shared code, ``begin(KEYS, ARGV)``, the step."""
+    return _lua("_script") + _lua("_common") + "\nbegin(KEYS, ARGV)\n" + _lua(step)
+
+
+def _library() -> tuple[str, dict[str, str]]:
+    """Every step as a function of one Redis Function library (Redis >= 7, Valkey), and the function of each step.
+
+    The shared code is defined once, when the library is loaded, instead of on every call as a script does (about
+    half of a step's time inside Redis). Library and functions are named by a digest of the code, so processes
+    of different loopguard versions on one server each call their own."""
+    steps = "".join(
+        f"redis.register_function('lg_@_{step}', function(k, a)\nbegin(k, a)\n{_lua(step)}\nend)\n" for step in _STEPS
+    )
+    body = _lua("_common") + "\n" + steps
+    tag = _sha1(body)[:16]
+    code = f"#!lua name=loopguard_{tag}\n" + body.replace("'lg_@_", f"'lg_{tag}_")
+    return code, {step: f"lg_{tag}_{step}" for step in _STEPS}
 
 
 def _sha1(text: str) -> str:
@@ -399,6 +419,8 @@ class RedisStore:
             getattr(exceptions, "RedisClusterException", exceptions.RedisError),
         )
         self._no_script: type[BaseException] = exceptions.NoScriptError
+        self._response_error: type[BaseException] = exceptions.ResponseError
+        self._no_permission: type[BaseException] = getattr(exceptions, "NoPermissionError", exceptions.ResponseError)
         self._connection_error: type[BaseException] = exceptions.ConnectionError
         self._pool_error: type[BaseException] | None = getattr(exceptions, "MaxConnectionsError", None)
         self.url = redact_url(url)
@@ -445,17 +467,22 @@ class RedisStore:
             if isinstance(pool_size, int) and not isinstance(pool_size, bool) and 0 < pool_size < gate_size:
                 gate_size = pool_size  # never ask the user's pool for more connections than it has
         self._client: Any = client
-        # The store's own client on one server: EVALSHA goes straight to a pooled connection (_direct_evalsha).
+        # The store's own client on one server: FCALL or EVALSHA goes straight to a pooled connection (_direct_call).
         self._direct = self._owns_client and self._pool is not None
         # redis-py 5 requires a command name to get a connection; 6 and later deprecate it (a warning per call).
         self._conn_args: tuple[str, ...] = ("EVALSHA",) if self._direct and _needs_command_name(self._pool) else ()
-        self._heads: dict[tuple[str, Sequence[bytes]], tuple[int, bytes]] = {}
+        self._heads: dict[tuple[str, Sequence[bytes], bool], tuple[int, bytes]] = {}
         self._gate_size = gate_size
         self._gate = threading.BoundedSemaphore(gate_size)
         self._gate_generation = _fork_generation[0]
         self._texts = {step: _script_text(step) for step in _STEPS}
         # EVALSHA by the script's SHA-1 (computed here, as Redis does); the text is sent only after NOSCRIPT.
         self._shas = {step: _sha1(text) for step, text in self._texts.items()}
+        # The store's own client on one server calls the steps as Redis Functions (FCALL), loading the library on
+        # the first "Function not found"; a server without them (Redis < 7) or a user not allowed them turns this
+        # off for good, and the steps run as scripts. A client passed in, and a cluster, run scripts.
+        self._library, self._functions = _library()
+        self._use_functions = self._direct
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncEntry]
         self._async = weakref.WeakKeyDictionary()
         self._async_lock = threading.Lock()
@@ -888,11 +915,19 @@ class RedisStore:
                     # What redis-py's Script.__call__ does, minus its per-call overhead: EVALSHA, and only on an
                     # explicit NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and send it again.
                     if self._direct:
+                        if self._use_functions:
+                            try:
+                                return self._direct_call(step, keys, argv, True)
+                            except self._response_error as exc:
+                                if not self._functions_missing(exc, client):
+                                    raise
+                            if self._use_functions:  # loaded now
+                                return self._direct_call(step, keys, argv, True)
                         try:
-                            return self._direct_evalsha(step, keys, argv)
+                            return self._direct_call(step, keys, argv, False)
                         except self._no_script:
                             client.script_load(self._texts[step])
-                            return self._direct_evalsha(step, keys, argv)
+                            return self._direct_call(step, keys, argv, False)
                     sha = self._shas[step]
                     try:
                         return client.evalsha(sha, len(keys), *keys, *argv)
@@ -912,20 +947,56 @@ class RedisStore:
         finally:
             gate.release()
 
-    def _direct_evalsha(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
-        """EVALSHA on a connection of the store's own pool, packed here: the command's head (sha and keys) is
-        encoded once per run and step, and redis-py's generic packing and per-command bookkeeping (a good share
-        of a check's client time) is skipped. The connection is handled as redis-py does: it disconnects itself
-        on a transport error, and goes back to the pool either way."""
-        head = self._heads.get((step, keys))
+    def _functions_missing(self, exc: BaseException, client: Any) -> bool:
+        """After an FCALL failed with ``exc``: whether that was the library missing (then it is loaded now, or, where
+        Functions cannot be had, they are off for good and the steps run as scripts). Such a call never ran."""
+        message = str(exc)
+        if isinstance(exc, self._no_permission) or "unknown command" in message.lower():
+            self._functions_off(message)
+            return True
+        if not message.startswith("Function not found"):
+            return False  # the function ran and failed: an unsound answer, as a failing script's
+        try:
+            client.function_load(self._library)
+        except self._response_error as load_error:
+            if "already exists" not in str(load_error):  # else another process loaded it first
+                self._functions_off(str(load_error))
+        return True
+
+    async def _afunctions_missing(self, exc: BaseException, client: Any) -> bool:
+        message = str(exc)
+        if isinstance(exc, self._no_permission) or "unknown command" in message.lower():
+            self._functions_off(message)
+            return True
+        if not message.startswith("Function not found"):
+            return False
+        try:
+            await client.function_load(self._library)
+        except self._response_error as load_error:
+            if "already exists" not in str(load_error):
+                self._functions_off(str(load_error))
+        return True
+
+    def _functions_off(self, why: str) -> None:
+        self._use_functions = False
+        logger.info("loopguard: Redis Functions are not available on %s (%s); the steps run as scripts", self.url, why)
+
+    def _direct_call(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes], function: bool) -> Any:
+        """FCALL (or EVALSHA) on a connection of the store's own pool, packed here: the command's head (name or
+        sha, and keys) is encoded once per run and step, and redis-py's generic packing and per-command
+        bookkeeping (a good share of a check's client time) is skipped. The connection is handled as redis-py
+        does: it disconnects itself on a transport error, and goes back to the pool either way."""
+        head = self._heads.get((step, keys, function))
         if head is None:
             if len(self._heads) >= 4_096:
                 self._heads.clear()
-            parts = [b"$7\r\nEVALSHA\r\n$40\r\n", self._shas[step].encode(), b"\r\n"]
+            parts = _bulk(b"FCALL") + _bulk(self._functions[step].encode()) if function else _bulk(b"EVALSHA")
+            if not function:
+                parts += _bulk(self._shas[step].encode())
             parts += _bulk(str(len(keys)).encode())
             for key in keys:
                 parts += _bulk(key)
-            head = self._heads[(step, keys)] = (len(keys) + 3, b"".join(parts))
+            head = self._heads[(step, keys, function)] = (len(keys) + 3, b"".join(parts))
         count, packed = head
         out = [b"*%d\r\n%b" % (count + len(argv), packed)]
         for arg in argv:
@@ -958,6 +1029,15 @@ class RedisStore:
             client, sha, deadline = entry.client, self._shas[step], 0.0
             while True:
                 try:
+                    if self._use_functions and self._cluster is None:  # the store's own client on one server
+                        name = self._functions[step]
+                        try:
+                            return await client.fcall(name, len(keys), *keys, *argv)
+                        except self._response_error as exc:
+                            if not await self._afunctions_missing(exc, client):
+                                raise
+                        if self._use_functions:
+                            return await client.fcall(name, len(keys), *keys, *argv)
                     try:
                         return await client.evalsha(sha, len(keys), *keys, *argv)
                     except self._no_script:

@@ -1,4 +1,4 @@
--- Shared by every loopguard script: prepended to each step when the scripts are registered.
+-- Shared by every loopguard step (see below for how it is loaded).
 -- Ceilings and the breaker's state machine mirror loopguard_core/stores/_run_state.py step for step;
 -- tests/stores runs the same contract suite against both. Loop judgement is not here: the scripts keep
 -- the run's window of finished calls (packed digests, built by the client) and hand it back with each
@@ -13,26 +13,39 @@
 --   2 call-id order (list)  3 reservation expiries (zset)  4 reservations by size (zset)
 --   5 the window: the run's last finished tool calls, oldest first (list of packed steps)
 --   6 calls in flight: signature -> call numbers admitted and not reported yet (hash)
--- One HMGET reads all a step needs and one HSET writes it back: a round trip stays one EVALSHA and
--- the script itself stays a few Redis calls.
+-- One HMGET reads all a step needs and one HSET writes it back: a round trip stays one FCALL (or EVALSHA)
+-- and the step itself stays a few Redis calls.
 -- ARGV[1] is the clock in microseconds, or '' to read Redis TIME (the default: one clock for every
 -- process and host). ARGV[2] is the step's configuration: msgpack values ttl, limit, limit, ... (nil for
 -- no limit), precomputed once per Limits object. ARGV[3] is '' without a call id, '=' .. id with one.
 -- The TTL is in milliseconds: every key gets it when created, and all of a run's keys get it again
 -- once ttl/64 has passed since they last did, so a live run never expires and a finished one is gone
 -- ttl after its last write (give or take ttl/64).
-if redis.replicate_commands then pcall(redis.replicate_commands) end -- Redis < 7: TIME before writes
+-- This file is loaded once as a Redis Function library where the server has them (Redis >= 7, Valkey), each
+-- step a function that calls begin(); else each step runs as a script: _script.lua, this file,
+-- begin(KEYS, ARGV), the step.
 
-local H, SEENQ, RES, RESMIN, WIN, FLIGHT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local SEEN_MAX, RES_MAX = 4096, 1024
-local CFG = ARGV[2] and { cmsgpack.unpack(ARGV[2]) } or {} -- msgpack values, nil for "no limit"
-local TTL = CFG[1]
-local REFRESH_US = (tonumber(TTL) or 0) * 1000 / 64
+-- The call's keys and arguments, and everything a step starts afresh: set by begin() (a library keeps these
+-- between calls).
+local keys, argv, H, SEENQ, RES, RESMIN, WIN, FLIGHT, CFG, TTL, REFRESH_US, SERVER_NOW
+local W, OBSERVED, SETTLED, LONG_REPLY
+
+local function begin(k, a)
+  keys, argv = k, a
+  H, SEENQ, RES, RESMIN, WIN, FLIGHT = k[1], k[2], k[3], k[4], k[5], k[6]
+  CFG = a[2] and { cmsgpack.unpack(a[2]) } or {} -- msgpack values, nil for "no limit"
+  TTL = CFG[1]
+  REFRESH_US = (tonumber(TTL) or 0) * 1000 / 64
+  SERVER_NOW = nil
+  -- W: hash fields to write with the state; OBSERVED: ceilings broken in observe mode; SETTLED: transitions
+  -- made by deferred outcomes; LONG_REPLY: see below.
+  W, OBSERVED, SETTLED, LONG_REPLY = {}, {}, {}, false
+end
 
 -- Integers as exact decimal text: Lua's default number formatting keeps only 14 digits.
 local function int(n) return string.format('%d', n) end
 
-local SERVER_NOW
 -- A clock argument ('' reads Redis TIME, once per script run) in microseconds.
 local function time_of(c)
   if c ~= '' then return tonumber(c) end
@@ -43,12 +56,12 @@ local function time_of(c)
   return SERVER_NOW
 end
 
-local function clock() return time_of(ARGV[1]) end
+local function clock() return time_of(argv[1]) end
 
 -- An empty call id is still an id.
 local function call_id()
-  if ARGV[3] == '' then return false, '' end
-  return true, string.sub(ARGV[3], 2)
+  if argv[3] == '' then return false, '' end
+  return true, string.sub(argv[3], 2)
 end
 
 -- st c/o/h; term a budget trip; tr trip reason; tk/tt/tl/to kind, tool, limit, observed of the trip's
@@ -79,7 +92,6 @@ local function state(packed, reading)
     rc = rc, rn = rn, ln = ln, xp = xp }
 end
 
-local W = {}
 local function hset(field, value)
   W[#W + 1] = field
   W[#W + 1] = value
@@ -117,19 +129,16 @@ local function remember(key, r, request)
   if held > SEEN_MAX then redis.call('HDEL', H, 'i:' .. redis.call('LPOP', SEENQ)) end
 end
 
--- Ceilings broken in observe mode: noted, not enforced ({reason, limit, observed, extra...} each).
-local OBSERVED = {}
+-- Ceilings broken in observe mode (OBSERVED): noted, not enforced ({reason, limit, observed, extra...} each).
 
 -- A verdict is {status, reason, terminal, turn, probe, transitions, facts...}; status 1 admitted,
 -- 0 refused, 2 duplicate (then the second element is what remember stored). An admission carries what
 -- observe mode noted as its 7th element (JSON, '' if nothing). The common case, admitted with no change
 -- of state and nothing observed, is the integer turn * 2 + probe: cheapest to send and to parse.
 -- Set by a step whose admission must not be answered with the plain integer, nor called fresh when it
--- carries the window (see admit_tool).
-local LONG_REPLY = false
+-- carries the window (see admit_tool): LONG_REPLY.
 
--- Transitions made by deferred outcomes applied first (settle): reported with the step that carried them.
-local SETTLED = {}
+-- Transitions made by deferred outcomes applied first (settle, SETTLED): reported with the step that carried them.
 local function all_moves(moves)
   if #SETTLED == 0 then return moves end
   local all = {}
@@ -144,7 +153,7 @@ local function finish(s, now, key, r, moves, request)
   local due = ttl_due(s, now)
   flush(s)
   if due then
-    for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], TTL) end
+    for i = 1, #keys do redis.call('PEXPIRE', keys[i], TTL) end
   end
   if r[1] == 1 and #moves == 0 and #OBSERVED == 0 and not LONG_REPLY then return r[4] * 2 + r[5] end
   r[6] = table.concat(moves, '|')
@@ -296,14 +305,14 @@ local function outcome(c, w, cid, tool, sig, failed_arg, step, err, moves)
   return s, now, key, { 1, '', 0, s.turns, probe, '' }
 end
 
--- Outcomes the client deferred (RedisStore defer_outcomes): they ride with the run's next step, in ARGV from
+-- Outcomes the client deferred (RedisStore defer_outcomes): they ride with the run's next step, in argv from
 -- index ``from`` on, 8 values each (clock, window, call id, tool, signature, failed, step, error digest),
 -- oldest first. Each is applied before the step reads anything, exactly as record_tool would have applied
 -- it; its transitions are reported with the step's own.
 local function settle(from)
-  for i = from, #ARGV, 8 do
-    local s, now, key, r = outcome(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
-      ARGV[i + 6], ARGV[i + 7], SETTLED)
+  for i = from, #argv, 8 do
+    local s, now, key, r = outcome(argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5],
+      argv[i + 6], argv[i + 7], SETTLED)
     if s then
       remember(key, r, nil)
       flush(s)

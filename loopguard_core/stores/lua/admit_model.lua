@@ -1,5 +1,5 @@
 -- admit_model: pre-flight check of one model call against turn, token and USD ceilings.
--- ARGV: 1 clock, 2 config (ttl, max_turns, max_tokens, max micro-USD, recovery window (us), max_seconds
+-- argv: 1 clock, 2 config (ttl, max_turns, max_tokens, max micro-USD, recovery window (us), max_seconds
 --       (us), reservation lifetime (us; nil = do not reserve), observe (1/0)), 3 call id, 4 projected
 --       tokens, 5 projected micro-USD.
 -- Spent plus what admitted calls still in flight have reserved is compared with a ceiling, so
@@ -10,7 +10,7 @@ local key = has_id and ('m:' .. id) or nil
 local rid = has_id and ('=' .. id) or nil
 local v = redis.call('HMGET', H, 'S', key and ('i:' .. key) or 'S', rid and ('r:' .. rid) or 'S')
 if key and v[2] then return { 2, v[2] } end
-local want_tokens, want_micros = tonumber(ARGV[4]), tonumber(ARGV[5])
+local want_tokens, want_micros = tonumber(argv[4]), tonumber(argv[5])
 local max_turns, max_tokens, max_micros = tonumber(CFG[2]), tonumber(CFG[3]), tonumber(CFG[4])
 local recovery, max_seconds, lifetime = tonumber(CFG[5]), tonumber(CFG[6]), tonumber(CFG[7])
 local observe = CFG[8] == 1

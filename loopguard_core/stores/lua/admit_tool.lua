@@ -3,7 +3,7 @@
 -- need: the call's number, how many identical calls are in flight, and the run's window. Whether any
 -- detector can fire is decided by the client (LoopDetection.may_fire), never here: the loop rules are
 -- written once, in Python.
--- ARGV: 1 clock, 2 config (ttl, max_tool_calls, max calls of this tool, max_consecutive_failures,
+-- argv: 1 clock, 2 config (ttl, max_tool_calls, max calls of this tool, max_consecutive_failures,
 --       loop-checked (1/0), recovery window (us), max_seconds (us), observe (1/0), window size,
 --       calls remembered in flight), 3 call id, 4 tool, 5 signature, 6 agent ('' or '=' .. agent),
 --       7 the window's version the client holds ('' for none), 8... deferred outcomes (settle).
@@ -17,7 +17,7 @@
 settle(8)
 local has_id, id = call_id()
 local key = has_id and ('t:' .. id) or nil
-local tool, sig = ARGV[4], ARGV[5]
+local tool, sig = argv[4], argv[5]
 local max_calls, per_tool, max_fail = tonumber(CFG[2]), tonumber(CFG[3]), tonumber(CFG[4])
 local checked, recovery, max_seconds = CFG[5] == 1, tonumber(CFG[6]), tonumber(CFG[7])
 local observe, window, memory = CFG[8] == 1, tonumber(CFG[9]), tonumber(CFG[10])
@@ -28,7 +28,7 @@ if key and v[4] then return { 2, v[4] } end
 -- carries the window; either tells the client that the outcome of the call may wait (RedisStore
 -- defer_seconds), which it may only when Redis holds none for its id.
 if key and v[5] then LONG_REPLY = true end
-local request = key and { tool, sig, ARGV[6] } or nil
+local request = key and { tool, sig, argv[6] } or nil
 
 local now, s, moves = clock(), state(v[1]), {}
 start(s, now)
@@ -96,13 +96,13 @@ remember(key, admitted, request) -- a retried request is admitted again without 
 local due = ttl_due(s, now)
 flush(s)
 if due then
-  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], TTL) end
+  for i = 1, #keys do redis.call('PEXPIRE', keys[i], TTL) end
 end
 local fresh = LONG_REPLY and 0 or 1
 -- Newest first: the client reads the window from its end (most calls need only the last few steps). A client
 -- that holds the window as of its version gets only the steps pushed since: most calls, none at all.
 local n = math.min(redis.call('LLEN', WIN), window)
-local version, known = s.ln or 0, tonumber(ARGV[7])
+local version, known = s.ln or 0, tonumber(argv[7])
 local behind = known and version - known
 local delta = (behind and behind >= 0 and behind <= n) and 1 or 0
 local steps = {}

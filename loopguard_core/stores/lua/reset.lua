@@ -1,6 +1,6 @@
 -- reset: close the breaker by hand (OPEN/HALF_OPEN -> CLOSED); counters stay; the window, the calls in
 -- flight and the failure streaks are cleared, and remembered refusals are forgotten.
--- ARGV: 1 clock, 2 config (ttl).
+-- argv: 1 clock, 2 config (ttl).
 settle(3) -- deferred tool outcomes of the run ride with this step (see _common.lua)
 local v = redis.call('HMGET', H, 'S')
 local now, s, moves = clock(), state(v[1]), {}

@@ -1,7 +1,7 @@
 -- steer: the caller told the agent its call was refused (on_trip="steer") and lets the run go on. A health
 -- trip closes without forgetting the window (the same call is refused again); past max_refusals the run is
 -- stopped for good.
--- ARGV: 1 clock, 2 config (ttl, max_refusals (nil: no limit)).
+-- argv: 1 clock, 2 config (ttl, max_refusals (nil: no limit)).
 settle(3) -- deferred tool outcomes of the run ride with this step (see _common.lua)
 local v = redis.call('HMGET', H, 'S', 'rf')
 local now, s, moves = clock(), state(v[1]), {}
