@@ -115,7 +115,7 @@ _POOL_MESSAGES = frozenset({"No connection available.", "Too many connections"})
 _fork_generation = [0]
 # Deferred outcomes (see RedisStore: defer_seconds): at most this many wait per run, and admissions whose
 # outcome may be deferred are remembered for this many calls per run and this many runs.
-_HELD_RUNS = 1_024  # runs whose window this process holds (admit_tool sends only what it lacks), then it starts over
+_HELD_RUNS = 1_024  # runs whose window this process holds (about 4 kB each at most), then it starts over
 _PENDING_MAX = 16
 _CALM_MAX = 256
 _CALM_RUNS = 1_024
@@ -608,7 +608,7 @@ class RedisStore:
             raise _Unavailable("admit_tool answered with the newest steps of a window this process does not hold")
         else:
             data, depth = steps + held.data, held.depth + version - held.version
-            if depth > 2 * held.limit + 16:  # deeper steps are never read again: keep the window's own
+            if depth > held.limit + 32:  # deeper steps are never read again: keep the window's own
                 data, depth = PackedWindow(data, size).newest(size), size
         if len(self._held) >= _HELD_RUNS:
             self._held.clear()
