@@ -947,35 +947,38 @@ class RedisStore:
         finally:
             gate.release()
 
-    def _functions_missing(self, exc: BaseException, client: Any) -> bool:
-        """After an FCALL failed with ``exc``: whether that was the library missing (then it is loaded now, or, where
-        Functions cannot be had, they are off for good and the steps run as scripts). Such a call never ran."""
+    def _fcall_failed(self, exc: BaseException) -> bool | None:
+        """What an FCALL that failed with ``exc`` means: True, the library is missing (to be loaded); False,
+        Functions cannot be had here (now off for good: the steps run as scripts); None, the function ran and
+        failed (an unsound answer, as a failing script's). In the first two cases the call never ran."""
         message = str(exc)
         if isinstance(exc, self._no_permission) or "unknown command" in message.lower():
             self._functions_off(message)
-            return True
-        if not message.startswith("Function not found"):
-            return False  # the function ran and failed: an unsound answer, as a failing script's
-        try:
-            client.function_load(self._library)
-        except self._response_error as load_error:
-            if "already exists" not in str(load_error):  # else another process loaded it first
-                self._functions_off(str(load_error))
-        return True
+            return False
+        return True if message.startswith("Function not found") else None
+
+    def _load_failed(self, error: BaseException) -> None:
+        if "already exists" not in str(error):  # else another process loaded it first
+            self._functions_off(str(error))
+
+    def _functions_missing(self, exc: BaseException, client: Any) -> bool:
+        """After a failed FCALL: whether to go on (the library loaded, or scripts from now on) or to raise."""
+        missing = self._fcall_failed(exc)
+        if missing:
+            try:
+                client.function_load(self._library)
+            except self._response_error as error:
+                self._load_failed(error)
+        return missing is not None
 
     async def _afunctions_missing(self, exc: BaseException, client: Any) -> bool:
-        message = str(exc)
-        if isinstance(exc, self._no_permission) or "unknown command" in message.lower():
-            self._functions_off(message)
-            return True
-        if not message.startswith("Function not found"):
-            return False
-        try:
-            await client.function_load(self._library)
-        except self._response_error as load_error:
-            if "already exists" not in str(load_error):
-                self._functions_off(str(load_error))
-        return True
+        missing = self._fcall_failed(exc)
+        if missing:
+            try:
+                await client.function_load(self._library)
+            except self._response_error as error:
+                self._load_failed(error)
+        return missing is not None
 
     def _functions_off(self, why: str) -> None:
         self._use_functions = False
