@@ -269,6 +269,7 @@ class _HeldWindow(NamedTuple):
     data: bytes  # the window's steps and possibly older ones after them (never read)
     depth: int  # steps in data
     limit: int  # LoopDetection.window of the limits it was read with
+    newest: bytes  # the newest step (Redis checks that the steps it sends follow this one)
 
 
 class _LimitArgs:
@@ -589,8 +590,10 @@ class RedisStore:
         agent = "" if request.agent is None else "=" + request.agent
         config = self._args_for(limits).tool(request.tool)
         signature = self._signature(request.signature)
-        known = "" if held is None else str(held.version)
-        return (self._clock(request.now), config, call_id, request.tool, signature, agent, known)
+        if held is None:
+            return (self._clock(request.now), config, call_id, request.tool, signature, agent, "", b"")
+        newest = held.newest
+        return (self._clock(request.now), config, call_id, request.tool, signature, agent, str(held.version), newest)
 
     def _held_window(self, run: RunKey, limits: Limits) -> _HeldWindow | None:
         held = self._held.get(run)
@@ -612,7 +615,8 @@ class RedisStore:
                 data, depth = PackedWindow(data, size).newest(size), size
         if len(self._held) >= _HELD_RUNS:
             self._held.clear()
-        self._held[run] = _HeldWindow(version, data, depth, limits.loop.window)
+        newest = PackedWindow(data, 1).newest(1) if size else b""
+        self._held[run] = _HeldWindow(version, data, depth, limits.loop.window, newest)
         return data
 
     def _outcome_fields(self, outcome: ToolOutcome) -> tuple[str | bytes, ...]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from loopguard_core.detection import Step, pack_step
 from loopguard_core.limits import Limits, LoopDetection
 from loopguard_core.stores.base import RunKey, ToolOutcome, ToolRequest
 from loopguard_core.stores.memory import MemoryStore
@@ -132,3 +133,22 @@ def test_an_admission_gets_only_the_steps_it_lacks(stores: list[RedisStore], sco
         _record(a if i % 10 else b, run, limits, i)
     assert sent[0] == 0 and len(witness.seen[-1]) == 29
     assert max(sent[1:]) < 2 * 80  # a step or two (about 53 bytes each), never the 29 steps held
+
+
+def test_a_step_pushed_without_being_counted_sends_the_whole_window(
+    stores: list[RedisStore], scope: str, redis_client: Any
+) -> None:
+    # An older release pushes steps without counting them in the version: the version alone would not tell, so
+    # Redis checks that the steps it sends follow the newest step the process holds.
+    a = stores[0]
+    witness = Witness()
+    limits, run = _limits(witness), RunKey(scope, "uncounted")
+    for i in range(4):
+        _admit(a, run, limits, i)
+        if i < 3:
+            _record(a, run, limits, i)
+    redis_client.rpush(a.keys(run)[4], pack_step(Step(99, "older", "ab" * 16, "cd" * 8)))
+    _record(a, run, limits, 3)  # counted: the version moves on by one, past a step it never counted
+    _admit(a, run, limits, 4)
+    assert [seq for seq, *_ in witness.seen[-1]] == [1, 2, 3, 99, 4]
+    assert witness.seen[-1][3][1] == "older"

@@ -6,7 +6,8 @@
 -- argv: 1 clock, 2 config (ttl, max_tool_calls, max calls of this tool, max_consecutive_failures,
 --       loop-checked (1/0), recovery window (us), max_seconds (us), observe (1/0), window size,
 --       calls remembered in flight), 3 call id, 4 tool, 5 signature, 6 agent ('' or '=' .. agent),
---       7 the window's version the client holds ('' for none), 8... deferred outcomes (settle).
+--       7 the window's version the client holds ('' for none), 8 the newest step it holds ('' for none),
+--       9... deferred outcomes (settle).
 -- Reply when the tool is loop-checked and the call admitted: {3, '', 0, turn, probe, transitions,
 -- observed, call number, identical calls in flight, fresh, steps, window, version, delta}, or without
 -- transitions and observed ceilings {4, turn * 2 + probe, call number, identical calls in flight * 2 +
@@ -14,7 +15,7 @@
 -- LONG_REPLY); steps is the window's length; window is the run's steps packed end to end, newest first
 -- (each step says its own length): all of them, or with delta 1 only those pushed since the client's version
 -- (the client holds the rest); version is the window's version now.
-settle(8)
+settle(9)
 local has_id, id = call_id()
 local key = has_id and ('t:' .. id) or nil
 local tool, sig = argv[4], argv[5]
@@ -105,6 +106,9 @@ local n = math.min(redis.call('LLEN', WIN), window)
 local version, known = s.ln or 0, tonumber(argv[7])
 local behind = known and version - known
 local delta = (behind and behind >= 0 and behind <= n) and 1 or 0
+if delta == 1 and behind < n and redis.call('LINDEX', WIN, -(behind + 1)) ~= argv[8] then
+  delta = 0 -- a step was pushed that the version does not count (an older release did): the whole window
+end
 local steps = {}
 if delta == 0 then
   steps = redis.call('LRANGE', WIN, -window, -1)
