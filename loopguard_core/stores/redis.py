@@ -151,6 +151,12 @@ def _script_text(step: str) -> str:
     return _lua("_script") + _lua("_common") + "\nbegin(KEYS, ARGV)\n" + _lua(step)
 
 
+_NO_FUNCTIONS = ("unknown command", "unsupported command", "not support")  # Redis < 7, proxies (Envoy, ...)
+_READING = frozenset({"snapshot"})  # steps that never write: they run on a full server (maxmemory) too
+_READ_ONLY = ", flags = { 'no-writes' }"
+_FUNCTIONS_RETRY = 60.0  # seconds of scripts after a passing failure to use Functions, before they are tried again
+
+
 def _library() -> tuple[str, dict[str, str]]:
     """Every step as a function of one Redis Function library (Redis >= 7, Valkey), and the function of each step.
 
@@ -158,7 +164,9 @@ def _library() -> tuple[str, dict[str, str]]:
     half of a step's time inside Redis). Library and functions are named by a digest of the code, so processes
     of different loopguard versions on one server each call their own."""
     steps = "".join(
-        f"redis.register_function('lg_@_{step}', function(k, a)\nbegin(k, a)\n{_lua(step)}\nend)\n" for step in _STEPS
+        f"redis.register_function{{function_name = 'lg_@_{step}', callback = function(k, a)\nbegin(k, a)\n{_lua(step)}"
+        f"\nend{_READ_ONLY if step in _READING else ''}}}\n"
+        for step in _STEPS
     )
     body = _lua("_common") + "\n" + steps
     tag = _sha1(body)[:16]
@@ -484,6 +492,8 @@ class RedisStore:
         # off for good, and the steps run as scripts. A client passed in, and a cluster, run scripts.
         self._library, self._functions = _library()
         self._use_functions = self._direct
+        self._functions_ok = False  # an FCALL has answered: from then on its errors are the steps' own
+        self._functions_again = 0.0  # after a passing failure: when to try Functions again (0: not waiting)
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncEntry]
         self._async = weakref.WeakKeyDictionary()
         self._async_lock = threading.Lock()
@@ -919,12 +929,17 @@ class RedisStore:
                     # What redis-py's Script.__call__ does, minus its per-call overhead: EVALSHA, and only on an
                     # explicit NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and send it again.
                     if self._direct:
+                        if self._functions_again:
+                            self._functions_due()
                         if self._use_functions:
                             try:
-                                return self._direct_call(step, keys, argv, True)
+                                answer = self._direct_call(step, keys, argv, True)
                             except self._response_error as exc:
                                 if not self._functions_missing(exc, client):
                                     raise
+                            else:
+                                self._functions_ok = True
+                                return answer
                             if self._use_functions:  # loaded now
                                 return self._direct_call(step, keys, argv, True)
                         try:
@@ -953,17 +968,27 @@ class RedisStore:
 
     def _fcall_failed(self, exc: BaseException) -> bool | None:
         """What an FCALL that failed with ``exc`` means: True, the library is missing (to be loaded); False,
-        Functions cannot be had here (now off for good: the steps run as scripts); None, the function ran and
-        failed (an unsound answer, as a failing script's). In the first two cases the call never ran."""
+        Functions cannot be had here (off: the steps run as scripts); None, the function ran and failed, or the
+        server refused a step that Functions do run here (raised, as a failing script's error). Only None may
+        have run any of the step."""
         message = str(exc)
-        if isinstance(exc, self._no_permission) or "unknown command" in message.lower():
-            self._functions_off(message)
+        if message.startswith("Function not found"):
+            return True
+        if "user_function" in message:  # an error inside the step (Redis names where it stopped)
+            return None
+        lowered = message.lower()
+        if isinstance(exc, self._no_permission) or any(word in lowered for word in _NO_FUNCTIONS):
+            self._functions_off(message, for_good=True)  # an old server, a proxy, an ACL
             return False
-        return True if message.startswith("Function not found") else None
+        if not self._functions_ok:  # never answered here: scripts, and Functions again later
+            self._functions_off(message, for_good=False)
+            return False
+        return None
 
     def _load_failed(self, error: BaseException) -> None:
         if "already exists" not in str(error):  # else another process loaded it first
-            self._functions_off(str(error))
+            # (out of memory, a replica just promoted, a busy script: scripts serve for now)
+            self._functions_off(str(error), for_good=isinstance(error, self._no_permission))
 
     def _functions_missing(self, exc: BaseException, client: Any) -> bool:
         """After a failed FCALL: whether to go on (the library loaded, or scripts from now on) or to raise."""
@@ -984,9 +1009,19 @@ class RedisStore:
                 self._load_failed(error)
         return missing is not None
 
-    def _functions_off(self, why: str) -> None:
+    def _functions_off(self, why: str, *, for_good: bool) -> None:
         self._use_functions = False
-        logger.info("loopguard: Redis Functions are not available on %s (%s); the steps run as scripts", self.url, why)
+        self._functions_again = 0.0 if for_good else time.monotonic() + _FUNCTIONS_RETRY
+        when = "from now on" if for_good else f"for {_FUNCTIONS_RETRY:.0f} s"
+        logger.info(
+            "loopguard: Redis Functions are not available on %s (%s); steps run as scripts %s", self.url, why, when
+        )
+
+    def _functions_due(self) -> None:
+        """Functions again, once the scripts that followed a passing failure have served their time."""
+        if time.monotonic() >= self._functions_again:
+            self._functions_again = 0.0
+            self._use_functions = True
 
     def _direct_call(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes], function: bool) -> Any:
         """FCALL (or EVALSHA) on a connection of the store's own pool, packed here: the command's head (name or
@@ -1036,13 +1071,18 @@ class RedisStore:
             client, sha, deadline = entry.client, self._shas[step], 0.0
             while True:
                 try:
+                    if self._functions_again and self._cluster is None:
+                        self._functions_due()
                     if self._use_functions and self._cluster is None:  # the store's own client on one server
                         name = self._functions[step]
                         try:
-                            return await client.fcall(name, len(keys), *keys, *argv)
+                            answer = await client.fcall(name, len(keys), *keys, *argv)
                         except self._response_error as exc:
                             if not await self._afunctions_missing(exc, client):
                                 raise
+                        else:
+                            self._functions_ok = True
+                            return answer
                         if self._use_functions:
                             return await client.fcall(name, len(keys), *keys, *argv)
                     try:

@@ -276,7 +276,8 @@ local function outcome(c, w, cid, tool, sig, failed_arg, step, err, moves)
     local held = redis.call('RPUSH', WIN, struct.pack('>I4', number % 4294967296) .. step)
     if held == 1 then created(WIN) end
     if held > window then redis.call('LTRIM', WIN, -window, -1) end
-    put(s, 'ln', (s.ln or 0) + 1)
+    -- A run begun by a release before versions (0) gets its start now, as a new run would.
+    put(s, 'ln', ((s.ln or 0) == 0 and window_version() or s.ln) + 1)
   end
   if failed then
     local count, error = 0, ''
