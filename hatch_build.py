@@ -7,7 +7,9 @@ setuptools does the compiling: it knows each platform's compiler and flags.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import sys
 import sysconfig
 import tempfile
@@ -27,6 +29,8 @@ class SpeedupsBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         root = Path(self.root)
         # An editable install imports from the source tree: the module is built in place there.
         out_dir = root if version == "editable" else Path(tempfile.mkdtemp(prefix="loopguard-speedups-"))
+        if version != "editable":
+            self._scratch = out_dir  # removed in finalize()
         try:
             built = _compile(root, out_dir)
         except Exception as exc:  # no compiler, no headers: the pure-Python path serves
@@ -37,14 +41,32 @@ class SpeedupsBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
 
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        scratch = getattr(self, "_scratch", None)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _source_digest(root: Path, source: bytes) -> str:
+    # loopguard_core/_speedups_source.py, loaded on its own (the package itself is not importable here)
+    spec = importlib.util.spec_from_file_location("_speedups_source", root / "loopguard_core" / "_speedups_source.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    digest: str = module.source_digest(source)
+    return digest
+
 
 def _compile(root: Path, out_dir: Path) -> Path:
     from setuptools import Distribution, Extension
 
+    digest = _source_digest(root, (root / _SOURCE).read_bytes())
+    extension = Extension(_MODULE, [str(root / _SOURCE)], define_macros=[("LG_SOURCE_DIGEST", f'"{digest}"')])
     dist = Distribution(
         {
             "name": "loopguard-speedups",
-            "ext_modules": [Extension(_MODULE, [str(root / _SOURCE)], optional=False)],
+            "ext_modules": [extension],
             "script_args": ["build_ext", "--build-lib", str(out_dir), "--build-temp", str(out_dir / "build")],
         }
     )

@@ -17,6 +17,10 @@
 
 #define NOT_PLAIN 1 /* not a value this walk writes: the caller returns None */
 
+#ifndef LG_SOURCE_DIGEST /* set by hatch_build.py: signatures.py refuses a module built from other source */
+#define LG_SOURCE_DIGEST ""
+#endif
+
 static PyObject *fold_fn = NULL;  /* signatures._fold_loose */
 static PyObject *quote_fn = NULL; /* json.encoder.encode_basestring */
 static int max_depth = 0;
@@ -465,4 +469,10 @@ static struct PyModuleDef module_def = {
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__speedups(void) {
+    PyObject *module = PyModule_Create(&module_def);
+    if (module != NULL && PyModule_AddStringConstant(module, "source_digest", LG_SOURCE_DIGEST) < 0) {
+        Py_CLEAR(module);
+    }
+    return module;
+}

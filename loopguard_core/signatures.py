@@ -16,14 +16,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import logging
 import math
 import operator
 import os
 import re
 from collections.abc import Callable, Mapping
+from importlib import resources
 from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring as _quote
 from typing import Any
+
+from ._speedups_source import source_digest
 
 __all__ = [
     "call_signature",
@@ -451,10 +455,25 @@ def _load_compiled() -> Callable[..., bytes | None] | None:
         from loopguard_core import _speedups
     except ImportError:  # not built (no compiler at install time): the pure-Python encoders write every text
         return None
+    if not _built_from_this_source(_speedups):
+        logging.getLogger("loopguard").warning(
+            "loopguard: the compiled fast path was built from other source than loopguard_core/_speedups.c and is"
+            " not used (pure Python serves); rebuild it: pip install -e . (or reinstall the package)"
+        )
+        return None
     # The Unicode folding and JSON quoting stay here: the C walk hands them every string that is not printable ASCII.
     _speedups.configure(_fold_loose, _quote, _MAX_DEPTH, _MAX_NODES, _HASH_ABOVE)
     found: Callable[..., bytes | None] = _speedups.loose_json
     return found
+
+
+def _built_from_this_source(module: Any) -> bool:
+    """Whether the compiled module was built from the ``_speedups.c`` beside it (a stale build in a source tree would
+    write another text than this module's encoders). Without the source beside it (stripped), it is trusted."""
+    source = resources.files("loopguard_core").joinpath("_speedups.c")
+    if not source.is_file():
+        return True
+    return getattr(module, "source_digest", None) == source_digest(source.read_bytes())
 
 
 _COMPILED = _load_compiled()

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def _wheel(out: Path, **env: str) -> Path:
 
 @pytest.mark.slow
 def test_wheel_ships_packages_lua_scripts_and_type_marker(tmp_path: Path) -> None:
+    scratch = set(Path(tempfile.gettempdir()).glob("loopguard-speedups-*"))
     wheel = _wheel(tmp_path)
+    assert set(Path(tempfile.gettempdir()).glob("loopguard-speedups-*")) <= scratch  # the build's scratch is gone
     names = set(zipfile.ZipFile(wheel).namelist())
     compiled = [n for n in names if n.startswith("loopguard_core/_speedups") and n.endswith((".so", ".pyd"))]
     if shutil.which("cc") or shutil.which("gcc") or os.environ.get("CI"):

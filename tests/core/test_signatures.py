@@ -152,6 +152,17 @@ def test_the_compiled_path_takes_the_usual_arguments_and_keeps_the_limits() -> N
         _sig._COMPILED({}, "not bytes")
 
 
+def test_a_compiled_module_built_from_other_source_is_not_used() -> None:
+    import types
+
+    assert not _sig._built_from_this_source(types.SimpleNamespace(source_digest="0" * 16))
+    assert not _sig._built_from_this_source(types.SimpleNamespace())  # built before modules said what they are
+    if _sig._COMPILED is not None:
+        from loopguard_core import _speedups
+
+        assert _sig._built_from_this_source(_speedups)
+
+
 def test_the_compiled_path_can_be_switched_off_and_on() -> None:
     built = _sig._COMPILED is not None
     try:
