@@ -140,7 +140,9 @@ def _per_call(kind: str, size: str) -> Callable[[], Callable[[], object]]:
 
     def make() -> Callable[[], object]:
         counter = itertools.count()
-        if kind.startswith("loopguard"):  # loopguard_pure: the compiled fast path off (see _per_call_variants)
+        if kind.startswith("loopguard"):
+            if kind == "loopguard_pure":  # for this batch (its Variant.finish switches it on again)
+                compiled_fast_path(False)
             breaker = Breaker()
             before, after = breaker.before_tool, breaker.after_tool
 
@@ -182,16 +184,6 @@ def _per_call(kind: str, size: str) -> Callable[[], Callable[[], object]]:
     return make
 
 
-def _pure(make: Callable[[], Callable[[], object]]) -> Callable[[], Callable[[], object]]:
-    """The same op with the optional compiled fast path switched off for its batch (``Variant.finish`` restores it)."""
-
-    def pure() -> Callable[[], object]:
-        compiled_fast_path(False)
-        return make()
-
-    return pure
-
-
 def _per_call_variants() -> tuple[list[Variant], list[str]]:
     import importlib.util
 
@@ -212,10 +204,10 @@ def _per_call_variants() -> tuple[list[Variant], list[str]]:
     variants = []
     for size, ops in (("small", 20_000), ("medium", 3_000)):
         for kind, label in kinds:
-            make, finish = _per_call(kind, size), None
-            if kind == "loopguard_pure":
-                make, finish = _pure(make), functools.partial(compiled_fast_path, True)
-            variants.append(Variant(f"{kind}_{size}", f"{label}, {size} args", make, ops, PER_CALL, finish))
+            finish = functools.partial(compiled_fast_path, True) if kind == "loopguard_pure" else None
+            variants.append(
+                Variant(f"{kind}_{size}", f"{label}, {size} args", _per_call(kind, size), ops, PER_CALL, finish)
+            )
     return variants, notes
 
 

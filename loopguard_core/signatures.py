@@ -202,6 +202,11 @@ def canonical_text(value: Any, *, loose: bool = True) -> str:
         data = _loose_json(value)
         if data is not None:
             return data.decode()
+    return _python_loose_text(value)
+
+
+def _python_loose_text(value: Any) -> str:
+    """The loose text as the pure-Python encoders write it (what the compiled path left to them)."""
     kind = type(value)
     if kind is dict or kind is list or kind is tuple:
         text = _json_text(value)
@@ -545,7 +550,7 @@ def call_signature(tool: str, args: Any, *, loose: bool = True) -> str:
         data = _loose_json(args, _prefix(name))
         if data is not None:
             return hashlib.blake2b(data, digest_size=16).hexdigest()
-    return _digest(name + "\x00" + canonical_text(args))
+    return _digest(name + "\x00" + _python_loose_text(args))
 
 
 @functools.lru_cache(maxsize=4_096)

@@ -600,10 +600,8 @@ class RedisStore:
         agent = "" if request.agent is None else "=" + request.agent
         config = self._args_for(limits).tool(request.tool)
         signature = self._signature(request.signature)
-        if held is None:
-            return (self._clock(request.now), config, call_id, request.tool, signature, agent, "", b"")
-        newest = held.newest
-        return (self._clock(request.now), config, call_id, request.tool, signature, agent, str(held.version), newest)
+        known, newest = ("", b"") if held is None else (str(held.version), held.newest)
+        return (self._clock(request.now), config, call_id, request.tool, signature, agent, known, newest)
 
     def _held_window(self, run: RunKey, limits: Limits) -> _HeldWindow | None:
         held = self._held.get(run)

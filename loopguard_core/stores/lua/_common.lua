@@ -38,8 +38,10 @@ local function begin(k, a)
   TTL = CFG[1]
   REFRESH_US = (tonumber(TTL) or 0) * 1000 / 64
   SERVER_NOW = nil
-  -- W: hash fields to write with the state; OBSERVED: ceilings broken in observe mode; SETTLED: transitions
-  -- made by deferred outcomes; LONG_REPLY: see below.
+  -- W: hash fields to write with the state. OBSERVED: ceilings broken in observe mode, noted, not enforced
+  -- ({reason, limit, observed, extra...} each). SETTLED: transitions made by deferred outcomes applied first
+  -- (settle), reported with the step that carried them. LONG_REPLY: set by a step whose admission must not be
+  -- answered with the plain integer, nor called fresh when it carries the window (see admit_tool).
   W, OBSERVED, SETTLED, LONG_REPLY = {}, {}, {}, false
 end
 
@@ -129,16 +131,11 @@ local function remember(key, r, request)
   if held > SEEN_MAX then redis.call('HDEL', H, 'i:' .. redis.call('LPOP', SEENQ)) end
 end
 
--- Ceilings broken in observe mode (OBSERVED): noted, not enforced ({reason, limit, observed, extra...} each).
-
 -- A verdict is {status, reason, terminal, turn, probe, transitions, facts...}; status 1 admitted,
 -- 0 refused, 2 duplicate (then the second element is what remember stored). An admission carries what
 -- observe mode noted as its 7th element (JSON, '' if nothing). The common case, admitted with no change
 -- of state and nothing observed, is the integer turn * 2 + probe: cheapest to send and to parse.
--- Set by a step whose admission must not be answered with the plain integer, nor called fresh when it
--- carries the window (see admit_tool): LONG_REPLY.
 
--- Transitions made by deferred outcomes applied first (settle, SETTLED): reported with the step that carried them.
 local function all_moves(moves)
   if #SETTLED == 0 then return moves end
   local all = {}
