@@ -36,7 +36,7 @@ from .events import EventListener, GuardEvent
 from .idempotency import MemorySideEffects, SideEffects, SideEffectStore, SQLiteSideEffects
 from .limits import MODES, UNCAPPED_OUTPUT_TOKENS, Limits, LoopDetection, usd_to_micros
 from .progress import Progress
-from .runs import RunHandle, RunRegistry
+from .runs import RunHandle, RunRegistry, RunScope
 from .signatures import call_signature, canonical_text
 from .state import BreakerState
 from .stores import MemoryStore, Store, store_from_url
@@ -669,6 +669,16 @@ class Breaker:
             return None
         facts = {"error": str(exc), "policy": policy, "url": getattr(self._store, "url", "?"), "step": "close"}
         return LoopGuardTripped("store_unavailable", session_id=self._runs.current(), scope=self.scope, **facts)
+
+    def within(self, run_id: str) -> RunScope:
+        """A context in which calls count against ``run_id``, a run already open (``begin_run``) and closed elsewhere.
+
+        For framework hooks that run inside a run their agent's before/after hooks manage: entering it neither starts
+        the run again nor reads its counters on the way out, as ``run(run_id)`` does (a store round trip per hook).
+        """
+        if type(run_id) is not str or not run_id:
+            raise TypeError(f"within() needs the id of an open run (a non-empty str), got {run_id!r}")
+        return RunScope(self, run_id)
 
     def begin_run(self, run_id: str | None = None) -> RunHandle:
         """Open a run without a ``with`` block (framework before/after hooks); call ``close()`` at the end."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .breaker import Breaker
     from .stores.base import RunSnapshot
 
-__all__ = ["RunHandle", "RunRegistry"]
+__all__ = ["RunHandle", "RunRegistry", "RunScope"]
 
 
 class RunRegistry:
@@ -119,3 +119,38 @@ class RunHandle:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close(exc)
+
+
+class RunScope:
+    """Calls inside count against ``run_id``, a run opened (and later closed) elsewhere: a framework hook inside
+    the run its agent's before/after hooks manage. Unlike ``breaker.run(run_id)`` it neither starts the run (no
+    ``start`` checkpoint in the ledger) nor reads its counters from the store on the way out; every hook of every
+    turn enters one, so that read would be a store round trip per hook."""
+
+    __slots__ = ("_breaker", "_token", "run_id")
+
+    def __init__(self, breaker: Breaker, run_id: str) -> None:
+        self._breaker = breaker
+        self.run_id = run_id
+        self._token: contextvars.Token[str | None] | None = None
+
+    def __enter__(self) -> RunScope:
+        _, self._token, forget = self._breaker._runs.enter(self.run_id)
+        if forget is not None:
+            self._breaker._forget_run(forget)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            self._breaker._runs.exit(self.run_id, token)
+
+    async def __aenter__(self) -> RunScope:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Hashable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,12 +164,11 @@ class InvocationRuns:
             entry = self._entries.get(_slot(key))
             return None if entry is None else entry.handle.run_id
 
-    @contextmanager
-    def scope(self, key: Any) -> Iterator[None]:
-        """Make the breaker count the calls inside against this invocation's run."""
+    def scope(self, key: Any) -> AbstractContextManager[object]:
+        """Make the breaker count the calls inside against this invocation's run (which stays open: every hook of
+        every turn enters it, and only the agent's after-hook or eviction closes it)."""
         run_id = self.run_id(key)
-        with self._breaker.run(run_id) if run_id is not None else nullcontext():
-            yield
+        return nullcontext() if run_id is None else self._breaker.within(run_id)
 
     def __len__(self) -> int:
         with self._lock:

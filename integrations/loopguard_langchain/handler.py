@@ -137,7 +137,7 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
     def _scope(self, root: UUID | None) -> AbstractContextManager[Any]:
         with self._lock:
             handle = self._roots.get(root) if root is not None else None
-        return self.breaker.run(handle.run_id) if handle is not None else nullcontext()
+        return self.breaker.within(handle.run_id) if handle is not None else nullcontext()
 
     def on_chain_start(
         self,

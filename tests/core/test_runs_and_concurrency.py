@@ -137,3 +137,52 @@ def test_a_retried_refusal_is_refused_again() -> None:
     for _ in range(2):
         with pytest.raises(LoopGuardTripped):
             breaker.before_model(call_id="b")
+
+
+class _CountingStore(MemoryStore):
+    """A memory store that counts its snapshot reads (each one a round trip on Redis or PostgreSQL)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshots = 0
+
+    def snapshot(self, run):  # type: ignore[no-untyped-def]
+        self.snapshots += 1
+        return super().snapshot(run)
+
+
+def test_within_counts_calls_against_an_open_run_without_reading_or_restarting_it(tmp_path) -> None:
+    from loopguard_core import Ledger, StaticPrices
+
+    store = _CountingStore()
+    ledger = Ledger(tmp_path / "l.db")
+    breaker = Breaker(store=store, ledger=ledger, prices=StaticPrices({"m": (1.0, 1.0)}), checkpoint_after_usd=100)
+    handle = breaker.begin_run("ticket-7")  # what an agent's before-hook does
+    handle_id = handle.run_id
+    with breaker.run("other"):  # another run is current in this context...
+        reads = store.snapshots  # (each run's start checkpoint read its totals)
+        for n in range(3):
+            with breaker.within(handle_id):  # ...but each hook counts against the agent's run
+                assert breaker.session_id == "ticket-7"
+                breaker.before_tool("search", {"q": n})
+                breaker.after_tool("search", {"q": n}, result=n)
+            assert breaker.session_id == "other"
+        assert store.snapshots == reads  # no store read per within(), entering or leaving
+    assert handle.close().tool_calls == 3
+    starts = [r.breach_reason for r in ledger.rows() if r.origin == "checkpoint"]
+    assert [s.split(" ")[0] for s in starts] == ["start", "start"]  # ticket-7 and other, once each
+
+
+async def test_within_works_under_async_with() -> None:
+    breaker = Breaker()
+    handle = breaker.begin_run("r1")
+    async with breaker.within("r1"):
+        await breaker.abefore_tool("search", {"q": 1})
+    assert breaker.usage("r1").tool_calls == 1
+    handle.close()
+
+
+@pytest.mark.parametrize("bad", [None, "", 3, b"r1"])
+def test_within_needs_a_run_id(bad: object) -> None:
+    with pytest.raises(TypeError, match="within\\(\\) needs the id of an open run"):
+        Breaker().within(bad)  # type: ignore[arg-type]

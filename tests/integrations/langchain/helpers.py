@@ -10,9 +10,22 @@ from typing import Any
 
 from langchain_core.tools import tool
 
+from loopguard_core import MemoryStore
 from loopguard_core.testing import BodyCounter
 
-__all__ = ["answered_every_tool_call", "counted_tools", "user"]
+__all__ = ["CountingStore", "answered_every_tool_call", "counted_tools", "user"]
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts its snapshot reads (each one a round trip on Redis or PostgreSQL)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshots = 0
+
+    def snapshot(self, run: Any) -> Any:
+        self.snapshots += 1
+        return super().snapshot(run)
 
 
 def counted_tools(counter: BodyCounter) -> list[Any]:
