@@ -17,6 +17,7 @@ __all__ = [
     "message_history",
     "message_view",
     "model_cap",
+    "model_facts",
     "model_name",
     "tool_outcome",
     "usage_of",
@@ -112,32 +113,60 @@ def _unbind(model: Any) -> tuple[Any, Mapping[str, Any]]:
     return model, kwargs
 
 
-def model_cap(model: Any, settings: Mapping[str, Any] | None = None) -> int:
-    """The request's own output cap (``max_tokens`` and friends), 0 when the model sets none."""
-    inner, bound = _unbind(model)
-    for source in (settings or {}, bound):
-        for attr in _CAP_ATTRS:
-            value = source.get(attr)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-    for attr in _CAP_ATTRS:
-        value = read_attr(inner, attr)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return 0
+def _read_all(obj: Any, names: tuple[str, ...]) -> list[Any]:
+    """``[read_attr(obj, name) for name in names]``, reading a pydantic model's fields straight from its ``__dict__``
+    (and extras) when the plan says every name can only live there: one lookup per name, no call per name."""
+    cls = type(obj)
+    attrs = getattr(obj, "__dict__", None)
+    if attrs is not None:
+        for name in names:
+            plan = _PLANS.get((cls, name))
+            if (plan if plan is not None else _plan(cls, name)) == _PLAIN:
+                break
+        else:
+            extra = getattr(obj, "__pydantic_extra__", None) or {}
+            return [attrs.get(name, extra.get(name)) for name in names]
+    return [read_attr(obj, name) for name in names]
 
 
-def model_name(model: Any) -> str | None:
-    inner, bound = _unbind(model)
-    for attr in _NAME_ATTRS:
-        value = bound.get(attr)
-        if isinstance(value, str) and value:
-            return value
-    for attr in _NAME_ATTRS:
-        value = read_attr(inner, attr)
+def _first_name(values: Any) -> str | None:
+    for value in values:
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def _first_cap(values: Any) -> int | None:
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def model_facts(model: Any, settings: Mapping[str, Any] | None = None) -> tuple[str | None, int]:
+    """``(model_name(model), model_cap(model, settings))`` with the binding layers peeled once: a name or cap bound
+    with ``.bind(...)`` (or, for the cap, passed in ``settings``) wins over the model's own."""
+    inner, bound = _unbind(model)
+    name = _first_name([bound.get(attr) for attr in _NAME_ATTRS]) if bound else None
+    cap = _first_cap([settings.get(attr) for attr in _CAP_ATTRS]) if settings else None
+    if cap is None and bound:
+        cap = _first_cap([bound.get(attr) for attr in _CAP_ATTRS])
+    if name is None or cap is None:
+        values = _read_all(inner, _NAME_ATTRS + _CAP_ATTRS)
+        if name is None:
+            name = _first_name(values[: len(_NAME_ATTRS)])
+        if cap is None:
+            cap = _first_cap(values[len(_NAME_ATTRS) :])
+    return name, cap or 0
+
+
+def model_cap(model: Any, settings: Mapping[str, Any] | None = None) -> int:
+    """The request's own output cap (``max_tokens`` and friends), 0 when the model sets none."""
+    return model_facts(model, settings)[1]
+
+
+def model_name(model: Any) -> str | None:
+    return model_facts(model)[0]
 
 
 def estimate_messages(messages: Iterable[Any], system: Any = None) -> int:

@@ -43,8 +43,7 @@ from ._common import (
     estimate_messages,
     history_input,
     message_history,
-    model_cap,
-    model_name,
+    model_facts,
     usage_of,
 )
 from ._order import find_create_agent_list, order_problem
@@ -269,10 +268,11 @@ class LoopGuardMiddleware(AgentMiddleware):
 
     # -- model calls ------------------------------------------------------------------------------
     def _preflight_args(self, request: Any) -> dict[str, Any]:
+        name, cap = model_facts(request.model, request.model_settings)
         return {
-            "model": model_name(request.model),
+            "model": name,
             "estimated_input_tokens": estimate_history(self._history, request.messages, request.system_message),
-            "max_output_tokens": model_cap(request.model, request.model_settings),
+            "max_output_tokens": cap,
             "agent": agent_name(),
         }
 

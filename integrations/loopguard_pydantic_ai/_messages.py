@@ -77,11 +77,12 @@ def message_history() -> History:
 
 
 class _ToolCounts:
-    """The estimated tokens of each tool definition shown to the model, counted once per definition: the
-    definitions (and their JSON schemas) are the same objects request after request."""
+    """The estimated tokens of each tool definition shown to the model, counted once per definition. Pydantic AI
+    builds fresh ``ToolDefinition`` objects for every request, but their JSON schemas are the same objects request
+    after request: a definition is known by its name and the identity of its schema (and its description)."""
 
     def __init__(self, capacity: int = 512) -> None:
-        self._counts: dict[int, tuple[Any, Any, Any, Any, int]] = {}
+        self._counts: dict[tuple[str, int], tuple[Any, str, int]] = {}
         self._capacity = capacity
         self._lock = threading.Lock()
 
@@ -92,14 +93,15 @@ class _ToolCounts:
         name = getattr(tool, "name", "")
         description = getattr(tool, "description", None) or ""
         schema = getattr(tool, "parameters_json_schema", None)
-        known = self._counts.get(id(tool))
-        if known is not None and known[0] is tool and known[3] is schema and known[1:3] == (name, description):
-            return known[4]
+        key = (name, id(schema))
+        known = self._counts.get(key)
+        if known is not None and known[0] is schema and known[1] == description:
+            return known[2]
         count = estimate_tokens([name, description, _text(schema)])
         with self._lock:
             if len(self._counts) >= self._capacity:
                 self._counts.clear()
-            self._counts[id(tool)] = (tool, name, description, schema, count)  # holds tool: its id stays its own
+            self._counts[key] = (schema, description, count)  # holds the schema: its id stays its own
         return count
 
 

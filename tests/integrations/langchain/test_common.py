@@ -12,7 +12,7 @@ pytest.importorskip("langchain.agents", reason="needs the langchain extra: pip i
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.types import Command
 
-from loopguard_langchain._common import model_cap, model_name, tool_outcome, usage_of
+from loopguard_langchain._common import model_cap, model_facts, model_name, tool_outcome, usage_of
 from loopguard_langchain.testing import ScriptedChatModel
 
 
@@ -23,6 +23,33 @@ def test_output_cap_comes_from_settings_then_bound_kwargs_then_the_model() -> No
     assert model_cap(plain.bind(max_tokens=256)) == 256
     assert model_cap(ScriptedChatModel(max_tokens=512), {"max_tokens": 64}) == 64
     assert model_name(plain.bind(stop=["x"])) == "fake-scripted"
+
+
+class _PropertyModel:
+    """Not a pydantic model: a name behind a property, a cap in an instance attribute."""
+
+    def __init__(self) -> None:
+        self.max_output_tokens = 99
+
+    @property
+    def model(self) -> str:
+        return "from-a-property"
+
+
+def test_model_facts_peels_the_bindings_once_with_the_same_answers() -> None:
+    extra = ScriptedChatModel(max_tokens=512)
+    cases = [
+        (ScriptedChatModel(), None, ("fake-scripted", 0)),
+        (ScriptedChatModel(max_tokens=512), None, ("fake-scripted", 512)),
+        (ScriptedChatModel(max_tokens=512).bind(max_tokens=256, model="bound-name"), None, ("bound-name", 256)),
+        (extra.bind(stop=["x"]).bind(max_tokens=0), {"max_completion_tokens": 64}, ("fake-scripted", 64)),
+        (ScriptedChatModel(max_tokens=512), {"max_tokens": True}, ("fake-scripted", 512)),  # a bool is no cap
+        (_PropertyModel(), None, ("from-a-property", 99)),
+        (object(), None, (None, 0)),
+    ]
+    for model, settings, expected in cases:
+        assert model_facts(model, settings) == expected
+        assert (model_name(model), model_cap(model, settings)) == expected
 
 
 def test_usage_and_tool_outcomes() -> None:

@@ -251,3 +251,37 @@ def test_failed_model_requests_release_their_reservation_and_the_error_reaches_t
         with pytest.raises(ConnectionError):
             call()
     assert breaker.usage().tokens == 0
+
+
+def test_tool_schemas_are_read_once_per_run_not_once_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pydantic AI builds fresh ToolDefinitions for every request around the same schema objects: each schema is
+    turned into text once, and the estimate is the one a from-scratch count gives every turn."""
+    from loopguard_pydantic_ai import _messages
+
+    schemas_read: list[object] = []
+    real_text = _messages._text
+
+    def counting_text(value: object) -> str:
+        if isinstance(value, dict) and "properties" in value:
+            schemas_read.append(value)
+        return real_text(value)
+
+    monkeypatch.setattr(_messages, "_text", counting_text)
+    estimates: list[tuple[int, int]] = []
+    real_estimate = _messages.estimate_request_tokens
+
+    def both(ctx, history=None, tools=None):  # type: ignore[no-untyped-def]
+        incremental = real_estimate(ctx, history, tools)
+        estimates.append((incremental, real_estimate(ctx)))
+        return incremental
+
+    import loopguard_pydantic_ai._capability as capability
+
+    monkeypatch.setattr(capability, "estimate_request_tokens", both)
+    counter = BodyCounter()
+    fake = ScriptedModel(script=[[("lookup", {"q": f"topic {n}"})] for n in range(6)] + ["done"])
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(Breaker())])
+    assert agent.run_sync("find it").output == "done"
+    assert len(estimates) == 7 and all(inc == fresh for inc, fresh in estimates)
+    incremental_reads = len(schemas_read) - 7  # the from-scratch count reads the schema on each of the 7 turns
+    assert incremental_reads == 1
