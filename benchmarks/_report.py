@@ -454,8 +454,10 @@ Issue 14, goal 4. Five runtimes, each driven by a scripted model (no network) th
 **unguarded**, with a **pass-through** that installs the same hooks in the same places and does nothing in them
 (the framework's own cost of having hooks), and **guarded** by `Breaker()` (`benchmarks/end_to_end.py` says how
 each is built and timed). A real model call takes 10^5-10^6 times longer than these turns, so this is the worst
-case for the guard's share. The second table times the hooks themselves turn by turn over a 500-call run: flat
-means no hook does work proportional to the history.
+case for the guard's share. The second table counts the same whole runs in CPU instructions (callgrind): the
+machine's noise moves wall times here by more than the 2 % the goal allows, and does not move a count. The
+tables after it time the hooks themselves turn by turn over a 500-call run: flat means no hook does work
+proportional to the history.
 
 {_e2e(results)}
 

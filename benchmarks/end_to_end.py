@@ -28,6 +28,16 @@ The goal: the guarded hooks' cost per turn is flat from turn 1 to turn 500 (turn
 does work proportional to the history. "Turn n" is the median over the ten turns from n (turns 491-500 for turn
 500) and over the repeated runs.
 
+**Instructions**: the whole-run pair once more, counted in CPU instructions by valgrind's callgrind instead of
+timed: a child process under callgrind builds the runtime, runs it once to warm up, puts every object then alive
+out of the garbage collector's reach (``gc.freeze``: a full collection over the framework's own heap would land in
+one variant's runs or the other's by chance), then runs it ``INSTRUCTION_RUNS`` times between two callgrind client
+requests (every thread's instructions in between, worker threads included). A count of instructions does not move
+with the other processes of a shared machine (two counts of one variant differ by about 0.2 %: run ids are random),
+so it tells a 2 % difference apart where wall times, which swing by more than that between two runs here, cannot.
+It does not see cache misses or branch mispredictions, which wall time does. Pending without valgrind and gcc
+(``apt install valgrind gcc``); skipped by ``--smoke`` (each child takes one to three minutes).
+
 The fake model costs nothing, so these are the worst case: with a real model each turn takes 10^5-10^6 times longer
 and the guard's share vanishes.
 """
@@ -42,8 +52,11 @@ import inspect
 import json
 import os
 import random
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -62,6 +75,7 @@ VARIANTS = ("unguarded", "passthrough", "guarded")
 RATIO_GOAL = 1.02
 FLAT_GOAL = 1.2
 MARKS = (1, 100, 500)
+INSTRUCTION_RUNS = 2
 
 
 # -- timing the hooks themselves ------------------------------------------------------------------------------
@@ -752,6 +766,108 @@ def _work_at(spent: list[int], turn: int, last: int) -> int:
     return int(statistics.median(spent[first : min(first + 10, last + 1)]))
 
 
+# -- instructions (callgrind) ----------------------------------------------------------------------------------
+# Two client requests, compiled at run time against valgrind's own header (the valgrind package ships it): a dump
+# writes every thread's counts so far and zeroes them all, so what the second dump holds is exactly what ran
+# between the two, on every thread (CrewAI runs its hooks on its event bus's worker threads).
+_CALLGRIND_C = """
+#include <valgrind/callgrind.h>
+void lg_start(void) { CALLGRIND_DUMP_STATS_AT("start"); }
+void lg_measured(void) { CALLGRIND_DUMP_STATS_AT("measured"); }
+"""
+
+
+def _callgrind_requests(folder: Path) -> Path:
+    """The client requests as a shared library in ``folder`` (gcc and valgrind's header, else RuntimeError)."""
+    if shutil.which("valgrind") is None:
+        raise RuntimeError("valgrind is not installed (apt install valgrind)")
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        raise RuntimeError("no C compiler (gcc) to build valgrind's client requests")
+    source, library = folder / "lg_callgrind.c", folder / "lg_callgrind.so"
+    source.write_text(_CALLGRIND_C, encoding="utf-8")
+    built = subprocess.run([compiler, "-O1", "-shared", "-fPIC", "-o", str(library), str(source)], capture_output=True)
+    if built.returncode != 0:
+        raise RuntimeError(f"could not build valgrind's client requests: {built.stderr.decode()[-500:]}")
+    return library
+
+
+def _drain() -> None:
+    # Let worker threads finish what a run handed them (CrewAI's event handlers) before the counts are read.
+    time.sleep(0.5)
+
+
+def _instructions_child(key: str, variant: str, runs: int, library: str) -> None:
+    """Inside callgrind: build and warm up; then dump (zeroing every thread's counts), run, dump again."""
+    import ctypes
+
+    requests = ctypes.CDLL(library)
+    runtime = next(r for r in RUNTIMES if r.key == key)
+    once = runtime.build(variant, CALLS, None)
+    _timed_run(once, CALLS)
+    # Everything alive now (the framework's modules and objects) out of the collector's reach: a full collection
+    # over it costs tens of millions of instructions, lands in a run or not depending on a few allocations more
+    # or less, and has nothing to do with the hooks. Collections of what the runs allocate still count.
+    gc.collect()
+    gc.freeze()
+    _drain()
+    requests.lg_start()
+    for _ in range(runs):
+        once()
+    _drain()
+    requests.lg_measured()
+
+
+def _count_instructions(key: str, variant: str, runs: int, library: Path) -> int:
+    with tempfile.TemporaryDirectory(prefix="lg-callgrind-") as folder:
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={folder}/callgrind.%p",
+            sys.executable,
+            "-m",
+            "benchmarks.end_to_end",
+            "--instructions-child",
+            f"{key},{variant},{runs},{library}",
+        ]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        root = Path(__file__).resolve().parent.parent
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root)
+        if done.returncode != 0:
+            raise RuntimeError(f"callgrind child {key}/{variant} failed ({done.returncode}): {done.stderr[-2000:]}")
+        for dump in Path(folder).glob("callgrind.*"):
+            text = dump.read_text(encoding="utf-8", errors="replace")
+            if "Client Request: measured" in text:
+                summary = next(line for line in text.splitlines() if line.startswith("summary:"))
+                return int(summary.split(":", 1)[1].split()[0])
+    raise RuntimeError(f"callgrind child {key}/{variant} wrote no 'measured' dump")
+
+
+def _instructions(keys: Sequence[str], runs: int) -> dict[str, Any]:
+    """Instructions per whole run, pass-through and guarded, for each runtime (two children at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with tempfile.TemporaryDirectory(prefix="lg-requests-") as folder:
+        try:
+            library = _callgrind_requests(Path(folder))
+        except RuntimeError as exc:
+            return {"pending": str(exc)}
+        jobs = [(key, variant) for key in keys for variant in ("passthrough", "guarded")]
+        with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+            found = pool.map(lambda job: _count_instructions(job[0], job[1], runs, library), jobs)
+            counts = dict(zip(jobs, found, strict=True))
+    out: dict[str, Any] = {"runs": runs}
+    for key in keys:
+        p, g = counts[(key, "passthrough")], counts[(key, "guarded")]
+        out[key] = {
+            "passthrough": p // runs,
+            "guarded": g // runs,
+            "ratio": round(g / p, 4),
+            "added_per_turn": round((g - p) / runs / (CALLS + 1)),
+        }
+    return out
+
+
 def _available(runtime: Runtime) -> str | None:
     try:
         __import__(runtime.needs)
@@ -780,13 +896,23 @@ def run(*, smoke: bool = False, seed: int = 6, only: Sequence[str] | None = None
         frameworks[runtime.key] = {"label": runtime.label, **_whole_runs(runtime, calls, rounds, rng)}
         print(f"  {runtime.key}: per turn ...", flush=True)
         per_turn[runtime.key] = {"label": runtime.label, **_per_turn(runtime, long_calls, repeats, rng)}
+    measured = [key for key, f in frameworks.items() if "pending" not in f]
+    if smoke:
+        instructions: dict[str, Any] = {"pending": "skipped by --smoke"}
+    else:
+        print("  instructions (callgrind) ...", flush=True)
+        try:
+            instructions = _instructions(measured, INSTRUCTION_RUNS)
+        except (RuntimeError, OSError) as exc:
+            instructions = {"pending": str(exc)}
     result: dict[str, Any] = {
         "calls": calls,
         "rounds": rounds,
         "long_calls": long_calls,
         "frameworks": frameworks,
         "per_turn": per_turn,
-        "goals": _goals(frameworks, per_turn),
+        "instructions": instructions,
+        "goals": _goals(frameworks, per_turn, instructions),
     }
     # The LangChain pair at the top level, as reported before (docs/benchmarks.md section 4).
     lc = frameworks.get("langchain")
@@ -797,10 +923,24 @@ def run(*, smoke: bool = False, seed: int = 6, only: Sequence[str] | None = None
     return result
 
 
-def _goals(frameworks: dict[str, Any], per_turn: dict[str, Any]) -> list[dict[str, Any]]:
+def _goals(
+    frameworks: dict[str, Any], per_turn: dict[str, Any], instructions: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     goals = []
-    for f in frameworks.values():
-        name = f"{f['label']}: guarded / pass-through hooks, whole run"
+    for key, f in frameworks.items():
+        counted = (instructions or {}).get(key)
+        if counted is not None:
+            goals.append(
+                {
+                    "name": f"{f['label']}: guarded / pass-through hooks, whole run, in CPU instructions",
+                    "target": f"<= {RATIO_GOAL}x",
+                    "value": counted["ratio"],
+                    "unit": "x",
+                    "status": "met" if counted["ratio"] <= RATIO_GOAL else "not met",
+                    "note": f"callgrind; the guard adds {counted['added_per_turn']:,} instructions per model turn",
+                }
+            )
+        name = f"{f['label']}: guarded / pass-through hooks, whole run, wall time"
         if "pending" in f:
             goals.append(
                 {
@@ -876,6 +1016,15 @@ def render(result: dict[str, Any]) -> str:
             f" pass-through {m['passthrough'] * 1000:.1f} ms, guarded {m['guarded'] * 1000:.1f} ms;"
             f" guarded / pass-through {f['ratio_vs_passthrough']}x, guarded / unguarded {f['ratio']}x"
         )
+    counted = result.get("instructions") or {}
+    if "pending" in counted:
+        lines.append(f"instructions (callgrind): pending: {counted['pending']}")
+    for key, c in counted.items():
+        if isinstance(c, dict):
+            lines.append(
+                f"{key} instructions per whole run: pass-through {c['passthrough']:,}, guarded {c['guarded']:,};"
+                f" guarded / pass-through {c['ratio']}x ({c['added_per_turn']:,} added per model turn)"
+            )
     for key, p in result["per_turn"].items():
         cells = ", ".join(
             f"turn {m}: {p['hook_us']['guarded'][str(m)]} µs (pass-through {p['hook_us']['passthrough'][str(m)]})"
@@ -919,6 +1068,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f" goal ≤ {RATIO_GOAL}x |\n|---|---|---|---|---|---|---|\n"
     )
     out = head + "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    out += _instruction_table(result)
     if result["per_turn"]:
         marks = next(iter(result["per_turn"].values()))["marks"]
         out += (
@@ -938,6 +1088,32 @@ def render_markdown(result: dict[str, Any]) -> str:
         )
         out += _turn_table(result["per_turn"], marks, "work_calls", "work_flatness", "")
     return out
+
+
+def _instruction_table(result: dict[str, Any]) -> str:
+    counted = result.get("instructions") or {}
+    intro = (
+        "\n\nThe same pair counted in CPU instructions (valgrind's callgrind, counting only the measured runs:"
+        " a count that the machine's other load does not move; it does not see cache misses, which wall time"
+        " does). Instructions per whole run:\n\n"
+    )
+    if "pending" in counted:
+        return intro + f"pending: {counted['pending']}\n"
+    rows = []
+    for key, f in result["frameworks"].items():
+        c = counted.get(key)
+        if c is None:
+            continue
+        ok = "met" if c["ratio"] <= RATIO_GOAL else "**not met**"
+        rows.append(
+            f"| {f['label']} | {c['passthrough']:,} | {c['guarded']:,} | {c['added_per_turn']:,} |"
+            f" **{c['ratio']}x** | {ok} |"
+        )
+    head = (
+        "| runtime | pass-through | guarded | added per model turn | guarded / pass-through |"
+        f" goal ≤ {RATIO_GOAL}x |\n|---|---|---|---|---|---|\n"
+    )
+    return intro + head + "\n".join(rows)
 
 
 def _turn_table(per_turn: dict[str, Any], marks: list[int], figures: str, flatness: str, unit: str) -> str:
@@ -960,7 +1136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--only", help="comma-separated runtimes: " + ",".join(r.key for r in RUNTIMES))
     parser.add_argument("--json", dest="json_path")
+    parser.add_argument("--instructions-child", help=argparse.SUPPRESS)  # KEY,VARIANT,RUNS: run under callgrind
     args = parser.parse_args(argv)
+    if args.instructions_child:
+        key, variant, runs, library = args.instructions_child.split(",", 3)
+        _instructions_child(key, variant, int(runs), library)
+        return 0
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     result = run(smoke=args.smoke, only=only)
     print(render(result))

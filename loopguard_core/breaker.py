@@ -75,6 +75,8 @@ def _callbacks(name: str, value: object) -> tuple[Callable[..., object], ...]:
 
 
 def _count(name: str, value: object) -> int:
+    if type(value) is int and 0 <= value <= MAX_COUNT:  # the usual case, in one test (bool is not int's type)
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int >= 0, got {type(value).__name__} {_short(value)}")
     if value < 0:
@@ -153,6 +155,8 @@ def _tool_name(tool: object) -> str:
 def _label(name: str, value: object) -> str | None:
     if value is None:
         return None
+    if type(value) is str and value.isascii():  # the usual case: label() would return it as it is
+        return value
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str or None, got {type(value).__name__} {_short(value)}")
     return label(value)

@@ -29,6 +29,10 @@ __all__ = [
 ]
 
 
+# json.dumps(value, default=str, ensure_ascii=False), without building a new encoder for every value.
+_JSON_TEXT = json.JSONEncoder(default=str, ensure_ascii=False).encode
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -39,7 +43,7 @@ def _text(value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
         return ""  # binary content (images, audio) is priced by the provider, not by characters
     try:
-        return json.dumps(value, default=str, ensure_ascii=False)
+        return _JSON_TEXT(value)
     except (TypeError, ValueError):
         return str(value)
 

@@ -1,0 +1,57 @@
+"""The end-to-end benchmark's bookkeeping (never a timed assertion): each runtime's whole-run pair is a goal row
+by wall time and, where valgrind counted them, by CPU instructions; a missing valgrind is reported as pending."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import end_to_end
+
+
+def frameworks() -> dict[str, Any]:
+    seconds = {"unguarded": 0.09, "passthrough": 0.10, "guarded": 0.11}
+    return {
+        "langchain": {
+            "label": "LangChain",
+            "calls": 50,
+            "rounds": 15,
+            "median_seconds": seconds,
+            "ratio": 1.222,
+            "ratio_vs_passthrough": 1.1,
+        },
+        "crewai": {"label": "CrewAI", "pending": "CrewAI: not importable (no module)"},
+    }
+
+
+def test_instruction_counts_are_a_goal_row_of_their_own_with_the_measured_ratio() -> None:
+    counted = {
+        "runs": 2,
+        "langchain": {"passthrough": 1_000_000, "guarded": 1_015_000, "ratio": 1.015, "added_per_turn": 294},
+    }
+    goals = end_to_end._goals(frameworks(), {}, counted)
+    rows = {g["name"]: g for g in goals}
+    by_count = rows["LangChain: guarded / pass-through hooks, whole run, in CPU instructions"]
+    assert (by_count["value"], by_count["status"]) == (1.015, "met")
+    by_time = rows["LangChain: guarded / pass-through hooks, whole run, wall time"]
+    assert (by_time["value"], by_time["status"]) == (1.1, "not met")
+    assert rows["CrewAI: guarded / pass-through hooks, whole run, wall time"]["status"] == "pending"
+    result = {"calls": 50, "frameworks": frameworks(), "per_turn": {}, "instructions": counted, "goals": goals}
+    table = end_to_end.render_markdown(result)
+    assert "| LangChain | 1,000,000 | 1,015,000 | 294 | **1.015x** | met |" in table
+    assert "langchain instructions per whole run: pass-through 1,000,000, guarded 1,015,000" in end_to_end.render(
+        result
+    )
+
+
+def test_without_valgrind_the_instruction_table_says_why(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(end_to_end.shutil, "which", lambda name: None)
+    counted = end_to_end._instructions(["langchain"], 2)
+    assert counted == {"pending": "valgrind is not installed (apt install valgrind)"}
+    monkeypatch.setattr(end_to_end.shutil, "which", lambda name: None if name in ("gcc", "cc") else "/usr/bin/" + name)
+    assert end_to_end._instructions(["langchain"], 2) == {
+        "pending": "no C compiler (gcc) to build valgrind's client requests"
+    }
+    goals = end_to_end._goals(frameworks(), {}, counted)
+    assert not [g for g in goals if "instructions" in g["name"]]
+    result = {"calls": 50, "frameworks": frameworks(), "per_turn": {}, "instructions": counted, "goals": goals}
+    assert "pending: valgrind is not installed" in end_to_end.render_markdown(result)
