@@ -15,23 +15,42 @@ __all__ = ["arun_and_report", "run_and_report"]
 
 
 def run_and_report(
-    breaker: Breaker, name: str, args: Any, agent: str | None, call_id: str | None, run: Callable[[], Any]
+    breaker: Breaker,
+    name: str,
+    args: Any,
+    agent: str | None,
+    call_id: str | None,
+    run: Callable[[], Any],
+    *,
+    reported: Callable[[str | None], None] | None = None,
 ) -> Any:
-    """Run the tool body; report its result or error (an interrupt is control flow, not a failure)."""
+    """Run the tool body; report its result or error (an interrupt is control flow, not a failure). ``reported``
+    is told the call id once the outcome is reported."""
     try:
         output = run()
     except GraphBubbleUp:
         raise
     except Exception as exc:
         breaker.after_tool(name, args, error=exc, agent=agent, call_id=call_id)
+        if reported is not None:
+            reported(call_id)
         raise
     result, error = tool_outcome(output)
     breaker.after_tool(name, args, result=result, error=error, agent=agent, call_id=call_id)
+    if reported is not None:
+        reported(call_id)
     return output
 
 
 async def arun_and_report(
-    breaker: Breaker, name: str, args: Any, agent: str | None, call_id: str | None, run: Callable[[], Awaitable[Any]]
+    breaker: Breaker,
+    name: str,
+    args: Any,
+    agent: str | None,
+    call_id: str | None,
+    run: Callable[[], Awaitable[Any]],
+    *,
+    reported: Callable[[str | None], None] | None = None,
 ) -> Any:
     try:
         output = await run()
@@ -39,7 +58,11 @@ async def arun_and_report(
         raise
     except Exception as exc:
         await breaker.aafter_tool(name, args, error=exc, agent=agent, call_id=call_id)
+        if reported is not None:
+            reported(call_id)
         raise
     result, error = tool_outcome(output)
     await breaker.aafter_tool(name, args, result=result, error=error, agent=agent, call_id=call_id)
+    if reported is not None:
+        reported(call_id)
     return output

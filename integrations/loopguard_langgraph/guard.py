@@ -50,6 +50,8 @@ from loopguard_langchain._scope import InvocationRuns, current_invocation
 from loopguard_langchain._steer import steer_lock
 from loopguard_langchain.middleware import refused_tool_message, steered_tool_message, stop_message
 
+from ._reported import ReportedCalls
+
 __all__ = ["guard_node"]
 
 _MODES = ("raise", "end", "interrupt", "steer")
@@ -65,6 +67,7 @@ class _GuardNode:
         self.model_node = model_node
         self.messages_key = messages_key
         self.runs = InvocationRuns.of(breaker)
+        self.reported = ReportedCalls.of(breaker)  # outcomes a guarded_tool_node reported already
         self._lock = threading.Lock()
         self._admitted: OrderedDict[str, tuple[str, Any, str | None]] = OrderedDict()  # call id -> call
         self._awaiting: OrderedDict[tuple[str, str], LoopGuardTripped] = OrderedDict()  # (thread, call id)
@@ -127,6 +130,8 @@ class _GuardNode:
                 call_id = message.tool_call_id
                 if isinstance(call_id, str) and call_id in self._admitted:
                     name, args, agent = self._admitted.pop(call_id)
+                    if self.reported.take(call_id):
+                        continue  # guarded_tool_node reported it as its body returned
                     result, error = tool_outcome(message)
                     found.append((name, args, agent, call_id, result, error))
         return found

@@ -47,6 +47,8 @@ from loopguard_langchain._steer import steer_lock
 from loopguard_langchain._tool_run import arun_and_report, run_and_report
 from loopguard_langchain.middleware import steered_tool_message
 
+from ._reported import ReportedCalls
+
 __all__ = ["GuardedToolNode", "guarded_tool_node"]
 
 # Per tool call (each runs in its own copied context): the trip raised by the guard, if any.
@@ -69,6 +71,7 @@ class _Guard:
         self.breaker = breaker
         self.on_trip = on_trip
         self.runs = InvocationRuns.of(breaker)
+        self.reported = ReportedCalls.of(breaker)  # what guard_node need not report again
 
     def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None, str | None]:
         """The call's name, args, id, agent, invocation key, the run it must continue (if any) and its batch: the
@@ -123,6 +126,7 @@ class _Guard:
                 agent,
                 call_id,
                 lambda: run_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
+                reported=self.reported.add,
             )
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -148,6 +152,7 @@ class _Guard:
                 agent,
                 call_id,
                 lambda: arun_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
+                reported=self.reported.add,
             )
 
 

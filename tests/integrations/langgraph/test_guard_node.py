@@ -88,6 +88,36 @@ def test_guard_node_and_guarded_tool_node_on_one_breaker_count_each_call_once() 
     assert breaker.usage().tool_calls == 4
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_with_guarded_tool_node_each_outcome_is_reported_once(use_async: bool) -> None:
+    """guarded_tool_node reports each outcome as the body returns; guard_node, which reports the outcomes of the calls
+    it admitted when their ToolMessages arrive, must not report them a second time (a duplicate the store would
+    absorb, at the cost of a whole pre-flight); in front of a plain ToolNode it still reports them (all but the last,
+    whose ToolMessage it would read on a next visit that a finished run never makes)."""
+    from loopguard_core import MemoryStore
+
+    class CountingStore(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reports = 0
+
+        def record_tool(self, run, outcome, limits):  # type: ignore[no-untyped-def]
+            self.reports += 1
+            return super().record_tool(run, outcome, limits)
+
+    for make_node, reports in ((guarded_tool_node, 4), (lambda tools, _: ToolNode(tools), 3)):
+        store, counter = CountingStore(), BodyCounter()
+        breaker = Breaker(store=store)
+        script = [[("fetch_page", {"page": n})] for n in range(1, 5)] + ["done"]
+        graph = agent_graph(
+            ScriptedChatModel(script=script), make_node(counted_tools(counter), breaker), guard=guard_node(breaker)
+        )
+        result = await graph.ainvoke(user()) if use_async else graph.invoke(user())
+        assert result["messages"][-1].content == "done"
+        assert store.reports == reports
+        assert counter.count("fetch_page") == 4 == breaker.usage().tool_calls
+
+
 def test_interrupt_without_a_checkpointer_is_refused_clearly() -> None:
     graph, _ = guarded_graph(Breaker(), BodyCounter(), "interrupt")
     with pytest.raises(ValueError, match=r"needs a checkpointer and a thread: compile the graph with"):
