@@ -14,8 +14,9 @@ one per turn, then answers (51 model turns):
 
 Each is run three ways: **unguarded**; with a **pass-through** that installs the same hooks in the same places
 and does nothing in them (the framework's own cost of having hooks at all); and **guarded** by ``Breaker()``.
-Rounds run the three in a fresh random order (fixed seed); the figure is the median wall time of a whole run.
-The goal is guarded / pass-through <= 1.02 for every runtime.
+Rounds run the three in a fresh random order (fixed seed); the figures are the median wall time of a whole run,
+and the goal's figure is the median over the rounds of each round's guarded / pass-through (paired: the two ran
+back to back). The goal is guarded / pass-through <= 1.02 for every runtime.
 
 **Per turn**: one run of ``LONG_CALLS`` = 500 distinct calls (501 turns) per runtime, guarded and pass-through,
 with every hook function timed by itself in CPU time of its thread (``time.thread_time_ns``: the other processes
@@ -705,6 +706,11 @@ def _whole_runs(runtime: Runtime, calls: int, rounds: int, rng: random.Random) -
         "p25_p75": {v: _quartiles(samples[v]) for v in VARIANTS},
         "ratio": round(med["guarded"] / med["unguarded"], 3),
         "ratio_vs_passthrough": round(med["guarded"] / med["passthrough"], 3),
+        # Each round's guarded run over the same round's pass-through run (the two ran back to back, so a slow
+        # spell of the machine weighs on both), then the median of those: what the goal row reports.
+        "paired_ratio": round(
+            statistics.median(g / p for g, p in zip(samples["guarded"], samples["passthrough"], strict=True)), 3
+        ),
     }
 
 
@@ -953,7 +959,7 @@ def _goals(
                 }
             )
             continue
-        value = f["ratio_vs_passthrough"]
+        value = f.get("paired_ratio", f["ratio_vs_passthrough"])
         goals.append(
             {
                 "name": name,
@@ -961,7 +967,8 @@ def _goals(
                 "value": value,
                 "unit": "x",
                 "status": "met" if value <= RATIO_GOAL else "not met",
-                "note": f"{f['calls']} calls, {f['rounds']} rounds",
+                "note": f"{f['calls']} calls, {f['rounds']} rounds: median of the rounds' paired ratios"
+                f" (ratio of the medians: {f['ratio_vs_passthrough']}x)",
             }
         )
     for p in per_turn.values():
@@ -1014,7 +1021,8 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"{f['label']}: {f['calls']} calls, {f['rounds']} rounds: unguarded {m['unguarded'] * 1000:.1f} ms,"
             f" pass-through {m['passthrough'] * 1000:.1f} ms, guarded {m['guarded'] * 1000:.1f} ms;"
-            f" guarded / pass-through {f['ratio_vs_passthrough']}x, guarded / unguarded {f['ratio']}x"
+            f" guarded / pass-through {f['ratio_vs_passthrough']}x (paired rounds: {f.get('paired_ratio')}x),"
+            f" guarded / unguarded {f['ratio']}x"
         )
     counted = result.get("instructions") or {}
     if "pending" in counted:
@@ -1048,24 +1056,26 @@ def render_markdown(result: dict[str, Any]) -> str:
     rows = []
     for f in result["frameworks"].values():
         if "pending" in f:
-            rows.append([f["label"], "-", "-", "-", "-", "-", f"pending: {f['pending']}"])
+            rows.append([f["label"], "-", "-", "-", "-", "-", "-", f"pending: {f['pending']}"])
             continue
         m = f["median_seconds"]
+        paired = f.get("paired_ratio", f["ratio_vs_passthrough"])
         rows.append(
             [
                 f["label"],
                 f"{m['unguarded'] * 1000:.1f}",
                 f"{m['passthrough'] * 1000:.1f}",
                 f"{m['guarded'] * 1000:.1f}",
-                f"**{f['ratio_vs_passthrough']}x**",
+                f"{f['ratio_vs_passthrough']}x",
+                f"**{paired}x**",
                 f"{f['ratio']}x",
-                "met" if f["ratio_vs_passthrough"] <= RATIO_GOAL else "**not met**",
+                "met" if paired <= RATIO_GOAL else "**not met**",
             ]
         )
     head = (
         f"| runtime, {result['calls']} distinct tool calls ({result['calls'] + 1} model turns) | unguarded ms |"
-        " pass-through ms | guarded ms | guarded / pass-through | guarded / unguarded |"
-        f" goal ≤ {RATIO_GOAL}x |\n|---|---|---|---|---|---|---|\n"
+        " pass-through ms | guarded ms | guarded / pass-through (medians) | guarded / pass-through (paired rounds) |"
+        f" guarded / unguarded | goal ≤ {RATIO_GOAL}x |\n|---|---|---|---|---|---|---|---|\n"
     )
     out = head + "\n".join("| " + " | ".join(r) + " |" for r in rows)
     out += _instruction_table(result)

@@ -50,11 +50,12 @@ from loopguard_langchain._scope import InvocationRuns, current_invocation
 from loopguard_langchain._steer import steer_lock
 from loopguard_langchain.middleware import refused_tool_message, steered_tool_message, stop_message
 
-from ._reported import ReportedCalls
+from ._handoff import CallIds
 
 __all__ = ["guard_node"]
 
 _MODES = ("raise", "end", "interrupt", "steer")
+_APPROVED = object()  # a call a person let through (interrupt, approve): admitted without a check
 _MEMORY = 4_096
 _CHECKPOINTER_KEY = "__pregel_checkpointer"  # langgraph._internal._constants.CONFIG_KEY_CHECKPOINTER
 
@@ -67,7 +68,8 @@ class _GuardNode:
         self.model_node = model_node
         self.messages_key = messages_key
         self.runs = InvocationRuns.of(breaker)
-        self.reported = ReportedCalls.of(breaker)  # outcomes a guarded_tool_node reported already
+        self.reported = CallIds.of(breaker, "reported")  # outcomes a guarded_tool_node reported already
+        self.checked = CallIds.of(breaker, "checked")  # calls admitted as they are: the tool node need not ask again
         self._lock = threading.Lock()
         self._admitted: OrderedDict[str, tuple[str, Any, str | None]] = OrderedDict()  # call id -> call
         self._awaiting: OrderedDict[tuple[str, str], LoopGuardTripped] = OrderedDict()  # (thread, call id)
@@ -136,7 +138,11 @@ class _GuardNode:
                     found.append((name, args, agent, call_id, result, error))
         return found
 
-    def _admit(self, call: Mapping[str, Any], agent: str | None) -> None:
+    def _admit(self, call: Mapping[str, Any], agent: str | None, approval: Any = _APPROVED) -> None:
+        """Remember an admitted call, to report its outcome. ``approval`` is what its check returned (None: admitted
+        as it is, which ``guarded_tool_node`` then need not check again); calls a person let through have none."""
+        if approval is None:
+            self.checked.add(call.get("id"), (call["name"], call.get("args") or {}))
         with self._lock:
             self._admitted[call.get("id") or ""] = (call["name"], call.get("args") or {}, agent)
             while len(self._admitted) > _MEMORY:
@@ -256,7 +262,7 @@ class _GuardNode:
                         except LoopGuardTripped as refused:  # steer raises when the run must stop
                             answers.append(steered_tool_message(refused, self.breaker.steer(refused), call))
                             continue
-                    self._admit(call, agent)
+                    self._admit(call, agent, approval)
                     admitted.append(_edited(call, approval))
                 return self._steered(admitted, answers) if answers else self._go_all(calls, admitted)
             trip = self._awaited(thread, calls)  # a resumed interrupt: the person's answer decides
@@ -265,7 +271,7 @@ class _GuardNode:
                 try:
                     for call in calls:
                         approval = check_tool(self.breaker, call["name"], call.get("args") or {}, agent, call.get("id"))
-                        self._admit(call, agent)
+                        self._admit(call, agent, approval)
                         admitted.append(_edited(call, approval))
                 except ApprovalRequired:
                     raise  # no checkpointer to suspend on: the caller gets it, and runs again after the decision
@@ -295,7 +301,7 @@ class _GuardNode:
                     except LoopGuardTripped as refused:
                         answers.append(steered_tool_message(refused, await self.breaker.asteer(refused), call))
                         continue
-                    self._admit(call, agent)
+                    self._admit(call, agent, approval)
                     admitted.append(_edited(call, approval))
                 return self._steered(admitted, answers) if answers else self._go_all(calls, admitted)
             trip = self._awaited(thread, calls)
@@ -306,7 +312,7 @@ class _GuardNode:
                         approval = await acheck_tool(
                             self.breaker, call["name"], call.get("args") or {}, agent, call.get("id")
                         )
-                        self._admit(call, agent)
+                        self._admit(call, agent, approval)
                         admitted.append(_edited(call, approval))
                 except ApprovalRequired:
                     raise

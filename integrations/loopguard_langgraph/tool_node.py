@@ -47,7 +47,7 @@ from loopguard_langchain._steer import steer_lock
 from loopguard_langchain._tool_run import arun_and_report, run_and_report
 from loopguard_langchain.middleware import steered_tool_message
 
-from ._reported import ReportedCalls
+from ._handoff import CallIds
 
 __all__ = ["GuardedToolNode", "guarded_tool_node"]
 
@@ -71,12 +71,11 @@ class _Guard:
         self.breaker = breaker
         self.on_trip = on_trip
         self.runs = InvocationRuns.of(breaker)
-        self.reported = ReportedCalls.of(breaker)  # what guard_node need not report again
+        self.reported = CallIds.of(breaker, "reported")  # what guard_node need not report again
+        self.checked = CallIds.of(breaker, "checked")  # what guard_node admitted as it is: not asked again
 
-    def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None, str | None]:
-        """The call's name, args, id, agent, invocation key, the run it must continue (if any) and its batch: the
-        AIMessage in the node's state that carried it (ToolNode runs an answer's calls in parallel; each is judged
-        on the run as the model saw it, whichever sibling finishes first)."""
+    def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None]:
+        """The call's name, args, id, agent, invocation key and the run it must continue (if any)."""
         call = request.tool_call
         name, call_id = call["name"], call.get("id")
         declare(self.breaker, getattr(request, "tool", None))
@@ -89,8 +88,7 @@ class _Guard:
                 self.runs.adopt(key, found, is_root=is_root)
             elif found is not None:
                 own = found
-        batch = batch_of_state(getattr(request, "state", None), call_id)
-        return name, call.get("args") or {}, call_id, agent_name(), key, own, batch
+        return name, call.get("args") or {}, call_id, agent_name(), key, own
 
     def _scope(self, key: Any, own: str | None) -> Any:
         return self.breaker.run(own) if own is not None else self.runs.scope(key)
@@ -101,13 +99,22 @@ class _Guard:
         if holder is not None:
             holder.append(trip)
 
+    def _batch(self, request: Any, call_id: str | None) -> str | None:
+        """The AIMessage in the node's state that carried the call (ToolNode runs an answer's calls in parallel;
+        each is judged on the run as the model saw it, whichever sibling finishes first)."""
+        return batch_of_state(getattr(request, "state", None), call_id)
+
     def wrap(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        name, args, call_id, agent, key, own, batch = self._call(request)
+        name, args, call_id, agent, key, own = self._call(request)
         with self._scope(key, own):
             try:
                 with steer_lock(self.breaker, self.on_trip):  # siblings run on worker threads
                     try:
-                        approval = check_tool(self.breaker, name, args, agent, call_id, batch)
+                        approval = (
+                            None
+                            if self.checked.take(call_id, (name, args))  # guard_node admitted it as it is
+                            else check_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id))
+                        )
                     except ApprovalRequired:
                         raise
                     except LoopGuardTripped as trip:
@@ -130,11 +137,15 @@ class _Guard:
             )
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
-        name, args, call_id, agent, key, own, batch = self._call(request)
+        name, args, call_id, agent, key, own = self._call(request)
         with self._scope(key, own):
             try:
                 try:
-                    approval = await acheck_tool(self.breaker, name, args, agent, call_id, batch)
+                    approval = (
+                        None
+                        if self.checked.take(call_id, (name, args))
+                        else await acheck_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id))
+                    )
                 except ApprovalRequired:
                     raise
                 except LoopGuardTripped as trip:

@@ -89,17 +89,22 @@ def test_guard_node_and_guarded_tool_node_on_one_breaker_count_each_call_once() 
 
 
 @pytest.mark.parametrize("use_async", [False, True])
-async def test_with_guarded_tool_node_each_outcome_is_reported_once(use_async: bool) -> None:
-    """guarded_tool_node reports each outcome as the body returns; guard_node, which reports the outcomes of the calls
-    it admitted when their ToolMessages arrive, must not report them a second time (a duplicate the store would
-    absorb, at the cost of a whole pre-flight); in front of a plain ToolNode it still reports them (all but the last,
-    whose ToolMessage it would read on a next visit that a finished run never makes)."""
+async def test_with_guarded_tool_node_each_call_is_checked_and_reported_once(use_async: bool) -> None:
+    """guard_node admits each call; guarded_tool_node then runs it without asking again, and reports its outcome as the
+    body returns; guard_node, which reports the outcomes of the calls it admitted when their ToolMessages arrive, must
+    not report them a second time. Either repeat would be a duplicate the store absorbs, at the cost of a whole
+    pre-flight. In front of a plain ToolNode guard_node still reports them (all but the last, whose ToolMessage it
+    would read on a next visit that a finished run never makes)."""
     from loopguard_core import MemoryStore
 
     class CountingStore(MemoryStore):
         def __init__(self) -> None:
             super().__init__()
-            self.reports = 0
+            self.reports = self.admissions = 0
+
+        def admit_tool(self, run, request, limits):  # type: ignore[no-untyped-def]
+            self.admissions += 1
+            return super().admit_tool(run, request, limits)
 
         def record_tool(self, run, outcome, limits):  # type: ignore[no-untyped-def]
             self.reports += 1
@@ -115,7 +120,7 @@ async def test_with_guarded_tool_node_each_outcome_is_reported_once(use_async: b
         result = await graph.ainvoke(user()) if use_async else graph.invoke(user())
         assert result["messages"][-1].content == "done"
         assert store.reports == reports
-        assert counter.count("fetch_page") == 4 == breaker.usage().tool_calls
+        assert store.admissions == 4 == counter.count("fetch_page") == breaker.usage().tool_calls
 
 
 def test_interrupt_without_a_checkpointer_is_refused_clearly() -> None:
