@@ -135,6 +135,8 @@ class RunScope:
         self._token: contextvars.Token[str | None] | None = None
 
     def __enter__(self) -> RunScope:
+        if self._token is not None:  # one token per object: a second entry would lose the first's
+            raise RuntimeError("a RunScope is entered once at a time: call breaker.within(run_id) for each `with`")
         _, self._token, forget = self._breaker._runs.enter(self.run_id)
         if forget is not None:
             self._breaker._forget_run(forget)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from loopguard_core import estimate_tokens
@@ -113,9 +113,18 @@ def _unbind(model: Any) -> tuple[Any, Mapping[str, Any]]:
     return model, kwargs
 
 
-def _read_all(obj: Any, names: tuple[str, ...]) -> list[Any]:
-    """``[read_attr(obj, name) for name in names]``, reading a pydantic model's fields straight from its ``__dict__``
-    (and extras) when the plan says every name can only live there: one lookup per name, no call per name."""
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _is_cap(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _first(obj: Any, names: tuple[str, ...], accept: Callable[[Any], bool]) -> Any:
+    """The first of ``read_attr(obj, name)`` for ``names`` that ``accept`` takes, else None; it reads no further
+    (a property past the answer is never run). A pydantic model's fields are read straight from its ``__dict__``
+    (and extras) when the class's plan says every name can only live there."""
     cls = type(obj)
     attrs = getattr(obj, "__dict__", None)
     if attrs is not None:
@@ -125,20 +134,24 @@ def _read_all(obj: Any, names: tuple[str, ...]) -> list[Any]:
                 break
         else:
             extra = getattr(obj, "__pydantic_extra__", None) or {}
-            return [attrs.get(name, extra.get(name)) for name in names]
-    return [read_attr(obj, name) for name in names]
-
-
-def _first_name(values: Any) -> str | None:
-    for value in values:
-        if isinstance(value, str) and value:
+            for name in names:
+                value = attrs.get(name, _MISSING)
+                if value is _MISSING:
+                    value = extra.get(name)
+                if accept(value):
+                    return value
+            return None
+    for name in names:
+        value = read_attr(obj, name)
+        if accept(value):
             return value
     return None
 
 
-def _first_cap(values: Any) -> int | None:
-    for value in values:
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+def _first_of(source: Mapping[str, Any], names: tuple[str, ...], accept: Callable[[Any], bool]) -> Any:
+    for name in names:
+        value = source.get(name)
+        if accept(value):
             return value
     return None
 
@@ -147,16 +160,14 @@ def model_facts(model: Any, settings: Mapping[str, Any] | None = None) -> tuple[
     """``(model_name(model), model_cap(model, settings))`` with the binding layers peeled once: a name or cap bound
     with ``.bind(...)`` (or, for the cap, passed in ``settings``) wins over the model's own."""
     inner, bound = _unbind(model)
-    name = _first_name([bound.get(attr) for attr in _NAME_ATTRS]) if bound else None
-    cap = _first_cap([settings.get(attr) for attr in _CAP_ATTRS]) if settings else None
+    name = _first_of(bound, _NAME_ATTRS, _is_name) if bound else None
+    cap = _first_of(settings, _CAP_ATTRS, _is_cap) if settings else None
     if cap is None and bound:
-        cap = _first_cap([bound.get(attr) for attr in _CAP_ATTRS])
-    if name is None or cap is None:
-        values = _read_all(inner, _NAME_ATTRS + _CAP_ATTRS)
-        if name is None:
-            name = _first_name(values[: len(_NAME_ATTRS)])
-        if cap is None:
-            cap = _first_cap(values[len(_NAME_ATTRS) :])
+        cap = _first_of(bound, _CAP_ATTRS, _is_cap)
+    if name is None:
+        name = _first(inner, _NAME_ATTRS, _is_name)
+    if cap is None:
+        cap = _first(inner, _CAP_ATTRS, _is_cap)
     return name, cap or 0
 
 

@@ -1,5 +1,7 @@
 """What ``guard_node`` and ``guarded_tool_node`` tell each other about a tool call, so that neither repeats work the
-other already did for the same call id (one registry of each kind per breaker, like the run registry).
+other already did for the same call (one registry of each kind per breaker, like the run registry). A call is
+known by its breaker run and its id: ids a model repeats (scripted models, replays, some servers) in another run
+are other calls.
 
 - **checked**: ``guard_node`` admitted the call as it is (no person's approval, no edited arguments). The tool node
   then runs it without its own pre-flight: that check, the same call id again, is a duplicate the store answers
@@ -39,25 +41,26 @@ class CallIds:
             return found  # type: ignore[no-any-return]
 
     def __init__(self, capacity: int = _CAPACITY) -> None:
-        self._ids: OrderedDict[str, Any] = OrderedDict()
+        self._ids: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def add(self, call_id: str | None, what: Any = None) -> None:
+    def add(self, run_id: str, call_id: str | None, what: Any = None) -> None:
         if not call_id:  # without an id one call cannot be told from another: never skipped
             return
+        key = (run_id, call_id)
         with self._lock:
-            self._ids[call_id] = what
-            self._ids.move_to_end(call_id)
+            self._ids[key] = what
+            self._ids.move_to_end(key)
             while len(self._ids) > self._capacity:
                 self._ids.popitem(last=False)
 
-    def take(self, call_id: str | None, what: Any = None) -> bool:
-        """True (once) when ``call_id`` was added, with ``what`` equal to what it was added with."""
+    def take(self, run_id: str, call_id: str | None, what: Any = None) -> bool:
+        """True (once) when ``call_id`` was added in run ``run_id``, with ``what`` equal to what it was added with."""
         if not call_id:
             return False
         with self._lock:
-            found = self._ids.pop(call_id, _MISSING)
+            found = self._ids.pop((run_id, call_id), _MISSING)
         if found is _MISSING:
             return False
         try:

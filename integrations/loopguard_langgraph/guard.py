@@ -132,7 +132,7 @@ class _GuardNode:
                 call_id = message.tool_call_id
                 if isinstance(call_id, str) and call_id in self._admitted:
                     name, args, agent = self._admitted.pop(call_id)
-                    if self.reported.take(call_id):
+                    if self.reported.take(self.breaker.session_id, call_id):
                         continue  # guarded_tool_node reported it as its body returned
                     result, error = tool_outcome(message)
                     found.append((name, args, agent, call_id, result, error))
@@ -142,7 +142,7 @@ class _GuardNode:
         """Remember an admitted call, to report its outcome. ``approval`` is what its check returned (None: admitted
         as it is, which ``guarded_tool_node`` then need not check again); calls a person let through have none."""
         if approval is None:
-            self.checked.add(call.get("id"), (call["name"], call.get("args") or {}))
+            self.checked.add(self.breaker.session_id, call.get("id"), (call["name"], call.get("args") or {}))
         with self._lock:
             self._admitted[call.get("id") or ""] = (call["name"], call.get("args") or {}, agent)
             while len(self._admitted) > _MEMORY:

@@ -99,6 +99,10 @@ class _Guard:
         if holder is not None:
             holder.append(trip)
 
+    def _reported(self, call_id: str | None) -> None:
+        """The outcome of ``call_id`` was reported (called inside the call's run): guard_node need not again."""
+        self.reported.add(self.breaker.session_id, call_id)
+
     def _batch(self, request: Any, call_id: str | None) -> str | None:
         """The AIMessage in the node's state that carried the call (ToolNode runs an answer's calls in parallel;
         each is judged on the run as the model saw it, whichever sibling finishes first)."""
@@ -112,7 +116,9 @@ class _Guard:
                     try:
                         approval = (
                             None
-                            if self.checked.take(call_id, (name, args))  # guard_node admitted it as it is
+                            if self.checked.take(
+                                self.breaker.session_id, call_id, (name, args)
+                            )  # guard_node admitted it
                             else check_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id))
                         )
                     except ApprovalRequired:
@@ -133,7 +139,7 @@ class _Guard:
                 agent,
                 call_id,
                 lambda: run_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
-                reported=self.reported.add,
+                reported=self._reported,
             )
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -143,7 +149,7 @@ class _Guard:
                 try:
                     approval = (
                         None
-                        if self.checked.take(call_id, (name, args))
+                        if self.checked.take(self.breaker.session_id, call_id, (name, args))
                         else await acheck_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id))
                     )
                 except ApprovalRequired:
@@ -163,7 +169,7 @@ class _Guard:
                 agent,
                 call_id,
                 lambda: arun_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
-                reported=self.reported.add,
+                reported=self._reported,
             )
 
 

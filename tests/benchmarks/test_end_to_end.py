@@ -57,3 +57,26 @@ def test_without_valgrind_the_instruction_table_says_why(monkeypatch) -> None:  
     assert not [g for g in goals if "instructions" in g["name"]]
     result = {"calls": 50, "frameworks": frameworks(), "per_turn": {}, "instructions": counted, "goals": goals}
     assert "pending: valgrind is not installed" in end_to_end.render_markdown(result)
+
+
+def test_a_runtime_whose_count_failed_is_pending_on_its_own_row(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def fake(key: str, variant: str, runs: int, library: object) -> int:
+        if key == "crewai":
+            raise RuntimeError("callgrind child crewai/guarded ran past 1800 s")
+        return 1_000_000 if variant == "passthrough" else 1_030_000
+
+    monkeypatch.setattr(end_to_end, "_callgrind_requests", lambda folder: folder / "lib.so")
+    monkeypatch.setattr(end_to_end, "_count_instructions", fake)
+    counted = end_to_end._instructions(["langchain", "crewai"], 2)
+    assert counted["langchain"]["ratio"] == 1.03
+    assert counted["crewai"] == {"pending": "callgrind child crewai/guarded ran past 1800 s"}
+    frames = frameworks()
+    frames["crewai"] = {**frames["langchain"], "label": "CrewAI"}
+    goals = {g["name"]: g for g in end_to_end._goals(frames, {}, counted)}
+    assert goals["LangChain: guarded / pass-through hooks, whole run, in CPU instructions"]["status"] == "not met"
+    crew = goals["CrewAI: guarded / pass-through hooks, whole run, in CPU instructions"]
+    assert (crew["status"], crew["value"]) == ("pending", None)
+    result = {"calls": 50, "frameworks": frames, "per_turn": {}, "instructions": counted, "goals": list(goals.values())}
+    assert "| CrewAI | - | - | - | - | pending: callgrind child crewai/guarded ran past 1800 s |" in (
+        end_to_end.render_markdown(result)
+    )

@@ -186,3 +186,19 @@ async def test_within_works_under_async_with() -> None:
 def test_within_needs_a_run_id(bad: object) -> None:
     with pytest.raises(TypeError, match="within\\(\\) needs the id of an open run"):
         Breaker().within(bad)  # type: ignore[arg-type]
+
+
+def test_one_run_scope_object_is_entered_once_at_a_time() -> None:
+    breaker = Breaker()
+    handle = breaker.begin_run("r1")
+    scope = breaker.within("r1")
+    with breaker.run("other"):
+        with scope:
+            with pytest.raises(RuntimeError, match="entered once at a time"), scope:
+                pass
+            assert breaker.session_id == "r1"
+        assert breaker.session_id == "other"  # the first entry's exit still restores the context
+        with scope:  # and the object can be entered again once it has left
+            assert breaker.session_id == "r1"
+    handle.close()
+    assert breaker._runs._active == {}

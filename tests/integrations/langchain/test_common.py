@@ -36,6 +36,21 @@ class _PropertyModel:
         return "from-a-property"
 
 
+class _StopsAtTheAnswer:
+    """Properties past the first answer raise: reading them would break the call (the lookup must stop)."""
+
+    model_name = "first-name"
+    max_tokens = 10
+
+    @property
+    def model(self) -> str:
+        raise RuntimeError("read past the name")
+
+    @property
+    def max_output_tokens(self) -> int:
+        raise RuntimeError("read past the cap")
+
+
 def test_model_facts_peels_the_bindings_once_with_the_same_answers() -> None:
     extra = ScriptedChatModel(max_tokens=512)
     cases = [
@@ -45,6 +60,7 @@ def test_model_facts_peels_the_bindings_once_with_the_same_answers() -> None:
         (extra.bind(stop=["x"]).bind(max_tokens=0), {"max_completion_tokens": 64}, ("fake-scripted", 64)),
         (ScriptedChatModel(max_tokens=512), {"max_tokens": True}, ("fake-scripted", 512)),  # a bool is no cap
         (_PropertyModel(), None, ("from-a-property", 99)),
+        (_StopsAtTheAnswer(), None, ("first-name", 10)),
         (object(), None, (None, 0)),
     ]
     for model, settings, expected in cases:

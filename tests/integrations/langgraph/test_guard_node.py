@@ -179,3 +179,27 @@ def test_bad_arguments_are_refused() -> None:
         guard_node(Breaker(), "pause")
     with pytest.raises(TypeError, match=r"needs a loopguard_core\.Breaker"):
         guard_node(None)  # type: ignore[arg-type]
+
+
+def test_call_ids_a_model_repeats_in_a_later_run_are_checked_and_reported_there(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """What guard_node and guarded_tool_node hand each other is per breaker run: a model that repeats call ids (a
+    scripted model, a replay) in the next run on the same breaker gets every call checked and reported there."""
+    import itertools
+
+    import loopguard_langchain.testing as scripted
+
+    breaker = Breaker(max_tool_calls=2)
+    pages = [[("fetch_page", {"page": n})] for n in (1, 2, 3)]
+    monkeypatch.setattr(scripted, "_ids", itertools.count())
+    first = agent_graph(
+        ScriptedChatModel(script=[*pages[:2], "done"]),
+        ToolNode(counted_tools(BodyCounter())),
+        guard=guard_node(breaker),
+    )
+    assert first.invoke(user())["messages"][-1].content == "done"
+    monkeypatch.setattr(scripted, "_ids", itertools.count())  # the next run's calls get the same ids and args
+    counter = BodyCounter()
+    second = agent_graph(ScriptedChatModel(script=[*pages, "done"]), guarded_tool_node(counted_tools(counter), breaker))
+    with assert_tripped(reason="tool_ceiling"):
+        second.invoke(user())
+    assert counter.count("fetch_page") == 2  # the third call was checked (and refused), not waved through

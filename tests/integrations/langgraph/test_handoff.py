@@ -10,24 +10,25 @@ from loopguard_core import Breaker
 from loopguard_langgraph._handoff import CallIds
 
 
-def test_a_call_is_taken_once_and_only_as_it_was_added() -> None:
+def test_a_call_is_taken_once_and_only_as_it_was_added_in_its_own_run() -> None:
     ids = CallIds()
-    ids.add("c1", ("search", {"q": "a"}))
-    assert not ids.take("c1", ("search", {"q": "edited"}))  # other arguments: not the call that was admitted
-    assert not ids.take("c1", ("search", {"q": "a"}))  # a failed take forgets it: the call is checked as always
-    ids.add("c2", ("search", {"q": "a"}))
-    assert ids.take("c2", ("search", {"q": "a"}))
-    assert not ids.take("c2", ("search", {"q": "a"}))  # once
-    ids.add(None, "x")
-    ids.add("", "x")
-    assert not ids.take(None, "x") and not ids.take("", "x")  # without an id nothing is ever skipped
+    ids.add("run-1", "c1", ("search", {"q": "a"}))
+    assert not ids.take("run-1", "c1", ("search", {"q": "edited"}))  # other arguments: not the call admitted
+    assert not ids.take("run-1", "c1", ("search", {"q": "a"}))  # a failed take forgets it: checked as always
+    ids.add("run-1", "c2", ("search", {"q": "a"}))
+    assert not ids.take("run-2", "c2", ("search", {"q": "a"}))  # the same id in another run is another call
+    assert ids.take("run-1", "c2", ("search", {"q": "a"}))
+    assert not ids.take("run-1", "c2", ("search", {"q": "a"}))  # once
+    ids.add("run-1", None, "x")
+    ids.add("run-1", "", "x")
+    assert not ids.take("run-1", None, "x") and not ids.take("run-1", "", "x")  # without an id: never skipped
 
 
 def test_the_memory_is_bounded_oldest_first_and_shared_per_breaker_and_kind() -> None:
     ids = CallIds(capacity=3)
     for n in range(5):
-        ids.add(f"c{n}")
-    assert [ids.take(f"c{n}") for n in range(5)] == [False, False, True, True, True]
+        ids.add("r", f"c{n}")
+    assert [ids.take("r", f"c{n}") for n in range(5)] == [False, False, True, True, True]
     breaker = Breaker()
     assert CallIds.of(breaker, "checked") is CallIds.of(breaker, "checked")
     assert CallIds.of(breaker, "checked") is not CallIds.of(breaker, "reported")
@@ -40,5 +41,5 @@ def test_arguments_whose_comparison_raises_are_not_taken() -> None:
             raise RuntimeError("no")
 
     ids = CallIds()
-    ids.add("c1", ("search", Hostile()))
-    assert not ids.take("c1", ("search", Hostile()))
+    ids.add("r", "c1", ("search", Hostile()))
+    assert not ids.take("r", "c1", ("search", Hostile()))
