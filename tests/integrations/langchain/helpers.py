@@ -13,7 +13,15 @@ from langchain_core.tools import tool
 from loopguard_core import MemoryStore
 from loopguard_core.testing import BodyCounter
 
-__all__ = ["CountingStore", "answered_every_tool_call", "counted_tools", "user"]
+__all__ = [
+    "CountingStore",
+    "answered_every_tool_call",
+    "counted_tools",
+    "page_script",
+    "start_rows",
+    "user",
+    "watched_breaker",
+]
 
 
 class CountingStore(MemoryStore):
@@ -63,3 +71,21 @@ def answered_every_tool_call(messages: list[Any]) -> bool:
     asked = {c["id"] for m in messages for c in (getattr(m, "tool_calls", None) or [])}
     answered = {m.tool_call_id for m in messages if getattr(m, "type", "") == "tool"}
     return asked <= answered
+
+
+def watched_breaker(path: Any) -> tuple[Any, CountingStore, Any]:
+    """A breaker whose store counts its reads and whose ledger (at ``path``) writes ``start`` checkpoints."""
+    from loopguard_core import Breaker, Ledger, StaticPrices
+
+    store, ledger = CountingStore(), Ledger(path)
+    prices = StaticPrices({"fake-scripted": (1.0, 1.0)})
+    return Breaker(store=store, ledger=ledger, prices=prices, checkpoint_after_usd=1000), store, ledger
+
+
+def page_script(pages: int) -> list[Any]:
+    """``pages`` turns fetching one page each, then the answer "done"."""
+    return [[("fetch_page", {"page": n})] for n in range(1, pages + 1)] + ["done"]
+
+
+def start_rows(ledger: Any) -> list[Any]:
+    return [r for r in ledger.rows() if r.origin == "checkpoint" and r.breach_reason.startswith("start")]

@@ -21,7 +21,7 @@ from loopguard_langchain import LoopGuardCallbackHandler
 from loopguard_langchain.testing import ScriptedChatModel
 from loopguard_pytest import assert_not_tripped, assert_tripped
 
-from .helpers import CountingStore, counted_tools, user
+from .helpers import counted_tools, page_script, start_rows, user, watched_breaker
 
 RUNAWAY = ("lookup", {"q": "same"})
 STOPPED = {"reason": "loop", "max_body_runs": 3}  # the fourth identical call is refused: its body never runs
@@ -281,20 +281,13 @@ def test_failed_model_calls_release_their_reservation_through_on_llm_error() -> 
 
 def test_callbacks_re_enter_the_run_without_a_store_read_or_a_start_row_per_turn(tmp_path) -> None:
     """Each callback runs inside the root chain's run; entering it costs no store read and writes no new start row."""
-    from loopguard_core import Ledger, StaticPrices
-
     reads: dict[int, int] = {}
     for pages in (2, 8):
-        store, ledger = CountingStore(), Ledger(tmp_path / f"l{pages}.db")
-        breaker = Breaker(
-            store=store, ledger=ledger, prices=StaticPrices({"fake-scripted": (1.0, 1.0)}), checkpoint_after_usd=1000
-        )
-        script = [[("fetch_page", {"page": n})] for n in range(1, pages + 1)] + ["done"]
-        agent = create_agent(ScriptedChatModel(script=script), counted_tools(BodyCounter()))
+        breaker, store, ledger = watched_breaker(tmp_path / f"l{pages}.db")
+        agent = create_agent(ScriptedChatModel(script=page_script(pages)), counted_tools(BodyCounter()))
         result = agent.invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
         assert result["messages"][-1].content == "done"
         assert breaker.usage().tool_calls == pages
         reads[pages] = store.snapshots
-        starts = [r for r in ledger.rows() if r.origin == "checkpoint" and r.breach_reason.startswith("start")]
-        assert len(starts) == 1
+        assert len(start_rows(ledger)) == 1
     assert reads[8] == reads[2]

@@ -23,7 +23,7 @@ from loopguard_langchain import LoopGuardMiddleware, check_middleware_order, gua
 from loopguard_langchain.testing import ScriptedChatModel
 from loopguard_pytest import assert_not_tripped, assert_tripped
 
-from .helpers import CountingStore, answered_every_tool_call, counted_tools, user
+from .helpers import answered_every_tool_call, counted_tools, page_script, start_rows, user, watched_breaker
 
 RUNAWAY = ("lookup", {"q": "same"})
 
@@ -445,21 +445,16 @@ def test_failed_model_calls_release_their_reservation_and_the_error_reaches_the_
 async def test_hooks_re_enter_the_run_without_a_store_read_or_a_start_row_per_turn(tmp_path, use_async: bool) -> None:
     """Every model and tool hook runs inside the invocation's run; entering it must not cost a store read (a round
     trip on Redis or PostgreSQL) nor write another ``start`` checkpoint: only the agent's own hooks open and close."""
-    from loopguard_core import Ledger, StaticPrices
-
     reads: dict[int, int] = {}
     for pages in (2, 8):
-        store, ledger = CountingStore(), Ledger(tmp_path / f"l{pages}.db")
-        breaker = Breaker(
-            store=store, ledger=ledger, prices=StaticPrices({"fake-scripted": (1.0, 1.0)}), checkpoint_after_usd=1000
-        )
-        script = [[("fetch_page", {"page": n})] for n in range(1, pages + 1)] + ["done"]
+        breaker, store, ledger = watched_breaker(tmp_path / f"l{pages}.db")
         agent = create_agent(
-            ScriptedChatModel(script=script), counted_tools(BodyCounter()), middleware=[LoopGuardMiddleware(breaker)]
+            ScriptedChatModel(script=page_script(pages)),
+            counted_tools(BodyCounter()),
+            middleware=[LoopGuardMiddleware(breaker)],
         )
         result = await agent.ainvoke(user()) if use_async else agent.invoke(user())
         assert result["messages"][-1].content == "done"
         reads[pages] = store.snapshots
-        starts = [r for r in ledger.rows() if r.origin == "checkpoint" and r.breach_reason.startswith("start")]
-        assert len(starts) == 1  # one run, one start row: not one per hook
+        assert len(start_rows(ledger)) == 1  # one run, one start row: not one per hook
     assert reads[8] == reads[2]  # 6 more turns, 24 more hook entries, not one more store read
