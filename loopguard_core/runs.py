@@ -78,6 +78,8 @@ class RunHandle:
         self.result: RunSnapshot | None = None
 
     def open(self) -> RunHandle:
+        if self._token is not None:  # one token per handle: a second opening would lose the first's
+            raise RuntimeError("this run is open already: use one breaker.run() per `with`, and close() what you open")
         if not self._join:
             self.run_id, self._token, forget = self._breaker._runs.enter(self._requested)
             if forget is not None:

@@ -202,3 +202,15 @@ def test_one_run_scope_object_is_entered_once_at_a_time() -> None:
             assert breaker.session_id == "r1"
     handle.close()
     assert breaker._runs._active == {}
+
+
+def test_a_run_handle_is_opened_once_at_a_time() -> None:
+    breaker = Breaker()
+    handle = breaker.begin_run("r1")
+    with pytest.raises(RuntimeError, match="open already"), handle:
+        pass
+    assert breaker.session_id == "r1"  # the failed second opening left the first as it was
+    handle.close()
+    assert breaker._runs._active == {}
+    with handle:  # closed: it may be opened again
+        assert breaker.session_id == "r1"
