@@ -321,6 +321,8 @@ benchmarks/.env/bin/pip install -r benchmarks/requirements.txt   # pinned: agent
                                                                   # purgatory 3.0.1, langchain 1.4.7, crewai 1.15.30,
                                                                   # pydantic-ai-slim 2.68.0, matplotlib 3.11.2, ...
 benchmarks/.env/bin/python -m benchmarks            # everything: writes this page and docs/img/*.png
+                                                    # (section 4's instruction counts need valgrind and gcc:
+                                                    #  apt install valgrind gcc; without them: pending)
 benchmarks/.env/bin/python -m benchmarks --smoke    # < 60 s, for CI (writes to benchmarks/results/raw/)
 benchmarks/.env/bin/python -m benchmarks.detection  # the public corpus through Breaker() defaults
 ```
