@@ -951,58 +951,38 @@ def run(*, smoke: bool = False, seed: int = 6, only: Sequence[str] | None = None
     return result
 
 
+def _ratio_goal(name: str, value: float | None, note: str) -> dict[str, Any]:
+    """A guarded / pass-through goal row; ``value`` None is pending, ``note`` then says why."""
+    status = "pending" if value is None else "met" if value <= RATIO_GOAL else "not met"
+    return {"name": name, "target": f"<= {RATIO_GOAL}x", "value": value, "unit": "x", "status": status, "note": note}
+
+
 def _goals(
     frameworks: dict[str, Any], per_turn: dict[str, Any], instructions: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     goals = []
     for key, f in frameworks.items():
         counted = (instructions or {}).get(key)
-        if counted is not None and "pending" in counted:
+        if counted is not None:
             goals.append(
-                {
-                    "name": f"{f['label']}: guarded / pass-through hooks, whole run, in CPU instructions",
-                    "target": f"<= {RATIO_GOAL}x",
-                    "value": None,
-                    "unit": "x",
-                    "status": "pending",
-                    "note": counted["pending"],
-                }
-            )
-        elif counted is not None:
-            goals.append(
-                {
-                    "name": f"{f['label']}: guarded / pass-through hooks, whole run, in CPU instructions",
-                    "target": f"<= {RATIO_GOAL}x",
-                    "value": counted["ratio"],
-                    "unit": "x",
-                    "status": "met" if counted["ratio"] <= RATIO_GOAL else "not met",
-                    "note": f"callgrind; the guard adds {counted['added_per_turn']:,} instructions per model turn",
-                }
+                _ratio_goal(
+                    f"{f['label']}: guarded / pass-through hooks, whole run, in CPU instructions",
+                    counted.get("ratio"),
+                    counted.get("pending")
+                    or f"callgrind; the guard adds {counted['added_per_turn']:,} instructions per model turn",
+                )
             )
         name = f"{f['label']}: guarded / pass-through hooks, whole run, wall time"
         if "pending" in f:
-            goals.append(
-                {
-                    "name": name,
-                    "target": f"<= {RATIO_GOAL}x",
-                    "value": None,
-                    "unit": "x",
-                    "status": "pending",
-                    "note": f["pending"],
-                }
-            )
+            goals.append(_ratio_goal(name, None, f["pending"]))
             continue
-        value = f.get("paired_ratio", f["ratio_vs_passthrough"])
         goals.append(
-            {
-                "name": name,
-                "target": f"<= {RATIO_GOAL}x",
-                "value": value,
-                "unit": "x",
-                "status": "met" if value <= RATIO_GOAL else "not met",
-                "note": f"{f['calls']} calls, {f['rounds']} rounds: median of the rounds' paired ratios"
+            _ratio_goal(
+                name,
+                f.get("paired_ratio", f["ratio_vs_passthrough"]),
+                f"{f['calls']} calls, {f['rounds']} rounds: median of the rounds' paired ratios"
                 f" (ratio of the medians: {f['ratio_vs_passthrough']}x)",
-            }
+            )
         )
     for p in per_turn.values():
         marks = p["marks"]

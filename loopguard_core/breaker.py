@@ -11,6 +11,7 @@ Typical use::
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import math
@@ -687,6 +688,14 @@ class Breaker:
     def begin_run(self, run_id: str | None = None) -> RunHandle:
         """Open a run without a ``with`` block (framework before/after hooks); call ``close()`` at the end."""
         return self.run(run_id).open()
+
+    def _enter_run(self, run_id: str | None) -> tuple[str, contextvars.Token[str | None]]:
+        """Make this context count against ``run_id`` (a fresh run for None), forgetting the run it replaces as the
+        latest when nothing holds that one any more; returns the run's id and the context token to exit with."""
+        rid, token, forget = self._runs.enter(run_id)
+        if forget is not None:
+            self._forget_run(forget)
+        return rid, token
 
     def _forget_run(self, run_id: str) -> None:
         run = RunKey(self.scope, run_id)

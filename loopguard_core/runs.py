@@ -81,9 +81,7 @@ class RunHandle:
         if self._token is not None:  # one token per handle: a second opening would lose the first's
             raise RuntimeError("this run is open already: use one breaker.run() per `with`, and close() what you open")
         if not self._join:
-            self.run_id, self._token, forget = self._breaker._runs.enter(self._requested)
-            if forget is not None:
-                self._breaker._forget_run(forget)
+            self.run_id, self._token = self._breaker._enter_run(self._requested)
             self._breaker._run_started()
         return self
 
@@ -139,9 +137,7 @@ class RunScope:
     def __enter__(self) -> RunScope:
         if self._token is not None:  # one token per object: a second entry would lose the first's
             raise RuntimeError("a RunScope is entered once at a time: call breaker.within(run_id) for each `with`")
-        _, self._token, forget = self._breaker._runs.enter(self.run_id)
-        if forget is not None:
-            self._breaker._forget_run(forget)
+        _, self._token = self._breaker._enter_run(self.run_id)
         return self
 
     def __exit__(

@@ -123,24 +123,7 @@ def _is_cap(value: Any) -> bool:
 
 def _first(obj: Any, names: tuple[str, ...], accept: Callable[[Any], bool]) -> Any:
     """The first of ``read_attr(obj, name)`` for ``names`` that ``accept`` takes, else None; it reads no further
-    (a property past the answer is never run). A pydantic model's fields are read straight from its ``__dict__``
-    (and extras) when the class's plan says every name can only live there."""
-    cls = type(obj)
-    attrs = getattr(obj, "__dict__", None)
-    if attrs is not None:
-        for name in names:
-            plan = _PLANS.get((cls, name))
-            if (plan if plan is not None else _plan(cls, name)) == _PLAIN:
-                break
-        else:
-            extra = getattr(obj, "__pydantic_extra__", None) or {}
-            for name in names:
-                value = attrs.get(name, _MISSING)
-                if value is _MISSING:
-                    value = extra.get(name)
-                if accept(value):
-                    return value
-            return None
+    (a property past the answer is never run)."""
     for name in names:
         value = read_attr(obj, name)
         if accept(value):

@@ -55,7 +55,6 @@ from ._handoff import CallIds
 __all__ = ["guard_node"]
 
 _MODES = ("raise", "end", "interrupt", "steer")
-_APPROVED = object()  # a call a person let through (interrupt, approve): admitted without a check
 _MEMORY = 4_096
 _CHECKPOINTER_KEY = "__pregel_checkpointer"  # langgraph._internal._constants.CONFIG_KEY_CHECKPOINTER
 
@@ -138,10 +137,10 @@ class _GuardNode:
                     found.append((name, args, agent, call_id, result, error))
         return found
 
-    def _admit(self, call: Mapping[str, Any], agent: str | None, approval: Any = _APPROVED) -> None:
-        """Remember an admitted call, to report its outcome. ``approval`` is what its check returned (None: admitted
-        as it is, which ``guarded_tool_node`` then need not check again); calls a person let through have none."""
-        if approval is None:
+    def _admit(self, call: Mapping[str, Any], agent: str | None, *, as_it_is: bool = False) -> None:
+        """Remember an admitted call, to report its outcome. ``as_it_is``: its check admitted it with no approval or
+        edit, so ``guarded_tool_node`` need not check it again (not so for calls a person let through unchecked)."""
+        if as_it_is:
             self.checked.add(self.breaker.session_id, call.get("id"), (call["name"], call.get("args") or {}))
         with self._lock:
             self._admitted[call.get("id") or ""] = (call["name"], call.get("args") or {}, agent)
@@ -262,7 +261,7 @@ class _GuardNode:
                         except LoopGuardTripped as refused:  # steer raises when the run must stop
                             answers.append(steered_tool_message(refused, self.breaker.steer(refused), call))
                             continue
-                    self._admit(call, agent, approval)
+                    self._admit(call, agent, as_it_is=approval is None)
                     admitted.append(_edited(call, approval))
                 return self._steered(admitted, answers) if answers else self._go_all(calls, admitted)
             trip = self._awaited(thread, calls)  # a resumed interrupt: the person's answer decides
@@ -271,7 +270,7 @@ class _GuardNode:
                 try:
                     for call in calls:
                         approval = check_tool(self.breaker, call["name"], call.get("args") or {}, agent, call.get("id"))
-                        self._admit(call, agent, approval)
+                        self._admit(call, agent, as_it_is=approval is None)
                         admitted.append(_edited(call, approval))
                 except ApprovalRequired:
                     raise  # no checkpointer to suspend on: the caller gets it, and runs again after the decision
@@ -301,7 +300,7 @@ class _GuardNode:
                     except LoopGuardTripped as refused:
                         answers.append(steered_tool_message(refused, await self.breaker.asteer(refused), call))
                         continue
-                    self._admit(call, agent, approval)
+                    self._admit(call, agent, as_it_is=approval is None)
                     admitted.append(_edited(call, approval))
                 return self._steered(admitted, answers) if answers else self._go_all(calls, admitted)
             trip = self._awaited(thread, calls)
@@ -312,7 +311,7 @@ class _GuardNode:
                         approval = await acheck_tool(
                             self.breaker, call["name"], call.get("args") or {}, agent, call.get("id")
                         )
-                        self._admit(call, agent, approval)
+                        self._admit(call, agent, as_it_is=approval is None)
                         admitted.append(_edited(call, approval))
                 except ApprovalRequired:
                     raise

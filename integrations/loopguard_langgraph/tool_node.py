@@ -99,9 +99,13 @@ class _Guard:
         if holder is not None:
             holder.append(trip)
 
-    def _reported(self, call_id: str | None) -> None:
+    def _note_reported(self, call_id: str | None) -> None:
         """The outcome of ``call_id`` was reported (called inside the call's run): guard_node need not again."""
         self.reported.add(self.breaker.session_id, call_id)
+
+    def _guard_admitted(self, name: str, args: Any, call_id: str | None) -> bool:
+        """guard_node admitted this very call as it is, in this run: no second check (called inside the run)."""
+        return self.checked.take(self.breaker.session_id, call_id, (name, args))
 
     def _batch(self, request: Any, call_id: str | None) -> str | None:
         """The AIMessage in the node's state that carried the call (ToolNode runs an answer's calls in parallel;
@@ -116,9 +120,7 @@ class _Guard:
                     try:
                         approval = (
                             None
-                            if self.checked.take(
-                                self.breaker.session_id, call_id, (name, args)
-                            )  # guard_node admitted it
+                            if self._guard_admitted(name, args, call_id)
                             else check_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id))
                         )
                     except ApprovalRequired:
@@ -139,7 +141,7 @@ class _Guard:
                 agent,
                 call_id,
                 lambda: run_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
-                reported=self._reported,
+                reported=self._note_reported,
             )
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -149,7 +151,7 @@ class _Guard:
                 try:
                     approval = (
                         None
-                        if self.checked.take(self.breaker.session_id, call_id, (name, args))
+                        if self._guard_admitted(name, args, call_id)
                         else await acheck_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id))
                     )
                 except ApprovalRequired:
@@ -169,7 +171,7 @@ class _Guard:
                 agent,
                 call_id,
                 lambda: arun_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
-                reported=self._reported,
+                reported=self._note_reported,
             )
 
 
