@@ -156,6 +156,9 @@ class Counters:
             setattr(self, name, getattr(self, name) + n)
 
 
+_WRITE_OFF_SECONDS = 2.0  # how long close() waits for a worker's own dead-letter write of its alert to finish
+
+
 class Lane:
     """One sink's bounded queue and its worker thread (started on the first alert)."""
 
@@ -240,10 +243,16 @@ class Lane:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
             flying = self._current
-            if flying is not None and thread is not None and thread.is_alive():
-                self._abandoned = flying
-            else:
+            if flying is None or thread is None or not thread.is_alive():
                 flying = None
+            elif self._abandoned is flying:
+                # Its worker is writing it off right now (a local append): let that finish rather than write it
+                # twice, but never lose it to the end of the interpreter, which stops daemon threads mid-write.
+                self._cond.wait_for(lambda: self._current is not flying, _WRITE_OFF_SECONDS)
+                if self._current is not flying:
+                    flying = None
+            else:
+                self._abandoned = flying
         if flying is not None:
             self._dead(flying, "in flight at close", "its request had not answered; it may have been delivered", 0)
             return False
@@ -291,24 +300,28 @@ class Lane:
                         "loopguard alert %s delivered to %s after %d attempts", alert.id, self.sink.name, attempt
                     )
                 return
-            if self._gone(alert):
-                return
+            with self._cond:
+                if self._abandoned is alert:  # close() wrote it off while its request hung
+                    return
             if not retryable:
-                self._dead(alert, "rejected", error, attempt)
+                self._write_off(alert, "rejected", error, attempt)
                 return
             wait = self.retry.delay(attempt, retry_after)
             limit = self.retry.max_attempts
             if (limit is not None and attempt >= limit) or time.monotonic() - started + wait > self.retry.max_seconds:
-                self._dead(alert, "gave up", error, attempt)
+                self._write_off(alert, "gave up", error, attempt)
                 return
             log = logger.warning if attempt == 1 else logger.debug
             log("loopguard alert %s to %s failed (%s); retrying in %.2f s", alert.id, self.sink.name, error, wait)
             if self._stop.wait(wait):
-                if not self._gone(alert):
-                    self._dead(alert, "closed", error, attempt)
+                self._write_off(alert, "closed", error, attempt)
                 return
 
-    def _gone(self, alert: Alert) -> bool:
-        # close() already wrote this in-flight alert to the dead-letter log
+    def _write_off(self, alert: Alert, reason: str, error: str | None, attempts: int) -> None:
+        """The worker dead-letters the alert in flight, unless close() gave up on it and wrote it already; the mark
+        tells a close() that comes during the write to wait for it instead of writing the alert a second time."""
         with self._cond:
-            return self._abandoned is alert
+            if self._abandoned is alert:
+                return
+            self._abandoned = alert
+        self._dead(alert, reason, error, attempts)

@@ -341,3 +341,28 @@ def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
     assert retry_after_seconds(formatdate(999_000, usegmt=True), now=1_000_000) == 0.0
     for bad in (None, "", "soon", "nan", "inf"):
         assert retry_after_seconds(bad) is None
+
+
+def test_an_alert_closed_while_its_worker_writes_it_off_is_dead_lettered_once(
+    dead_path: Path, opened: list[Alerts]
+) -> None:
+    """close() gives up on the worker while the worker itself is writing the alert to the dead-letter log (a
+    rejected alert, a slow disk): exactly one of the two writes it, never both."""
+    writing = threading.Event()
+
+    class SlowLog(DeadLetter):
+        def write(self, alert: Alert, **fields: object) -> None:  # type: ignore[override]
+            writing.set()
+            time.sleep(0.3)
+            super().write(alert, **fields)  # type: ignore[arg-type]
+
+    def refuses(a: Alert) -> None:
+        raise AlertDeliveryError("this receiver does not take it", retryable=False)
+
+    alerts = make(opened, CallbackSink(refuses), dead_letter=SlowLog(dead_path))
+    sent = alert(1)
+    alerts.submit(sent)
+    assert writing.wait(5)  # the worker is writing it off as rejected...
+    alerts.close(timeout=0.05)  # ...when close() stops waiting for it
+    time.sleep(0.6)  # both slow writes, had there been two, are done
+    assert [line["alert"]["id"] for line in lines(dead_path)] == [sent.id]  # type: ignore[index]

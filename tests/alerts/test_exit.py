@@ -62,3 +62,39 @@ def test_exit_waits_at_most_exit_timeout_and_dead_letters_the_rest(receiver: Rec
     lines = [json.loads(line) for line in dead.read_text().splitlines()]
     assert sorted(line["alert"]["id"] for line in lines) == sorted(ids)
     assert {line["reason"] for line in lines} <= {"closed", "in flight at close"}
+
+
+def test_an_alert_its_worker_is_writing_off_at_exit_is_written_once(tmp_path: Path) -> None:
+    """The interpreter exits while the worker is dead-lettering an alert (a rejected one, a slow disk): the exit's
+    close waits for that write (daemon threads stop mid-write at exit) and does not write the alert again."""
+    script = textwrap.dedent(
+        """
+        import sys, threading, time
+        from loopguard_core.alerts import Alert, AlertDeliveryError, Alerts, CallbackSink, DeadLetter
+
+        writing = threading.Event()
+
+        class SlowLog(DeadLetter):
+            def write(self, alert, **fields):
+                writing.set()
+                time.sleep(0.5)
+                super().write(alert, **fields)
+
+        def refuses(alert):
+            raise AlertDeliveryError("no", retryable=False)
+
+        alerts = Alerts([CallbackSink(refuses)], dead_letter=SlowLog(sys.argv[1]), exit_timeout=0.05)
+        alert = Alert(kind="trip", severity="critical", title="t", dedup_key=("exit", 1))
+        alerts.submit(alert)
+        print(alert.id, flush=True)
+        writing.wait(5)
+        # the interpreter exits here, mid-write
+        """
+    )
+    dead = tmp_path / "dead.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(dead)], cwd=REPO, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [(line["alert"]["id"], line["reason"]) for line in lines] == [(done.stdout.strip(), "rejected")]
