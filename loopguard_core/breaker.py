@@ -32,7 +32,7 @@ from .budgets import budget_store as budget_store_from_url
 from .clock import Clock, SystemClock
 from .detection import FAILED, masked_digest
 from .detection._observe import ProseWords, RunTail, outcome_flags, request_facts
-from .errors import ApprovalError, ApprovalRequired, LoopGuardTripped, LoopGuardWarning, StoreError
+from .errors import ApprovalError, ApprovalRequired, LoopGuardTripped, LoopGuardWarning, StoreError, add_note
 from .events import EventListener, GuardEvent
 from .idempotency import MemorySideEffects, SideEffects, SideEffectStore, SQLiteSideEffects
 from .limits import MODES, UNCAPPED_OUTPUT_TOKENS, Limits, LoopDetection, usd_to_micros
@@ -1342,7 +1342,7 @@ class Breaker:
                     breach_reason=reason,
                 )
             except Exception as exc:  # the trip is what matters; never let the ledger hide it
-                _add_note(error, f"loopguard could not write the trip to the ledger: {exc}")
+                add_note(error, f"loopguard could not write the trip to the ledger: {exc}")
         for callback in self._on_trip:
             try:
                 callback(error)
@@ -1456,13 +1456,6 @@ class Breaker:
 
     def __repr__(self) -> str:
         return f"<Breaker scope={self.scope!r} session={self.session_id!r} state={self.state}>"
-
-
-def _add_note(error: BaseException, note: str) -> None:
-    # BaseException.add_note exists from Python 3.11; keep the same effect on 3.10.
-    notes = list(getattr(error, "__notes__", ()))
-    notes.append(note)
-    error.__notes__ = notes  # type: ignore[attr-defined,unused-ignore]
 
 
 def _ms(started: float | None, now: float) -> int:

@@ -340,3 +340,10 @@ class StoreError(LoopGuardError, RuntimeError):
 
 class SpecError(LoopGuardError, ValueError):
     """A spec is missing, incomplete, or too vague to check a run against."""
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)``, also on Python 3.10 (where BaseException.add_note does not exist yet)."""
+    notes = list(getattr(error, "__notes__", ()))
+    notes.append(note)
+    error.__notes__ = notes  # type: ignore[attr-defined,unused-ignore]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import IO, Any
 
 from .._bounds import label
-from ._backend import LedgerBackend
+from ._backend import LedgerBackend, OnSealed, ReadView
 from ._chain import InputHasher, genesis_hash, to_micros, utc_now, validate_record
 from ._checkpoint import Checkpoint, make_checkpoint, origin_for
+from ._deferred import WaitingRows
 from ._errors import CheckpointError, LedgerConfigError
 from ._keys import load_public_key, load_signing_key
 from ._model import ORIGINS, CheckpointCheck, LedgerRow, Problem, SessionSummary, VerifyResult
@@ -19,6 +21,8 @@ from ._verify import scan_chain
 
 _MAX_INT = 2**63 - 1  # SQLite and PostgreSQL BIGINT
 _MAX_BUSY_SECONDS = 86_400 * 7
+_MAX_DEFER_SECONDS = 3_600
+_ROUTINE = frozenset({"model", "tool"})  # the origins whose passing rows may wait under defer_seconds
 
 __all__ = ["Ledger", "open_backend"]
 
@@ -63,6 +67,12 @@ class Ledger:
     ``read_only=True`` opens an existing ledger for verify/review/export without creating anything and
     without needing its ``hmac_key``; ``record`` is refused, ``checkpoint`` still works (it adds no row).
 
+    ``defer_seconds=S`` (SQLite, off by default) lets routine rows (model turns and tool calls that passed)
+    wait in the process and be written together in one commit once the oldest has waited ``S`` seconds;
+    refusals, trips, approvals and checkpoints are written at once, after the rows waiting before them. Reads,
+    ``flush()``, ``close()`` and interpreter exit write them too; a process killed without exiting loses them
+    (docs/ledger.md).
+
     Safe to share across threads (one connection per thread) and processes (appends run under
     ``BEGIN IMMEDIATE``, so the chain never forks). Implements the breaker's ``LedgerSink`` protocol.
     """
@@ -77,7 +87,19 @@ class Ledger:
         synchronous: str = "NORMAL",
         busy_timeout: float = 5.0,
         read_only: bool = False,
+        defer_seconds: float | None = None,
     ) -> None:
+        if defer_seconds is not None and (
+            isinstance(defer_seconds, bool)
+            or not isinstance(defer_seconds, (int, float))
+            or not 0 <= defer_seconds <= _MAX_DEFER_SECONDS
+        ):
+            raise LedgerConfigError(
+                f"defer_seconds must be None or a number of seconds from 0 to {_MAX_DEFER_SECONDS:,}, "
+                f"got {defer_seconds!r}"
+            )
+        if defer_seconds and read_only:
+            raise LedgerConfigError("defer_seconds needs a ledger it can write: leave it out with read_only=True")
         if checkpoint_every is not None and (
             not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1
         ):
@@ -107,6 +129,22 @@ class Ledger:
         self.url: str = self._backend.url
         self.chain_id: str = self._backend.chain_id
         self._on_sealed = self._sealed if checkpoint_every is not None else None
+        self._waiting: WaitingRows | None = None
+        if defer_seconds:
+            self._waiting = self._wait_rows(float(defer_seconds))
+
+    def _wait_rows(self, seconds: float) -> WaitingRows:
+        append_many: Callable[[Sequence[Sequence[Any]], OnSealed | None], int] | None = getattr(
+            self._backend, "append_many", None
+        )
+        if append_many is None:
+            self._backend.close()
+            raise LedgerConfigError(
+                f"defer_seconds batches rows into one commit on SQLite ledgers; {self.url!r} writes each row "
+                "in its own transaction: leave defer_seconds out"
+            )
+        on_sealed = self._on_sealed
+        return WaitingRows(seconds, lambda rows: append_many(rows, on_sealed))
 
     def __repr__(self) -> str:
         return f"Ledger({self.url!r})"
@@ -133,7 +171,8 @@ class Ledger:
         passed: bool = True,
         breach_reason: str | None = None,
     ) -> int:
-        """Append one row and return its ``seq`` (1 for the first row). ``input_text`` is hashed, never stored."""
+        """Append one row and return its ``seq`` (1 for the first row), or 0 when the row waits under
+        ``defer_seconds`` (its seq is given when it is written). ``input_text`` is hashed, never stored."""
         # Fast path for well-typed calls (the breaker's); anything else gets the explaining validator.
         if not (
             type(turn) is int
@@ -175,7 +214,21 @@ class Ledger:
             None if breach_reason is None else label(str(breach_reason)),
             utc_now(),
         )
+        if self._waiting is not None:
+            # Only a routine row waits; a refusal, a trip, an approval or a checkpoint is written at once
+            # (with the rows waiting before it, in order).
+            self._waiting.add(values, not passed or origin not in _ROUTINE)
+            return 0
         return self._backend.append(values, self._on_sealed)
+
+    def flush(self) -> None:
+        """Write the rows waiting under ``defer_seconds`` now, in one transaction (a no-op without it)."""
+        if self._waiting is not None:
+            self._waiting.flush()
+
+    def _reader(self) -> AbstractContextManager[ReadView]:
+        self.flush()  # a read sees every row this ledger recorded
+        return self._backend.reader()
 
     def hash_input(self, text: str) -> str:
         """The ``input_hash`` this ledger stores for ``text`` (to confirm a known input against a row)."""
@@ -192,25 +245,26 @@ class Ledger:
         Save ``checkpoint().note`` somewhere the ledger's writers cannot change (another host, a witness,
         a ticket) to make truncation and rewrites detectable later.
         """
+        self.flush()
         return self._backend.checkpoint(
             lambda size, head: make_checkpoint(self.chain_id, size, head, self._signing_key)
         )
 
     def checkpoints(self) -> list[Checkpoint]:
         """The checkpoints stored in the ledger, oldest first."""
-        with self._backend.reader() as view:
+        with self._reader() as view:
             return view.checkpoints()
 
     # -- reading -----------------------------------------------------------------------------------
     def rows(self, session_id: str | None = None) -> Iterator[LedgerRow]:
         """Stored rows (all, or one session's) in chain order, streamed."""
-        with self._backend.reader() as view:
+        with self._reader() as view:
             for t in view.rows(session_id):
                 yield _row(t)
 
     def sessions(self) -> list[SessionSummary]:
         """One summary per session (first/last time, rows, tokens, cost, trips), in order of first row."""
-        with self._backend.reader() as view:
+        with self._reader() as view:
             return view.sessions()
 
     def export_jsonl(self, path_or_file: str | os.PathLike[str] | IO[str], session_id: str | None = None) -> int:
@@ -248,7 +302,7 @@ class Ledger:
                 cp = Checkpoint.parse(checkpoint)
             else:
                 cp = _ensure_checkpoint(checkpoint)
-        with self._backend.reader() as view:
+        with self._reader() as view:
             head = view.head()
             total = head[0] if head else 0
             report = scan_chain(
@@ -319,7 +373,9 @@ class Ledger:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
-        """Close every connection this ledger opened (in every thread)."""
+        """Write the rows waiting under ``defer_seconds``, then close every connection this ledger opened (in
+        every thread). When they cannot be written the error is raised and nothing is closed: call again."""
+        self.flush()
         self._backend.close()
 
     def __enter__(self) -> Ledger:

@@ -349,6 +349,19 @@ class SqliteBackend:
             else:
                 self._head = (seq, sealed)
                 return seq
+        return self._append_batch(conn, (values,), on_sealed)
+
+    def append_many(self, rows: Sequence[Sequence[Any]], on_sealed: OnSealed | None) -> int:
+        """Append ``rows`` in order, in one transaction (one commit); return the last one's seq."""
+        if self.read_only:
+            raise LedgerError(f"ledger {self.path!r} was opened read_only; open it without read_only to write")
+        if self._memory:
+            with self._mem_lock:
+                return self._append_batch(self._conn(), rows, on_sealed)
+        return self._append_batch(self._conn(), rows, on_sealed)
+
+    def _append_batch(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], on_sealed: OnSealed | None) -> int:
+        """Under BEGIN IMMEDIATE: read the head, chain ``rows`` onto it, insert them and their checkpoints."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -356,15 +369,23 @@ class SqliteBackend:
         try:
             row = conn.execute(_HEAD).fetchone()
             if row is None:
-                seq, prev = 1, self.genesis
+                seq, prev = 0, self.genesis
             else:
-                seq, prev = row[0] + 1, row[1]
-            sealed = row_hash(prev, values)
-            conn.execute(_INSERT, (seq, *values, prev, sealed))
-            if on_sealed is not None:
-                cp = on_sealed(seq, sealed)
-                if cp is not None:
-                    conn.execute(_INSERT_CP, (cp.size, cp.head_hash, cp.note, self._utc_now()))
+                seq, prev = row[0], row[1]
+            sealed_rows: list[tuple[Any, ...]] = []
+            checkpoints: list[tuple[Any, ...]] = []
+            for values in rows:
+                seq += 1
+                sealed = row_hash(prev, values)
+                sealed_rows.append((seq, *values, prev, sealed))
+                prev = sealed
+                if on_sealed is not None:
+                    cp = on_sealed(seq, sealed)
+                    if cp is not None:
+                        checkpoints.append((cp.size, cp.head_hash, cp.note, self._utc_now()))
+            conn.executemany(_INSERT, sealed_rows)
+            if checkpoints:
+                conn.executemany(_INSERT_CP, checkpoints)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -372,7 +393,7 @@ class SqliteBackend:
             if isinstance(exc, sqlite3.OperationalError):
                 raise self._busy(exc) from exc
             raise
-        self._head = (seq, sealed)
+        self._head = (seq, prev)
         return seq
 
     def checkpoint(self, make: Callable[[int, str], Checkpoint]) -> Checkpoint:

@@ -1,0 +1,283 @@
+"""``Ledger(defer_seconds=...)``: routine rows wait in the process and are written together, in order, in one
+commit; nothing recorded is lost while the process lives and exits normally."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from loopguard_core import Breaker, LoopGuardTripped
+from loopguard_core.ledger import Ledger, LedgerBusy, LedgerConfigError, LedgerError, _deferred
+
+
+def stored(path: Path) -> list[tuple[int, int, str, int]]:
+    """(seq, turn, origin, passed) of every row in the file, read by a connection of its own."""
+    conn = sqlite3.connect(path)
+    try:
+        return [tuple(r) for r in conn.execute("SELECT seq, turn, origin, passed FROM loopguard_ledger ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(_deferred, "_monotonic", fake)
+    return fake
+
+
+def tool_row(ledger: Ledger, turn: int, **kw: object) -> int:
+    return ledger.record(session_id="s", origin="tool", turn=turn, tool="search", input_text=f"q{turn}", **kw)  # type: ignore[arg-type]
+
+
+def test_routine_rows_wait_then_are_written_together_in_the_order_recorded(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60)
+    assert [tool_row(ledger, t) for t in range(1, 6)] == [0] * 5  # no seq yet: the rows wait
+    assert stored(ledger_path) == []
+    ledger.flush()
+    assert stored(ledger_path) == [(s, s, "tool", 1) for s in range(1, 6)]
+    assert ledger.verify().ok
+    ledger.flush()  # nothing waits: a no-op
+    assert len(stored(ledger_path)) == 5
+
+
+def test_rows_are_written_once_the_oldest_has_waited_defer_seconds(ledger_path: Path, clock: FakeClock) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=1.0)
+    tool_row(ledger, 1)
+    clock.now += 0.6
+    tool_row(ledger, 2)
+    assert stored(ledger_path) == []
+    clock.now += 0.4  # the first row has now waited 1.0 s
+    tool_row(ledger, 3)
+    assert [r[1] for r in stored(ledger_path)] == [1, 2, 3]
+    clock.now += 0.9  # the age counts from the oldest row still waiting, not from the last write
+    tool_row(ledger, 4)
+    assert len(stored(ledger_path)) == 3
+    clock.now += 0.1
+    tool_row(ledger, 5)
+    assert len(stored(ledger_path)) == 3
+    clock.now += 0.9
+    tool_row(ledger, 6)
+    assert [r[1] for r in stored(ledger_path)] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"origin": "tool", "passed": False, "breach_reason": "loop"},
+        {"origin": "model", "passed": False, "breach_reason": "max_turns"},
+        {"origin": "breaker", "passed": False, "breach_reason": "loop"},
+        {"origin": "approval", "passed": True},
+        {"origin": "checkpoint", "passed": True},
+    ],
+)
+def test_a_row_that_must_not_wait_is_written_at_once_after_the_waiting_rows(
+    ledger_path: Path, row: dict[str, object]
+) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60)
+    tool_row(ledger, 1)
+    ledger.record(session_id="s", turn=2, **row)  # type: ignore[arg-type]
+    assert [(r[1], r[2]) for r in stored(ledger_path)] == [(1, "tool"), (2, row["origin"])]
+    assert ledger.verify().ok
+
+
+def test_a_full_batch_is_written_however_young(ledger_path: Path, clock: FakeClock) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60)
+    for t in range(1, _deferred.BATCH_ROWS):
+        tool_row(ledger, t)
+    assert stored(ledger_path) == []
+    tool_row(ledger, _deferred.BATCH_ROWS)
+    assert len(stored(ledger_path)) == _deferred.BATCH_ROWS
+
+
+def test_every_read_sees_the_waiting_rows(ledger_path: Path, tmp_path: Path) -> None:
+    reads = {
+        "rows": lambda led: [r.turn for r in led.rows()] == [1, 2],
+        "sessions": lambda led: [s.rows for s in led.sessions()] == [2],
+        "verify": lambda led: led.verify().rows_checked == 2,
+        "export": lambda led: led.export_jsonl(tmp_path / "out.jsonl") == 2,
+        "checkpoint": lambda led: led.checkpoint().size == 2,
+    }
+    for name, read in reads.items():
+        path = tmp_path / f"{name}.db"
+        ledger = Ledger(path, defer_seconds=60)
+        tool_row(ledger, 1)
+        tool_row(ledger, 2)
+        assert read(ledger), name
+        ledger.close()
+
+
+def test_checkpoint_every_counts_rows_written_in_one_batch(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60, checkpoint_every=3)
+    for t in range(1, 8):
+        tool_row(ledger, t)
+    ledger.flush()
+    assert [cp.size for cp in ledger.checkpoints()] == [3, 6]
+    for cp in ledger.checkpoints():
+        result = ledger.verify(checkpoint=cp)
+        assert result.ok, result.problems
+
+
+def test_a_locked_file_keeps_every_waiting_row_and_says_so(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60, busy_timeout=0.05)
+    tool_row(ledger, 1)
+    tool_row(ledger, 2)
+    blocker = sqlite3.connect(ledger_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(LedgerBusy) as info:
+        tool_row(ledger, 3, passed=False, breach_reason="loop")  # written at once: fails while locked
+    assert "3 ledger rows wait in this process" in "\n".join(getattr(info.value, "__notes__", []))
+    with pytest.raises(LedgerBusy):
+        ledger.close()  # close() cannot write them either: it keeps them and closes nothing
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    ledger.close()
+    assert [(r[1], r[3]) for r in stored(ledger_path)] == [(1, 1), (2, 1), (3, 0)]
+    assert Ledger(ledger_path).verify().ok
+
+
+def test_past_the_waiting_limit_a_new_row_is_refused_loudly_not_dropped_silently(
+    ledger_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_deferred, "MAX_WAITING", 3)
+    ledger = Ledger(ledger_path, defer_seconds=60, busy_timeout=0.05)
+    for t in (1, 2, 3):
+        tool_row(ledger, t)
+    blocker = sqlite3.connect(ledger_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(LedgerError, match=r"3 ledger rows already wait .* this row was not recorded"):
+        tool_row(ledger, 4)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    tool_row(ledger, 5)  # the ledger can be written again: the limit makes room by writing the waiting rows
+    ledger.flush()
+    assert [r[1] for r in stored(ledger_path)] == [1, 2, 3, 5]
+
+
+def test_a_breaker_trip_writes_the_waiting_rows_then_the_refusal(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60)
+    breaker = Breaker(ledger=ledger, max_tool_calls=3)
+    for i in range(3):
+        breaker.before_tool("search", {"q": f"query {i}"})
+        breaker.after_tool("search", {"q": f"query {i}"}, result=f"answer {i}")
+    assert stored(ledger_path) == []  # three routine rows wait
+    with pytest.raises(LoopGuardTripped):
+        breaker.before_tool("search", {"q": "query 4"})
+    rows = list(ledger.rows())
+    assert [(r.origin, r.passed) for r in rows[:3]] == [("tool", True)] * 3
+    assert any(not r.passed for r in rows[3:])  # the refusal is on disk the moment it is raised
+    assert ledger.verify().ok
+
+
+def _exit_script(path: Path, body: str) -> str:
+    return textwrap.dedent(
+        f"""
+        import gc
+        from loopguard_core.ledger import Ledger
+        ledger = Ledger({str(path)!r}, defer_seconds=3600)
+        for turn in (1, 2, 3):
+            ledger.record(session_id="s", origin="tool", turn=turn, input_text=str(turn))
+        {body}
+        """
+    )
+
+
+@pytest.mark.parametrize("body", ["pass", "del ledger; gc.collect()"], ids=["open", "dropped-without-close"])
+def test_interpreter_exit_writes_the_waiting_rows(ledger_path: Path, body: str) -> None:
+    subprocess.run([sys.executable, "-c", _exit_script(ledger_path, body)], check=True, timeout=60)
+    assert [r[1] for r in stored(ledger_path)] == [1, 2, 3]
+    assert Ledger(ledger_path).verify().ok
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses the fork start method")
+def test_a_forked_child_does_not_write_its_parents_waiting_rows(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60)
+    tool_row(ledger, 1)
+    tool_row(ledger, 2)
+
+    def child() -> None:
+        ledger.record(session_id="child", origin="tool", turn=10, input_text="c")
+        ledger.close()
+
+    p = multiprocessing.get_context("fork").Process(target=child)
+    p.start()
+    p.join(timeout=60)
+    assert p.exitcode == 0
+    assert [r[1] for r in stored(ledger_path)] == [10]  # the child wrote its own row only
+    ledger.close()
+    assert [r[1] for r in stored(ledger_path)] == [10, 1, 2]
+    assert Ledger(ledger_path).verify().ok
+
+
+def _deferred_worker(path: str, worker: int, start: object) -> None:
+    ledger = Ledger(path, busy_timeout=30, defer_seconds=0.002)
+    start.wait()  # type: ignore[attr-defined]
+    for i in range(200):
+        ledger.record(session_id=f"proc-{worker}", origin="tool", turn=i, input_text=f"{worker}:{i}")
+    ledger.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses the fork start method")
+def test_processes_writing_batches_to_one_file_keep_one_chain(ledger_path: Path) -> None:
+    Ledger(ledger_path).close()
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_deferred_worker, args=(str(ledger_path), w, start)) for w in range(4)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * 4
+    ledger = Ledger(ledger_path)
+    result = ledger.verify()
+    assert result.ok, result.problems
+    rows = list(ledger.rows())
+    assert [r.seq for r in rows] == list(range(1, 801))
+    for w in range(4):  # each process's rows in the order it recorded them
+        assert [r.turn for r in rows if r.session_id == f"proc-{w}"] == list(range(200))
+
+
+def test_in_memory_ledger_defers_too() -> None:
+    ledger = Ledger(":memory:", defer_seconds=60)
+    ledger.record(session_id="s", origin="model", turn=1)
+    ledger.record(session_id="s", origin="model", turn=2)
+    assert [r.turn for r in ledger.rows()] == [1, 2]
+    assert ledger.verify().ok
+
+
+@pytest.mark.parametrize("bad", [-1, True, "0.1", float("nan"), float("inf"), 86_400])
+def test_bad_defer_seconds_is_refused_with_what_to_pass(ledger_path: Path, bad: object) -> None:
+    with pytest.raises(LedgerConfigError, match="defer_seconds must be None or a number of seconds from 0 to"):
+        Ledger(ledger_path, defer_seconds=bad)  # type: ignore[arg-type]
+
+
+def test_zero_defer_seconds_writes_each_row_at_once(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=0)
+    assert tool_row(ledger, 1) == 1
+    assert len(stored(ledger_path)) == 1
+
+
+def test_defer_seconds_with_read_only_is_refused(ledger_path: Path) -> None:
+    Ledger(ledger_path).close()
+    with pytest.raises(LedgerConfigError, match="defer_seconds needs a ledger it can write"):
+        Ledger(ledger_path, read_only=True, defer_seconds=1)
+
+
+def test_defer_seconds_on_postgresql_is_refused_with_the_reason(pg_url: str) -> None:
+    with pytest.raises(LedgerConfigError, match="batches rows into one commit on SQLite ledgers"):
+        Ledger(pg_url, defer_seconds=1)
