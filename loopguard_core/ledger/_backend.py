@@ -8,6 +8,8 @@ new backend (e.g. PostgreSQL with ``pg_advisory_xact_lock``) only has to impleme
   ``BEGIN IMMEDIATE``; PostgreSQL: an advisory transaction lock on the chain id), read the head row
   (``seq``, ``row_hash``), compute ``row_hash(prev, values)`` with ``_chain.row_hash``, insert the row at
   ``seq = head + 1``, call ``on_sealed(seq, row_hash)`` and store the checkpoint it returns, then commit.
+* optional: ``append_many(rows, on_sealed)`` appends several rows the same way in ONE transaction and returns
+  the last seq; ``Ledger(defer_seconds=...)`` needs it (the SQLite and PostgreSQL backends have it).
 * ``reader()`` yields a read view over one consistent snapshot; ``rows`` must stream in ``seq`` order.
 * ``input_hash_mode=None`` opens an existing ledger read-only (no schema changes, no key check).
 * The database itself must refuse UPDATE and DELETE on the rows, checkpoints and meta tables.

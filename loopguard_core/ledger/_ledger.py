@@ -67,7 +67,7 @@ class Ledger:
     ``read_only=True`` opens an existing ledger for verify/review/export without creating anything and
     without needing its ``hmac_key``; ``record`` is refused, ``checkpoint`` still works (it adds no row).
 
-    ``defer_seconds=S`` (SQLite, off by default) lets routine rows (model turns and tool calls that passed)
+    ``defer_seconds=S`` (off by default) lets routine rows (model turns and tool calls that passed)
     wait in the process and be written together in one commit once the oldest has waited ``S`` seconds;
     refusals, trips, approvals and checkpoints are written at once, after the rows waiting before them. Reads,
     ``flush()``, ``close()`` and interpreter exit write them too; a process killed without exiting loses them
@@ -140,8 +140,8 @@ class Ledger:
         if append_many is None:
             self._backend.close()
             raise LedgerConfigError(
-                f"defer_seconds batches rows into one commit on SQLite ledgers; {self.url!r} writes each row "
-                "in its own transaction: leave defer_seconds out"
+                f"defer_seconds writes waiting rows with the backend's append_many, and the backend of {self.url!r}"
+                " has none: leave defer_seconds out"
             )
         on_sealed = self._on_sealed
         return WaitingRows(seconds, lambda rows: append_many(rows, on_sealed))

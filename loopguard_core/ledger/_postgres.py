@@ -447,17 +447,28 @@ class PostgresBackend:
 
     # -- writes ------------------------------------------------------------------------------------
     def append(self, values: Sequence[Any], on_sealed: OnSealed | None) -> int:
+        if on_sealed is None and not self.read_only:
+            return self._recovering(values, lambda: self._append_fast(values))
+        return self.append_many((values,), on_sealed)
+
+    def append_many(self, rows: Sequence[Sequence[Any]], on_sealed: OnSealed | None) -> int:
+        """Append ``rows`` in order in one transaction (one commit, one round trip for the inserts); return the
+        last one's seq."""
         if self.read_only:
             raise LedgerError(f"ledger {self.url!r} was opened read_only; open it without read_only to write")
+        return self._recovering(
+            rows[-1], lambda: self._sealed_write(lambda conn, head: self._insert_rows(conn, head, rows, on_sealed))
+        )
+
+    def _recovering(self, last: Sequence[Any], write: Callable[[], int]) -> int:
         for attempt in (1, 2):
             try:
-                if on_sealed is None:
-                    return self._append_fast(values)
-                return self._sealed_write(lambda conn, head: self._insert_row(conn, head, values, on_sealed))
+                return write()
             except _Lost as lost:
-                # The connection died after the row was sent. Once that session is gone its transaction
-                # is final, so look the row up: found -> it was stored; absent -> write it (once more).
-                seq = self._recover(lost, values)
+                # The connection died after the rows were sent. Once that session is gone its transaction is
+                # final, so look the last row up (the rows were one transaction): found -> stored; absent ->
+                # write them (once more).
+                seq = self._recover(lost, last)
                 if seq is not None:
                     return seq
                 if attempt == 2:
@@ -525,14 +536,29 @@ class PostgresBackend:
         except _Lost as lost:
             raise lost.error from lost.cause
 
-    def _insert_row(self, conn: Conn, head: tuple[int, str] | None, values: Sequence[Any], on_sealed: OnSealed) -> int:
-        seq, prev = (1, self.genesis) if head is None else (head[0] + 1, head[1])
-        sealed = row_hash(prev, values)
-        cp = on_sealed(seq, sealed)
-        with conn.pipeline():  # one round trip: INSERT(s) and COMMIT
-            conn.execute(self._insert_sql, (seq, *values, prev, sealed), prepare=True)
+    def _insert_rows(
+        self,
+        conn: Conn,
+        head: tuple[int, str] | None,
+        rows: Sequence[Sequence[Any]],
+        on_sealed: OnSealed | None,
+    ) -> int:
+        seq, prev = (0, self.genesis) if head is None else head
+        sealed_rows: list[tuple[Any, ...]] = []
+        checkpoints: list[tuple[Any, ...]] = []
+        for values in rows:
+            seq += 1
+            sealed = row_hash(prev, values)
+            sealed_rows.append((seq, *values, prev, sealed))
+            prev = sealed
+            cp = None if on_sealed is None else on_sealed(seq, sealed)
             if cp is not None:
-                conn.execute(self._insert_cp_sql, (cp.size, cp.head_hash, cp.note, self._utc_now()))
+                checkpoints.append((cp.size, cp.head_hash, cp.note, self._utc_now()))
+        with conn.pipeline():  # one round trip: INSERT(s) and COMMIT
+            cur = conn.cursor()
+            cur.executemany(self._insert_sql, sealed_rows)
+            if checkpoints:
+                cur.executemany(self._insert_cp_sql, checkpoints)
             conn.execute("COMMIT")
         return seq
 

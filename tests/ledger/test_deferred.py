@@ -8,12 +8,16 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from loopguard_core import Breaker, LoopGuardTripped
 from loopguard_core.ledger import Ledger, LedgerBusy, LedgerConfigError, LedgerError, _deferred
+from loopguard_core.ledger._sqlite import SqliteBackend
 
 
 def stored(path: Path) -> list[tuple[int, int, str, int]]:
@@ -278,6 +282,85 @@ def test_defer_seconds_with_read_only_is_refused(ledger_path: Path) -> None:
         Ledger(ledger_path, read_only=True, defer_seconds=1)
 
 
-def test_defer_seconds_on_postgresql_is_refused_with_the_reason(pg_url: str) -> None:
-    with pytest.raises(LedgerConfigError, match="batches rows into one commit on SQLite ledgers"):
-        Ledger(pg_url, defer_seconds=1)
+def test_a_backend_without_append_many_refuses_defer_seconds(
+    ledger_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(SqliteBackend, "append_many")
+    with pytest.raises(LedgerConfigError, match="has none: leave defer_seconds out"):
+        Ledger(ledger_path, defer_seconds=1)
+    Ledger(ledger_path).close()  # the refused ledger closed what it had opened: the file opens as usual
+
+
+# -- PostgreSQL: one transaction per batch, and a batch whose session dies is stored exactly once -------------
+def _pg_turns(admin: Any, schema: str) -> list[tuple[int, int, int]]:
+    return [tuple(r) for r in admin.execute(f'SELECT seq, turn, passed FROM "{schema}".loopguard_ledger ORDER BY seq')]
+
+
+def test_postgresql_rows_wait_and_a_refusal_writes_them_first(pg_url: str, pg_admin: Any, pg_schema: str) -> None:
+    ledger = Ledger(pg_url, defer_seconds=60, checkpoint_every=2)
+    for t in (1, 2, 3):
+        assert tool_row(ledger, t) == 0
+    assert _pg_turns(pg_admin, pg_schema) == []
+    tool_row(ledger, 4, passed=False, breach_reason="loop")
+    assert _pg_turns(pg_admin, pg_schema) == [(1, 1, 1), (2, 2, 1), (3, 3, 1), (4, 4, 0)]
+    assert [cp.size for cp in ledger.checkpoints()] == [2, 4]
+    assert ledger.verify(checkpoint=ledger.checkpoints()[-1]).ok
+    tool_row(ledger, 5)
+    ledger.close()
+    assert [r[1] for r in _pg_turns(pg_admin, pg_schema)] == [1, 2, 3, 4, 5]
+
+
+def test_postgresql_batch_whose_session_dies_after_sending_is_stored_exactly_once(
+    pg_url: str, pg_admin: Any, pg_schema: str
+) -> None:
+    ledger = Ledger(pg_url, defer_seconds=60, busy_timeout=60)
+    tool_row(ledger, 1)
+    ledger.flush()
+    for t in (2, 3, 4):
+        tool_row(ledger, t)
+    import psycopg
+
+    # Reads pass and INSERTs wait: the batch takes the chain lock, reads the head, sends its rows, and blocks.
+    blocker = psycopg.connect(pg_url.split("?")[0], autocommit=False)
+    blocker.execute(f'LOCK TABLE "{pg_schema}".loopguard_ledger IN EXCLUSIVE MODE')
+    errors: list[BaseException] = []
+
+    def flush() -> None:
+        try:
+            ledger.flush()
+        except BaseException as exc:  # pragma: no cover - reported by the assertion below
+            errors.append(exc)
+
+    worker = threading.Thread(target=flush)
+    try:
+        worker.start()
+        waiting = _wait_for(lambda: _lock_waiters(pg_admin))
+        pg_admin.execute("SELECT pg_terminate_backend(%s)", (waiting[0],))
+        _wait_for(lambda: waiting[0] not in _lock_waiters(pg_admin, all_sessions=True) or None)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    worker.join(timeout=60)
+    assert errors == []
+    # The killed transaction took its rows with it: the ledger looked for the last one, did not find it, and
+    # wrote the batch again, once, in order.
+    assert [r[1] for r in _pg_turns(pg_admin, pg_schema)] == [1, 2, 3, 4]
+    assert ledger.verify().ok
+    ledger.close()
+
+
+def _lock_waiters(admin: Any, all_sessions: bool = False) -> list[int]:
+    where = "true" if all_sessions else "wait_event_type = 'Lock'"
+    sql = "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database() AND "
+    return [pid for (pid,) in admin.execute(sql + where)]
+
+
+def _wait_for(check: Any) -> Any:
+    deadline = time.monotonic() + 30
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError("gave up waiting")
+        time.sleep(0.01)
