@@ -666,6 +666,19 @@ class Breaker:
         join = run_id is None and (self._runs.in_run() or not self.isolate_runs)
         return RunHandle(self, run_id, join_current=join)
 
+    def _flush_ledger(self, error: BaseException | None) -> None:
+        """A run ends: rows waiting in its ledger (``Ledger(defer_seconds=...)``) are written now, not whenever the
+        process records its next row."""
+        flush = getattr(self.ledger, "flush", None)
+        if flush is None:
+            return
+        try:
+            flush()
+        except Exception:
+            if self._ledger_failure == "raise" and error is None:
+                raise
+            logger.exception("loopguard could not write the ledger rows waiting at the end of the run")
+
     def _store_unavailable_at_close(self, exc: StoreError) -> LoopGuardTripped | None:
         """A run ends while its store cannot be read: the trip to raise (failure policy closed), else None."""
         policy = getattr(self._store, "failure_policy", "closed")

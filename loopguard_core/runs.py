@@ -90,8 +90,10 @@ class RunHandle:
 
         When the store cannot be read at the end (Redis went away), the run still ends; under the store's
         closed failure policy that is reported as ``LoopGuardTripped(reason="store_unavailable")``, never as a
-        store error, and never over an ``error`` already on its way out of the run."""
+        store error, and never over an ``error`` already on its way out of the run. Ledger rows still waiting
+        (``Ledger(defer_seconds=...)``) are written first."""
         try:
+            self._breaker._flush_ledger(error)
             self.result = self._breaker.usage(run_id=self.run_id)
         except StoreError as exc:
             self.result = None

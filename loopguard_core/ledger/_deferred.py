@@ -1,10 +1,11 @@
 """Rows that wait in the process and are written together: the ledger's ``defer_seconds``.
 
-A SQLite commit costs more than everything else a guarded call does. With ``defer_seconds`` the routine rows
-(a model turn or a tool call that passed) wait in the process and are written in one transaction, in the order
-they were recorded, once the oldest has waited that long, when many wait, before a row that must not wait, on
-every read of the ledger, on ``flush()``/``close()`` and at interpreter exit. A write that fails keeps every
-row it was given (the error says how many wait); only a process that dies without exiting loses them.
+A commit costs more than everything else a guarded call does. With ``defer_seconds`` the routine rows (a model
+turn or a tool call that passed) wait in the process and are written in one transaction, in the order they were
+recorded, once the oldest has waited that long, when many wait, before a row that must not wait, on every read
+of the ledger, on ``flush()``/``close()`` and when the process exits (interpreter exit, or the end of a
+``multiprocessing`` child). A write that fails keeps every row recorded before it (the error says how many
+wait); only a process that dies without exiting loses them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from time import monotonic as _monotonic
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 from ..errors import add_note
 from ._errors import LedgerError
 
-__all__ = ["MAX_WAITING", "WaitingRows", "flush_at_exit"]
+__all__ = ["BATCH_ROWS", "MAX_WAITING", "WaitingRows", "flush_at_exit"]
 
 logger = logging.getLogger("loopguard.ledger")
 
@@ -30,56 +33,96 @@ BATCH_ROWS = 512
 #: silently (about 5 MB of row values).
 MAX_WAITING = 10_000
 
-# Bumped in a forked child: the rows waiting at the fork are the parent's to write.
-_fork_generation = [0]
-
-
-def _after_fork() -> None:
-    _fork_generation[0] += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
-
-# Every WaitingRows that holds rows, strongly: a ledger dropped without close() still has them written at exit.
+# Every WaitingRows (for the fork hook), and those holding rows, strongly: a ledger dropped without close()
+# still has its rows written at exit.
+_every: weakref.WeakSet[WaitingRows] = weakref.WeakSet()
 _holding: set[WaitingRows] = set()
 _holding_lock = threading.Lock()
+# The process whose multiprocessing exit hook runs flush_at_exit (a forked child registers its own).
+_hooked_pid = [0]
 
 
 def flush_at_exit() -> None:
     with _holding_lock:
         holding = list(_holding)
     for waiting in holding:
+        count = waiting.count
         try:
             waiting.flush()
-        except Exception as exc:  # exit path: nothing above us can take the error any more
-            logger.error("loopguard could not write %d waiting ledger rows at exit: %s", waiting.count, exc)
+        except Exception as exc:  # exit path: nothing above us can take the error any more, so say it loudly
+            message = f"loopguard could not write {count:,} waiting ledger rows at exit; they are lost: {exc}"
+            logger.error(message)
+            if not _reaches_a_handler(logger):
+                print(message, file=sys.stderr)
 
 
 atexit.register(flush_at_exit)
 
 
+def _after_fork_in_child() -> None:
+    # Only the forking thread lives on in the child: a lock another thread held at the fork would never be
+    # released. The rows waiting at the fork are the parent's to write.
+    global _holding_lock
+    _holding_lock = threading.Lock()
+    _holding.clear()
+    for waiting in list(_every):
+        waiting._forget_parent()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _hook_multiprocessing_exit() -> None:
+    """A ``multiprocessing`` child ends with ``os._exit``, which runs no atexit handler, but runs its own exit
+    finalizers: have them write the waiting rows too (once per process)."""
+    pid = os.getpid()
+    if _hooked_pid[0] == pid:
+        return
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:  # not using multiprocessing (yet): the atexit handler serves
+        return
+    _hooked_pid[0] = pid
+    util.Finalize(None, flush_at_exit, exitpriority=0)
+
+
+def _reaches_a_handler(log: logging.Logger) -> bool:
+    current: logging.Logger | None = log
+    while current is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
 class WaitingRows:
     """The rows of one ledger that wait to be written, and the rule for when they are."""
 
-    def __init__(self, seconds: float, write: Callable[[Sequence[Sequence[Any]]], object]) -> None:
+    def __init__(self, seconds: float, write: Callable[[Sequence[Sequence[Any]]], int], name: str) -> None:
         self._seconds = seconds
         self._write = write
+        self._name = name
         self._rows: list[Sequence[Any]] = []
         self._since = 0.0  # monotonic time the oldest waiting row was recorded
-        self._generation = _fork_generation[0]
+        self._closed = False
         # Held while writing, so batches reach the file in the order their rows were recorded. Never held
-        # across a guarded call: only inside record(), a read or flush().
+        # across a guarded call: only inside record(), a read, flush() or close().
         self._lock = threading.Lock()
+        _every.add(self)
 
     @property
     def count(self) -> int:
         return len(self._rows)
 
-    def add(self, values: Sequence[Any], at_once: bool) -> None:
-        """Keep ``values``; write every waiting row now when ``at_once`` or when the batch is due."""
+    def add(self, values: Sequence[Any], at_once: bool) -> int:
+        """Keep ``values``; write every waiting row now when ``at_once`` or when the batch is due, and return the
+        seq ``values`` got (0 while it waits). When that write fails, ``values`` is not kept (the error is this
+        row's: recording it again records it once) and the rows recorded before it still wait."""
         with self._lock:
-            self._forget_parent()
+            if self._closed:
+                raise LedgerError(f"ledger {self._name!r} is closed; open a new Ledger to record more rows")
             now = _monotonic()
             if len(self._rows) >= MAX_WAITING:
                 # The earlier writes failed and keep failing: refuse this row loudly rather than grow without end.
@@ -93,39 +136,67 @@ class WaitingRows:
                     ) from exc
             if not self._rows:
                 self._since = now
-                with _holding_lock:
-                    _holding.add(self)
+                self._hold()
             self._rows.append(values)
-            if at_once or len(self._rows) >= BATCH_ROWS or now - self._since >= self._seconds:
-                self._write_locked()
+            if not (at_once or len(self._rows) >= BATCH_ROWS or now - self._since >= self._seconds):
+                return 0
+            try:
+                return self._write_locked()
+            except BaseException as exc:
+                self._rows.pop()
+                if not self._rows:
+                    self._release()
+                add_note(exc, f"loopguard: this row was not recorded; {self._waiting_note(before_it=True)}")
+                raise
 
     def flush(self) -> None:
         """Write every waiting row now (one transaction)."""
         with self._lock:
-            self._forget_parent()
-            self._write_locked()
+            self._flush_locked()
 
-    def _write_locked(self) -> None:
+    def close(self) -> None:
+        """Write every waiting row, then refuse new ones (a row kept after close would never be written)."""
+        with self._lock:
+            self._flush_locked()
+            self._closed = True
+
+    def _flush_locked(self) -> None:
+        try:
+            self._write_locked()
+        except BaseException as exc:
+            add_note(exc, f"loopguard: {self._waiting_note()}")
+            raise
+
+    def _waiting_note(self, before_it: bool = False) -> str:
+        if not self._rows:
+            return "no other row waits"
+        which = "rows recorded before it" if before_it else "rows"
+        return (
+            f"{len(self._rows):,} ledger {which} wait in this process; flush(), close() or a read of this Ledger "
+            "writes them, as does a record() once they are due"
+        )
+
+    def _write_locked(self) -> int:
+        """Write the waiting rows; return the last one's seq (0 when none waited)."""
         rows = self._rows
         if not rows:
-            return
-        try:
-            self._write(rows)
-        except BaseException as exc:
-            # Nothing of the batch was committed (one transaction): every row still waits, in order.
-            add_note(
-                exc,
-                f"loopguard: {len(rows):,} ledger rows wait in this process and are written by the next "
-                "record(), read, flush() or close()",
-            )
-            raise
+            return 0
+        # Nothing of the batch is committed unless all of it is (one transaction): on an error every row still
+        # waits, in order.
+        last = self._write(rows)
         self._rows = []
+        self._release()
+        return last
+
+    def _hold(self) -> None:
+        with _holding_lock:
+            _holding.add(self)
+        _hook_multiprocessing_exit()
+
+    def _release(self) -> None:
         with _holding_lock:
             _holding.discard(self)
 
     def _forget_parent(self) -> None:
-        if self._generation != _fork_generation[0]:
-            self._rows = []  # recorded by the parent before the fork: the parent writes them
-            self._generation = _fork_generation[0]
-            with _holding_lock:
-                _holding.discard(self)
+        self._lock = threading.Lock()
+        self._rows = []

@@ -144,7 +144,7 @@ class Ledger:
                 " has none: leave defer_seconds out"
             )
         on_sealed = self._on_sealed
-        return WaitingRows(seconds, lambda rows: append_many(rows, on_sealed))
+        return WaitingRows(seconds, lambda rows: append_many(rows, on_sealed), self.url)
 
     def __repr__(self) -> str:
         return f"Ledger({self.url!r})"
@@ -171,7 +171,7 @@ class Ledger:
         passed: bool = True,
         breach_reason: str | None = None,
     ) -> int:
-        """Append one row and return its ``seq`` (1 for the first row), or 0 when the row waits under
+        """Append one row and return its ``seq`` (1 for the first row), or 0 while the row waits under
         ``defer_seconds`` (its seq is given when it is written). ``input_text`` is hashed, never stored."""
         # Fast path for well-typed calls (the breaker's); anything else gets the explaining validator.
         if not (
@@ -217,8 +217,7 @@ class Ledger:
         if self._waiting is not None:
             # Only a routine row waits; a refusal, a trip, an approval or a checkpoint is written at once
             # (with the rows waiting before it, in order).
-            self._waiting.add(values, not passed or origin not in _ROUTINE)
-            return 0
+            return self._waiting.add(values, not passed or origin not in _ROUTINE)
         return self._backend.append(values, self._on_sealed)
 
     def flush(self) -> None:
@@ -375,7 +374,8 @@ class Ledger:
     def close(self) -> None:
         """Write the rows waiting under ``defer_seconds``, then close every connection this ledger opened (in
         every thread). When they cannot be written the error is raised and nothing is closed: call again."""
-        self.flush()
+        if self._waiting is not None:
+            self._waiting.close()
         self._backend.close()
 
     def __enter__(self) -> Ledger:

@@ -4,6 +4,7 @@ commit; nothing recorded is lost while the process lives and exits normally."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +28,11 @@ def stored(path: Path) -> list[tuple[int, int, str, int]]:
         return [tuple(r) for r in conn.execute("SELECT seq, turn, origin, passed FROM loopguard_ledger ORDER BY seq")]
     finally:
         conn.close()
+
+
+def tool_rows(path: Path) -> list[tuple[int, int, str, int]]:
+    """Those of ``stored(path)`` a tool call wrote (a run also writes a ``checkpoint`` row when it starts)."""
+    return [r for r in stored(path) if r[2] == "tool"]
 
 
 class FakeClock:
@@ -125,6 +131,36 @@ def test_every_read_sees_the_waiting_rows(ledger_path: Path, tmp_path: Path) -> 
         ledger.close()
 
 
+def test_checkpoints_lists_those_of_the_waiting_rows(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60, checkpoint_every=2)
+    tool_row(ledger, 1)
+    tool_row(ledger, 2)
+    assert [cp.size for cp in ledger.checkpoints()] == [2]
+
+
+def test_threads_recording_into_one_ledger_lose_and_reorder_nothing(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=0.001, checkpoint_every=7)
+    start = threading.Barrier(4)
+
+    def work(worker: int) -> None:
+        start.wait()
+        for i in range(150):
+            ledger.record(session_id=f"t{worker}", origin="tool", turn=i, input_text=f"{worker}:{i}")
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    ledger.close()
+    reopened = Ledger(ledger_path)
+    rows = list(reopened.rows())
+    assert len(rows) == 600
+    for w in range(4):
+        assert [r.turn for r in rows if r.session_id == f"t{w}"] == list(range(150))
+    assert reopened.verify(checkpoint=reopened.checkpoints()[-1]).ok
+
+
 def test_checkpoint_every_counts_rows_written_in_one_batch(ledger_path: Path) -> None:
     ledger = Ledger(ledger_path, defer_seconds=60, checkpoint_every=3)
     for t in range(1, 8):
@@ -136,22 +172,38 @@ def test_checkpoint_every_counts_rows_written_in_one_batch(ledger_path: Path) ->
         assert result.ok, result.problems
 
 
-def test_a_locked_file_keeps_every_waiting_row_and_says_so(ledger_path: Path) -> None:
+def test_a_failed_write_keeps_the_earlier_rows_and_refuses_only_the_row_at_hand(ledger_path: Path) -> None:
     ledger = Ledger(ledger_path, defer_seconds=60, busy_timeout=0.05)
     tool_row(ledger, 1)
     tool_row(ledger, 2)
     blocker = sqlite3.connect(ledger_path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
-    with pytest.raises(LedgerBusy) as info:
+    with pytest.raises(LedgerBusy, match="this row was not written") as info:
         tool_row(ledger, 3, passed=False, breach_reason="loop")  # written at once: fails while locked
-    assert "3 ledger rows wait in this process" in "\n".join(getattr(info.value, "__notes__", []))
-    with pytest.raises(LedgerBusy):
-        ledger.close()  # close() cannot write them either: it keeps them and closes nothing
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "this row was not recorded; 2 ledger rows recorded before it wait in this process" in notes
+    blocker.execute("ROLLBACK")
+    tool_row(ledger, 3, passed=False, breach_reason="loop")  # the retry the error invites records it once
+    assert [(r[1], r[3]) for r in stored(ledger_path)] == [(1, 1), (2, 1), (3, 0)]
+    tool_row(ledger, 4)
+    blocker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(LedgerBusy) as closing:
+        ledger.close()  # close() cannot write row 4 either: it keeps it and closes nothing
+    assert "1 ledger rows wait in this process" in "\n".join(getattr(closing.value, "__notes__", []))
     blocker.execute("ROLLBACK")
     blocker.close()
     ledger.close()
-    assert [(r[1], r[3]) for r in stored(ledger_path)] == [(1, 1), (2, 1), (3, 0)]
+    assert [r[1] for r in stored(ledger_path)] == [1, 2, 3, 4]
     assert Ledger(ledger_path).verify().ok
+
+
+def test_a_row_recorded_after_close_is_refused_not_kept(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60)
+    tool_row(ledger, 1)
+    ledger.close()
+    assert [r[1] for r in stored(ledger_path)] == [1]
+    with pytest.raises(LedgerError, match="is closed; open a new Ledger"):
+        tool_row(ledger, 2)
 
 
 def test_past_the_waiting_limit_a_new_row_is_refused_loudly_not_dropped_silently(
@@ -181,10 +233,39 @@ def test_a_breaker_trip_writes_the_waiting_rows_then_the_refusal(ledger_path: Pa
     assert stored(ledger_path) == []  # three routine rows wait
     with pytest.raises(LoopGuardTripped):
         breaker.before_tool("search", {"q": "query 4"})
-    rows = list(ledger.rows())
-    assert [(r.origin, r.passed) for r in rows[:3]] == [("tool", True)] * 3
-    assert any(not r.passed for r in rows[3:])  # the refusal is on disk the moment it is raised
+    on_disk = stored(ledger_path)  # read by another connection: the refusal is on disk the moment it is raised
+    assert [(r[2], r[3]) for r in on_disk[:3]] == [("tool", 1)] * 3
+    assert on_disk[3:] and all(r[3] == 0 for r in on_disk[3:])
     assert ledger.verify().ok
+
+
+def test_the_end_of_a_run_writes_its_waiting_rows(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60)
+    breaker = Breaker(ledger=ledger)
+    with breaker.run("run-1"):
+        for i in range(2):
+            breaker.before_tool("search", {"q": f"query {i}"})
+            breaker.after_tool("search", {"q": f"query {i}"}, result=f"answer {i}")
+        assert tool_rows(ledger_path) == []
+    assert [(r[2], r[3]) for r in tool_rows(ledger_path)] == [("tool", 1), ("tool", 1)]
+
+
+def test_a_run_end_that_cannot_write_its_rows_says_so(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60, busy_timeout=0.05)
+    breaker = Breaker(ledger=ledger)
+    run = breaker.begin_run("run-1")
+    breaker.before_tool("search", {"q": "x"})
+    breaker.after_tool("search", {"q": "x"}, result="y")
+    blocker = sqlite3.connect(ledger_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(LedgerBusy):  # ledger_failure="raise" (the default)
+            run.close()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    ledger.close()
+    assert len(tool_rows(ledger_path)) == 1
 
 
 def _exit_script(path: Path, body: str) -> str:
@@ -227,6 +308,71 @@ def test_a_forked_child_does_not_write_its_parents_waiting_rows(ledger_path: Pat
     assert Ledger(ledger_path).verify().ok
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="uses the fork start method")
+def test_a_fork_while_another_thread_writes_leaves_the_child_a_working_ledger(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60)
+    tool_row(ledger, 1)
+    waiting = ledger._waiting
+    assert waiting is not None
+    entered, release = threading.Event(), threading.Event()
+    write = waiting._write
+
+    def slow_write(rows: Any) -> object:  # a write that takes a while (a busy file, a slow disk)
+        entered.set()
+        release.wait(30)
+        return write(rows)
+
+    waiting._write = slow_write
+    flusher = threading.Thread(target=ledger.flush)  # holds the rows' lock while it writes
+    flusher.start()
+    assert entered.wait(10)
+
+    def child() -> None:
+        # Only the forking thread lives on in the child: a lock the flusher held at the fork would never be
+        # released, and this record() would hang. The parent's waiting row is not the child's to write.
+        ledger.record(session_id="child", origin="tool", turn=10, input_text="c")
+        os._exit(0 if waiting.count == 1 else 2)
+
+    p = multiprocessing.get_context("fork").Process(target=child)
+    p.start()
+    p.join(timeout=30)
+    if p.exitcode is None:
+        p.kill()
+    release.set()
+    flusher.join(timeout=30)
+    assert p.exitcode == 0
+    ledger.close()
+    assert [r[1] for r in stored(ledger_path)] == [1]
+
+
+def _record_and_return(path: str) -> None:
+    ledger = Ledger(path, defer_seconds=3600)
+    for turn in (1, 2, 3):
+        ledger.record(session_id="worker", origin="tool", turn=turn, input_text=str(turn))
+    # no close(): a multiprocessing child then ends with os._exit, which runs no atexit handler
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses the fork start method")
+def test_a_multiprocessing_child_that_never_closes_still_writes_its_rows(ledger_path: Path) -> None:
+    Ledger(ledger_path).close()
+    p = multiprocessing.get_context("fork").Process(target=_record_and_return, args=(str(ledger_path),))
+    p.start()
+    p.join(timeout=60)
+    assert p.exitcode == 0
+    assert [r[1] for r in stored(ledger_path)] == [1, 2, 3]
+
+
+def test_rows_lost_at_exit_are_reported_on_stderr(ledger_path: Path) -> None:
+    script = _exit_script(
+        ledger_path,
+        "import sqlite3; blocker = sqlite3.connect(ledger.url, isolation_level=None); "
+        "blocker.execute('BEGIN IMMEDIATE')",
+    ).replace("defer_seconds=3600)", "defer_seconds=3600, busy_timeout=0.05)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "could not write 3 waiting ledger rows at exit; they are lost" in done.stderr
+
+
 def _deferred_worker(path: str, worker: int, start: object) -> None:
     ledger = Ledger(path, busy_timeout=30, defer_seconds=0.002)
     start.wait()  # type: ignore[attr-defined]
@@ -258,9 +404,10 @@ def test_processes_writing_batches_to_one_file_keep_one_chain(ledger_path: Path)
 
 def test_in_memory_ledger_defers_too() -> None:
     ledger = Ledger(":memory:", defer_seconds=60)
-    ledger.record(session_id="s", origin="model", turn=1)
-    ledger.record(session_id="s", origin="model", turn=2)
+    assert ledger.record(session_id="s", origin="model", turn=1) == 0
+    assert ledger.record(session_id="s", origin="model", turn=2) == 0
     assert [r.turn for r in ledger.rows()] == [1, 2]
+    assert ledger.record(session_id="s", origin="model", turn=3, passed=False) == 3
     assert ledger.verify().ok
 
 
