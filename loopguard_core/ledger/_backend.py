@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+from ._chain import row_hash
 from ._checkpoint import Checkpoint
 from ._model import SessionSummary
 
-__all__ = ["LedgerBackend", "OnSealed", "ReadView"]
+__all__ = ["LedgerBackend", "OnSealed", "ReadView", "Sealed", "seal_rows"]
 
 #: Called inside the append transaction with the new row's seq and hash; returns a checkpoint to store.
 OnSealed = Callable[[int, str], "Checkpoint | None"]
@@ -66,3 +67,29 @@ class LedgerBackend(Protocol):
     def reader(self) -> AbstractContextManager[ReadView]: ...
 
     def close(self) -> None: ...
+
+
+class Sealed(NamedTuple):
+    """Rows chained onto a head, ready to insert in one transaction."""
+
+    rows: list[tuple[Any, ...]]  # (seq, *values, prev_hash, row_hash), in order
+    checkpoints: list[tuple[Any, ...]]  # (size, head_hash, note, created_at) that on_sealed asked for
+    head: tuple[int, str]  # (seq, row_hash) of the last row
+
+
+def seal_rows(
+    head: tuple[int, str], rows: Sequence[Sequence[Any]], on_sealed: OnSealed | None, now: Callable[[], str]
+) -> Sealed:
+    """Chain ``rows`` onto ``head`` (``(0, genesis)`` for an empty chain): every backend's append, in one place."""
+    seq, prev = head
+    sealed_rows: list[tuple[Any, ...]] = []
+    checkpoints: list[tuple[Any, ...]] = []
+    for values in rows:
+        seq += 1
+        sealed = row_hash(prev, values)
+        sealed_rows.append((seq, *values, prev, sealed))
+        prev = sealed
+        cp = None if on_sealed is None else on_sealed(seq, sealed)
+        if cp is not None:
+            checkpoints.append((cp.size, cp.head_hash, cp.note, now()))
+    return Sealed(sealed_rows, checkpoints, (seq, prev))

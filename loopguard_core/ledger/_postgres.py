@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._extras import require
-from ._backend import OnSealed
+from ._backend import OnSealed, seal_rows
 from ._chain import canonical, genesis_hash, row_hash
 from ._checkpoint import Checkpoint
 from ._errors import LedgerBusy, LedgerConfigError, LedgerError, LedgerUnreachable
@@ -543,24 +543,14 @@ class PostgresBackend:
         rows: Sequence[Sequence[Any]],
         on_sealed: OnSealed | None,
     ) -> int:
-        seq, prev = (0, self.genesis) if head is None else head
-        sealed_rows: list[tuple[Any, ...]] = []
-        checkpoints: list[tuple[Any, ...]] = []
-        for values in rows:
-            seq += 1
-            sealed = row_hash(prev, values)
-            sealed_rows.append((seq, *values, prev, sealed))
-            prev = sealed
-            cp = None if on_sealed is None else on_sealed(seq, sealed)
-            if cp is not None:
-                checkpoints.append((cp.size, cp.head_hash, cp.note, self._utc_now()))
+        sealed = seal_rows((0, self.genesis) if head is None else head, rows, on_sealed, self._utc_now)
         with conn.pipeline():  # one round trip: INSERT(s) and COMMIT
             cur = conn.cursor()
-            cur.executemany(self._insert_sql, sealed_rows)
-            if checkpoints:
-                cur.executemany(self._insert_cp_sql, checkpoints)
+            cur.executemany(self._insert_sql, sealed.rows)
+            if sealed.checkpoints:
+                cur.executemany(self._insert_cp_sql, sealed.checkpoints)
             conn.execute("COMMIT")
-        return seq
+        return sealed.head[0]
 
     def _sealed_write(self, write: Callable[[Conn, tuple[int, str] | None], _T]) -> _T:
         """Run ``write(conn, head)`` in a transaction holding the chain's advisory lock (two round trips)."""

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .._sqlite_wal import use_wal
-from ._backend import OnSealed
+from ._backend import OnSealed, seal_rows
 from ._chain import genesis_hash, row_hash
 from ._checkpoint import Checkpoint
 from ._errors import LedgerBusy, LedgerConfigError, LedgerError
@@ -368,24 +368,10 @@ class SqliteBackend:
             raise self._busy(exc) from exc
         try:
             row = conn.execute(_HEAD).fetchone()
-            if row is None:
-                seq, prev = 0, self.genesis
-            else:
-                seq, prev = row[0], row[1]
-            sealed_rows: list[tuple[Any, ...]] = []
-            checkpoints: list[tuple[Any, ...]] = []
-            for values in rows:
-                seq += 1
-                sealed = row_hash(prev, values)
-                sealed_rows.append((seq, *values, prev, sealed))
-                prev = sealed
-                if on_sealed is not None:
-                    cp = on_sealed(seq, sealed)
-                    if cp is not None:
-                        checkpoints.append((cp.size, cp.head_hash, cp.note, self._utc_now()))
-            conn.executemany(_INSERT, sealed_rows)
-            if checkpoints:
-                conn.executemany(_INSERT_CP, checkpoints)
+            sealed = seal_rows((0, self.genesis) if row is None else (row[0], row[1]), rows, on_sealed, self._utc_now)
+            conn.executemany(_INSERT, sealed.rows)
+            if sealed.checkpoints:
+                conn.executemany(_INSERT_CP, sealed.checkpoints)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -393,8 +379,8 @@ class SqliteBackend:
             if isinstance(exc, sqlite3.OperationalError):
                 raise self._busy(exc) from exc
             raise
-        self._head = (seq, prev)
-        return seq
+        self._head = sealed.head
+        return sealed.head[0]
 
     def checkpoint(self, make: Callable[[int, str], Checkpoint]) -> Checkpoint:
         # Allowed when read_only: a checkpoint adds no row and needs no hmac key.
