@@ -554,6 +554,19 @@ def _share(m: dict[str, Measured], floor: str, ours: str) -> float:
     return m[floor].median_ns / m[ours].median_ns
 
 
+def _share_goals(
+    m: dict[str, Measured], floor: str, name: str, least: float, rows: Sequence[tuple[str, str]], note: str = ""
+) -> list[Goal]:
+    """One throughput goal row per measured variant in ``rows`` ((key, how) pairs): its share of ``floor``."""
+    goals = []
+    for key, how in rows:
+        if key in m:
+            share = _share(m, floor, key)
+            status = "met" if share >= least else "not met"
+            goals.append(Goal(f"{name}, {how}", f">= {100 * least:.0f}%", round(100 * share, 1), "%", status, note))
+    return goals
+
+
 def _goals(m: dict[str, Measured], notes: list[str]) -> tuple[list[Goal], list[str]]:
     def why(prefix: str) -> str:
         return next((n for n in notes if n.startswith(prefix)), "pending")
@@ -612,23 +625,17 @@ def _goals(m: dict[str, Measured], notes: list[str]) -> tuple[list[Goal], list[s
             )
     name = "SQLite: guarded call with its ledger row vs raw sqlite3 per-row WAL commit (throughput, issue 14)"
     if "sqlite_record" in m:
-        for key, how in (
-            ("sqlite_turn", "default: one commit per row"),
-            ("sqlite_turn_deferred", f"defer_seconds={LEDGER_DEFER}: routine rows committed together"),
-        ):
-            if key not in m:
-                continue
-            turn = _share(m, "sqlite_raw", key)
-            goals.append(
-                Goal(
-                    f"{name}, {how}",
-                    ">= 70%",
-                    round(100 * turn, 1),
-                    "%",
-                    "met" if turn >= 0.7 else "not met",
-                    "synchronous=NORMAL",
-                )
-            )
+        goals += _share_goals(
+            m,
+            "sqlite_raw",
+            name,
+            0.7,
+            (
+                ("sqlite_turn", "default: one commit per row"),
+                ("sqlite_turn_deferred", f"defer_seconds={LEDGER_DEFER}: routine rows committed together"),
+            ),
+            "synchronous=NORMAL",
+        )
         share = _share(m, "sqlite_raw", "sqlite_record")
         context.append(
             f"SQLite: the ledger's append alone (`Ledger.record`) runs at {100 * share:.1f}% of the raw per-row"
@@ -639,13 +646,8 @@ def _goals(m: dict[str, Measured], notes: list[str]) -> tuple[list[Goal], list[s
         goals.append(Goal(name, ">= 70%", None, "%", "pending", why("SQLite")))
     name = "Redis: guarded call (before + after) vs raw EVALSHA (throughput, single client, issue 14)"
     if "redis_turn" in m:
-        for key, how in (("redis_turn", "default: two round trips"), ("redis_turn_deferred", "defer_seconds=0.1")):
-            if key not in m:
-                continue
-            share = _share(m, "redis_raw", key)
-            goals.append(
-                Goal(f"{name}, {how}", ">= 80%", round(100 * share, 1), "%", "met" if share >= 0.8 else "not met", "")
-            )
+        rows = (("redis_turn", "default: two round trips"), ("redis_turn_deferred", "defer_seconds=0.1"))
+        goals += _share_goals(m, "redis_raw", name, 0.8, rows)
         check = _share(m, "redis_raw", "redis_check")
         context.append(
             f"Redis: before_tool alone runs at {100 * check:.1f}% of a raw EVALSHA's throughput; a guarded call takes"

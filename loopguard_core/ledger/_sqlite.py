@@ -312,8 +312,7 @@ class SqliteBackend:
 
     # -- writes ------------------------------------------------------------------------------------
     def append(self, values: Sequence[Any], on_sealed: OnSealed | None) -> int:
-        if self.read_only:
-            raise LedgerError(f"ledger {self.path!r} was opened read_only; open it without read_only to write")
+        self._refuse_read_only()
         # The hot path: kept flat (no context manager) because it runs once per guarded call.
         if self._memory:
             with self._mem_lock:
@@ -351,10 +350,13 @@ class SqliteBackend:
                 return seq
         return self._append_batch(conn, (values,), on_sealed)
 
-    def append_many(self, rows: Sequence[Sequence[Any]], on_sealed: OnSealed | None) -> int:
-        """Append ``rows`` in order, in one transaction (one commit); return the last one's seq."""
+    def _refuse_read_only(self) -> None:
         if self.read_only:
             raise LedgerError(f"ledger {self.path!r} was opened read_only; open it without read_only to write")
+
+    def append_many(self, rows: Sequence[Sequence[Any]], on_sealed: OnSealed | None) -> int:
+        """Append ``rows`` in order, in one transaction (one commit); return the last one's seq."""
+        self._refuse_read_only()
         if self._memory:
             with self._mem_lock:
                 return self._append_batch(self._conn(), rows, on_sealed)
