@@ -2,10 +2,11 @@
 
 A commit costs more than everything else a guarded call does. With ``defer_seconds`` the routine rows (a model
 turn or a tool call that passed) wait in the process and are written in one transaction, in the order they were
-recorded, once the oldest has waited that long, when many wait, before a row that must not wait, on every read
-of the ledger, on ``flush()``/``close()`` and when the process exits (interpreter exit, or the end of a
-``multiprocessing`` child). A write that fails keeps every row recorded before it (the error says how many
-wait); only a process that dies without exiting loses them.
+recorded, once the oldest has waited that long (by the next ``record()``, or else by one background thread
+shared by every deferring ledger of the process, so a process that goes quiet does not keep its rows), when
+many wait, before a row that must not wait, on every read of the ledger, on ``flush()``/``close()`` and when the
+process exits (interpreter exit, or the end of a ``multiprocessing`` child). A write that fails keeps every row
+recorded before it (the error says how many wait); only a process that dies without exiting loses them.
 """
 
 from __future__ import annotations
@@ -38,8 +39,15 @@ MAX_WAITING = 10_000
 _every: weakref.WeakSet[WaitingRows] = weakref.WeakSet()
 _holding: set[WaitingRows] = set()
 _holding_lock = threading.Lock()
+# Wakes the background writer when a ledger starts holding rows (shares _holding_lock).
+_wake = threading.Condition(_holding_lock)
+# The background writer of this process (started with the first waiting row; a forked child starts its own).
+_writer: list[threading.Thread | None] = [None]
 # The process whose multiprocessing exit hook runs flush_at_exit (a forked child registers its own).
 _hooked_pid = [0]
+#: After a failed background write, the next background attempt waits at least this long (the next due
+#: ``record()``, read or ``flush()`` still tries at once and raises the error to its caller).
+RETRY_SECONDS = 1.0
 
 
 def flush_at_exit() -> None:
@@ -62,8 +70,10 @@ atexit.register(flush_at_exit)
 def _after_fork_in_child() -> None:
     # Only the forking thread lives on in the child: a lock another thread held at the fork would never be
     # released. The rows waiting at the fork are the parent's to write.
-    global _holding_lock
+    global _holding_lock, _wake
     _holding_lock = threading.Lock()
+    _wake = threading.Condition(_holding_lock)
+    _writer[0] = None  # the parent's writer thread does not exist here; the first waiting row starts one
     _holding.clear()
     for waiting in list(_every):
         waiting._forget_parent()
@@ -86,6 +96,35 @@ def _hook_multiprocessing_exit() -> None:
     util.Finalize(None, flush_at_exit, exitpriority=0)
 
 
+def _start_writer() -> None:
+    """Start this process's background writer unless it runs (called with ``_holding_lock`` held)."""
+    thread = _writer[0]
+    if thread is not None and thread.is_alive():
+        return
+    thread = threading.Thread(target=_write_due_rows, name="loopguard-ledger-writer", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # interpreter shutdown: the exit handler writes the rows
+        return
+    _writer[0] = thread
+
+
+def _write_due_rows() -> None:
+    """The background writer: write each ledger's rows once the oldest has waited ``defer_seconds``, when no
+    ``record()`` came to do it. It holds a ledger's lock only while writing that ledger's rows."""
+    while True:
+        with _wake:
+            while True:
+                now = _monotonic()
+                due = [w for w in _holding if w._due_at <= now]
+                if due:
+                    break
+                soonest = min((w._due_at for w in _holding), default=None)
+                _wake.wait(None if soonest is None else soonest - now)
+        for waiting in due:
+            waiting._write_if_due()
+
+
 def _reaches_a_handler(log: logging.Logger) -> bool:
     current: logging.Logger | None = log
     while current is not None:
@@ -106,6 +145,8 @@ class WaitingRows:
         self._name = name
         self._rows: list[Sequence[Any]] = []
         self._since = 0.0  # monotonic time the oldest waiting row was recorded
+        self._due_at = 0.0  # when the background writer next writes them (later after a failed attempt)
+        self._failing = False  # the background writer's last attempt failed (it logs a streak once)
         self._closed = False
         # Held while writing, so batches reach the file in the order their rows were recorded. Never held
         # across a guarded call: only inside record(), a read, flush() or close().
@@ -136,6 +177,7 @@ class WaitingRows:
                     ) from exc
             if not self._rows:
                 self._since = now
+                self._due_at = now + self._seconds
                 self._hold()
             self._rows.append(values)
             if not (at_once or len(self._rows) >= BATCH_ROWS or now - self._since >= self._seconds):
@@ -173,7 +215,7 @@ class WaitingRows:
         which = "rows recorded before it" if before_it else "rows"
         return (
             f"{len(self._rows):,} ledger {which} wait in this process; flush(), close() or a read of this Ledger "
-            "writes them, as does a record() once they are due"
+            "writes them, as do a record() and the background writer once they are due"
         )
 
     def _write_locked(self) -> int:
@@ -188,9 +230,36 @@ class WaitingRows:
         self._release()
         return last
 
+    def _write_if_due(self) -> None:
+        """The background writer's turn: write the rows if they are still due (a record() may have written them,
+        or a failed attempt pushed the next one back). A failure is logged; the rows keep waiting, and the next
+        due record(), read or flush() meets the error itself."""
+        with self._lock:
+            if not self._rows or _monotonic() < self._due_at:
+                return
+            try:
+                self._write_locked()
+            except Exception as exc:
+                self._due_at = _monotonic() + max(self._seconds, RETRY_SECONDS)
+                if not self._failing:  # once per streak of failures, not once per retry
+                    self._failing = True
+                    logger.warning(
+                        "loopguard could not write %s waiting rows of ledger %r in the background; they keep "
+                        "waiting, and the next record(), read or flush() writes them or raises the error: %s",
+                        f"{len(self._rows):,}",
+                        self._name,
+                        exc,
+                    )
+                return
+            if self._failing:
+                self._failing = False
+                logger.warning("loopguard wrote the waiting rows of ledger %r in the background", self._name)
+
     def _hold(self) -> None:
-        with _holding_lock:
+        with _wake:
             _holding.add(self)
+            _start_writer()
+            _wake.notify()
         _hook_multiprocessing_exit()
 
     def _release(self) -> None:

@@ -68,10 +68,10 @@ class Ledger:
     without needing its ``hmac_key``; ``record`` is refused, ``checkpoint`` still works (it adds no row).
 
     ``defer_seconds=S`` (off by default) lets routine rows (model turns and tool calls that passed)
-    wait in the process and be written together in one commit once the oldest has waited ``S`` seconds;
-    refusals, trips, approvals and checkpoints are written at once, after the rows waiting before them. Reads,
-    ``flush()``, ``close()`` and interpreter exit write them too; a process killed without exiting loses them
-    (docs/ledger.md).
+    wait in the process and be written together in one commit once the oldest has waited ``S`` seconds (by the
+    next ``record()``, or else by a background thread); refusals, trips, approvals and checkpoints are written at
+    once, after the rows waiting before them. Reads, ``flush()``, ``close()`` and interpreter exit write them
+    too; a process killed without exiting loses them (docs/ledger.md).
 
     Safe to share across threads (one connection per thread) and processes (appends run under
     ``BEGIN IMMEDIATE``, so the chain never forks). Implements the breaker's ``LedgerSink`` protocol.

@@ -3,6 +3,7 @@ commit; nothing recorded is lost while the process lives and exits normally."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import sqlite3
@@ -45,8 +46,10 @@ class FakeClock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """A clock the test moves by hand; the background writer is paused (record() alone writes due rows)."""
     fake = FakeClock()
     monkeypatch.setattr(_deferred, "_monotonic", fake)
+    monkeypatch.setattr(_deferred.WaitingRows, "_write_if_due", lambda self: None)
     return fake
 
 
@@ -83,6 +86,70 @@ def test_rows_are_written_once_the_oldest_has_waited_defer_seconds(ledger_path: 
     clock.now += 0.9
     tool_row(ledger, 6)
     assert [r[1] for r in stored(ledger_path)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_rows_are_written_in_the_background_when_no_record_follows(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=0.05)
+    tool_row(ledger, 1)
+    tool_row(ledger, 2)
+    # Nothing else happens in this process: no record(), read or flush(). Another process still sees the rows.
+    _wait_for(lambda: [r[1] for r in tool_rows(ledger_path)] == [1, 2])
+    assert ledger._waiting is not None and ledger._waiting.count == 0
+    assert any(t.name == "loopguard-ledger-writer" and t.daemon for t in threading.enumerate())
+    assert ledger.verify().ok
+    ledger.close()
+
+
+def test_a_failed_background_write_is_logged_once_and_its_rows_wait_for_the_next_attempt(
+    ledger_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_deferred, "RETRY_SECONDS", 0.05)
+    ledger = Ledger(ledger_path, defer_seconds=0.05, busy_timeout=0.01)
+    blocker = sqlite3.connect(ledger_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    waiting = ledger._waiting
+    assert waiting is not None
+    attempts = []
+    write = waiting._write
+
+    def counted(rows: Any) -> int:
+        attempts.append(len(rows))
+        return write(rows)
+
+    waiting._write = counted
+    with caplog.at_level(logging.WARNING, logger="loopguard.ledger"):
+        tool_row(ledger, 1)
+        _wait_for(lambda: len(attempts) >= 3)  # it keeps trying while the file is locked
+        failures = [r for r in caplog.records if "could not write 1 waiting rows" in r.getMessage()]
+        assert len(failures) == 1  # once per streak, not once per attempt
+        assert waiting.count == 1 and tool_rows(ledger_path) == []
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        _wait_for(lambda: [r[1] for r in tool_rows(ledger_path)] == [1])
+        _wait_for(lambda: any("wrote the waiting rows" in r.getMessage() for r in caplog.records))
+    assert waiting.count == 0
+    ledger.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses the fork start method")
+def test_a_forked_child_gets_its_own_background_writer(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=0.05)
+    tool_row(ledger, 1)  # the parent's writer thread runs; only the forking thread lives on in the child
+
+    def child() -> None:
+        ledger.record(session_id="child", origin="tool", turn=10, input_text="c")
+        deadline = time.monotonic() + 30
+        while ledger._waiting is not None and ledger._waiting.count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os._exit(0 if ledger._waiting is not None and ledger._waiting.count == 0 else 3)  # no exit handler runs
+
+    p = multiprocessing.get_context("fork").Process(target=child)
+    p.start()
+    p.join(timeout=60)
+    assert p.exitcode == 0
+    ledger.close()
+    assert sorted(r[1] for r in stored(ledger_path)) == [1, 10]
+    assert Ledger(ledger_path).verify().ok
 
 
 @pytest.mark.parametrize(
