@@ -430,8 +430,10 @@ distinct arguments per call (as real work).
   sixteen columns into a table of the same schema. Both files are in WAL mode with `synchronous=NORMAL` (the
   ledger's default). The goal is reported twice: with the default ledger (every row its own commit) and with
   `Ledger(defer_seconds=0.05)`, where routine rows wait in the process and are committed together (a refusal
-  or trip never waits; docs/ledger.md says what a crash can lose). The batches' commits are inside the timed
-  calls. The ledger's own per-row append, `Ledger.record` of the row the breaker writes for a tool call, is a
+  or trip never waits; docs/ledger.md says what a crash can lose). Every row is written inside the timed
+  batch that recorded it: the batches committed along the way, and the rows still waiting at the batch's end
+  by a `flush()` timed with it (the ledger's background writer would otherwise write them between batches,
+  unmeasured). The ledger's own per-row append, `Ledger.record` of the row the breaker writes for a tool call, is a
   context row: the turn adds the loop-detection bookkeeping on top of it.
 - **PostgreSQL ledger** (PostgreSQL at `{results["overhead"].get("postgres_url", "-")}`): `Ledger.record`
   against a raw prepared psycopg INSERT in autocommit mode (one commit per row) of a row of the same columns into

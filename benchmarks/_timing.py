@@ -18,7 +18,10 @@ __all__ = ["Measured", "Variant", "interleave"]
 class Variant:
     key: str
     label: str
-    make: Callable[[], Callable[[], object]]  # returns the op; called once per round, not timed
+    # Returns the op; called once per round, not timed. An op may carry a ``settle`` attribute: called once inside
+    # every timed batch, after its ops, to finish what they left pending (rows a ledger keeps waiting), so that
+    # its cost is counted in the batch and not paid between batches.
+    make: Callable[[], Callable[[], object]]
     ops: int  # ops per timed batch
     group: str = "in memory"  # the table section it is reported in
     finish: Callable[[], object] | None = None  # undoes what make() switched (not timed), after every batch
@@ -40,12 +43,15 @@ class Measured:
 
 
 def _time(op: Callable[[], object], ops: int) -> float:
+    settle: Callable[[], object] | None = getattr(op, "settle", None)
     gc_was = gc.isenabled()
     gc.disable()
     try:
         start = time.perf_counter_ns()
         for _ in range(ops):
             op()
+        if settle is not None:
+            settle()
         return (time.perf_counter_ns() - start) / ops
     finally:
         if gc_was:
@@ -62,6 +68,9 @@ def interleave(variants: Sequence[Variant], rounds: int, *, seed: int = 6) -> di
             op = variant.make()
             try:
                 op()  # warm up the caches this round
+                settle = getattr(op, "settle", None)
+                if settle is not None:
+                    settle()  # what the warm-up left pending is not this batch's
                 samples[variant.key].append(_time(op, variant.ops))
             finally:
                 if variant.finish is not None:

@@ -102,6 +102,9 @@ def _guarded(breaker: Breaker) -> Callable[[], object]:
         result = noop()
         after("noop", args, result=result)
 
+    ledger = breaker.ledger
+    if ledger is not None:  # rows a deferring ledger still keeps are written inside the timed batch (_timing)
+        op.settle = ledger.flush  # type: ignore[attr-defined]
     return op
 
 
