@@ -35,7 +35,7 @@ BATCH_ROWS = 512
 MAX_WAITING = 10_000
 
 # Every WaitingRows (for the fork hook), and those holding rows, strongly: a ledger dropped without close()
-# still has its rows written at exit.
+# still has its rows written (by the background writer, or at exit), and is freed once they are.
 _every: weakref.WeakSet[WaitingRows] = weakref.WeakSet()
 _holding: set[WaitingRows] = set()
 _holding_lock = threading.Lock()
@@ -121,8 +121,8 @@ def _write_due_rows() -> None:
                     break
                 soonest = min((w._due_at for w in _holding), default=None)
                 _wake.wait(None if soonest is None else soonest - now)
-        for waiting in due:
-            waiting._write_if_due()
+        while due:  # hold no ledger past its write: a ledger dropped without close() can then be collected
+            due.pop()._write_if_due()
 
 
 def _reaches_a_handler(log: logging.Logger) -> bool:

@@ -3,6 +3,7 @@ commit; nothing recorded is lost while the process lives and exits normally."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,15 @@ def test_rows_are_written_in_the_background_when_no_record_follows(ledger_path: 
     assert any(t.name == "loopguard-ledger-writer" and t.daemon for t in threading.enumerate())
     assert ledger.verify().ok
     ledger.close()
+
+
+def test_a_ledger_dropped_without_close_has_its_rows_written_then_is_collected(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=0.05)
+    tool_row(ledger, 1)
+    backend = weakref.ref(ledger._backend)  # holds the connections: collected with it, they close
+    del ledger
+    _wait_for(lambda: [r[1] for r in tool_rows(ledger_path)] == [1])
+    _wait_for(lambda: gc.collect() >= 0 and backend() is None)
 
 
 def test_a_failed_background_write_is_logged_once_and_its_rows_wait_for_the_next_attempt(
