@@ -11,21 +11,26 @@ new backend (e.g. PostgreSQL with ``pg_advisory_xact_lock``) only has to impleme
 * optional: ``append_many(rows, on_sealed)`` appends several rows the same way in ONE transaction and returns
   the last seq; ``Ledger(defer_seconds=...)`` needs it (the SQLite and PostgreSQL backends have it).
 * ``reader()`` yields a read view over one consistent snapshot; ``rows`` must stream in ``seq`` order.
+  Optional: the view's ``find_row(values)`` (the seq of a stored row holding exactly ``values``) lets
+  ``defer_seconds`` tell whether a batch an interrupt cut short had already committed (never writing it twice).
 * ``input_hash_mode=None`` opens an existing ledger read-only (no schema changes, no key check).
 * The database itself must refuse UPDATE and DELETE on the rows, checkpoints and meta tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol
 
 from ._chain import row_hash
 from ._checkpoint import Checkpoint
-from ._model import SessionSummary
+from ._model import COLUMNS, SessionSummary
 
-__all__ = ["LedgerBackend", "OnSealed", "ReadView", "Sealed", "seal_rows"]
+__all__ = ["VALUE_COLUMNS", "LedgerBackend", "OnSealed", "ReadView", "Sealed", "matching_row", "seal_rows"]
+
+#: The columns of a row's ``values`` (what ``append`` is given): all but ``seq`` and the two hashes.
+VALUE_COLUMNS = COLUMNS[1:14]
 
 #: Called inside the append transaction with the new row's seq and hash; returns a checkpoint to store.
 OnSealed = Callable[[int, str], "Checkpoint | None"]
@@ -93,3 +98,13 @@ def seal_rows(
         if cp is not None:
             checkpoints.append((cp.size, cp.head_hash, cp.note, now()))
     return Sealed(sealed_rows, checkpoints, (seq, prev))
+
+
+def matching_row(found: Iterable[Sequence[Any]], values: Sequence[Any]) -> int | None:
+    """The seq of the first of ``found`` (``(seq, *VALUE_COLUMNS)`` rows, read by session and time) that holds
+    exactly ``values``, or None: whether a write whose outcome is unknown was stored."""
+    wanted = tuple(values)
+    for row in found:
+        if tuple(row[1:]) == wanted:
+            return int(row[0])
+    return None

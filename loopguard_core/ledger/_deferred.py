@@ -139,9 +139,17 @@ def _reaches_a_handler(log: logging.Logger) -> bool:
 class WaitingRows:
     """The rows of one ledger that wait to be written, and the rule for when they are."""
 
-    def __init__(self, seconds: float, write: Callable[[Sequence[Sequence[Any]]], int], name: str) -> None:
+    def __init__(
+        self,
+        seconds: float,
+        write: Callable[[Sequence[Sequence[Any]]], int],
+        name: str,
+        stored: Callable[[Sequence[Any]], bool] | None = None,
+    ) -> None:
         self._seconds = seconds
         self._write = write
+        # Whether a row is in the ledger: asked when an interrupt cut a write short, which may have committed.
+        self._stored = stored
         self._name = name
         self._rows: list[Sequence[Any]] = []
         self._since = 0.0  # monotonic time the oldest waiting row was recorded
@@ -185,6 +193,9 @@ class WaitingRows:
             try:
                 return self._write_locked()
             except BaseException as exc:
+                if not self._rows or self._rows[-1] is not values:  # an interrupt after the commit: stored
+                    add_note(exc, "loopguard: this row and the rows before it were written before the interruption")
+                    raise
                 self._rows.pop()
                 if not self._rows:
                     self._release()
@@ -225,17 +236,37 @@ class WaitingRows:
             return 0
         # Nothing of the batch is committed unless all of it is (one transaction): on an error every row still
         # waits, in order.
-        last = self._write(rows)
-        self._rows = []
-        self._release()
+        try:
+            last = self._write(rows)
+            self._rows = []
+            self._release()
+        except BaseException as exc:
+            # An interrupt (KeyboardInterrupt, or SystemExit from a signal handler) can land between the COMMIT
+            # and the lines above: ask the ledger for the batch's last row, so that it is not written twice.
+            if self._rows is rows and not isinstance(exc, Exception) and self._was_stored(rows[-1]):
+                self._rows = []
+                self._release()
+            raise
         return last
+
+    def _was_stored(self, values: Sequence[Any]) -> bool:
+        if self._stored is None:
+            return False
+        try:
+            return self._stored(values)
+        except Exception:  # cannot tell: keep the rows (written twice at worst, never lost)
+            logger.debug("loopguard could not tell whether an interrupted ledger write committed", exc_info=True)
+            return False
 
     def _write_if_due(self) -> None:
         """The background writer's turn: write the rows if they are still due (a record() may have written them,
         or a failed attempt pushed the next one back). A failure is logged; the rows keep waiting, and the next
         due record(), read or flush() meets the error itself."""
         with self._lock:
-            if not self._rows or _monotonic() < self._due_at:
+            if not self._rows:
+                self._release()  # nothing left to write (an interrupt stopped short of releasing): no spinning
+                return
+            if _monotonic() < self._due_at:
                 return
             try:
                 self._write_locked()

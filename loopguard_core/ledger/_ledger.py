@@ -144,7 +144,13 @@ class Ledger:
                 " has none: leave defer_seconds out"
             )
         on_sealed = self._on_sealed
-        return WaitingRows(seconds, lambda rows: append_many(rows, on_sealed), self.url)
+        return WaitingRows(seconds, lambda rows: append_many(rows, on_sealed), self.url, self._stored)
+
+    def _stored(self, values: Sequence[Any]) -> bool:
+        """Whether a row holding exactly ``values`` is in the ledger (False when the backend cannot say)."""
+        with self._backend.reader() as view:
+            find = getattr(view, "find_row", None)
+            return find is not None and find(values) is not None
 
     def __repr__(self) -> str:
         return f"Ledger({self.url!r})"

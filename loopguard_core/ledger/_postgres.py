@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._extras import require
-from ._backend import OnSealed, seal_rows
+from ._backend import VALUE_COLUMNS, OnSealed, matching_row, seal_rows
 from ._chain import canonical, genesis_hash, row_hash
 from ._checkpoint import Checkpoint
 from ._errors import LedgerBusy, LedgerConfigError, LedgerError, LedgerUnreachable
@@ -485,19 +485,12 @@ class PostgresBackend:
             alive = conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (lost.pid,)).fetchone()
             if alive is not None:  # still running (a network split): its commit may yet happen
                 raise lost.error from lost.cause
-            cols = ", ".join(COLUMNS[1:14])
-            found = conn.execute(
-                f"SELECT seq, {cols} FROM {ledger} WHERE session_id = %s AND created_at = %s ORDER BY seq",
-                (values[0], values[12]),
-            ).fetchall()
+            found = conn.execute(_find_row_sql(ledger), (values[0], values[12])).fetchall()
         except self._pg.Error:
             raise lost.error from lost.cause
         finally:
             self._give(conn)
-        for row in found:
-            if tuple(row[1:]) == tuple(values):
-                return int(row[0])
-        return None
+        return matching_row(found, values)
 
     def _append_fast(self, values: Sequence[Any]) -> int:
         """One statement, one round trip, its own transaction: the append function locks, links and inserts."""
@@ -650,6 +643,12 @@ class PostgresBackend:
             conn.close()
 
 
+def _find_row_sql(ledger: str) -> str:
+    """Rows of one session written at one time (a row's own values identify it; the session index finds them)."""
+    cols = ", ".join(VALUE_COLUMNS)
+    return f"SELECT seq, {cols} FROM {ledger} WHERE session_id = %s AND created_at = %s ORDER BY seq"
+
+
 class _Lost(Exception):
     """Internal: the connection died after a write was sent; ``error`` is what to raise if it stays unknown."""
 
@@ -694,6 +693,9 @@ class _Reader:
         if session_id is None:
             return self._stream(f"SELECT {cols} FROM {self._ledger} ORDER BY seq", ())
         return self._stream(f"SELECT {cols} FROM {self._ledger} WHERE session_id = %s ORDER BY seq", (session_id,))
+
+    def find_row(self, values: Sequence[Any]) -> int | None:
+        return matching_row(self._conn.execute(_find_row_sql(self._ledger), (values[0], values[12])), values)
 
     def find_hashes(self, wanted: set[str]) -> dict[str, int]:
         rows = self._conn.execute(

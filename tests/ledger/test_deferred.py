@@ -275,6 +275,52 @@ def test_a_failed_write_keeps_the_earlier_rows_and_refuses_only_the_row_at_hand(
     assert Ledger(ledger_path).verify().ok
 
 
+def _interrupt(ledger: Ledger, after_commit: bool) -> Any:
+    """Make the next writes of ``ledger``'s waiting rows raise KeyboardInterrupt, after their COMMIT or before it
+    (Ctrl-C lands on any bytecode); returns the real write, to put back."""
+    waiting = ledger._waiting
+    assert waiting is not None
+    write = waiting._write
+
+    def interrupted(rows: Any) -> int:
+        if after_commit:
+            write(rows)
+        raise KeyboardInterrupt
+
+    waiting._write = interrupted
+    return write
+
+
+@pytest.mark.parametrize("after_commit", [True, False], ids=["after-commit", "before-commit"])
+def test_an_interrupted_batch_write_stores_each_row_once(ledger_path: Path, after_commit: bool) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60)
+    tool_row(ledger, 1)
+    tool_row(ledger, 2)
+    write = _interrupt(ledger, after_commit)
+    with pytest.raises(KeyboardInterrupt):
+        ledger.flush()
+    assert ledger._waiting is not None
+    ledger._waiting._write = write
+    assert ledger._waiting.count == (0 if after_commit else 2)  # a committed batch does not wait again
+    ledger.flush()
+    assert [r[1] for r in tool_rows(ledger_path)] == [1, 2]
+    assert ledger.verify().ok
+
+
+def test_an_interrupt_after_a_refusal_was_committed_says_it_was_written(ledger_path: Path) -> None:
+    ledger = Ledger(ledger_path, defer_seconds=60)
+    tool_row(ledger, 1)
+    write = _interrupt(ledger, after_commit=True)
+    with pytest.raises(KeyboardInterrupt) as info:
+        tool_row(ledger, 2, passed=False, breach_reason="loop")  # written at once, with row 1
+    assert "this row and the rows before it were written" in "\n".join(getattr(info.value, "__notes__", []))
+    assert ledger._waiting is not None
+    ledger._waiting._write = write
+    assert ledger._waiting.count == 0
+    ledger.close()
+    assert [(r[1], r[3]) for r in tool_rows(ledger_path)] == [(1, 1), (2, 0)]
+
+
 def test_a_row_recorded_after_close_is_refused_not_kept(ledger_path: Path) -> None:
     ledger = Ledger(ledger_path, defer_seconds=60)
     tool_row(ledger, 1)
@@ -533,6 +579,22 @@ def test_postgresql_rows_wait_and_a_refusal_writes_them_first(pg_url: str, pg_ad
     tool_row(ledger, 5)
     ledger.close()
     assert [r[1] for r in _pg_turns(pg_admin, pg_schema)] == [1, 2, 3, 4, 5]
+
+
+def test_postgresql_batch_interrupted_after_its_commit_is_stored_once(
+    pg_url: str, pg_admin: Any, pg_schema: str
+) -> None:
+    ledger = Ledger(pg_url, defer_seconds=60)
+    tool_row(ledger, 1)
+    tool_row(ledger, 2)
+    write = _interrupt(ledger, after_commit=True)
+    with pytest.raises(KeyboardInterrupt):
+        ledger.flush()
+    assert ledger._waiting is not None
+    ledger._waiting._write = write
+    tool_row(ledger, 3)
+    ledger.close()
+    assert [r[1] for r in _pg_turns(pg_admin, pg_schema)] == [1, 2, 3]
 
 
 def test_postgresql_batch_whose_session_dies_after_sending_is_stored_exactly_once(
