@@ -48,10 +48,16 @@ _hooked_pid = [0]
 #: After a failed background write, the next background attempt waits at least this long (the next due
 #: ``record()``, read or ``flush()`` still tries at once and raises the error to its caller).
 RETRY_SECONDS = 1.0
+# The exit handler has run: the writer stops (what it could not write was reported as lost, and stays so).
+_exiting = [False]
+# Tests that move the clock by hand pause the writer (tests/ledger/test_deferred.py, the `clock` fixture).
+_writer_paused = [False]
 
 
 def flush_at_exit() -> None:
     with _holding_lock:
+        _exiting[0] = True
+        _wake.notify_all()
         holding = list(_holding)
     for waiting in holding:
         count = waiting.count
@@ -73,6 +79,7 @@ def _after_fork_in_child() -> None:
     global _holding_lock, _wake
     _holding_lock = threading.Lock()
     _wake = threading.Condition(_holding_lock)
+    _exiting[0] = False
     _writer[0] = None  # the parent's writer thread does not exist here; the first waiting row starts one
     _holding.clear()
     for waiting in list(_every):
@@ -111,15 +118,16 @@ def _start_writer() -> None:
 
 def _write_due_rows() -> None:
     """The background writer: write each ledger's rows once the oldest has waited ``defer_seconds``, when no
-    ``record()`` came to do it. It holds a ledger's lock only while writing that ledger's rows."""
-    while True:
+    ``record()`` came to do it. It holds a ledger's lock only while writing that ledger's rows, and never waits
+    for one another thread holds (that thread writes them, or they are tried again later)."""
+    while not _exiting[0]:
         with _wake:
             while True:
                 now = _monotonic()
-                due = [w for w in _holding if w._due_at <= now]
-                if due:
+                due = [] if _writer_paused[0] else [w for w in _holding if w._due_at <= now]
+                if due or _exiting[0]:
                     break
-                soonest = min((w._due_at for w in _holding), default=None)
+                soonest = None if _writer_paused[0] else min((w._due_at for w in _holding), default=None)
                 _wake.wait(None if soonest is None else soonest - now)
         while due:  # hold no ledger past its write: a ledger dropped without close() can then be collected
             due.pop()._write_if_due()
@@ -154,7 +162,7 @@ class WaitingRows:
         self._rows: list[Sequence[Any]] = []
         self._since = 0.0  # monotonic time the oldest waiting row was recorded
         self._due_at = 0.0  # when the background writer next writes them (later after a failed attempt)
-        self._failing = False  # the background writer's last attempt failed (it logs a streak once)
+        self._failing = False  # the last background attempt failed and no write succeeded since (logged once)
         self._closed = False
         # Held while writing, so batches reach the file in the order their rows were recorded. Never held
         # across a guarded call: only inside record(), a read, flush() or close().
@@ -183,12 +191,14 @@ class WaitingRows:
                         f"be written ({exc}); this row was not recorded. Fix the ledger (see the error), then call "
                         "flush() to write the waiting rows"
                     ) from exc
-            if not self._rows:
+            first = not self._rows
+            if first:
                 self._since = now
                 self._due_at = now + self._seconds
-                self._hold()
             self._rows.append(values)
             if not (at_once or len(self._rows) >= BATCH_ROWS or now - self._since >= self._seconds):
+                if first:  # the writer and the exit handler learn of rows that wait, not of those written now
+                    self._hold()
                 return 0
             try:
                 return self._write_locked()
@@ -239,6 +249,7 @@ class WaitingRows:
         try:
             last = self._write(rows)
             self._rows = []
+            self._failing = False
             self._release()
         except BaseException as exc:
             # An interrupt (KeyboardInterrupt, or SystemExit from a signal handler) can land between the COMMIT
@@ -260,21 +271,28 @@ class WaitingRows:
 
     def _write_if_due(self) -> None:
         """The background writer's turn: write the rows if they are still due (a record() may have written them,
-        or a failed attempt pushed the next one back). A failure is logged; the rows keep waiting, and the next
-        due record(), read or flush() meets the error itself."""
-        with self._lock:
+        or a failed attempt pushed the next one back). A failure is logged once per streak, after the lock is
+        let go; the rows keep waiting, and the next due record(), read or flush() meets the error itself."""
+        if not self._lock.acquire(blocking=False):
+            # Another thread records or writes (a due record() writes them; a write may wait on a locked file):
+            # look again later rather than make every other ledger's rows wait behind this one.
+            self._due_at = _monotonic() + max(self._seconds, 0.01)
+            return
+        message: tuple[Any, ...] = ()
+        try:
             if not self._rows:
                 self._release()  # nothing left to write (an interrupt stopped short of releasing): no spinning
                 return
             if _monotonic() < self._due_at:
                 return
+            was_failing = self._failing
             try:
                 self._write_locked()
             except Exception as exc:
                 self._due_at = _monotonic() + max(self._seconds, RETRY_SECONDS)
-                if not self._failing:  # once per streak of failures, not once per retry
+                if not was_failing:
                     self._failing = True
-                    logger.warning(
+                    message = (
                         "loopguard could not write %s waiting rows of ledger %r in the background; they keep "
                         "waiting, and the next record(), read or flush() writes them or raises the error: %s",
                         f"{len(self._rows):,}",
@@ -282,9 +300,12 @@ class WaitingRows:
                         exc,
                     )
                 return
-            if self._failing:
-                self._failing = False
-                logger.warning("loopguard wrote the waiting rows of ledger %r in the background", self._name)
+            if was_failing:
+                message = ("loopguard wrote the waiting rows of ledger %r in the background", self._name)
+        finally:
+            self._lock.release()
+            if message:
+                logger.warning(*message)
 
     def _hold(self) -> None:
         with _wake:
@@ -300,3 +321,4 @@ class WaitingRows:
     def _forget_parent(self) -> None:
         self._lock = threading.Lock()
         self._rows = []
+        self._failing = False

@@ -51,7 +51,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """A clock the test moves by hand; the background writer is paused (record() alone writes due rows)."""
     fake = FakeClock()
     monkeypatch.setattr(_deferred, "_monotonic", fake)
-    monkeypatch.setattr(_deferred.WaitingRows, "_write_if_due", lambda self: None)
+    monkeypatch.setattr(_deferred, "_writer_paused", [True])
     return fake
 
 
@@ -139,6 +139,90 @@ def test_a_failed_background_write_is_logged_once_and_its_rows_wait_for_the_next
         _wait_for(lambda: [r[1] for r in tool_rows(ledger_path)] == [1])
         _wait_for(lambda: any("wrote the waiting rows" in r.getMessage() for r in caplog.records))
     assert waiting.count == 0
+    ledger.close()
+
+
+def test_a_new_failure_streak_is_logged_after_a_foreground_write_ended_the_last(
+    ledger_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_deferred, "RETRY_SECONDS", 0.05)
+    ledger = Ledger(ledger_path, defer_seconds=0.05, busy_timeout=0.01)
+
+    def failures() -> int:
+        return sum("in the background; they keep waiting" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.WARNING, logger="loopguard.ledger"):
+        for turn in (1, 2):
+            blocker = sqlite3.connect(ledger_path, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            tool_row(ledger, turn)
+            _wait_for(lambda turn=turn: failures() == turn)  # each streak is announced once
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            ledger.flush()  # the caller's own write ends the streak, before the background writer does
+    assert [r[1] for r in tool_rows(ledger_path)] == [1, 2]
+    ledger.close()
+
+
+def test_a_ledger_busy_in_another_thread_does_not_hold_up_the_others(ledger_path: Path, tmp_path: Path) -> None:
+    busy = Ledger(ledger_path, defer_seconds=0.05)
+    other = Ledger(tmp_path / "other.db", defer_seconds=0.05)
+    assert busy._waiting is not None
+    tool_row(busy, 1)
+    with busy._waiting._lock:  # as a record() or flush() of busy's does while its file is locked
+        time.sleep(0.2)  # busy's row is due: the writer has come for it, and must not wait here
+        tool_row(other, 1)
+        _wait_for(lambda: [r[1] for r in tool_rows(tmp_path / "other.db")] == [1])
+    _wait_for(lambda: [r[1] for r in tool_rows(ledger_path)] == [1])  # and busy's row once it is free
+    busy.close()
+    other.close()
+
+
+def test_the_background_writer_logs_after_letting_the_ledger_go(
+    ledger_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_deferred, "RETRY_SECONDS", 0.05)
+    ledger = Ledger(ledger_path, defer_seconds=0.05, busy_timeout=0.01)
+    waiting = ledger._waiting
+    assert waiting is not None
+    held_while_logging: list[bool] = []
+
+    class Probe(logging.Handler):  # a handler that writes to the same ledger would deadlock under its lock
+        def emit(self, record: logging.LogRecord) -> None:
+            held_while_logging.append(waiting._lock.locked())
+
+    probe = Probe()
+    _deferred.logger.addHandler(probe)
+    blocker = sqlite3.connect(ledger_path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        tool_row(ledger, 1)
+        _wait_for(lambda: held_while_logging)
+        blocker.execute("ROLLBACK")
+        _wait_for(lambda: len(held_while_logging) == 2)  # the failure, then the rows written
+    finally:
+        _deferred.logger.removeHandler(probe)
+        blocker.close()
+    assert held_while_logging == [False, False]
+    ledger.close()
+
+
+def test_a_row_written_at_once_does_not_wake_the_writer(ledger_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    held: list[object] = []
+    hold = _deferred.WaitingRows._hold
+
+    def counted(self: _deferred.WaitingRows) -> None:
+        held.append(self)
+        hold(self)
+
+    monkeypatch.setattr(_deferred.WaitingRows, "_hold", counted)
+    ledger = Ledger(ledger_path, defer_seconds=60)
+    tool_row(ledger, 1, passed=False, breach_reason="loop")  # nothing waited before it: written, never held
+    ledger.record(session_id="s", origin="approval", turn=2)
+    assert held == []
+    tool_row(ledger, 3)  # this one waits
+    tool_row(ledger, 4)
+    assert held == [ledger._waiting]
     ledger.close()
 
 
