@@ -2,8 +2,9 @@
 
 A commit costs more than everything else a guarded call does. With ``defer_seconds`` the routine rows (a model
 turn or a tool call that passed) wait in the process and are written in one transaction, in the order they were
-recorded, once the oldest has waited that long (by the next ``record()``, or else by one background thread
-shared by every deferring ledger of the process, so a process that goes quiet does not keep its rows), when
+recorded, once the oldest has waited that long (by the next ``record()``, or, once it has waited twice that,
+by one background thread shared by every deferring ledger of the process, so a process that goes quiet does
+not keep its rows), when
 many wait, before a row that must not wait, on every read of the ledger, on ``flush()``/``close()`` and when the
 process exits (interpreter exit, or the end of a ``multiprocessing`` child). A write that fails keeps every row
 recorded before it (the error says how many wait); only a process that dies without exiting loses them.
@@ -161,7 +162,7 @@ class WaitingRows:
         self._name = name
         self._rows: list[Sequence[Any]] = []
         self._since = 0.0  # monotonic time the oldest waiting row was recorded
-        self._due_at = 0.0  # when the background writer next writes them (later after a failed attempt)
+        self._due_at = 0.0  # when the background writer writes them (2x defer_seconds; later after a failure)
         self._failing = False  # the last background attempt failed and no write succeeded since (logged once)
         self._closed = False
         # Held while writing, so batches reach the file in the order their rows were recorded. Never held
@@ -194,7 +195,9 @@ class WaitingRows:
             first = not self._rows
             if first:
                 self._since = now
-                self._due_at = now + self._seconds
+                # The background writer steps in only once no record() has written them for another
+                # defer_seconds: in a busy process record() writes them, and the two never contend for them.
+                self._due_at = now + 2 * self._seconds
             self._rows.append(values)
             if not (at_once or len(self._rows) >= BATCH_ROWS or now - self._since >= self._seconds):
                 if first:  # the writer and the exit handler learn of rows that wait, not of those written now

@@ -69,9 +69,9 @@ class Ledger:
 
     ``defer_seconds=S`` (off by default) lets routine rows (model turns and tool calls that passed)
     wait in the process and be written together in one commit once the oldest has waited ``S`` seconds (by the
-    next ``record()``, or else by a background thread); refusals, trips, approvals and checkpoints are written at
-    once, after the rows waiting before them. Reads, ``flush()``, ``close()`` and interpreter exit write them
-    too; a process killed without exiting loses them (docs/ledger.md).
+    next ``record()``, or by a background thread once they have waited twice that); refusals, trips, approvals
+    and checkpoints are written at once, after the rows waiting before them. Reads, ``flush()``, ``close()`` and
+    interpreter exit write them too; a process killed without exiting loses them (docs/ledger.md).
 
     Safe to share across threads (one connection per thread) and processes (appends run under
     ``BEGIN IMMEDIATE``, so the chain never forks). Implements the breaker's ``LedgerSink`` protocol.
