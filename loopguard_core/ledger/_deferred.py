@@ -118,9 +118,9 @@ def _start_writer() -> None:
 
 
 def _write_due_rows() -> None:
-    """The background writer: write each ledger's rows once the oldest has waited ``defer_seconds``, when no
-    ``record()`` came to do it. It holds a ledger's lock only while writing that ledger's rows, and never waits
-    for one another thread holds (that thread writes them, or they are tried again later)."""
+    """The background writer: write each ledger's rows once the oldest has waited twice ``defer_seconds`` and no
+    ``record()`` came to write them. It holds a ledger's lock only while writing that ledger's rows, and never
+    waits for one another thread holds (that thread writes them, or they are tried again later)."""
     while not _exiting[0]:
         with _wake:
             while True:
