@@ -42,8 +42,7 @@ class Measured:
         return f"{self.p25_ns:,.0f}-{self.p75_ns:,.0f}"
 
 
-def _time(op: Callable[[], object], ops: int) -> float:
-    settle: Callable[[], object] | None = getattr(op, "settle", None)
+def _time(op: Callable[[], object], ops: int, settle: Callable[[], object] | None) -> float:
     gc_was = gc.isenabled()
     gc.disable()
     try:
@@ -71,7 +70,7 @@ def interleave(variants: Sequence[Variant], rounds: int, *, seed: int = 6) -> di
                 settle = getattr(op, "settle", None)
                 if settle is not None:
                     settle()  # what the warm-up left pending is not this batch's
-                samples[variant.key].append(_time(op, variant.ops))
+                samples[variant.key].append(_time(op, variant.ops, settle))
             finally:
                 if variant.finish is not None:
                     variant.finish()

@@ -27,7 +27,17 @@ from ._chain import row_hash
 from ._checkpoint import Checkpoint
 from ._model import COLUMNS, SessionSummary
 
-__all__ = ["VALUE_COLUMNS", "LedgerBackend", "OnSealed", "ReadView", "Sealed", "matching_row", "seal_rows"]
+__all__ = [
+    "VALUE_COLUMNS",
+    "LedgerBackend",
+    "OnSealed",
+    "ReadView",
+    "Sealed",
+    "find_row_sql",
+    "matching_row",
+    "row_key",
+    "seal_rows",
+]
 
 #: The columns of a row's ``values`` (what ``append`` is given): all but ``seq`` and the two hashes.
 VALUE_COLUMNS = COLUMNS[1:14]
@@ -98,6 +108,20 @@ def seal_rows(
         if cp is not None:
             checkpoints.append((cp.size, cp.head_hash, cp.note, now()))
     return Sealed(sealed_rows, checkpoints, (seq, prev))
+
+
+def find_row_sql(table: str, mark: str) -> str:
+    """The query for rows of one session written at one time (``mark`` is the driver's placeholder): with
+    :func:`row_key`'s parameters, what :func:`matching_row` picks the row from."""
+    return (
+        f"SELECT seq, {', '.join(VALUE_COLUMNS)} FROM {table} WHERE session_id = {mark} AND created_at = {mark} "
+        "ORDER BY seq"
+    )
+
+
+def row_key(values: Sequence[Any]) -> tuple[Any, Any]:
+    """``(session_id, created_at)`` of a row's ``values``: the parameters of :func:`find_row_sql`."""
+    return values[0], values[12]
 
 
 def matching_row(found: Iterable[Sequence[Any]], values: Sequence[Any]) -> int | None:

@@ -4,10 +4,10 @@ A commit costs more than everything else a guarded call does. With ``defer_secon
 turn or a tool call that passed) wait in the process and are written in one transaction, in the order they were
 recorded, once the oldest has waited that long (by the next ``record()``, or, once it has waited twice that,
 by one background thread shared by every deferring ledger of the process, so a process that goes quiet does
-not keep its rows), when
-many wait, before a row that must not wait, on every read of the ledger, on ``flush()``/``close()`` and when the
-process exits (interpreter exit, or the end of a ``multiprocessing`` child). A write that fails keeps every row
-recorded before it (the error says how many wait); only a process that dies without exiting loses them.
+not keep its rows), when many wait, before a row that must not wait, on every read of the ledger, on
+``flush()``/``close()`` and when the process exits (interpreter exit, or the end of a ``multiprocessing``
+child). A write that fails keeps every row recorded before it (the error says how many wait); only a process
+that dies without exiting loses them.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._extras import require
-from ._backend import VALUE_COLUMNS, OnSealed, matching_row, seal_rows
+from ._backend import OnSealed, find_row_sql, matching_row, row_key, seal_rows
 from ._chain import canonical, genesis_hash, row_hash
 from ._checkpoint import Checkpoint
 from ._errors import LedgerBusy, LedgerConfigError, LedgerError, LedgerUnreachable
@@ -485,7 +485,7 @@ class PostgresBackend:
             alive = conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (lost.pid,)).fetchone()
             if alive is not None:  # still running (a network split): its commit may yet happen
                 raise lost.error from lost.cause
-            found = conn.execute(_find_row_sql(ledger), (values[0], values[12])).fetchall()
+            found = conn.execute(find_row_sql(ledger, "%s"), row_key(values)).fetchall()
         except self._pg.Error:
             raise lost.error from lost.cause
         finally:
@@ -643,12 +643,6 @@ class PostgresBackend:
             conn.close()
 
 
-def _find_row_sql(ledger: str) -> str:
-    """Rows of one session written at one time (a row's own values identify it; the session index finds them)."""
-    cols = ", ".join(VALUE_COLUMNS)
-    return f"SELECT seq, {cols} FROM {ledger} WHERE session_id = %s AND created_at = %s ORDER BY seq"
-
-
 class _Lost(Exception):
     """Internal: the connection died after a write was sent; ``error`` is what to raise if it stays unknown."""
 
@@ -695,7 +689,7 @@ class _Reader:
         return self._stream(f"SELECT {cols} FROM {self._ledger} WHERE session_id = %s ORDER BY seq", (session_id,))
 
     def find_row(self, values: Sequence[Any]) -> int | None:
-        return matching_row(self._conn.execute(_find_row_sql(self._ledger), (values[0], values[12])), values)
+        return matching_row(self._conn.execute(find_row_sql(self._ledger, "%s"), row_key(values)), values)
 
     def find_hashes(self, wanted: set[str]) -> dict[str, int]:
         rows = self._conn.execute(

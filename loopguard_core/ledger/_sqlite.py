@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .._sqlite_wal import use_wal
-from ._backend import VALUE_COLUMNS, OnSealed, matching_row, seal_rows
+from ._backend import OnSealed, find_row_sql, matching_row, row_key, seal_rows
 from ._chain import genesis_hash, row_hash
 from ._checkpoint import Checkpoint
 from ._errors import LedgerBusy, LedgerConfigError, LedgerError
@@ -89,9 +89,7 @@ def append_only_triggers(table: str) -> str:
 _COLS = ", ".join(COLUMNS)
 _INSERT = f"INSERT INTO loopguard_ledger ({_COLS}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _HEAD = "SELECT seq, row_hash FROM loopguard_ledger ORDER BY seq DESC LIMIT 1"
-_FIND_ROW = (
-    f"SELECT seq, {', '.join(VALUE_COLUMNS)} FROM loopguard_ledger WHERE session_id = ? AND created_at = ? ORDER BY seq"
-)
+_FIND_ROW = find_row_sql("loopguard_ledger", "?")
 _INSERT_CP = "INSERT INTO loopguard_checkpoints (size, head_hash, note, created_at) VALUES (?, ?, ?, ?)"
 
 
@@ -462,7 +460,7 @@ class _Reader:
         return self._q(f"SELECT {_COLS} FROM loopguard_ledger WHERE session_id = ? ORDER BY seq", (session_id,))
 
     def find_row(self, values: Sequence[Any]) -> int | None:
-        return matching_row(self._q(_FIND_ROW, (values[0], values[12])), values)
+        return matching_row(self._q(_FIND_ROW, row_key(values)), values)
 
     def find_hashes(self, wanted: set[str]) -> dict[str, int]:
         found: dict[str, int] = {}
