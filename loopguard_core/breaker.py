@@ -900,15 +900,18 @@ class Breaker:
         if not verdict.admitted:
             self._trip(verdict, agent=request.agent, tool=request.tool, args=args)
         if not verdict.duplicate:
-            if self.ledger is not None or self._on_event:  # durations go only to the ledger and to observers
-                self._mark_start(("tool", request.call_id or request.signature, ""), request.now)
+            timed = self.ledger is not None or bool(self._on_event)  # durations go only to the ledger and observers
             if self._on_event:
                 self._emit("tool", "admitted", request.tool, request.agent, call_id=request.call_id)
             # Remember the admission's request so after_tool need not canonicalise the args again: by call
             # id, or else by the identity of the args object itself (kept alive here, so the id stays its own).
             key = request.call_id if request.call_id is not None else (request.tool, id(args))
-            signatures = self._signatures
-            with self._pending_lock:
+            signatures, pending = self._signatures, self._pending
+            with self._pending_lock:  # one hold for both (what _mark_start does, inlined)
+                if timed:
+                    pending[("tool", request.call_id or request.signature, "")] = request.now
+                    if len(pending) > _MAX_PENDING:
+                        pending.popitem(last=False)
                 signatures[key] = (request, args)
                 if len(signatures) > _MAX_PENDING:
                     signatures.pop(next(iter(signatures)))
@@ -965,7 +968,8 @@ class Breaker:
             self._announce(verdict)
         if verdict.duplicate or (self.ledger is None and not self._on_event):
             return
-        started = self._take_start(("tool", outcome.call_id or outcome.signature, ""))
+        with self._pending_lock:  # _take_start, inlined (the caller checked what it checks)
+            started = self._pending.pop(("tool", outcome.call_id or outcome.signature, ""), None)
         if self._on_event:
             duration = None if started is None else max(0.0, outcome.now - started)
             self._emit(
@@ -977,16 +981,22 @@ class Breaker:
                 failed=outcome.failed,
                 call_id=outcome.call_id,
             )
-        if self.ledger is not None:
-            self._write(
-                origin="tool",
-                turn=verdict.turn,
-                agent=agent,
-                tool=outcome.tool,
-                input_text=canonical_text(args, loose=False),
-                duration_ms=_ms(started, outcome.now),
-                passed=not outcome.failed,
-            )
+        ledger = self.ledger
+        if ledger is not None:
+            # _write's work, spelled out: this row is written once per guarded call.
+            try:
+                ledger.record(
+                    session_id=self._runs.current(),
+                    origin="tool",
+                    turn=verdict.turn,
+                    agent=agent,
+                    tool=outcome.tool,
+                    input_text=canonical_text(args, loose=False),
+                    duration_ms=_ms(started, outcome.now),
+                    passed=not outcome.failed,
+                )
+            except Exception:
+                self._ledger_failed("tool")
 
     # -- steering: the run goes on after a refused call ---------------------------------------------
     def steer(self, trip: LoopGuardTripped) -> str:
@@ -1439,9 +1449,14 @@ class Breaker:
         try:
             self.ledger.record(session_id=self._runs.current(), **row)
         except Exception:
-            if self._ledger_failure == "raise" or row.get("origin") == "breaker":
-                raise
-            logger.exception("loopguard could not write a %s row to the ledger", row.get("origin"))
+            self._ledger_failed(row.get("origin"))
+
+    def _ledger_failed(self, origin: str | None) -> None:
+        """Called while handling a ledger write's error: raises it again (``ledger_failure="raise"``, or a
+        breaker row, which a trip must not lose), else logs it and the call goes on."""
+        if self._ledger_failure == "raise" or origin == "breaker":
+            raise  # the error being handled by the caller's except block
+        logger.exception("loopguard could not write a %s row to the ledger", origin)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     async def _astore(self, async_name: str, sync_name: str, payload: Any, run: RunKey | None = None) -> Verdict:

@@ -520,21 +520,29 @@ def _shallow(raw: bytes) -> bool:
 
 
 def _flat_dict(value: dict[Any, Any]) -> str | None:
-    """Fast path of the strict text for the usual tool args: a dict of str keys to str/int values (same output)."""
+    """Fast path of the strict text for the usual tool args: a dict of str keys to str/int values (same output).
+    Anything else (another key or value type, a string long enough to be hashed, an int past the digit limit)
+    returns None and takes the generic encoder, which writes the same text."""
     parts = []
     for key, item in value.items():
-        if type(key) is not str:
+        if type(key) is not str or len(key) > _HASH_ABOVE:
             return None
         kind = type(item)
         if kind is str:
-            text = '"' + _fold_text(item, False).replace('"', '\\"') + '"'
+            if len(item) > _HASH_ABOVE:
+                return None
+            text = '"' + item.replace('"', '\\"') + '"'
         elif kind is int:
-            text = _int_text(item)
+            try:
+                text = str(item)
+            except ValueError:  # more digits than int-to-str conversion allows
+                return None
         else:
             return None
-        parts.append(('"' + _fold_text(key, False).replace('"', '\\"') + '"', text))
-    parts.sort()
-    return "{" + ",".join(f"{k}:{v}" for k, v in parts) + "}"
+        parts.append(('"' + key.replace('"', '\\"') + '"', text))
+    if len(parts) > 1:
+        parts.sort()
+    return "{" + ",".join([f"{k}:{v}" for k, v in parts]) + "}"
 
 
 def _digest(text: str) -> str:

@@ -9,12 +9,13 @@ lets the verifier tell an inserted or moved row from an edited one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -184,20 +185,29 @@ class InputHasher:
     revealing the key.
     """
 
-    __slots__ = ("_key", "mode")
+    __slots__ = ("_key", "digest", "mode")
 
     def __init__(self, key: bytes | None) -> None:
         if key is not None and (not isinstance(key, bytes) or len(key) < 16):
             raise LedgerConfigError("hmac_key must be bytes of at least 16 random bytes (e.g. os.urandom(32))")
         self._key = key
+        #: ``self(text)`` as a plain function (the append path calls it once per row, without ``__call__``'s frame).
+        self.digest: Callable[[str], str]
         if key is None:
             self.mode = "sha256"
+            self.digest = _sha256_text
         else:
             check = hmac.new(key, _KEY_CHECK_DOMAIN, hashlib.sha256).hexdigest()[:16]
             self.mode = f"hmac-sha256:{check}"
+            self.digest = functools.partial(_hmac_text, key)
 
     def __call__(self, text: str) -> str:
-        data = text.encode("utf-8", "surrogatepass")
-        if self._key is None:
-            return hashlib.sha256(data).hexdigest()
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+        return self.digest(text)
+
+
+def _sha256_text(text: str) -> str:
+    return _sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _hmac_text(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode("utf-8", "surrogatepass"), _sha256).hexdigest()

@@ -105,6 +105,17 @@ def test_json_fast_path_and_walk_write_the_generic_encoders_text(value: object) 
             pass
 
 
+_LONG = st.builds(lambda: "ab" * 40_000)  # past _HASH_ABOVE: hashed, not written out
+_STRICT_DICT = st.dictionaries(_TEXT | _LONG, _TEXT | _LONG | st.integers() | st.builds(lambda: 10**5000), max_size=4)
+
+
+@settings(max_examples=500, suppress_health_check=list(HealthCheck), deadline=None)
+@given(_STRICT_DICT | st.dictionaries(_KEY, _SCALAR, max_size=4))
+def test_the_strict_fast_path_writes_the_generic_encoders_text(value: dict[object, object]) -> None:
+    # Ledger rows, idempotency keys and approvals hash this text: the fast path must never change it.
+    assert canonical_text(value, loose=False) == _sig._Encoder(False).encode(value)
+
+
 _COMPILED_ONLY = pytest.mark.skipif(_sig._COMPILED is None, reason="the compiled fast path is not built here")
 
 

@@ -101,3 +101,12 @@ def test_ledger_failure_raise_is_the_default_for_ordinary_rows() -> None:
     breaker.before_tool("t", {})
     with pytest.raises(OSError, match="locked"):
         breaker.after_tool("t", {}, result=1)
+
+
+def test_ledger_failure_log_keeps_a_tool_call_going_and_says_which_row(caplog: pytest.LogCaptureFixture) -> None:
+    breaker = Breaker(ledger=Recorder(fail=True), ledger_failure="log")
+    breaker.before_tool("t", {"q": 1})
+    with caplog.at_level(logging.ERROR, logger="loopguard"):
+        breaker.after_tool("t", {"q": 1}, result=1)  # does not raise
+    assert [r.getMessage() for r in caplog.records] == ["loopguard could not write a tool row to the ledger"]
+    assert caplog.records[0].exc_info is not None and "locked" in str(caplog.records[0].exc_info[1])
