@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import add_note
 from ._errors import LedgerError
 
-__all__ = ["BATCH_ROWS", "MAX_WAITING", "WaitingRows", "flush_at_exit"]
+__all__ = ["BATCH_ROWS", "IDLE_SECONDS", "MAX_WAITING", "WaitingRows", "flush_at_exit"]
 
 logger = logging.getLogger("loopguard.ledger")
 
@@ -49,6 +49,10 @@ _hooked_pid = [0]
 #: After a failed background write, the next background attempt waits at least this long (the next due
 #: ``record()``, read or ``flush()`` still tries at once and raises the error to its caller).
 RETRY_SECONDS = 1.0
+#: The background writer ends once no row has waited for this long, and the next waiting row starts it again:
+#: a process that went quiet has no thread of ours (forking a process with threads is unsafe, and Python 3.12+
+#: warns about it), while a busy one keeps the same thread.
+IDLE_SECONDS = 2.0
 # The exit handler has run: the writer stops (what it could not write was reported as lost, and stays so).
 _exiting = [False]
 # Tests that move the clock by hand pause the writer (tests/ledger/test_deferred.py, the `clock` fixture).
@@ -120,16 +124,32 @@ def _start_writer() -> None:
 def _write_due_rows() -> None:
     """The background writer: write each ledger's rows once the oldest has waited twice ``defer_seconds`` and no
     ``record()`` came to write them. It holds a ledger's lock only while writing that ledger's rows, and never
-    waits for one another thread holds (that thread writes them, or they are tried again later)."""
+    waits for one another thread holds (that thread writes them, or they are tried again later). It ends once
+    nothing has waited for ``IDLE_SECONDS``; the next waiting row starts another."""
     while not _exiting[0]:
         with _wake:
+            idle_since = None
             while True:
                 now = _monotonic()
                 due = [] if _writer_paused[0] else [w for w in _holding if w._due_at <= now]
                 if due or _exiting[0]:
                     break
-                soonest = None if _writer_paused[0] else min((w._due_at for w in _holding), default=None)
-                _wake.wait(None if soonest is None else soonest - now)
+                if _writer_paused[0]:
+                    _wake.wait()
+                    continue
+                soonest = min((w._due_at for w in _holding), default=None)
+                if soonest is not None:
+                    idle_since = None
+                    _wake.wait(soonest - now)
+                    continue
+                if idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= IDLE_SECONDS:
+                    # Decided under the lock _hold() takes: a row that waits from now on starts a new writer.
+                    if _writer[0] is threading.current_thread():
+                        _writer[0] = None
+                    return
+                _wake.wait(idle_since + IDLE_SECONDS - now)
         while due:  # hold no ledger past its write: a ledger dropped without close() can then be collected
             due.pop()._write_if_due()
 

@@ -226,6 +226,51 @@ def test_a_row_written_at_once_does_not_wake_the_writer(ledger_path: Path, monke
     ledger.close()
 
 
+def _writers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "loopguard-ledger-writer"]
+
+
+def test_the_writer_ends_once_nothing_waits_and_the_next_waiting_row_starts_another(
+    ledger_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_deferred, "IDLE_SECONDS", 0.2)
+    ledger = Ledger(ledger_path, defer_seconds=0.05)
+    tool_row(ledger, 1)
+    _wait_for(lambda: [r[1] for r in tool_rows(ledger_path)] == [1])
+    _wait_for(lambda: not _writers())  # a quiet process keeps no thread of ours (it may fork safely)
+    tool_row(ledger, 2)  # waits: a writer starts again and writes it with no further record()
+    assert len(_writers()) == 1
+    _wait_for(lambda: [r[1] for r in tool_rows(ledger_path)] == [1, 2])
+    _wait_for(lambda: not _writers())
+    assert ledger.verify().ok
+    ledger.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12) or sys.platform == "win32", reason="Python 3.12+ warns on fork")
+def test_a_process_whose_rows_are_written_forks_without_the_multi_threaded_warning(ledger_path: Path) -> None:
+    script = f"""
+        import os, sys, warnings
+        from loopguard_core.ledger import Ledger, _deferred
+        _deferred.IDLE_SECONDS = 0.1
+        ledger = Ledger({str(ledger_path)!r}, defer_seconds=0.02)
+        ledger.record(session_id="s", origin="tool", turn=1, input_text="q")
+        writer = _deferred._writer[0]
+        writer.join(30)  # it ends on its own once the row is written and nothing else waits
+        if writer.is_alive():
+            sys.exit(2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+        sys.exit(1 if [w for w in caught if "multi-threaded" in str(w.message)] else 0)
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], timeout=60, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [r[1] for r in tool_rows(ledger_path)] == [1]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="uses the fork start method")
 def test_a_forked_child_gets_its_own_background_writer(ledger_path: Path) -> None:
     ledger = Ledger(ledger_path, defer_seconds=0.05)
