@@ -43,21 +43,40 @@ def chars_to_tokens(chars: int) -> int:
 def _count_chars(content: Any, depth: int) -> int:
     if depth > 16 or content is None:
         return 0
+    # The exact built-in types first: isinstance against the Mapping ABC costs a Python-level call each time, and
+    # this runs for every new message part of every model call. Subclasses take the general checks below.
+    kind = type(content)
+    if kind is str:
+        return len(content)
+    if kind is dict:
+        return _mapping_chars(content, depth)
+    if kind is list or kind is tuple:
+        return sum([_count_chars(item, depth + 1) for item in content])
     if isinstance(content, str):
         return len(content)
     if isinstance(content, Mapping):
-        total = _PER_MESSAGE_OVERHEAD * _CHARS_PER_TOKEN if "role" in content else 0
-        for key in ("content", "text", "input", "system", "arguments", "args"):
-            if key in content:
-                value = content[key]
-                total += _count_chars(value if not isinstance(value, Mapping) else str(value), depth + 1)
-        return total
+        return _mapping_chars(content, depth)
     if isinstance(content, (list, tuple)):
-        return sum(_count_chars(item, depth + 1) for item in content)
+        return sum([_count_chars(item, depth + 1) for item in content])
     text = getattr(content, "content", None)
     if text is not None:
         return _count_chars(text, depth + 1) + _PER_MESSAGE_OVERHEAD * _CHARS_PER_TOKEN
     return len(str(content))
+
+
+def _mapping_chars(content: Mapping[str, Any], depth: int) -> int:
+    total = _PER_MESSAGE_OVERHEAD * _CHARS_PER_TOKEN if "role" in content else 0
+    for key in _COUNTED_KEYS:
+        if key in content:
+            value = content[key]
+            kind = type(value)
+            if kind is dict or (kind is not str and kind is not list and isinstance(value, Mapping)):
+                value = str(value)
+            total += _count_chars(value, depth + 1)
+    return total
+
+
+_COUNTED_KEYS = ("content", "text", "input", "system", "arguments", "args")
 
 
 # -- incremental: one conversation read once, however many turns it lasts ------------------------------------

@@ -87,7 +87,7 @@ class BodyReader:
     def estimate(self, body: Mapping[str, Any]) -> int:
         """``estimate_input_tokens(body)``, reading only what is new since the conversation's last request."""
         messages = body.get("messages") or []
-        if isinstance(messages, Sequence) and not isinstance(messages, (str, bytes)):
+        if type(messages) is list or (isinstance(messages, Sequence) and not isinstance(messages, (str, bytes))):
             total = self.history.estimate(messages)
         else:
             total = estimate_tokens(messages)
@@ -134,7 +134,7 @@ def tool_results(body: Mapping[str, Any]) -> Iterator[ToolResult]:
         if not isinstance(content, list):
             continue
         for block in content:
-            if isinstance(block, Mapping) and block.get("type") == "tool_result":
+            if (type(block) is dict or isinstance(block, Mapping)) and block.get("type") == "tool_result":
                 tool_use_id = block.get("tool_use_id")
                 if isinstance(tool_use_id, str):
                     yield ToolResult(tool_use_id, block.get("content"), bool(block.get("is_error")))
@@ -145,18 +145,19 @@ def latest_tool_results(body: Mapping[str, Any]) -> Iterator[ToolResult]:
     tool, which is where a request answers the calls of the reply before it (the API refuses a tool_use left
     unanswered in the next message). Read from the end, so a long history costs nothing more."""
     messages = body.get("messages") or ()
-    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+    if type(messages) is not list and (not isinstance(messages, Sequence) or isinstance(messages, (str, bytes))):
         yield from tool_results(body)
         return
     found: list[ToolResult] = []
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
-        if not isinstance(message, Mapping):
+        if type(message) is not dict and not isinstance(message, Mapping):  # (dict: no ABC check)
             continue
         content = message.get("content")
         if message.get("role") == "assistant":
             if isinstance(content, list) and any(
-                isinstance(block, Mapping) and block.get("type") == "tool_use" for block in content
+                (type(block) is dict or isinstance(block, Mapping)) and block.get("type") == "tool_use"
+                for block in content
             ):
                 break
             continue
@@ -164,7 +165,7 @@ def latest_tool_results(body: Mapping[str, Any]) -> Iterator[ToolResult]:
             continue
         batch = []
         for block in content:
-            if isinstance(block, Mapping) and block.get("type") == "tool_result":
+            if (type(block) is dict or isinstance(block, Mapping)) and block.get("type") == "tool_result":
                 tool_use_id = block.get("tool_use_id")
                 if isinstance(tool_use_id, str):
                     batch.append(ToolResult(tool_use_id, block.get("content"), bool(block.get("is_error"))))
@@ -176,7 +177,7 @@ def tool_uses(content: Any) -> list[ToolUse]:
     """The client-side ``tool_use`` blocks of a response's content (server tools run at Anthropic)."""
     found = []
     for block in content or ():
-        if isinstance(block, Mapping) and block.get("type") == "tool_use":
+        if (type(block) is dict or isinstance(block, Mapping)) and block.get("type") == "tool_use":
             found.append(ToolUse(str(block.get("id", "")), str(block.get("name", "")), block.get("input")))
     return found
 

@@ -451,7 +451,7 @@ def _messages_body(request: Any) -> Mapping[str, Any] | None:
     if not is_messages_call(str(request.method), str(request.url)):
         return None
     body = request.json
-    return body if isinstance(body, Mapping) else None
+    return body if type(body) is dict or isinstance(body, Mapping) else None
 
 
 def _call_id(request: Any) -> str | None:
@@ -467,7 +467,7 @@ def _json(content: bytes) -> Mapping[str, Any]:
         data = json.loads(content)
     except ValueError:
         return {}
-    return data if isinstance(data, Mapping) else {}
+    return data if type(data) is dict or isinstance(data, Mapping) else {}
 
 
 def _none(_: object) -> None:

@@ -79,7 +79,7 @@ def max_output_tokens(llm: object) -> int:
 
 def tool_args(tool_input: object) -> Any:
     """A stable copy of the tool's arguments (CrewAI lets hooks mutate the dict in place)."""
-    if isinstance(tool_input, Mapping):
+    if type(tool_input) is dict or isinstance(tool_input, Mapping):  # (a dict skips the ABC check)
         return dict(tool_input)
     return tool_input
 

@@ -45,7 +45,7 @@ def batch_of(messages: Sequence[Any] | None, call_id: str | None) -> str | None:
         calls = getattr(message, "tool_calls", None)
         if not calls:
             continue
-        if any(isinstance(call, Mapping) and call.get("id") == call_id for call in calls):
+        if any((type(call) is dict or isinstance(call, Mapping)) and call.get("id") == call_id for call in calls):
             return message_batch(message)
         answers += 1
         if answers >= _ANSWERS:  # not among the last answers: not from this history (never a whole-history walk)
@@ -57,10 +57,11 @@ def batch_of_state(state: Any, call_id: str | None, messages_key: str = "message
     """:func:`batch_of` over a graph state: a mapping or object with ``messages_key``, or a list of messages."""
     if not call_id or state is None:
         return None
-    if isinstance(state, Mapping):
+    # (the exact built-in types skip the ABC checks: this runs on every tool call)
+    if type(state) is dict or isinstance(state, Mapping):
         messages = state.get(messages_key)
-    elif isinstance(state, Sequence) and not isinstance(state, (str, bytes)):
+    elif type(state) is list or (isinstance(state, Sequence) and not isinstance(state, (str, bytes))):
         messages = state
     else:
         messages = getattr(state, messages_key, None)
-    return batch_of(messages, call_id) if isinstance(messages, Sequence) else None
+    return batch_of(messages, call_id) if type(messages) is list or isinstance(messages, Sequence) else None

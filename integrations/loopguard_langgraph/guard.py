@@ -77,7 +77,7 @@ class _GuardNode:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _messages(self, state: Any) -> Sequence[Any]:
-        if isinstance(state, Mapping):
+        if type(state) is dict or isinstance(state, Mapping):  # (a dict skips the ABC check: every turn)
             return state.get(self.messages_key) or []
         if isinstance(state, Sequence):
             return state
