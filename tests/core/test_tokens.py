@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import operator
 import pickle
 from typing import Any
+
+import pytest
 
 from loopguard_core import estimate_tokens
 from loopguard_core.tokens import History, history_digest, message_chars
@@ -146,3 +149,42 @@ def test_an_empty_history() -> None:
     history = History()
     assert history.estimate([]) == 0
     assert history.digest([]) == history_digest([])
+
+
+class _Map(collections.UserDict):  # type: ignore[type-arg]
+    """A Mapping that is not a dict: takes the general isinstance checks."""
+
+
+class _Text(str):
+    pass
+
+
+class _Items(list):  # type: ignore[type-arg]
+    pass
+
+
+def _wrapped(value: Any) -> Any:
+    """``value`` with every dict, str and list replaced by a subclass or another Mapping of the same content."""
+    if type(value) is dict:
+        return _Map({k: _wrapped(v) for k, v in value.items()})
+    if type(value) is list:
+        return _Items(_wrapped(v) for v in value)
+    if type(value) is str:
+        return _Text(value)
+    return value
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "plain text",
+        {"role": "user", "content": "hello there"},
+        [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "tool_use", "input": {"a": 1}}]}],
+        {"role": "assistant", "content": [{"type": "tool_result", "content": [{"type": "text", "text": "42"}]}]},
+        {"args": {"x": [1, 2]}, "arguments": "{}", "system": "be brief"},
+        [[[["deep"]]], ("a", "bc")],
+        [None, 7, 2.5],
+    ],
+)
+def test_the_built_in_types_fast_path_counts_what_the_general_checks_count(content: Any) -> None:
+    assert estimate_tokens(content) == estimate_tokens(_wrapped(content))
