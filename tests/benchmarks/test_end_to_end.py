@@ -3,6 +3,7 @@ by wall time and, where valgrind counted them, by CPU instructions; a missing va
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from benchmarks import end_to_end
@@ -79,4 +80,27 @@ def test_a_runtime_whose_count_failed_is_pending_on_its_own_row(monkeypatch) -> 
     result = {"calls": 50, "frameworks": frames, "per_turn": {}, "instructions": counted, "goals": list(goals.values())}
     assert "| CrewAI | - | - | - | - | pending: callgrind child crewai/guarded ran past 1800 s |" in (
         end_to_end.render_markdown(result)
+    )
+
+
+def test_each_variant_is_counted_by_several_children_and_their_mean_is_the_figure(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    counts = {"passthrough": [1_000_000, 1_002_000], "guarded": [1_020_000, 1_018_000]}
+    lock = threading.Lock()
+
+    def fake(key: str, variant: str, runs: int, library: object) -> int:
+        with lock:  # children run two at a time
+            return counts[variant].pop(0)
+
+    monkeypatch.setattr(end_to_end, "_callgrind_requests", lambda folder: folder / "lib.so")
+    monkeypatch.setattr(end_to_end, "_count_instructions", fake)
+    counted = end_to_end._instructions(["langchain"], 2, children=2)
+    row = counted["langchain"]
+    assert (row["passthrough"], row["guarded"]) == (500_500, 509_500)  # per run: the mean over 2 children, 2 runs
+    assert row["ratio"] == round(2_038_000 / 2_002_000, 4)
+    possible = {round(g / p, 4) for g in (1_020_000, 1_018_000) for p in (1_000_000, 1_002_000)}
+    assert len(row["child_ratios"]) == 2 and set(row["child_ratios"]) <= possible  # each child pair's own ratio
+    assert counts == {"passthrough": [], "guarded": []}  # two children of each variant ran
+    result = {"calls": 50, "frameworks": frameworks(), "per_turn": {}, "instructions": counted, "goals": []}
+    assert f"**{row['ratio']}x** ({row['child_ratios'][0]}, {row['child_ratios'][1]}) |" in end_to_end.render_markdown(
+        result
     )
