@@ -43,18 +43,12 @@ def chars_to_tokens(chars: int) -> int:
 def _count_chars(content: Any, depth: int) -> int:
     if depth > 16 or content is None:
         return 0
-    # The exact built-in types first: isinstance against the Mapping ABC costs a Python-level call each time, and
-    # this runs for every new message part of every model call. Subclasses take the general checks below.
-    kind = type(content)
-    if kind is str:
-        return len(content)
-    if kind is dict:
-        return _mapping_chars(content, depth)
-    if kind is list or kind is tuple:
-        return sum([_count_chars(item, depth + 1) for item in content])
     if isinstance(content, str):
         return len(content)
-    if isinstance(content, Mapping):
+    # The Mapping ABC's isinstance is a Python-level call, and this runs for every new message part: the exact
+    # built-in types (a dict is one, a list or tuple is not) are told apart without it.
+    kind = type(content)
+    if kind is dict or (kind is not list and kind is not tuple and isinstance(content, Mapping)):
         return _mapping_chars(content, depth)
     if isinstance(content, (list, tuple)):
         return sum([_count_chars(item, depth + 1) for item in content])

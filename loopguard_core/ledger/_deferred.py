@@ -128,28 +128,25 @@ def _write_due_rows() -> None:
     nothing has waited for ``IDLE_SECONDS``; the next waiting row starts another."""
     while not _exiting[0]:
         with _wake:
-            idle_since = None
+            idle_until = None  # set while no ledger holds rows
             while True:
                 now = _monotonic()
                 due = [] if _writer_paused[0] else [w for w in _holding if w._due_at <= now]
                 if due or _exiting[0]:
                     break
-                if _writer_paused[0]:
-                    _wake.wait()
-                    continue
-                soonest = min((w._due_at for w in _holding), default=None)
-                if soonest is not None:
-                    idle_since = None
-                    _wake.wait(soonest - now)
-                    continue
-                if idle_since is None:
-                    idle_since = now
-                elif now - idle_since >= IDLE_SECONDS:
+                soonest = None if _writer_paused[0] else min((w._due_at for w in _holding), default=None)
+                if soonest is not None or _writer_paused[0]:
+                    idle_until = None
+                elif idle_until is None:
+                    idle_until = soonest = now + IDLE_SECONDS
+                elif now >= idle_until:
                     # Decided under the lock _hold() takes: a row that waits from now on starts a new writer.
                     if _writer[0] is threading.current_thread():
                         _writer[0] = None
                     return
-                _wake.wait(idle_since + IDLE_SECONDS - now)
+                else:
+                    soonest = idle_until
+                _wake.wait(None if soonest is None else soonest - now)
         while due:  # hold no ledger past its write: a ledger dropped without close() can then be collected
             due.pop()._write_if_due()
 

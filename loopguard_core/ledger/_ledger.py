@@ -117,7 +117,6 @@ class Ledger:
                 f"synchronous must be one of 'OFF', 'NORMAL', 'FULL', 'EXTRA' (a str), got {synchronous!r}"
             )
         self._hash = InputHasher(hmac_key)
-        self._digest_input = self._hash.digest
         self._signing_key = load_signing_key(signing_key) if signing_key is not None else None
         self._every = checkpoint_every
         self._backend = open_backend(
@@ -212,7 +211,7 @@ class Ledger:
             origin,
             None if agent is None else agent if type(agent) is str and agent.isascii() else label(str(agent)),
             None if tool is None else tool if type(tool) is str and tool.isascii() else label(str(tool)),
-            self._digest_input(input_text),
+            self._hash.digest(input_text),
             input_tokens,
             output_tokens,
             micros,
