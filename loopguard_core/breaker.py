@@ -1037,6 +1037,14 @@ class Breaker:
         return trip.for_model()
 
     # -- model calls ------------------------------------------------------------------------------
+    @property
+    def needs_token_estimate(self) -> bool:
+        """Whether ``before_model``'s ``estimated_input_tokens`` can change anything: only a token or USD ceiling
+        and a budget's reservation read the projection. Adapters estimate a request's input only then (reading a
+        conversation's new messages on every turn is most of a model hook's work) and pass 0 otherwise."""
+        limits = self.limits
+        return limits.max_tokens is not None or limits.max_cost_usd is not None or self._book is not None
+
     def before_model(
         self,
         *,

@@ -350,7 +350,8 @@ class LoopGuardMiddleware(Middleware):
         model = body.get("model")
         return {
             "model": model if isinstance(model, str) else None,
-            "estimated_input_tokens": self._bodies.estimate(body),
+            # Read only when a ceiling or budget uses it (the body's new messages, every request).
+            "estimated_input_tokens": self._bodies.estimate(body) if self.breaker.needs_token_estimate else 0,
             "max_output_tokens": max_output_tokens(body),
             "agent": self.agent,
             "call_id": call_id,

@@ -334,7 +334,9 @@ class CrewGuard:
         try:
             self.breaker.before_model(
                 model=model,
-                estimated_input_tokens=_estimate(self._history, ctx.messages),
+                estimated_input_tokens=(  # only a ceiling or budget reads it
+                    _estimate(self._history, ctx.messages) if self.breaker.needs_token_estimate else 0
+                ),
                 max_output_tokens=max_output_tokens(llm),
                 agent=agent,
                 call_id=call_id,

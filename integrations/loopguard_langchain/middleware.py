@@ -271,16 +271,21 @@ class LoopGuardMiddleware(AgentMiddleware):
         name, cap = model_facts(request.model, request.model_settings)
         return {
             "model": name,
-            "estimated_input_tokens": estimate_history(self._history, request.messages, request.system_message),
+            # Read only when a ceiling or budget uses it; otherwise only a reply without usage needs it (below).
+            "estimated_input_tokens": self._estimate(request) if self.breaker.needs_token_estimate else 0,
             "max_output_tokens": cap,
             "agent": agent_name(),
         }
+
+    def _estimate(self, request: Any) -> int:
+        return estimate_history(self._history, request.messages, request.system_message)
 
     def _usage_args(self, request: Any, response: Any, pre: dict[str, Any]) -> dict[str, Any]:
         messages = _response_messages(response)
         usage = usage_of(messages)
         if usage is None:  # the provider reported nothing: count the estimate rather than zero
-            usage = (pre["estimated_input_tokens"], estimate_messages(messages))
+            estimated = pre["estimated_input_tokens"] if self.breaker.needs_token_estimate else self._estimate(request)
+            usage = (estimated, estimate_messages(messages))
         return {
             "input_tokens": usage[0],
             "output_tokens": usage[1],

@@ -229,7 +229,11 @@ class LoopGuardCapability(AbstractCapability[Any]):
         try:
             await self.breaker.abefore_model(
                 model=model_name(request_context.model),
-                estimated_input_tokens=estimate_request_tokens(request_context, self._history, self._tools),
+                estimated_input_tokens=(  # only a ceiling or budget reads it
+                    estimate_request_tokens(request_context, self._history, self._tools)
+                    if self.breaker.needs_token_estimate
+                    else 0
+                ),
                 max_output_tokens=max_output_tokens(request_context.model_settings),
                 agent=_agent_name(ctx),
             )

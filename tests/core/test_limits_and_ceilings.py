@@ -305,3 +305,25 @@ async def test_steer_async_twin() -> None:
         await breaker.abefore_tool("search", {"q": "x"})
     assert "did not run" in await breaker.asteer(info.value)
     assert breaker.state is BreakerState.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("settings", "needed"),
+    [
+        ({}, False),  # loop detection, turn and tool ceilings never read a model call's projection
+        ({"max_turns": 5, "max_tool_calls": 9}, False),
+        ({"max_tokens": 1_000}, True),
+        ({"max_cost_usd": 1.0, "allow_unpriced": True}, True),
+    ],
+)
+def test_the_input_estimate_is_needed_only_where_a_projection_is_read(settings: dict, needed: bool) -> None:
+    assert Breaker(**settings).needs_token_estimate is needed
+
+
+def test_a_budget_needs_the_input_estimate_for_its_reservations() -> None:
+    from loopguard_core.budgets import Budget, MemoryBudgets
+
+    breaker = Breaker(budgets=[Budget("app", max_turns=9)], budget_store=MemoryBudgets())
+    assert breaker.needs_token_estimate
+    breaker.before_model(model="m", estimated_input_tokens=700, max_output_tokens=300)
+    assert breaker.budgets[0].in_flight["tokens"] == 1_000  # what an estimate of 0 would have hidden

@@ -5,6 +5,7 @@ caller of kickoff as a LoopGuardTripped; a legitimate run is untouched; budgets 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 
@@ -268,3 +269,25 @@ def test_a_trip_is_quiet_in_crewai_output_and_still_reaches_the_caller(caplog: p
     # the trip carries CrewAI's own "already logged" mark, because loopguard logged it, once, on its own logger.
     assert not [r for r in caplog.records if r.name.startswith("crewai") and "loopguard" in r.getMessage()]
     assert [r for r in caplog.records if r.name == "loopguard" and "[loop/repeat]" in r.getMessage()]
+
+
+@pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
+def test_the_messages_are_estimated_only_under_a_ceiling(
+    monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any], estimated: bool
+) -> None:
+    """Without a token or USD ceiling (or a budget) nothing reads the estimate, so no history is read for one."""
+    sent: list[int] = []
+    real = Breaker.before_model
+
+    def spy(self: Breaker, **kwargs: Any) -> None:
+        sent.append(kwargs["estimated_input_tokens"])
+        real(self, **kwargs)
+
+    monkeypatch.setattr(Breaker, "before_model", spy)
+    counter = BodyCounter()
+    llm = ScriptedLLM(script=[("lookup", {"q": "a"}), ("lookup", {"q": "b"}), "done"])
+    breaker = Breaker(**settings)
+    with guard_crew(breaker):
+        one_agent_crew([counted_tool(counter)], llm).kickoff()
+    assert counter.count() == 2 and len(sent) == 3
+    assert all(n > 0 for n in sent) if estimated else sent == [0, 0, 0]

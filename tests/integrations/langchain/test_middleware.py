@@ -458,3 +458,53 @@ async def test_hooks_re_enter_the_run_without_a_store_read_or_a_start_row_per_tu
         reads[pages] = store.snapshots
         assert len(start_rows(ledger)) == 1  # one run, one start row: not one per hook
     assert reads[8] == reads[2]  # 6 more turns, 24 more hook entries, not one more store read
+
+
+# -- the input estimate: read only where something uses it --------------------------------------------
+
+
+class _NoUsageModel(ScriptedChatModel):
+    """A provider that reports no token usage."""
+
+    def _generate(self, *args: Any, **kwargs: Any) -> Any:
+        result = super()._generate(*args, **kwargs)
+        for generation in result.generations:
+            generation.message.usage_metadata = None
+        result.llm_output = {"model_name": self.model_name}
+        return result
+
+
+@pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
+def test_the_preflight_estimates_the_input_only_under_a_ceiling(
+    monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any], estimated: bool
+) -> None:
+    sent: list[int] = []
+    real = Breaker.before_model
+
+    def spy(self: Breaker, **kwargs: Any) -> None:
+        sent.append(kwargs["estimated_input_tokens"])
+        real(self, **kwargs)
+
+    monkeypatch.setattr(Breaker, "before_model", spy)
+    breaker, counter = Breaker(**settings), BodyCounter()
+    model = ScriptedChatModel(page_script(3))
+    agent = create_agent(model, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
+    agent.invoke(user())
+    assert len(sent) == 4
+    assert all(n > 0 for n in sent) if estimated else sent == [0, 0, 0, 0]
+    assert breaker.usage().tokens == 4 * 120  # what the provider reported, either way
+
+
+def test_a_reply_without_usage_still_counts_the_estimated_input_without_a_ceiling() -> None:
+    from loopguard_langchain._common import estimate_messages
+
+    breaker, counter = Breaker(), BodyCounter()
+    model = _NoUsageModel(page_script(2))
+    agent = create_agent(model, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
+    out = agent.invoke(user())
+    assert counter.count("fetch_page") == 2
+    # Each turn's input is the history it was sent; the three replies are counted as output.
+    histories = [out["messages"][:n] for n in (1, 3, 5)]
+    replies = [m for m in out["messages"] if m.type == "ai"]
+    expected = sum(estimate_messages(h) for h in histories) + sum(estimate_messages([m]) for m in replies)
+    assert breaker.usage().tokens == expected > 0

@@ -255,7 +255,8 @@ def test_failed_model_requests_release_their_reservation_and_the_error_reaches_t
 
 def test_tool_schemas_are_read_once_per_run_not_once_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pydantic AI builds fresh ToolDefinitions for every request around the same schema objects: each schema is
-    turned into text once, and the estimate is the one a from-scratch count gives every turn."""
+    turned into text once, and the estimate is the one a from-scratch count gives every turn (under a token
+    ceiling: without a ceiling or budget nothing is estimated)."""
     from loopguard_pydantic_ai import _messages
 
     schemas_read: list[object] = []
@@ -280,8 +281,29 @@ def test_tool_schemas_are_read_once_per_run_not_once_per_request(monkeypatch: py
     monkeypatch.setattr(capability, "estimate_request_tokens", both)
     counter = BodyCounter()
     fake = ScriptedModel(script=[[("lookup", {"q": f"topic {n}"})] for n in range(6)] + ["done"])
-    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(Breaker())])
+    agent = make_agent(fake, counter, capabilities=[LoopGuardCapability(Breaker(max_tokens=10**9))])
     assert agent.run_sync("find it").output == "done"
     assert len(estimates) == 7 and all(inc == fresh for inc, fresh in estimates)
     incremental_reads = len(schemas_read) - 7  # the from-scratch count reads the schema on each of the 7 turns
     assert incremental_reads == 1
+
+
+@pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
+def test_the_request_is_estimated_only_under_a_ceiling(
+    monkeypatch: pytest.MonkeyPatch, settings: dict, estimated: bool
+) -> None:
+    """Without a token or USD ceiling (or a budget) nothing reads the estimate, so no history is read for one."""
+    sent: list[int] = []
+    real = Breaker.abefore_model
+
+    async def spy(self: Breaker, **kwargs: object) -> None:
+        sent.append(kwargs["estimated_input_tokens"])  # type: ignore[arg-type]
+        await real(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Breaker, "abefore_model", spy)
+    breaker, counter = Breaker(**settings), BodyCounter()
+    fake = ScriptedModel([("lookup", {"q": f"page {i}"}) for i in range(1, 4)] + ["done"])
+    assert make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)]).run_sync("go").output == "done"
+    assert len(sent) == 4
+    assert all(n > 0 for n in sent) if estimated else sent == [0, 0, 0, 0]
+    assert breaker.usage().tokens == 4 * 120  # the provider-reported usage, either way
