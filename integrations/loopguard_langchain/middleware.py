@@ -284,8 +284,8 @@ class LoopGuardMiddleware(AgentMiddleware):
         messages = _response_messages(response)
         usage = usage_of(messages)
         if usage is None:  # the provider reported nothing: count the estimate rather than zero
-            estimated = pre["estimated_input_tokens"] if self.breaker.needs_token_estimate else self._estimate(request)
-            usage = (estimated, estimate_messages(messages))
+            # The pre-flight's estimate, or (skipped there: nothing else reads it) this reply's own, read once.
+            usage = (pre["estimated_input_tokens"] or self._estimate(request), estimate_messages(messages))
         return {
             "input_tokens": usage[0],
             "output_tokens": usage[1],

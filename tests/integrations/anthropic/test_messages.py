@@ -400,17 +400,10 @@ def test_failed_requests_release_their_reservation_and_the_error_reaches_the_cal
 
 @pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
 def test_the_request_body_is_estimated_only_under_a_ceiling(
-    monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any], estimated: bool
+    preflight_estimates: list[int], settings: dict[str, Any], estimated: bool
 ) -> None:
     """Without a token or USD ceiling (or a budget) nothing reads the estimate, so no request is read for one."""
-    sent: list[int] = []
-    real = Breaker.before_model
-
-    def spy(self: Breaker, **kwargs: Any) -> None:
-        sent.append(kwargs["estimated_input_tokens"])
-        real(self, **kwargs)
-
-    monkeypatch.setattr(Breaker, "before_model", spy)
+    sent = preflight_estimates
     api = ScriptedAPI([*[("lookup", {"q": f"page {i}"}) for i in range(3)], "done"])
     breaker, counter = Breaker(**settings), BodyCounter()
     agent_loop(guard(api.client(), breaker), counter)

@@ -273,17 +273,10 @@ def test_a_trip_is_quiet_in_crewai_output_and_still_reaches_the_caller(caplog: p
 
 @pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
 def test_the_messages_are_estimated_only_under_a_ceiling(
-    monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any], estimated: bool
+    preflight_estimates: list[int], settings: dict[str, Any], estimated: bool
 ) -> None:
     """Without a token or USD ceiling (or a budget) nothing reads the estimate, so no history is read for one."""
-    sent: list[int] = []
-    real = Breaker.before_model
-
-    def spy(self: Breaker, **kwargs: Any) -> None:
-        sent.append(kwargs["estimated_input_tokens"])
-        real(self, **kwargs)
-
-    monkeypatch.setattr(Breaker, "before_model", spy)
+    sent = preflight_estimates
     counter = BodyCounter()
     llm = ScriptedLLM(script=[("lookup", {"q": "a"}), ("lookup", {"q": "b"}), "done"])
     breaker = Breaker(**settings)

@@ -476,16 +476,9 @@ class _NoUsageModel(ScriptedChatModel):
 
 @pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
 def test_the_preflight_estimates_the_input_only_under_a_ceiling(
-    monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any], estimated: bool
+    preflight_estimates: list[int], settings: dict[str, Any], estimated: bool
 ) -> None:
-    sent: list[int] = []
-    real = Breaker.before_model
-
-    def spy(self: Breaker, **kwargs: Any) -> None:
-        sent.append(kwargs["estimated_input_tokens"])
-        real(self, **kwargs)
-
-    monkeypatch.setattr(Breaker, "before_model", spy)
+    sent = preflight_estimates
     breaker, counter = Breaker(**settings), BodyCounter()
     model = ScriptedChatModel(page_script(3))
     agent = create_agent(model, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])

@@ -290,17 +290,10 @@ def test_tool_schemas_are_read_once_per_run_not_once_per_request(monkeypatch: py
 
 @pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
 def test_the_request_is_estimated_only_under_a_ceiling(
-    monkeypatch: pytest.MonkeyPatch, settings: dict, estimated: bool
+    preflight_estimates: list[int], settings: dict, estimated: bool
 ) -> None:
     """Without a token or USD ceiling (or a budget) nothing reads the estimate, so no history is read for one."""
-    sent: list[int] = []
-    real = Breaker.abefore_model
-
-    async def spy(self: Breaker, **kwargs: object) -> None:
-        sent.append(kwargs["estimated_input_tokens"])  # type: ignore[arg-type]
-        await real(self, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Breaker, "abefore_model", spy)
+    sent = preflight_estimates
     breaker, counter = Breaker(**settings), BodyCounter()
     fake = ScriptedModel([("lookup", {"q": f"page {i}"}) for i in range(1, 4)] + ["done"])
     assert make_agent(fake, counter, capabilities=[LoopGuardCapability(breaker)]).run_sync("go").output == "done"
