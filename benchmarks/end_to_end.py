@@ -242,9 +242,12 @@ def _lc_model(calls: int, clock: HookClock | None) -> tuple[Any, dict[str, int]]
             clock.tick()
         done = state["n"]
         state["n"] = done + 1
+        # Usage as every real provider's chat model reports it (the Anthropic runtime below answers the same).
+        usage = {"input_tokens": 100, "output_tokens": 20, "total_tokens": 120}
         if done >= calls:
-            return AIMessage(content="done")
-        return AIMessage(content="", tool_calls=[{"name": "lookup", "args": {"key": f"k{done}"}, "id": f"c{done}"}])
+            return AIMessage(content="done", usage_metadata=usage)
+        call = {"name": "lookup", "args": {"key": f"k{done}"}, "id": f"c{done}"}
+        return AIMessage(content="", tool_calls=[call], usage_metadata=usage)
 
     return scripted_chat_model(respond), state
 

@@ -351,4 +351,13 @@ def guard_node(
     if on_trip not in _MODES:
         raise ValueError(f"on_trip must be 'raise', 'end', 'interrupt' or 'steer', got {on_trip!r}")
     node = _GuardNode(breaker, on_trip, tools_node, messages_key, model_node)
-    return RunnableLambda(node.__call__, afunc=node.acall, name="loopguard_guard")
+
+    # Plain functions, not the bound methods: RunnableLambda reads its function's signature on every call
+    # (accepts_config, accepts_run_manager), and a bound method's costs about twice a function's.
+    def loopguard_guard(state: Any, config: RunnableConfig) -> Command[Any]:
+        return node(state, config)
+
+    async def aloopguard_guard(state: Any, config: RunnableConfig) -> Command[Any]:
+        return await node.acall(state, config)
+
+    return RunnableLambda(loopguard_guard, afunc=aloopguard_guard, name="loopguard_guard")
