@@ -38,7 +38,7 @@ from typing import Any
 
 from anthropic import AnthropicError, Middleware
 
-from loopguard_core import ApprovalError, Breaker, LoopGuardTripped
+from loopguard_core import ApprovalError, Breaker, GenaiPrices, LoopGuardTripped
 
 from ._body import (
     BodyReader,
@@ -372,11 +372,9 @@ class LoopGuardMiddleware(Middleware):
 
     def _cost(self, usage: Usage) -> float | None:
         # With a USD ceiling and the default price source, price cache tokens at their own rates.
-        from loopguard_core import GenaiPrices
-
-        if self.breaker.limits.max_cost_usd is None or not isinstance(self.breaker.prices, GenaiPrices):
+        if self.breaker.limits.max_cost_usd is None or usage.model is None:
             return None
-        if usage.model is None:
+        if not isinstance(self.breaker.prices, GenaiPrices):
             return None
         try:
             import genai_prices

@@ -34,10 +34,11 @@ re-raising the trip: that line is LangChain's, and the trip does reach the calle
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
 from uuid import UUID
@@ -108,7 +109,7 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         self._root_of = _Bounded()  # run id -> root chain run id
         self._actions = _Bounded()  # AgentExecutor run id -> [(tool, call_id)] checked in on_agent_action
         self._tools = _Bounded()  # tool run id -> (tool, args, call_id, agent, root)
-        self._models = _Bounded()  # llm run id -> (model, agent, estimate, digest input, root)
+        self._models = _Bounded()  # llm run id -> (model, agent, input estimate (a function), digest input, root)
         self._agents = _Bounded()  # chain run id -> agent name from its metadata (for on_agent_action)
         self._batches = _Bounded()  # tool call id -> (the model answer that carried it, root), from on_llm_end
         self._history = message_history()  # each model call reads only the messages added since the last
@@ -291,7 +292,7 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None,
         metadata: Mapping[str, Any] | None,
         params: Mapping[str, Any],
-        estimate: int,
+        estimate: Callable[[], int],
         digest: Any,
     ) -> None:
         meta = metadata or {}
@@ -303,9 +304,11 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         )
         agent = agent_name(meta)
         root = self._attach(run_id, parent_run_id)
+        # The input is estimated only when a ceiling or budget reads it, or (on_llm_end) when no usage comes back.
+        estimated = estimate() if self.breaker.needs_token_estimate else 0
         with self._scope(root):
             self.breaker.before_model(
-                model=model, estimated_input_tokens=estimate, max_output_tokens=cap, agent=agent, call_id=str(run_id)
+                model=model, estimated_input_tokens=estimated, max_output_tokens=cap, agent=agent, call_id=str(run_id)
             )
         with self._lock:
             self._models.put(run_id, (model, agent, estimate, digest, root))
@@ -325,7 +328,8 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         params = kwargs.get("invocation_params") or {}
         history = self._history
         digest = history_input(history, batch) if self.breaker.ledger is not None else None  # ledger-only
-        self._model_start(run_id, parent_run_id, metadata, params, estimate_history(history, batch), digest)
+        estimate = functools.partial(estimate_history, history, batch)
+        self._model_start(run_id, parent_run_id, metadata, params, estimate, digest)
 
     def on_llm_start(
         self,
@@ -339,7 +343,8 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         params = kwargs.get("invocation_params") or {}
-        self._model_start(run_id, parent_run_id, metadata, params, estimate_tokens(list(prompts)), list(prompts))
+        texts = list(prompts)
+        self._model_start(run_id, parent_run_id, metadata, params, functools.partial(estimate_tokens, texts), texts)
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
@@ -351,7 +356,7 @@ class LoopGuardCallbackHandler(BaseCallbackHandler):
         usage = _usage(response)
         if usage is None:  # nothing reported: count the estimate rather than zero
             texts = [getattr(g, "text", "") for gens in getattr(response, "generations", []) for g in gens]
-            usage = (estimate, estimate_tokens(texts))
+            usage = (estimate(), estimate_tokens(texts))  # the history's estimate reads only what it has not seen
         with self._scope(root):
             self.breaker.after_model(
                 input_tokens=usage[0],

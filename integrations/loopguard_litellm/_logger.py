@@ -22,6 +22,7 @@ it is given, not ask the model again, so a refusal there is raised in both modes
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import uuid
@@ -79,7 +80,9 @@ class LoopGuardLogger(CustomLogger):
         model = body.get("model")
         return {
             "model": _price_name(model),
-            "estimated_input_tokens": estimate_input_tokens("chat", body),
+            # Read only when a ceiling or budget uses it (reading the whole conversation is most of a request's
+            # work); a reply without usage estimates its request itself (_fallback, StreamWatch).
+            "estimated_input_tokens": estimate_input_tokens("chat", body) if self.breaker.needs_token_estimate else 0,
             "max_output_tokens": max_output_tokens("chat", body),
             "agent": self.agent,
             "call_id": call_id,
@@ -253,7 +256,7 @@ class LoopGuardLogger(CustomLogger):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _watch(self, body: Mapping[str, Any], stream: Any, call_id: str) -> Iterator[Any]:
-        watch = StreamWatch("chat", estimated_input=estimate_input_tokens("chat", body))
+        watch = StreamWatch("chat", estimated_input=functools.partial(estimate_input_tokens, "chat", body))
         try:
             for chunk in stream:
                 self._apply_watched(body, watch, watch.feed_event(_dump(chunk)), call_id)
@@ -273,7 +276,7 @@ class LoopGuardLogger(CustomLogger):
             raise
 
     async def _awatch(self, body: Mapping[str, Any], stream: Any, call_id: str) -> AsyncIterator[Any]:
-        watch = StreamWatch("chat", estimated_input=estimate_input_tokens("chat", body))
+        watch = StreamWatch("chat", estimated_input=functools.partial(estimate_input_tokens, "chat", body))
         async for chunk in stream:
             await self._aapply_watched(body, watch, watch.feed_event(_dump(chunk)), call_id)
             yield chunk

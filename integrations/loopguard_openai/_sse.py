@@ -10,6 +10,7 @@ choice's ``finish_reason`` arrives, or at ``[DONE]``; usage comes from the final
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,8 @@ class StreamWatch:
     """Parses server-sent events; ``feed`` returns what became decidable, ``finish`` what the end decides."""
 
     kind: Endpoint
-    estimated_input: int = 0
+    #: the request's input tokens, or a function estimating them: read only when no usage arrives
+    estimated_input: int | Callable[[], int] = 0
     model: str | None = None
     usage_done: bool = False
     _usage: Usage | None = None
@@ -79,7 +81,8 @@ class StreamWatch:
         if self._usage is not None:
             return self._usage
         output = -(-self._output_chars // _CHARS_PER_TOKEN)
-        return Usage(self.estimated_input, output, self.model, True)
+        estimate = self.estimated_input
+        return Usage(estimate() if callable(estimate) else estimate, output, self.model, True)
 
     # -- events ---------------------------------------------------------------------------------------
     def _event(self, raw: bytes) -> list[ToolCall | Usage]:

@@ -59,18 +59,23 @@ ON_TRIP = ("raise", "steer")
 class _Call:
     """One guarded model call: what was parsed from the request and what the breaker needs to know."""
 
-    __slots__ = ("body", "call_id", "estimated_input", "kind", "model", "restored")
+    __slots__ = ("_estimate", "body", "call_id", "kind", "model", "restored")
 
-    def __init__(
-        self, kind: Endpoint, body: Mapping[str, Any], call_id: str, estimated_input: int, restored: bool = False
-    ) -> None:
+    def __init__(self, kind: Endpoint, body: Mapping[str, Any], call_id: str, restored: bool = False) -> None:
         self.kind = kind
         self.body = body
         self.call_id = call_id
-        self.estimated_input = estimated_input
         self.restored = restored  # steer: the body is the caller's with what it never saw put back
         model = body.get("model")
         self.model = model if isinstance(model, str) else None
+        self._estimate: int | None = None
+
+    def estimated_input(self) -> int:
+        """The request's input tokens, estimated on first use: reading the whole conversation is most of a
+        request's work here, and only a token or USD ceiling, a budget, or a reply without usage needs it."""
+        if self._estimate is None:
+            self._estimate = estimate_input_tokens(self.kind, self.body)
+        return self._estimate
 
 
 class LoopGuardCore:
@@ -117,8 +122,8 @@ class LoopGuardCore:
                 call_id = self._attempts.get(digest) or uuid.uuid4().hex
         restored = self.steering.restore(kind, body) if self.on_trip == "steer" else None
         if restored is not None:
-            return _Call(kind, restored, call_id, estimate_input_tokens(kind, restored), True), first
-        return _Call(kind, body, call_id, estimate_input_tokens(kind, body)), first
+            return _Call(kind, restored, call_id, True), first
+        return _Call(kind, body, call_id), first
 
     def steers(self, call: _Call, data: Mapping[str, Any]) -> bool:
         """Whether the complete reply ``data`` to ``call`` is steered (else a refusal in it is raised)."""
@@ -126,7 +131,7 @@ class LoopGuardCore:
 
     def reask(self, call: _Call, body: Mapping[str, Any], attempt: int) -> _Call:
         """The model call that asks ``call`` again with the refusals: a new call, not a retry of the refused one."""
-        return _Call(call.kind, body, f"{call.call_id}:steer-{attempt}", estimate_input_tokens(call.kind, body))
+        return _Call(call.kind, body, f"{call.call_id}:steer-{attempt}")
 
     def outcomes(self, call: _Call) -> Iterator[tuple[str, Any, dict[str, Any]]]:
         """``(tool, arguments, after_tool kwargs)`` for each tool result answering a call admitted here."""
@@ -139,7 +144,7 @@ class LoopGuardCore:
     def preflight(self, call: _Call) -> dict[str, Any]:
         return {
             "model": call.model,
-            "estimated_input_tokens": call.estimated_input,
+            "estimated_input_tokens": call.estimated_input() if self.breaker.needs_token_estimate else 0,
             "max_output_tokens": max_output_tokens(call.kind, call.body),
             "agent": self.agent,
             "call_id": call.call_id,
@@ -157,7 +162,7 @@ class LoopGuardCore:
 
     def fallback(self, call: _Call) -> Usage:
         """What a response without a usage block is counted as: the estimate, and the cap for output."""
-        return Usage(call.estimated_input, max_output_tokens(call.kind, call.body), call.model, True)
+        return Usage(call.estimated_input(), max_output_tokens(call.kind, call.body), call.model, True)
 
     def remember(self, tool: ToolCall) -> None:
         if not tool.id:

@@ -38,6 +38,13 @@ _ON_TRIP = ("raise", "steer")
 _MEMORY = 512
 
 
+def _estimate(agent: Any, system_prompt: str | None, input_items: Any) -> int:
+    """The model call's input tokens: its system prompt, input items and tool schemas."""
+    schemas = [getattr(t, "params_json_schema", None) for t in getattr(agent, "tools", None) or ()]
+    estimate = estimate_tokens(system_prompt) + estimate_tokens(_plain(input_items))
+    return estimate + (estimate_tokens(json.dumps(schemas, default=str)) if schemas else 0)
+
+
 class TripMemory:
     """The first trip of each breaker run, shared by every hooks object over the same breaker."""
 
@@ -174,10 +181,8 @@ class LoopGuardHooks(RunHooks[Any]):
     # -- model calls --------------------------------------------------------------------------------
     async def on_llm_start(self, context: Any, agent: Any, system_prompt: str | None, input_items: Any) -> None:
         self._raise_earlier()
-        tools = getattr(agent, "tools", None) or ()
-        schemas = [getattr(t, "params_json_schema", None) for t in tools]
-        estimate = estimate_tokens(system_prompt) + estimate_tokens(_plain(input_items))
-        estimate += estimate_tokens(json.dumps(schemas, default=str)) if schemas else 0
+        # Read only when a token or USD ceiling or a budget uses it: the input items are the whole conversation.
+        estimate = _estimate(agent, system_prompt, input_items) if self.breaker.needs_token_estimate else 0
         try:
             await self.breaker.abefore_model(
                 model=model_name(agent),

@@ -12,6 +12,7 @@ from langchain_core.tools import tool
 
 from loopguard_core import MemoryStore
 from loopguard_core.testing import BodyCounter
+from loopguard_langchain.testing import ScriptedChatModel
 
 __all__ = [
     "CountingStore",
@@ -89,3 +90,14 @@ def page_script(pages: int) -> list[Any]:
 
 def start_rows(ledger: Any) -> list[Any]:
     return [r for r in ledger.rows() if r.origin == "checkpoint" and r.breach_reason.startswith("start")]
+
+
+class NoUsageModel(ScriptedChatModel):
+    """A provider that reports no token usage."""
+
+    def _generate(self, *args: Any, **kwargs: Any) -> Any:
+        result = super()._generate(*args, **kwargs)
+        for generation in result.generations:
+            generation.message.usage_metadata = None
+        result.llm_output = {"model_name": self.model_name}
+        return result

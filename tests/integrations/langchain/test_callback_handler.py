@@ -15,13 +15,13 @@ from langchain_core.tools import ToolException, tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from loopguard_core import Breaker, BreakerState, LoopGuardTripped
+from loopguard_core import Breaker, BreakerState, LoopGuardTripped, estimate_tokens
 from loopguard_core.testing import BodyCounter, Recorder
 from loopguard_langchain import LoopGuardCallbackHandler
 from loopguard_langchain.testing import ScriptedChatModel
 from loopguard_pytest import assert_not_tripped, assert_tripped
 
-from .helpers import counted_tools, page_script, start_rows, user, watched_breaker
+from .helpers import NoUsageModel, counted_tools, page_script, start_rows, user, watched_breaker
 
 RUNAWAY = ("lookup", {"q": "same"})
 STOPPED = {"reason": "loop", "max_body_runs": 3}  # the fourth identical call is refused: its body never runs
@@ -291,3 +291,31 @@ def test_callbacks_re_enter_the_run_without_a_store_read_or_a_start_row_per_turn
         reads[pages] = store.snapshots
         assert len(start_rows(ledger)) == 1
     assert reads[8] == reads[2]
+
+
+# -- the input estimate: read only where something uses it --------------------------------------------
+
+
+@pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
+def test_the_preflight_estimates_the_input_only_under_a_ceiling(
+    preflight_estimates: list[int], settings: dict[str, Any], estimated: bool
+) -> None:
+    breaker, counter = Breaker(**settings), BodyCounter()
+    agent = create_agent(ScriptedChatModel(page_script(3)), counted_tools(counter))
+    agent.invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
+    assert len(preflight_estimates) == 4
+    assert all(n > 0 for n in preflight_estimates) if estimated else preflight_estimates == [0, 0, 0, 0]
+    assert breaker.usage().tokens == 4 * 120  # what the provider reported, either way
+
+
+def test_a_reply_without_usage_still_counts_the_estimated_input_without_a_ceiling() -> None:
+    from loopguard_langchain._common import estimate_messages
+
+    breaker, counter = Breaker(), BodyCounter()
+    agent = create_agent(NoUsageModel(page_script(2)), counted_tools(counter))
+    out = agent.invoke(user(), config=cfg(LoopGuardCallbackHandler(breaker)))
+    assert counter.count("fetch_page") == 2
+    # Each turn's input is the history it was sent; the three replies' texts are counted as output.
+    inputs = sum(estimate_messages(out["messages"][:n]) for n in (1, 3, 5))
+    outputs = sum(estimate_tokens([m.text]) for m in out["messages"] if m.type == "ai")
+    assert breaker.usage().tokens == inputs + outputs > outputs

@@ -23,7 +23,15 @@ from loopguard_langchain import LoopGuardMiddleware, check_middleware_order, gua
 from loopguard_langchain.testing import ScriptedChatModel
 from loopguard_pytest import assert_not_tripped, assert_tripped
 
-from .helpers import answered_every_tool_call, counted_tools, page_script, start_rows, user, watched_breaker
+from .helpers import (
+    NoUsageModel,
+    answered_every_tool_call,
+    counted_tools,
+    page_script,
+    start_rows,
+    user,
+    watched_breaker,
+)
 
 RUNAWAY = ("lookup", {"q": "same"})
 
@@ -463,17 +471,6 @@ async def test_hooks_re_enter_the_run_without_a_store_read_or_a_start_row_per_tu
 # -- the input estimate: read only where something uses it --------------------------------------------
 
 
-class _NoUsageModel(ScriptedChatModel):
-    """A provider that reports no token usage."""
-
-    def _generate(self, *args: Any, **kwargs: Any) -> Any:
-        result = super()._generate(*args, **kwargs)
-        for generation in result.generations:
-            generation.message.usage_metadata = None
-        result.llm_output = {"model_name": self.model_name}
-        return result
-
-
 @pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
 def test_the_preflight_estimates_the_input_only_under_a_ceiling(
     preflight_estimates: list[int], settings: dict[str, Any], estimated: bool
@@ -492,7 +489,7 @@ def test_a_reply_without_usage_still_counts_the_estimated_input_without_a_ceilin
     from loopguard_langchain._common import estimate_messages
 
     breaker, counter = Breaker(), BodyCounter()
-    model = _NoUsageModel(page_script(2))
+    model = NoUsageModel(page_script(2))
     agent = create_agent(model, counted_tools(counter), middleware=[LoopGuardMiddleware(breaker)])
     out = agent.invoke(user())
     assert counter.count("fetch_page") == 2

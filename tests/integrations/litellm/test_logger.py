@@ -157,3 +157,16 @@ async def test_proxy_pre_call_hook_refuses_and_post_call_hook_checks_tool_calls(
     with breaker.run(), pytest.raises(LoopGuardTripped) as caught:
         await proxy_turns()
     assert (caught.value.reason, turns[-1]) == ("loop", 4)
+
+
+@pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
+def test_the_request_is_estimated_only_under_a_ceiling(
+    preflight_estimates: list[int], settings: dict[str, Any], estimated: bool
+) -> None:
+    """Without a token or USD ceiling (or a budget) nothing reads the estimate, so no request is read for one."""
+    breaker = Breaker(**settings)
+    with breaker.run():
+        sync_loop(LoopGuardLogger(breaker), sync_client(ScriptedOpenAI(legit(2))), BodyCounter(), stream=False)
+    assert len(preflight_estimates) == 3
+    assert all(n > 0 for n in preflight_estimates) if estimated else preflight_estimates == [0, 0, 0]
+    assert breaker.usage().tokens == 3 * 120  # the usage the provider reported, either way

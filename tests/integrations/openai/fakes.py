@@ -79,10 +79,11 @@ def library_of(obj: Any) -> ModuleType:
 class ScriptedOpenAI:
     """The transport's handler: ``mock_transport(api)``; ``api.requests`` holds every body received."""
 
-    def __init__(self, plan: Plan, *, prefix: str = "call", model: str = "gpt-4o") -> None:
+    def __init__(self, plan: Plan, *, prefix: str = "call", model: str = "gpt-4o", usage: bool = True) -> None:
         self.plan = plan
         self.prefix = prefix
         self.model = model
+        self.usage = usage  # False: chat completions answer without a usage block, as some servers do
         self.requests: list[dict[str, Any]] = []
 
     def __call__(self, request: Any) -> Any:
@@ -119,14 +120,16 @@ class ScriptedOpenAI:
                 {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
                 for cid, name, arguments in self._calls(n, tool, args)
             ]
-        return {
+        payload = {
             "id": f"chatcmpl-{n}",
             "object": "chat.completion",
             "created": 0,
             "model": self.model,
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool else "stop"}],
-            "usage": {"prompt_tokens": USAGE[0], "completion_tokens": USAGE[1], "total_tokens": sum(USAGE)},
         }
+        if self.usage:
+            payload["usage"] = {"prompt_tokens": USAGE[0], "completion_tokens": USAGE[1], "total_tokens": sum(USAGE)}
+        return payload
 
     def _chat_chunks(self, n: int, tool: Any, args: Any, text: str | None) -> bytes:
         base = {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "created": 0, "model": self.model}
@@ -144,8 +147,9 @@ class ScriptedOpenAI:
         else:
             chunks.append({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}]})
             chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        usage = {"prompt_tokens": USAGE[0], "completion_tokens": USAGE[1], "total_tokens": sum(USAGE)}
-        chunks.append({**base, "choices": [], "usage": usage})
+        if self.usage:
+            usage = {"prompt_tokens": USAGE[0], "completion_tokens": USAGE[1], "total_tokens": sum(USAGE)}
+            chunks.append({**base, "choices": [], "usage": usage})
         return ("".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n").encode()
 
     # -- responses ------------------------------------------------------------------------------------

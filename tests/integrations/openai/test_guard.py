@@ -19,6 +19,7 @@ import openai
 from loopguard_core import Breaker, LoopGuardTripped
 from loopguard_core.testing import BodyCounter
 from loopguard_openai import guard
+from loopguard_openai._body import estimate_input_tokens
 from loopguard_pytest import assert_not_tripped, assert_tripped
 
 from .fakes import (
@@ -260,6 +261,34 @@ def test_legit_run_completes_and_usage_is_recorded(mode: str, breaker: Breaker, 
     assert usage.turns == 3
     if mode != ".stream()":  # the helper sends no stream_options: the output is estimated from the text
         assert usage.tokens == 3 * 120
+
+
+@pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
+def test_the_request_body_is_estimated_only_under_a_ceiling(
+    preflight_estimates: list[int], settings: dict[str, Any], estimated: bool
+) -> None:
+    """Without a token or USD ceiling (or a budget) nothing reads the estimate, so no request is read for one."""
+    breaker, counter = Breaker(**settings), BodyCounter()
+    with breaker.run():
+        chat_loop(guard(sync_client(ScriptedOpenAI(legit(2))), breaker), "create", counter)
+    assert counter.count("lookup") == 2 and len(preflight_estimates) == 3
+    assert all(n > 0 for n in preflight_estimates) if estimated else preflight_estimates == [0, 0, 0]
+    assert breaker.usage().tokens == 3 * 120  # the usage the API reported, either way
+
+
+@pytest.mark.parametrize("mode", ["create", "stream=True"])
+def test_a_reply_without_usage_still_counts_the_estimated_input_without_a_ceiling(mode: str) -> None:
+    """A server that reports no usage: each request's input is estimated when the reply ends (the pre-flight
+    skipped it without a ceiling), the same count as under a ceiling, where the pre-flight estimated it."""
+    counted, inputs = [], []
+    for breaker in (Breaker(), Breaker(max_tokens=10**9)):
+        api = ScriptedOpenAI(legit(2), usage=False)
+        with breaker.run():
+            chat_loop(guard(sync_client(api), breaker), mode, BodyCounter())
+        counted.append(breaker.usage().tokens)
+        inputs.append(sum(estimate_input_tokens("chat", body) for body in api.requests))
+    assert inputs[0] == inputs[1] > 0
+    assert counted[0] == counted[1] > inputs[0]  # each request's estimated input, and the output on top
 
 
 def test_the_original_client_stays_unguarded_and_guarding_twice_is_a_no_op(

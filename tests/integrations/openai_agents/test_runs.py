@@ -96,6 +96,17 @@ async def test_legit_run_completes(breaker: Breaker, loopguard_bodies: BodyCount
     assert loopguard_bodies.count("lookup") == 2
 
 
+@pytest.mark.parametrize(("settings", "estimated"), [({}, False), ({"max_tokens": 10**9}, True)])
+async def test_the_conversation_is_estimated_only_under_a_ceiling(
+    preflight_estimates: list[int], settings: dict[str, Any], estimated: bool
+) -> None:
+    """Without a token or USD ceiling (or a budget) nothing reads the estimate, so the input items are not read."""
+    breaker = Breaker(**settings)
+    await guarded_run(researcher(ScriptedOpenAI(legit(2)), BodyCounter()), "find it", breaker)
+    assert len(preflight_estimates) == 3
+    assert all(n > 0 for n in preflight_estimates) if estimated else preflight_estimates == [0, 0, 0]
+
+
 async def test_handoff_shares_the_breaker_with_per_agent_attribution() -> None:
     counter, breaker = BodyCounter(), Breaker()
     seen: list[tuple[str | None, str | None]] = []
