@@ -34,8 +34,8 @@ class StreamWatch:
     """Parses server-sent events; ``feed`` returns what became decidable, ``finish`` what the end decides."""
 
     kind: Endpoint
-    #: the request's input tokens, or a function estimating them: read only when no usage arrives
-    estimated_input: int | Callable[[], int] = 0
+    #: estimates the request's input tokens (default 0): called only when no usage arrives
+    estimated_input: Callable[[], int] = int
     model: str | None = None
     usage_done: bool = False
     _usage: Usage | None = None
@@ -81,8 +81,7 @@ class StreamWatch:
         if self._usage is not None:
             return self._usage
         output = -(-self._output_chars // _CHARS_PER_TOKEN)
-        estimate = self.estimated_input
-        return Usage(estimate() if callable(estimate) else estimate, output, self.model, True)
+        return Usage(self.estimated_input(), output, self.model, True)
 
     # -- events ---------------------------------------------------------------------------------------
     def _event(self, raw: bytes) -> list[ToolCall | Usage]:

@@ -134,19 +134,20 @@ def _write_due_rows() -> None:
                 due = [] if _writer_paused[0] else [w for w in _holding if w._due_at <= now]
                 if due or _exiting[0]:
                     break
-                soonest = None if _writer_paused[0] else min((w._due_at for w in _holding), default=None)
-                if soonest is not None or _writer_paused[0]:
+                # Wait until the soonest row is due, until woken while paused, or until the idle time is over.
+                deadline = None if _writer_paused[0] else min((w._due_at for w in _holding), default=None)
+                if deadline is not None or _writer_paused[0]:
                     idle_until = None
-                elif idle_until is None:
-                    idle_until = soonest = now + IDLE_SECONDS
-                elif now >= idle_until:
-                    # Decided under the lock _hold() takes: a row that waits from now on starts a new writer.
-                    if _writer[0] is threading.current_thread():
-                        _writer[0] = None
-                    return
                 else:
-                    soonest = idle_until
-                _wake.wait(None if soonest is None else soonest - now)
+                    if idle_until is None:
+                        idle_until = now + IDLE_SECONDS
+                    elif now >= idle_until:
+                        # Decided under the lock _hold() takes: a row that waits from now on starts a new writer.
+                        if _writer[0] is threading.current_thread():
+                            _writer[0] = None
+                        return
+                    deadline = idle_until
+                _wake.wait(None if deadline is None else deadline - now)
         while due:  # hold no ledger past its write: a ledger dropped without close() can then be collected
             due.pop()._write_if_due()
 
