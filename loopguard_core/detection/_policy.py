@@ -18,7 +18,7 @@ from ._interleaved import Interleaved
 from ._paraphrase import Paraphrase
 from ._repeat import Repeat
 from ._semantics import infer_policy
-from ._step import SIMILAR, Call, Step
+from ._step import SIMILAR, Call, PackedWindow, Step
 
 __all__ = ["DEFAULT_POLL_TOOLS", "LoopDetection", "finding_facts"]
 
@@ -149,6 +149,8 @@ class LoopDetection:
         if reach is None or inflight or shape:
             return True
         if not window:
+            return False
+        if type(window) is PackedWindow and window.lacks(action):  # (the Redis store's window, still packed)
             return False
         last = window[-1]
         if last.flags & SIMILAR and last.tool == tool:

@@ -171,6 +171,17 @@ class PackedWindow(Sequence[Step]):
         starts = self._through(back)
         return _unpacked(self._data[starts[back] : starts[back + 1]])
 
+    def lacks(self, action: str) -> bool:
+        """True when no step holds ``action`` and the newest is not SIMILAR: what most new calls find, read off the
+        packed bytes without unpacking a step. False says only "look closer" (the bytes may sit elsewhere)."""
+        data = self._data
+        if len(data) < _HEAD.size or data[4] & SIMILAR:  # (byte 4: the newest step's flags)
+            return False
+        try:
+            return data.find(bytes.fromhex(action)) < 0
+        except ValueError:  # an action that is not a packed step's digest: the steps are read
+            return False
+
     def newest(self, count: int) -> bytes:
         """The packed bytes of the newest ``count`` steps (fewer when the window holds fewer)."""
         count = min(count, self._size)

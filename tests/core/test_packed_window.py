@@ -62,3 +62,17 @@ def test_out_of_range_and_malformed_data_are_errors_not_wrong_steps() -> None:
     with pytest.raises(MalformedWindow, match="does not unpack"):
         PackedWindow(not_utf8, 1)[0]
     assert issubclass(MalformedWindow, ValueError)
+
+
+def test_a_new_call_is_told_apart_from_the_packed_bytes_alone() -> None:
+    steps = [Step(i, "search", f"{i:032x}", f"{i:016x}") for i in range(5)]
+    window = packed(steps)
+    assert window.lacks("f" * 32)  # in no step, and the newest is not SIMILAR
+    assert not window.lacks(f"{3:032x}")  # a step holds it: the detectors look closer
+    assert window._starts == [0]  # neither answer unpacked or even located a step
+    similar = packed([*steps, Step(5, "search", "e" * 32, "0" * 16, SIMILAR)])
+    assert not similar.lacks("f" * 32)  # a reworded question right before: the detectors look closer
+    assert not window.lacks("not hex")  # not a packed step's digest: the steps are read instead
+    assert not PackedWindow(b"\x00\x01", 1).lacks("f" * 32)  # too short to hold a step: read, and found malformed
+    with pytest.raises(MalformedWindow):
+        LoopDetection().may_fire(PackedWindow(b"\x00\x01", 1), "search", "f" * 32)

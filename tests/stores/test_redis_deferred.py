@@ -41,7 +41,8 @@ def window(client: Any, store: RedisStore, run: RunKey) -> int:
 
 
 def in_flight(client: Any, store: RedisStore, run: RunKey) -> int:
-    return int(client.hlen(store.keys(run)[5]))
+    """Signatures in flight (the hash's '' field only keeps it alive)."""
+    return sum(1 for field in client.hkeys(store.keys(run)[5]) if field)
 
 
 def call(store: RedisStore, run: RunKey, sig: str, call_id: str | None = None, failed: bool = False) -> None:

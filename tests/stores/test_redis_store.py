@@ -66,7 +66,7 @@ def test_every_key_expires_and_a_live_run_keeps_refreshing(redis_url: str, scope
     store.record_tool(run, ToolOutcome("search", "s", "out", True, 0.0, "c1"), limits)
     store.admit_model(run, ModelRequest(10, 0, 0.0), limits)
     keys = [k for k in store.keys(run) if redis_client.exists(k)]
-    assert len(keys) == 5
+    assert len(keys) == 6  # the calls-in-flight hash too: it stays when its last call reports
     assert all(0 < redis_client.pttl(k) <= 64_000 for k in keys)  # nothing lives forever
     for k in keys:
         redis_client.pexpire(k, 5_000)
@@ -144,7 +144,7 @@ def test_loop_memory_and_call_id_memory_are_bounded(store: RedisStore, scope: st
         store.record_tool(run, ToolOutcome("search", f"r{i}", f"answer {i}", False, 0.0), limits)
     run_hash, seen_order, _, _, window, flight = store.keys(run)
     fields = [f.decode() for f in redis_client.hkeys(run_hash)]
-    assert redis_client.hlen(flight) <= 50
+    assert sum(1 for field in redis_client.hkeys(flight) if field) <= 50  # ('' only keeps the hash alive)
     assert redis_client.llen(window) == 20
     assert sum(f.startswith("i:") for f in fields) == 4_096
     assert redis_client.llen(seen_order) == 4_096
@@ -265,3 +265,32 @@ def test_a_report_without_call_id_releases_the_smallest_reservation(redis_url: s
     refused = store.admit_model(run, ModelRequest(45, 0, 0.0), limits)
     assert refused.facts == {"observed": 105, "limit": 100, "spent": 10, "in_flight": 50}
     store.close()
+
+
+def test_a_state_written_by_a_release_that_counts_neither_window_nor_flight_is_read_from_redis(
+    store: RedisStore, scope: str, redis_client: Any
+) -> None:
+    # The run's state counts the window's steps and the calls in flight (sparing LLEN and HLEN). A release that
+    # does not keep those counts writes fewer values; the next step must then ask Redis, not trust a missing count.
+    run = RunKey(scope, "r")
+    limits = Limits(loop=LoopDetection(memory=3))
+    older = (  # the state's first 22 values only, as such a release packs it
+        "local t = {cmsgpack.unpack(redis.call('HGET', KEYS[1], 'S'))} "
+        "redis.call('HSET', KEYS[1], 'S', cmsgpack.pack(unpack(t, 1, 22)))"
+    )
+
+    def as_older_release() -> None:
+        redis_client.eval(older, 1, store.keys(run)[0])
+
+    for _ in range(3):
+        assert store.admit_tool(run, tool("search", "same"), limits).admitted
+        store.record_tool(run, ToolOutcome("search", "same", "same answer", False, 0.0), limits)
+    as_older_release()
+    assert store.admit_tool(run, tool("search", "same"), limits).reason == "loop"  # the 3 steps were read
+    store.reset(run)
+    for sig in ("a", "b", "c"):  # never reported: in flight
+        assert store.admit_tool(run, tool("search", sig), limits).admitted
+    as_older_release()
+    assert store.admit_tool(run, tool("search", "d"), limits).admitted  # 3 already: the memory starts over
+    flight = store.keys(run)[5]
+    assert sorted(field for field in redis_client.hkeys(flight) if field) == [store._signature("d").encode()]

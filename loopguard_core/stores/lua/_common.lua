@@ -69,7 +69,11 @@ end
 -- st c/o/h; term a budget trip; tr trip reason; tk/tt/tl/to kind, tool, limit, observed of the trip's
 -- facts; oa/sa opened/started (us, false if unset); pk/pu probe reservation and its expiry; rt/rc
 -- reserved in flight, rn reservations held; seq a counter for reservation names; ln the window's version
--- (see window_version); xp when the keys' TTL was last set (us).
+-- (see window_version); xp when the keys' TTL was last set (us); wn the steps WIN holds, fn the signatures FLIGHT
+-- holds. wn and fn spare a step a Redis call each (LLEN, HLEN); nil when a release that does not keep them wrote
+-- the state last (it packs fewer values): a step then asks Redis, and counts them from there on.
+-- FLIGHT keeps a field '' that never goes: the hash stays when its last call reports, so the next admission
+-- does not create it again (and set its TTL again).
 -- The window's version counts the steps ever pushed to WIN; a client that holds the window as of version k is
 -- sent only the steps pushed since (admit_tool). A new run starts it at Redis TIME in microseconds, so that a
 -- client's version from an earlier run under the same keys (expired, dropped) is never taken for this run's:
@@ -85,13 +89,13 @@ local function state(packed, reading)
     if not reading then redis.call('DEL', SEENQ, RES, RESMIN, WIN, FLIGHT) end
     return { st = 'c', term = false, tr = '', tk = '', tt = '', tl = '', to = '', oa = false, sa = false,
       pk = '', pu = 0, turns = 0, tokens = 0, cost = 0, tc = 0, trips = 0, seq = 0, rt = 0, rc = 0, rn = 0,
-      ln = reading and 0 or window_version(), xp = false, dirty = true }
+      ln = reading and 0 or window_version(), xp = false, wn = 0, fn = 0, dirty = true }
   end
   local st, term, tr, tk, tt, tl, to, oa, sa, pk, pu, turns, tokens, cost, tc, trips, seq, rt, rc, rn, ln,
-    xp = cmsgpack.unpack(packed)
+    xp, wn, fn = cmsgpack.unpack(packed)
   return { st = st, term = term, tr = tr, tk = tk, tt = tt, tl = tl, to = to, oa = oa, sa = sa, pk = pk,
     pu = pu, turns = turns, tokens = tokens, cost = cost, tc = tc, trips = trips, seq = seq, rt = rt,
-    rc = rc, rn = rn, ln = ln, xp = xp }
+    rc = rc, rn = rn, ln = ln, xp = xp, wn = wn, fn = fn }
 end
 
 local function hset(field, value)
@@ -117,7 +121,7 @@ local function created(key) redis.call('PEXPIRE', key, TTL) end
 local function flush(s)
   if s.dirty then
     hset('S', cmsgpack.pack(s.st, s.term, s.tr, s.tk, s.tt, s.tl, s.to, s.oa, s.sa, s.pk, s.pu, s.turns,
-      s.tokens, s.cost, s.tc, s.trips, s.seq, s.rt, s.rc, s.rn, s.ln, s.xp))
+      s.tokens, s.cost, s.tc, s.trips, s.seq, s.rt, s.rc, s.rn, s.ln, s.xp, s.wn, s.fn))
   end
   if #W > 0 then redis.call('HSET', H, unpack(W)) end
 end
@@ -267,12 +271,18 @@ local function outcome(c, w, cid, tool, sig, failed_arg, step, err, moves)
   if queued then
     local first, rest = string.match(queued, '^(%d+) ?(.*)$')
     number = tonumber(first)
-    if rest ~= '' then redis.call('HSET', FLIGHT, sig, rest) else redis.call('HDEL', FLIGHT, sig) end
+    if rest ~= '' then
+      redis.call('HSET', FLIGHT, sig, rest)
+    else
+      redis.call('HDEL', FLIGHT, sig)
+      if s.fn then put(s, 'fn', math.max(0, s.fn - 1)) end
+    end
   end
   if window then
     local held = redis.call('RPUSH', WIN, struct.pack('>I4', number % 4294967296) .. step)
     if held == 1 then created(WIN) end
     if held > window then redis.call('LTRIM', WIN, -window, -1) end
+    put(s, 'wn', math.min(held, window))
     -- A run begun by a release before versions (0) gets its start now, as a new run would.
     put(s, 'ln', ((s.ln or 0) == 0 and window_version() or s.ln) + 1)
   end

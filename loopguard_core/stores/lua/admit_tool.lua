@@ -77,13 +77,14 @@ if queued then
   for _ in string.gmatch(queued, '%d+') do inflight = inflight + 1 end
   redis.call('HSET', FLIGHT, sig, queued .. ' ' .. int(s.tc))
 else
-  local held = redis.call('HLEN', FLIGHT)
+  local held = s.fn or redis.call('HLEN', FLIGHT)
   if held >= memory then -- calls that never report
     redis.call('DEL', FLIGHT)
     held = 0
   end
-  redis.call('HSET', FLIGHT, sig, int(s.tc))
-  if held == 0 then created(FLIGHT) end
+  -- Two fields added: the hash was not there (its '' field never goes, see _common.lua), it needs its TTL.
+  if redis.call('HSET', FLIGHT, sig, int(s.tc), '', '') == 2 then created(FLIGHT) end
+  put(s, 'fn', held + 1)
 end
 local probe = 0
 if half then
@@ -102,18 +103,21 @@ end
 local fresh = LONG_REPLY and 0 or 1
 -- Newest first: the client reads the window from its end (most calls need only the last few steps). A client
 -- that holds the window as of its version gets only the steps pushed since: most calls, none at all.
-local n = math.min(redis.call('LLEN', WIN), window)
+local n = math.min(s.wn or redis.call('LLEN', WIN), window)
 local version, known = s.ln or 0, tonumber(argv[7])
 local behind = known and version - known
 local delta = (behind and behind >= 0 and behind <= n) and 1 or 0
-if delta == 1 and behind < n and redis.call('LINDEX', WIN, -(behind + 1)) ~= argv[8] then
-  delta = 0 -- a step was pushed that the version does not count (an older release did): the whole window
+local steps
+if delta == 1 and behind < n then
+  -- One read: the step the client holds as its newest, then those pushed since. Another step there: one was
+  -- pushed that the version does not count (an older release did), and the client gets the whole window.
+  steps = redis.call('LRANGE', WIN, -(behind + 1), -1)
+  if steps[1] == argv[8] then table.remove(steps, 1) else delta = 0 end
 end
-local steps = {}
 if delta == 0 then
   steps = redis.call('LRANGE', WIN, -window, -1)
-elseif behind > 0 then
-  steps = redis.call('LRANGE', WIN, -behind, -1)
+elseif not steps then
+  steps = behind > 0 and redis.call('LRANGE', WIN, -behind, -1) or {}
 end
 local m = #steps
 for i = 1, math.floor(m / 2) do steps[i], steps[m + 1 - i] = steps[m + 1 - i], steps[i] end

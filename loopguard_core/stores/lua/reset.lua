@@ -18,6 +18,8 @@ for _, field in ipairs(redis.call('HKEYS', H)) do
   if DOOMED[string.sub(field, 1, 2)] then doomed[#doomed + 1] = field end
 end
 redis.call('DEL', WIN, FLIGHT)
+put(s, 'wn', 0)
+put(s, 'fn', 0)
 -- A call refused before the reset may be retried with the same id after it (e.g. a human approved it).
 local order, kept, forgot = redis.call('LRANGE', SEENQ, 0, -1), {}, false
 for i = 1, #order, 1000 do
