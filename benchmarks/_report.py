@@ -439,8 +439,11 @@ distinct arguments per call (as real work).
   against a raw prepared psycopg INSERT in autocommit mode (one commit per row) of a row of the same columns into
   a table of the same schema and index; each variant writes into its own schema, dropped at the end. Issue 6 sets
   no target for this pair; the ratio is reported as measured.
-- **Redis store**: a loopguard store check (`before_tool`, one EVALSHA round trip) against raw redis-py
-  `EVALSHA` of a one-line script; the full turn (two round trips) as context.
+- **Redis store**: a loopguard store check (`before_tool`, one FCALL round trip; EVALSHA where the server has no
+  Functions) against raw redis-py `EVALSHA` of a one-line script; the full turn (two round trips) as context.
+  Then, on the server's own account (`INFO commandstats`, run alone), the µs of scripts and the Redis commands
+  they run per guarded call, against the one-line script's (issue 14, goal 3's "script cost near a trivial
+  script's").
 
 "x raw floor" is the time per call divided by the raw storage baseline of its group; throughput shares in the
 goal table are its inverse.

@@ -16,8 +16,10 @@
   ``$LOOPGUARD_BENCH_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``); marked pending,
   with the reason, when unreachable.
 - **Redis store**: loopguard's store check (``before_tool``, one FCALL round trip) against raw redis-py
-  ``EVALSHA`` of a one-line script, plus the full turn. ``$LOOPGUARD_BENCH_REDIS_URL`` (default
-  ``redis://127.0.0.1:6379/14``); pending when unreachable. Only keys this benchmark created are deleted.
+  ``EVALSHA`` of a one-line script, plus the full turn; then what the server itself spends per guarded call
+  (µs of scripts and the commands they run, from ``INFO commandstats``) against the one-line script.
+  ``$LOOPGUARD_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/14``); pending when unreachable. Only keys this
+  benchmark created are deleted.
 """
 
 from __future__ import annotations
@@ -530,6 +532,57 @@ def _redis_variants(res: _Resources) -> tuple[list[Variant], str | None]:
     ], None
 
 
+def redis_server_cost(ops: int = 2_000) -> dict[str, dict[str, float]] | None:
+    """What Redis itself spends per op (goal 3's "a script cost near a trivial script's"): µs of scripts and
+    functions, and the Redis commands they run inside, from ``INFO commandstats`` deltas while only this process
+    runs: raw EVALSHA of the trivial script, and a guarded call (before + after), default and deferred. None when
+    no Redis answers. Counted on the server, so the machine's noise barely moves the command counts."""
+    try:
+        import redis
+
+        from loopguard_core.stores.redis import RedisStore
+
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+        client.ping()
+    except Exception:
+        return None
+    prefix = f"lgbench-{uuid.uuid4().hex[:8]}"
+    scripts = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_fcall")
+
+    def totals() -> tuple[float, int]:
+        stats = client.info("commandstats")
+        usec = sum(v["usec"] for k, v in stats.items() if k in scripts)
+        inner = sum(v["calls"] for k, v in stats.items() if k not in scripts and not k.startswith("cmdstat_info"))
+        return usec, inner
+
+    def measure(op: Callable[[], object]) -> dict[str, float]:
+        for _ in range(100):
+            op()
+        (usec, inner) = totals()
+        for _ in range(ops):
+            op()
+        (usec_after, inner_after) = totals()
+        return {"server_us": round((usec_after - usec) / ops, 1), "commands": round((inner_after - inner) / ops, 1)}
+
+    out: dict[str, dict[str, float]] = {}
+    stores: list[Any] = []
+    try:
+        script = client.register_script("return redis.call('INCR', KEYS[1])")
+        out["raw"] = measure(functools.partial(script, keys=[f"{prefix}:raw"]))
+        for name, defer in (("turn", None), ("turn_deferred", 0.1)):
+            store = RedisStore(REDIS_URL, namespace=prefix, defer_seconds=defer)
+            stores.append(store)
+            op = _guarded(Breaker(store=store, scope=f"{prefix}-{name}"))
+            out[name] = measure(op)
+    finally:
+        for store in stores:
+            store.close()
+        for key in client.scan_iter(match=f"*{prefix}*", count=1000):
+            client.delete(key)
+        client.close()
+    return out
+
+
 # -- goals ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Goal:
@@ -550,6 +603,7 @@ class OverheadResult:
     notes: list[str]
     large: list[dict[str, Any]] = field(default_factory=list)
     cold: list[dict[str, Any]] = field(default_factory=list)
+    redis_server: dict[str, dict[str, float]] | None = None
 
 
 def _share(m: dict[str, Measured], floor: str, ours: str) -> float:
@@ -712,6 +766,9 @@ def run(*, smoke: bool = False) -> OverheadResult:
             f"large arguments (issue 14, goal 2): {row['case']}: {row['us_per_call']:,.0f} µs per before+after,"
             f" {row['us_per_mb']:,.0f} µs per MB"
         )
+    server = redis_server_cost(200 if smoke else 2_000) if "redis_turn" in measured else None
+    if server is not None:
+        context.append(redis_server_line(server))
     cold = cold_calls(smoke=smoke)
     by_kind = {row["kind"]: row for row in cold}
     line = ", ".join(f"{row['label']} {row['us_per_call']:,.1f} µs ({row['x_floor']}x the floor)" for row in cold)
@@ -722,7 +779,18 @@ def run(*, smoke: bool = False) -> OverheadResult:
         "caches flushed before every call (as a framework's own work between two tool calls flushes them), small"
         f" args, CPU time per call: {line}"
     )
-    return OverheadResult(rounds, measured, goals, context, notes, large, cold)
+    return OverheadResult(rounds, measured, goals, context, notes, large, cold, server)
+
+
+def redis_server_line(server: dict[str, dict[str, float]]) -> str:
+    raw, turn, deferred = server["raw"], server["turn"], server["turn_deferred"]
+    return (
+        f"Redis server time per guarded call (INFO commandstats, issue 14 goal 3's script cost): default"
+        f" {turn['server_us']} µs running {turn['commands']} Redis commands, defer_seconds=0.1"
+        f" {deferred['server_us']} µs running {deferred['commands']}; the trivial script {raw['server_us']} µs"
+        f" running {raw['commands']} ({turn['server_us'] / raw['server_us']:.1f}x and"
+        f" {deferred['server_us'] / raw['server_us']:.1f}x it)."
+    )
 
 
 def goal_status(goal: Goal) -> str:
@@ -754,6 +822,7 @@ def to_json(result: OverheadResult) -> dict[str, Any]:
         "notes": result.notes,
         "large_args": result.large,
         "cold_calls": result.cold,
+        "redis_server": result.redis_server,
         "postgres_url": POSTGRES_URL,
         "redis_url": REDIS_URL,
     }

@@ -127,3 +127,27 @@ def test_redis_variants_delete_every_key_they_made(monkeypatch: pytest.MonkeyPat
         res.cleanup()
     assert set(client.scan_iter(match="*lgbench-*", count=1000)) - before == set()
     client.close()
+
+
+@pytest.mark.redis
+def test_redis_server_cost_counts_what_the_server_runs_per_call_and_leaves_no_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1)
+    _reachable(client.ping, f"Redis at {REDIS_URL}")
+    monkeypatch.setattr(overhead, "REDIS_URL", REDIS_URL)
+    before = set(client.scan_iter(match="*lgbench-*", count=1000))
+    cost = overhead.redis_server_cost(ops=50)
+    assert cost is not None
+    assert 1.0 <= cost["raw"]["commands"] < 1.5  # the trivial script's one INCR (and whatever else ran then)
+    # A guarded call runs more inside Redis than one INCR, and deferring its outcome never adds to that.
+    assert cost["turn"]["commands"] > 1.0
+    assert cost["turn_deferred"]["commands"] <= cost["turn"]["commands"]
+    assert all(row["server_us"] > 0 for row in cost.values())
+    line = overhead.redis_server_line(cost)
+    assert f"running {cost['turn']['commands']} Redis commands" in line
+    assert set(client.scan_iter(match="*lgbench-*", count=1000)) - before == set()
+    monkeypatch.setattr(overhead, "REDIS_URL", "redis://127.0.0.1:1/0")
+    assert overhead.redis_server_cost(ops=5) is None  # no server: nothing to report, no error
+    client.close()
