@@ -15,7 +15,7 @@ import pytest
 
 from loopguard_core import Breaker, LoopGuardTripped
 from loopguard_core.limits import Limits
-from loopguard_core.stores.base import ModelRequest, RunKey, ToolOutcome, ToolRequest
+from loopguard_core.stores.base import ModelRequest, ModelUsage, RunKey, ToolOutcome, ToolRequest
 
 pytest.importorskip("redis", reason="needs the redis extra: pip install 'loopguard-core[redis]'")
 
@@ -217,3 +217,41 @@ def test_a_connection_is_asked_for_as_each_redis_py_release_expects() -> None:
 
     assert _needs_command_name(Py5Pool()) is True
     assert _needs_command_name(Py8Pool()) is False
+
+
+def counted(client: Any, store: RedisStore, run: RunKey) -> tuple[int, int]:
+    """The window's steps and the calls in flight as the run's state counts them (its 23rd and 24th values)."""
+    values = client.eval("return {cmsgpack.unpack(redis.call('HGET', KEYS[1], 'S'))}", 1, store.keys(run)[0])
+    return int(values[22]), int(values[23])
+
+
+@pytest.mark.parametrize("retried", ["admit_tool", "admit_model", "record_model", "record_tool"])
+def test_outcomes_riding_with_a_retried_step_are_written_with_the_runs_state(
+    store: RedisStore, scope: str, redis_client: Any, retried: str
+) -> None:
+    # A step answers a retried call id without writing anything of its own; the outcomes that rode with it were
+    # applied all the same, and the state they left (what it counts of the window and the calls in flight) must
+    # be written too.
+    run = RunKey(scope, "r")
+    steps = {
+        "admit_tool": lambda: store.admit_tool(run, ToolRequest("search", "x", 0.0, "c1"), LIMITS),
+        "admit_model": lambda: store.admit_model(run, ModelRequest(1, 0, 0.0, "m1"), LIMITS),
+        "record_model": lambda: store.record_model(run, ModelUsage(1, 0, 0.0, "m1"), LIMITS),
+        "record_tool": lambda: store.record_tool(run, ToolOutcome("search", "x", "out", False, 0.0, "c1"), LIMITS),
+    }
+    if retried in ("admit_tool", "record_tool"):
+        steps["admit_tool"]()
+        steps["record_tool"]()  # waits; the next call's admission carries it
+    else:
+        steps["admit_model"]()
+        if retried == "record_model":
+            steps["record_model"]()
+    call(store, run, "a")  # a's outcome waits
+    assert window(redis_client, store, run) == (1 if retried in ("admit_tool", "record_tool") else 0)
+    retry = steps[retried]()
+    assert retry.duplicate
+    assert (window(redis_client, store, run), in_flight(redis_client, store, run)) == (
+        2 if retried in ("admit_tool", "record_tool") else 1,
+        0,
+    )  # a's outcome rode with the retry
+    assert counted(redis_client, store, run) == (window(redis_client, store, run), 0)

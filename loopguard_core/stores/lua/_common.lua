@@ -29,7 +29,7 @@ local SEEN_MAX, RES_MAX = 4096, 1024
 -- The call's keys and arguments, and everything a step starts afresh: set by begin() (a library keeps these
 -- between calls).
 local keys, argv, H, SEENQ, RES, RESMIN, WIN, FLIGHT, CFG, TTL, REFRESH_US, SERVER_NOW
-local W, OBSERVED, SETTLED, LONG_REPLY
+local W, OBSERVED, SETTLED, LONG_REPLY, SETTLED_STATE
 
 local function begin(k, a)
   keys, argv = k, a
@@ -42,7 +42,9 @@ local function begin(k, a)
   -- ({reason, limit, observed, extra...} each). SETTLED: transitions made by deferred outcomes applied first
   -- (settle), reported with the step that carried them. LONG_REPLY: set by a step whose admission must not be
   -- answered with the plain integer, nor called fresh when it carries the window (see admit_tool).
-  W, OBSERVED, SETTLED, LONG_REPLY = {}, {}, {}, false
+  -- SETTLED_STATE: the run's state as deferred outcomes left it, not written yet: the step reads it on and
+  -- writes it once with its own (see settle).
+  W, OBSERVED, SETTLED, LONG_REPLY, SETTLED_STATE = {}, {}, {}, false, nil
 end
 
 -- Integers as exact decimal text: Lua's default number formatting keeps only 14 digits.
@@ -84,6 +86,7 @@ local function window_version()
 end
 
 local function state(packed, reading)
+  if SETTLED_STATE and not reading then return SETTLED_STATE end
   if not packed then
     -- A new run (or one whose state expired): side keys left from an expired run must not leak in.
     if not reading then redis.call('DEL', SEENQ, RES, RESMIN, WIN, FLIGHT) end
@@ -316,15 +319,23 @@ end
 -- Outcomes the client deferred (RedisStore defer_outcomes): they ride with the run's next step, in argv from
 -- index ``from`` on, 8 values each (clock, window, call id, tool, signature, failed, step, error digest),
 -- oldest first. Each is applied before the step reads anything, exactly as record_tool would have applied
--- it; its transitions are reported with the step's own.
+-- it; its transitions are reported with the step's own. The fields they set are written at once; the run's
+-- state is kept as SETTLED_STATE, which state() hands the next outcome and the step, and is written once, by the
+-- step's own flush (a step that answers without one calls flush_settled).
 local function settle(from)
   for i = from, #argv, 8 do
     local s, now, key, r = outcome(argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5],
       argv[i + 6], argv[i + 7], SETTLED)
     if s then
       remember(key, r, nil)
-      flush(s)
+      if #W > 0 then redis.call('HSET', H, unpack(W)) end
       W = {}
+      SETTLED_STATE = s
     end
   end
+end
+
+-- Writes the state deferred outcomes left, for a step that answers without writing its own (a retry).
+local function flush_settled()
+  if SETTLED_STATE then flush(SETTLED_STATE) end
 end

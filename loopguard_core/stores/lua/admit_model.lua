@@ -9,7 +9,7 @@ local has_id, id = call_id()
 local key = has_id and ('m:' .. id) or nil
 local rid = has_id and ('=' .. id) or nil
 local v = redis.call('HMGET', H, 'S', key and ('i:' .. key) or 'S', rid and ('r:' .. rid) or 'S')
-if key and v[2] then return { 2, v[2] } end
+if key and v[2] then flush_settled() return { 2, v[2] } end
 local want_tokens, want_micros = tonumber(argv[4]), tonumber(argv[5])
 local max_turns, max_tokens, max_micros = tonumber(CFG[2]), tonumber(CFG[3]), tonumber(CFG[4])
 local recovery, max_seconds, lifetime = tonumber(CFG[5]), tonumber(CFG[6]), tonumber(CFG[7])

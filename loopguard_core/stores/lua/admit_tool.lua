@@ -24,7 +24,7 @@ local checked, recovery, max_seconds = CFG[5] == 1, tonumber(CFG[6]), tonumber(C
 local observe, window, memory = CFG[8] == 1, tonumber(CFG[9]), tonumber(CFG[10])
 local v = redis.call('HMGET', H, 'S', 'n:' .. tool, 'f:' .. tool, key and ('i:' .. key) or 'S',
   key and ('i:T:' .. id) or 'S')
-if key and v[4] then return { 2, v[4] } end
+if key and v[4] then flush_settled() return { 2, v[4] } end
 -- This call id's outcome is already recorded: the reply is never the plain integer, nor "fresh" when it
 -- carries the window; either tells the client that the outcome of the call may wait (RedisStore
 -- defer_seconds), which it may only when Redis holds none for its id.

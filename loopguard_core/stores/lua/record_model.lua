@@ -8,7 +8,7 @@ settle(7) -- deferred tool outcomes of the run ride with this step (see _common.
 local has_id, id = call_id()
 local key = (has_id and argv[6] ~= '1') and ('M:' .. id) or nil
 local v = redis.call('HMGET', H, 'S', key and ('i:' .. key) or 'S', has_id and ('r:=' .. id) or 'S')
-if key and v[2] then return { 2, v[2] } end
+if key and v[2] then flush_settled() return { 2, v[2] } end
 local now, s = clock(), state(v[1])
 if s.rn > 0 then
   if has_id and v[3] then

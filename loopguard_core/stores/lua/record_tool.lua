@@ -7,5 +7,5 @@
 settle(9)
 local moves = {}
 local s, now, key, r = outcome(argv[1], CFG[2], argv[3], argv[4], argv[5], argv[6], argv[7], argv[8], moves)
-if not s then return { 2, now } end
+if not s then flush_settled() return { 2, now } end
 return finish(s, now, key, r, moves, nil)
