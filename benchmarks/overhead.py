@@ -558,10 +558,10 @@ def redis_server_cost(ops: int = 2_000) -> dict[str, dict[str, float]] | None:
     def measure(op: Callable[[], object]) -> dict[str, float]:
         for _ in range(100):
             op()
-        (usec, inner) = totals()
+        usec, inner = totals()
         for _ in range(ops):
             op()
-        (usec_after, inner_after) = totals()
+        usec_after, inner_after = totals()
         return {"server_us": round((usec_after - usec) / ops, 1), "commands": round((inner_after - inner) / ops, 1)}
 
     out: dict[str, dict[str, float]] = {}

@@ -121,12 +121,29 @@ end
 -- A side key just created gets its TTL at once.
 local function created(key) redis.call('PEXPIRE', key, TTL) end
 
+-- Writes the hash fields set so far (one HSET) and starts a new list of them.
+local function write_fields()
+  if #W > 0 then redis.call('HSET', H, unpack(W)) end
+  W = {}
+end
+
 local function flush(s)
   if s.dirty then
     hset('S', cmsgpack.pack(s.st, s.term, s.tr, s.tk, s.tt, s.tl, s.to, s.oa, s.sa, s.pk, s.pu, s.turns,
       s.tokens, s.cost, s.tc, s.trips, s.seq, s.rt, s.rc, s.rn, s.ln, s.xp, s.wn, s.fn))
   end
-  if #W > 0 then redis.call('HSET', H, unpack(W)) end
+  write_fields()
+end
+
+-- What stays in flight under a signature once one of its calls is taken off: ``rest`` (its other call numbers),
+-- or nothing ('' or nil), when the signature leaves FLIGHT and the state's count of them drops.
+local function keep_flying(s, sig, rest)
+  if rest and rest ~= '' then
+    redis.call('HSET', FLIGHT, sig, rest)
+  else
+    redis.call('HDEL', FLIGHT, sig)
+    if s.fn then put(s, 'fn', math.max(0, s.fn - 1)) end
+  end
 end
 
 -- Stored as JSON [verdict, request]: a retry gets the first verdict and the facts of the first request.
@@ -274,12 +291,7 @@ local function outcome(c, w, cid, tool, sig, failed_arg, step, err, moves)
   if queued then
     local first, rest = string.match(queued, '^(%d+) ?(.*)$')
     number = tonumber(first)
-    if rest ~= '' then
-      redis.call('HSET', FLIGHT, sig, rest)
-    else
-      redis.call('HDEL', FLIGHT, sig)
-      if s.fn then put(s, 'fn', math.max(0, s.fn - 1)) end
-    end
+    keep_flying(s, sig, rest)
   end
   if window then
     local held = redis.call('RPUSH', WIN, struct.pack('>I4', number % 4294967296) .. step)
@@ -328,8 +340,7 @@ local function settle(from)
       argv[i + 6], argv[i + 7], SETTLED)
     if s then
       remember(key, r, nil)
-      if #W > 0 then redis.call('HSET', H, unpack(W)) end
-      W = {}
+      write_fields()
       SETTLED_STATE = s
     end
   end

@@ -14,13 +14,7 @@ local used = tonumber(v[2]) or 0
 if used > 0 then hset('n:' .. tool, int(used - 1)) end
 local queued = redis.call('HGET', FLIGHT, sig)
 if queued then
-  local rest = string.match(queued, '^(.*) %d+$')
-  if rest then
-    redis.call('HSET', FLIGHT, sig, rest)
-  else
-    redis.call('HDEL', FLIGHT, sig)
-    if s.fn then put(s, 'fn', math.max(0, s.fn - 1)) end
-  end
+  keep_flying(s, sig, string.match(queued, '^(.*) %d+$'))
 end
 if s.st == 'h' then put(s, 'pk', '') end -- a refused probe gives the probe up
 local r
