@@ -1211,22 +1211,27 @@ class RedisStore:
         return Verdict(False, reason, terminal, facts, moves, turn, False, duplicate)
 
     def _judgement(
-        self, raw: list[Any], request: ToolRequest, limits: Limits, run: RunKey, held: _HeldWindow | None
+        self, raw: bytes | list[Any], request: ToolRequest, limits: Limits, run: RunKey, held: _HeldWindow | None
     ) -> tuple[Verdict, Finding | None, Call, bool]:
         """An admission that carries the run's window: what the detectors say about it, and whether the reply said
         what the plain integer says (nothing to report, no outcome in Redis yet for the call's id)."""
-        if raw[0] == 4:  # {4, turn * 2 + probe, call number, in flight * 2 + fresh, steps, window, version, delta}
-            verdict, flight = self._verdict(_int(raw[1]), limits, None), _int(raw[3])
-            number, inflight, fresh = _int(raw[2]), flight >> 1, flight & 1 == 1
-            size, at = _int(raw[4]), 5
+        if type(raw) is bytes:  # b"<turn*2+probe> <call number> <in flight*2+fresh> <steps> <version> <delta>:<window>"
+            head, colon, newest = raw.partition(b":")
+            try:
+                plain, number, flight, size, version, delta = map(int, head.split() if colon else ())
+            except ValueError:  # not what admit_tool writes: Redis (or whatever answered) is not sound
+                raise _Unavailable(f"admit_tool answered with {raw[:64]!r}, not an admission") from None
+            verdict, inflight, fresh = self._verdict(plain, limits, None), flight >> 1, flight & 1 == 1
+            reply = (size, newest, version, delta)
         else:
             verdict = self._verdict(raw, limits, _base(request), request.signature)
-            number, inflight, size, at = _int(raw[7]), _int(raw[8]), _int(raw[10]), 11
+            number, inflight, size = _int(raw[7]), _int(raw[8]), _int(raw[10])
             # (with transitions or observed ceilings the outcome is recorded at once whatever raw[9] says)
             fresh = _int(raw[9]) == 1 and not verdict.observed and not verdict.transitions
+            reply = (size, bytes(raw[11]), _int(raw[12]), _int(raw[13]))
         action, shape = self._digest(request.signature, 16), request.shape and self._digest(request.shape, 16)
         try:
-            steps = self._window(run, limits, held, (size, bytes(raw[at]), _int(raw[at + 1]), _int(raw[at + 2])))
+            steps = self._window(run, limits, held, reply)
             # Steps of this call's own batch are left out (the model saw none of them); its twins among them count
             # as still in flight.
             window, twins = without_siblings(PackedWindow(steps, size), request.siblings_done, action)
@@ -1250,7 +1255,7 @@ class RedisStore:
         keys, held = self._run_keys(run), self._held_window(run, limits)
         try:
             raw = self._run("admit_tool", keys, self._tool_argv(request, limits, held), run)
-            if not isinstance(raw, list) or raw[0] not in (3, 4):
+            if type(raw) is not bytes and (not isinstance(raw, list) or raw[0] != 3):  # no window in the reply
                 verdict = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
                 return self._admitted(run, request, verdict, type(raw) is int)
             verdict, finding, call, fresh = self._judgement(raw, request, limits, run, held)
@@ -1341,7 +1346,7 @@ class RedisStore:
         keys, held = self._run_keys(run), self._held_window(run, limits)
         try:
             raw = await self._arun("admit_tool", keys, self._tool_argv(request, limits, held), run)
-            if not isinstance(raw, list) or raw[0] not in (3, 4):
+            if type(raw) is not bytes and (not isinstance(raw, list) or raw[0] != 3):  # no window in the reply
                 verdict = self._own_signature(self._verdict(raw, limits, _base(request), request.signature))
                 return self._admitted(run, request, verdict, type(raw) is int)
             verdict, finding, call, fresh = self._judgement(raw, request, limits, run, held)

@@ -4,6 +4,7 @@ bounded memory, the URL form, and the async twins."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -214,6 +215,29 @@ def test_a_window_that_does_not_unpack_is_a_store_failure_not_a_verdict(
         assert verdict.admitted is admitted
         assert verdict.facts["error"].startswith("admit_tool answered with a packed"), verdict.facts
         redis_client.delete(*store.keys(run))
+        store.close()
+
+
+def _answering(run: Any, reply: bytes, step: str, *rest: Any) -> Any:
+    return reply if step == "admit_tool" else run(step, *rest)
+
+
+@pytest.mark.parametrize("reply", [b"garbage", b"1 2 3:", b"1 2 3 4 5 6", b"1 2 x 4 5 6:"])
+def test_an_admission_reply_that_does_not_parse_is_a_store_failure_not_a_verdict(
+    redis_url: str, scope: str, reply: bytes
+) -> None:
+    # The usual admission comes back as one string (six numbers, ':', the window): a string that is not one, from a
+    # proxy or a broken server, is decided by failure_policy like any other unsound answer, never read as a verdict.
+    run, limits = RunKey(scope, "r"), Limits()
+    for policy, admitted in (("closed", False), ("open", True)):
+        store = RedisStore(redis_url, failure_policy=policy, **PATIENT)
+        assert store.admit_tool(run, tool("search", "q"), limits).admitted  # the real reply parses
+        store._run = functools.partial(_answering, store._run, reply)  # type: ignore[method-assign]
+        verdict = store.admit_tool(run, tool("search", "q2"), limits)
+        assert verdict.admitted is admitted
+        assert verdict.facts["error"].startswith("admit_tool answered with"), verdict.facts
+        assert reply[:8].decode() in verdict.facts["error"]
+        store.drop(run)
         store.close()
 
 

@@ -10,11 +10,12 @@
 --       9... deferred outcomes (settle).
 -- Reply when the tool is loop-checked and the call admitted: {3, '', 0, turn, probe, transitions,
 -- observed, call number, identical calls in flight, fresh, steps, window, version, delta}, or without
--- transitions and observed ceilings {4, turn * 2 + probe, call number, identical calls in flight * 2 +
--- fresh, steps, window, version, delta}: fresh is 1 when Redis holds no outcome for the call's id (see
--- LONG_REPLY); steps is the window's length; window is the run's steps packed end to end, newest first
--- (each step says its own length): all of them, or with delta 1 only those pushed since the client's version
--- (the client holds the rest); version is the window's version now.
+-- transitions and observed ceilings one bulk string (one reply for the client to parse, not eight): the
+-- decimal numbers 'turn * 2 + probe, call number, identical calls in flight * 2 + fresh, steps, version, delta',
+-- each followed by a space but the last, which ':' follows, then the window. fresh is 1 when Redis holds no
+-- outcome for the call's id (see LONG_REPLY); steps is the window's length; window is the run's steps packed end
+-- to end, newest first (each step says its own length): all of them, or with delta 1 only those pushed since the
+-- client's version (the client holds the rest); version is the window's version now.
 settle(9)
 local has_id, id = call_id()
 local key = has_id and ('t:' .. id) or nil
@@ -123,8 +124,9 @@ local m = #steps
 for i = 1, math.floor(m / 2) do steps[i], steps[m + 1 - i] = steps[m + 1 - i], steps[i] end
 steps = table.concat(steps)
 moves = all_moves(moves)
-if #moves == 0 and #OBSERVED == 0 then -- the usual case, in eight values
-  return { 4, s.turns * 2 + probe, s.tc, inflight * 2 + fresh, n, steps, version, delta }
+if #moves == 0 and #OBSERVED == 0 then -- the usual case, in one string
+  return string.format('%d %d %d %d %d %d:', s.turns * 2 + probe, s.tc, inflight * 2 + fresh, n, version, delta)
+    .. steps
 end
 return { 3, '', 0, s.turns, probe, table.concat(moves, '|'), #OBSERVED > 0 and cjson.encode(OBSERVED) or '', s.tc,
   inflight, fresh, n, steps, version, delta }
