@@ -444,6 +444,11 @@ distinct arguments per call (as real work).
   Then, on the server's own account (`INFO commandstats`, run alone), the µs of scripts and the Redis commands
   they run per guarded call, against the one-line script's (issue 14, goal 3's "script cost near a trivial
   script's").
+- **Per call, in CPU instructions** (context for goal 1, judged on time): the per-call contenders (loopguard with
+  and without its compiled fast path, agentguard47, the floors) each counted by valgrind's callgrind in a child
+  process of its own, warmed up, over 2,000 calls with small args and 300 with medium ones. The count is exact
+  and does not move with the machine's load, which swings the timed rows by up to 2x between two runs; it does
+  not see cache misses, which time does. Pending without valgrind and gcc, and under `--smoke`.
 
 "x raw floor" is the time per call divided by the raw storage baseline of its group; throughput shares in the
 goal table are its inverse.

@@ -54,9 +54,7 @@ import inspect
 import json
 import os
 import random
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -65,6 +63,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from . import _callgrind
 
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
@@ -780,31 +780,6 @@ def _work_at(spent: list[int], turn: int, last: int) -> int:
 
 
 # -- instructions (callgrind) ----------------------------------------------------------------------------------
-# Two client requests, compiled at run time against valgrind's own header (the valgrind package ships it): a dump
-# writes every thread's counts so far and zeroes them all, so what the second dump holds is exactly what ran
-# between the two, on every thread (CrewAI runs its hooks on its event bus's worker threads).
-_CALLGRIND_C = """
-#include <valgrind/callgrind.h>
-void lg_start(void) { CALLGRIND_DUMP_STATS_AT("start"); }
-void lg_measured(void) { CALLGRIND_DUMP_STATS_AT("measured"); }
-"""
-
-
-def _callgrind_requests(folder: Path) -> Path:
-    """The client requests as a shared library in ``folder`` (gcc and valgrind's header, else RuntimeError)."""
-    if shutil.which("valgrind") is None:
-        raise RuntimeError("valgrind is not installed (apt install valgrind)")
-    compiler = shutil.which("gcc") or shutil.which("cc")
-    if compiler is None:
-        raise RuntimeError("no C compiler (gcc) to build valgrind's client requests")
-    source, library = folder / "lg_callgrind.c", folder / "lg_callgrind.so"
-    source.write_text(_CALLGRIND_C, encoding="utf-8")
-    built = subprocess.run([compiler, "-O1", "-shared", "-fPIC", "-o", str(library), str(source)], capture_output=True)
-    if built.returncode != 0:
-        raise RuntimeError(f"could not build valgrind's client requests: {built.stderr.decode()[-500:]}")
-    return library
-
-
 def _drain(key: str) -> None:
     """Let worker threads finish what a run handed them before the counts are read: CrewAI's event handlers run on
     its event bus's threads (waited for by its own ``flush``); anything else gets a moment."""
@@ -818,9 +793,7 @@ def _drain(key: str) -> None:
 
 def _instructions_child(key: str, variant: str, runs: int, library: str) -> None:
     """Inside callgrind: build and warm up; then dump (zeroing every thread's counts), run, dump again."""
-    import ctypes
-
-    requests = ctypes.CDLL(library)
+    requests = _callgrind.load(library)
     runtime = next(r for r in RUNTIMES if r.key == key)
     once = runtime.build(variant, CALLS, None)
     _timed_run(once, CALLS)
@@ -842,31 +815,8 @@ _CHILD_SECONDS = 1_800  # a child takes one to three minutes; past half an hour 
 
 
 def _count_instructions(key: str, variant: str, runs: int, library: Path) -> int:
-    with tempfile.TemporaryDirectory(prefix="lg-callgrind-") as folder:
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={folder}/callgrind.%p",
-            sys.executable,
-            "-m",
-            "benchmarks.end_to_end",
-            "--instructions-child",
-            f"{key},{variant},{runs},{library}",
-        ]
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        root = Path(__file__).resolve().parent.parent
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=_CHILD_SECONDS)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"callgrind child {key}/{variant} ran past {_CHILD_SECONDS} s") from None
-        if done.returncode != 0:
-            raise RuntimeError(f"callgrind child {key}/{variant} failed ({done.returncode}): {done.stderr[-2000:]}")
-        for dump in Path(folder).glob("callgrind.*"):
-            text = dump.read_text(encoding="utf-8", errors="replace")
-            if "Client Request: measured" in text:
-                summary = next(line for line in text.splitlines() if line.startswith("summary:"))
-                return int(summary.split(":", 1)[1].split()[0])
-    raise RuntimeError(f"callgrind child {key}/{variant} wrote no 'measured' dump")
+    spec = f"{key},{variant},{runs},{library}"
+    return _callgrind.count("benchmarks.end_to_end", spec, f"{key}/{variant}", _CHILD_SECONDS)
 
 
 def _instructions(keys: Sequence[str], runs: int, children: int = INSTRUCTION_CHILDREN) -> dict[str, Any]:
@@ -876,7 +826,7 @@ def _instructions(keys: Sequence[str], runs: int, children: int = INSTRUCTION_CH
 
     with tempfile.TemporaryDirectory(prefix="lg-requests-") as folder:
         try:
-            library = _callgrind_requests(Path(folder))
+            library = _callgrind.requests_library(Path(folder))
         except RuntimeError as exc:
             return {"pending": str(exc)}
         # Child n of each variant side by side, so that a pair meets the same moment of the machine.

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 from loopguard_core import Breaker
 from loopguard_core.signatures import compiled_fast_path
 
+from . import _callgrind
 from ._timing import Measured, Variant, interleave
 
 __all__ = ["Goal", "OverheadResult", "main", "run"]
@@ -217,6 +218,92 @@ def _per_call_variants() -> tuple[list[Variant], list[str]]:
                 Variant(f"{kind}_{size}", f"{label}, {size} args", _per_call(kind, size), ops, PER_CALL, finish)
             )
     return variants, notes
+
+
+# Per-call contenders counted in CPU instructions (callgrind): the same ops as the timed rows, in a child each.
+INSTRUCTION_OPS = {"small": 2_000, "medium": 300}
+_INSTRUCTION_SECONDS = 600  # a child takes well under a minute
+
+
+def _instructions_child(kind: str, size: str, ops: int, library: str) -> None:
+    """Inside callgrind: build the op and warm it up, then count ``ops`` calls between the two client requests."""
+    import gc
+
+    requests = _callgrind.load(library)
+    op = _per_call(kind, size)()
+    for _ in range(200):
+        op()
+    gc.collect()
+    gc.freeze()  # the collector's full passes over what is alive now would land in one contender's count or another's
+    requests.lg_start()
+    for _ in range(ops):
+        op()
+    requests.lg_measured()
+
+
+def per_call_instructions(*, smoke: bool = False) -> dict[str, Any]:
+    """CPU instructions per call of each per-call contender (loopguard with and without its compiled fast path,
+    agentguard47, the floors), small and medium args: exact, so unlike the timed rows it does not move with the
+    machine's load (it does not see cache misses, which time does). ``{"pending": why}`` without valgrind and gcc
+    or under ``--smoke``."""
+    import importlib.util
+
+    if smoke:
+        return {"pending": "skipped by --smoke"}
+    kinds = ["loopguard", "loopguard_pure", "floor_py"]
+    if importlib.util.find_spec("agentguard") is not None:
+        kinds.insert(1, "agentguard")
+    if importlib.util.find_spec("orjson") is not None and importlib.util.find_spec("xxhash") is not None:
+        kinds.append("floor_c")
+    with tempfile.TemporaryDirectory(prefix="lg-requests-") as folder:
+        try:
+            library = _callgrind.requests_library(Path(folder))
+        except RuntimeError as exc:
+            return {"pending": str(exc)}
+        jobs = [(kind, size) for size in INSTRUCTION_OPS for kind in kinds]
+
+        def count(job: tuple[str, str]) -> int | str:
+            kind, size = job
+            ops = INSTRUCTION_OPS[size]
+            try:
+                spec = f"{kind},{size},{ops},{library}"
+                return _callgrind.count("benchmarks.overhead", spec, f"{kind}/{size}", _INSTRUCTION_SECONDS) // ops
+            except RuntimeError as exc:
+                return str(exc)
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+            counted = list(pool.map(count, jobs))
+    out: dict[str, Any] = {size: {} for size in INSTRUCTION_OPS}
+    for (kind, size), value in zip(jobs, counted, strict=True):
+        if isinstance(value, str):
+            return {"pending": value}
+        out[size][kind] = value
+    return out
+
+
+def instructions_line(counted: dict[str, Any]) -> str:
+    """The context line of :func:`per_call_instructions`: counts and the goal-1 ratios they give."""
+    head = "CPU instructions per guarded call (callgrind: exact, the same on a busy machine or a quiet one)"
+    if "pending" in counted:
+        return f"{head}: pending ({counted['pending']})."
+    parts = []
+    for size, row in counted.items():
+        names = {
+            "loopguard": "loopguard",
+            "loopguard_pure": "loopguard pure Python",
+            "agentguard": "agentguard47",
+            "floor_py": "pure-Python floor",
+            "floor_c": "compiled floor",
+        }
+        text = ", ".join(f"{names[kind]} {value:,}" for kind, value in row.items())
+        ratios = []
+        if "agentguard" in row:
+            ratios.append(f"loopguard / agentguard47 {row['loopguard'] / row['agentguard']:.2f}x")
+        ratios.append(f"pure Python / pure-Python floor {row['loopguard_pure'] / row['floor_py']:.2f}x")
+        parts.append(f"{size} args: {text} ({'; '.join(ratios)})")
+    return f"{head}: " + "; ".join(parts) + "."
 
 
 def large_args(*, smoke: bool = False) -> list[dict[str, Any]]:
@@ -604,6 +691,7 @@ class OverheadResult:
     large: list[dict[str, Any]] = field(default_factory=list)
     cold: list[dict[str, Any]] = field(default_factory=list)
     redis_server: dict[str, dict[str, float]] | None = None
+    instructions: dict[str, Any] = field(default_factory=dict)  # per_call_instructions()
 
 
 def _share(m: dict[str, Measured], floor: str, ours: str) -> float:
@@ -769,6 +857,8 @@ def run(*, smoke: bool = False) -> OverheadResult:
     server = redis_server_cost(200 if smoke else 2_000) if "redis_turn" in measured else None
     if server is not None:
         context.append(redis_server_line(server))
+    instructions = per_call_instructions(smoke=smoke)
+    context.append(instructions_line(instructions))
     cold = cold_calls(smoke=smoke)
     by_kind = {row["kind"]: row for row in cold}
     line = ", ".join(f"{row['label']} {row['us_per_call']:,.1f} µs ({row['x_floor']}x the floor)" for row in cold)
@@ -779,7 +869,7 @@ def run(*, smoke: bool = False) -> OverheadResult:
         "caches flushed before every call (as a framework's own work between two tool calls flushes them), small"
         f" args, CPU time per call: {line}"
     )
-    return OverheadResult(rounds, measured, goals, context, notes, large, cold, server)
+    return OverheadResult(rounds, measured, goals, context, notes, large, cold, server, instructions)
 
 
 def redis_server_line(server: dict[str, dict[str, float]]) -> str:
@@ -823,6 +913,7 @@ def to_json(result: OverheadResult) -> dict[str, Any]:
         "large_args": result.large,
         "cold_calls": result.cold,
         "redis_server": result.redis_server,
+        "instructions": result.instructions,
         "postgres_url": POSTGRES_URL,
         "redis_url": REDIS_URL,
     }
@@ -832,7 +923,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="few rounds, small batches (seconds)")
     parser.add_argument("--json", dest="json_path")
+    parser.add_argument("--instructions-child", help=argparse.SUPPRESS)  # KIND,SIZE,OPS,LIBRARY: under callgrind
     args = parser.parse_args(argv)
+    if args.instructions_child:
+        kind, size, ops, library = args.instructions_child.split(",", 3)
+        _instructions_child(kind, size, int(ops), library)
+        return 0
     try:
         import purgatory  # noqa: F401
         import pybreaker  # noqa: F401

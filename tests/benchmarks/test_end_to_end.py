@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from benchmarks import end_to_end
+from benchmarks import _callgrind, end_to_end
 
 
 def frameworks() -> dict[str, Any]:
@@ -47,10 +47,10 @@ def test_instruction_counts_are_a_goal_row_of_their_own_with_the_measured_ratio(
 
 
 def test_without_valgrind_the_instruction_table_says_why(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(end_to_end.shutil, "which", lambda name: None)
+    monkeypatch.setattr(_callgrind.shutil, "which", lambda name: None)
     counted = end_to_end._instructions(["langchain"], 2)
     assert counted == {"pending": "valgrind is not installed (apt install valgrind)"}
-    monkeypatch.setattr(end_to_end.shutil, "which", lambda name: None if name in ("gcc", "cc") else "/usr/bin/" + name)
+    monkeypatch.setattr(_callgrind.shutil, "which", lambda name: None if name in ("gcc", "cc") else "/usr/bin/" + name)
     assert end_to_end._instructions(["langchain"], 2) == {
         "pending": "no C compiler (gcc) to build valgrind's client requests"
     }
@@ -66,7 +66,7 @@ def test_a_runtime_whose_count_failed_is_pending_on_its_own_row(monkeypatch) -> 
             raise RuntimeError("callgrind child crewai/guarded ran past 1800 s")
         return 1_000_000 if variant == "passthrough" else 1_030_000
 
-    monkeypatch.setattr(end_to_end, "_callgrind_requests", lambda folder: folder / "lib.so")
+    monkeypatch.setattr(_callgrind, "requests_library", lambda folder: folder / "lib.so")
     monkeypatch.setattr(end_to_end, "_count_instructions", fake)
     counted = end_to_end._instructions(["langchain", "crewai"], 2)
     assert counted["langchain"]["ratio"] == 1.03
@@ -91,7 +91,7 @@ def test_each_variant_is_counted_by_several_children_and_their_mean_is_the_figur
         with lock:  # children run two at a time
             return counts[variant].pop(0)
 
-    monkeypatch.setattr(end_to_end, "_callgrind_requests", lambda folder: folder / "lib.so")
+    monkeypatch.setattr(_callgrind, "requests_library", lambda folder: folder / "lib.so")
     monkeypatch.setattr(end_to_end, "_count_instructions", fake)
     counted = end_to_end._instructions(["langchain"], 2, children=2)
     row = counted["langchain"]

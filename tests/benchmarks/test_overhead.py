@@ -151,3 +151,33 @@ def test_redis_server_cost_counts_what_the_server_runs_per_call_and_leaves_no_ke
     monkeypatch.setattr(overhead, "REDIS_URL", "redis://127.0.0.1:1/0")
     assert overhead.redis_server_cost(ops=5) is None  # no server: nothing to report, no error
     client.close()
+
+
+def test_instruction_counts_give_the_goal_one_ratios_and_say_why_when_pending(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted = {
+        "small": {"loopguard": 30_000, "loopguard_pure": 40_000, "agentguard": 10_000, "floor_py": 8_000},
+        "medium": {"loopguard": 90_000, "loopguard_pure": 200_000, "agentguard": 100_000, "floor_py": 120_000},
+    }
+    line = overhead.instructions_line(counted)
+    assert "small args: loopguard 30,000, loopguard pure Python 40,000, agentguard47 10,000" in line
+    assert "loopguard / agentguard47 3.00x; pure Python / pure-Python floor 5.00x" in line
+    assert "loopguard / agentguard47 0.90x; pure Python / pure-Python floor 1.67x" in line
+    assert overhead.per_call_instructions(smoke=True) == {"pending": "skipped by --smoke"}
+    monkeypatch.setattr(overhead._callgrind.shutil, "which", lambda name: None)
+    pending = overhead.per_call_instructions()
+    assert pending == {"pending": "valgrind is not installed (apt install valgrind)"}
+    assert "pending (valgrind is not installed" in overhead.instructions_line(pending)
+
+
+def test_a_failed_instruction_count_makes_the_counts_pending(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake(module: str, spec: str, what: str, timeout: float) -> int:
+        if what == "floor_py/medium":
+            raise RuntimeError("callgrind child floor_py/medium failed (1): boom")
+        return 1_000 * overhead.INSTRUCTION_OPS[spec.split(",")[1]]
+
+    monkeypatch.setattr(overhead._callgrind, "requests_library", lambda folder: folder / "lib.so")
+    monkeypatch.setattr(overhead._callgrind, "count", fake)
+    assert overhead.per_call_instructions() == {"pending": "callgrind child floor_py/medium failed (1): boom"}
+    monkeypatch.setattr(overhead._callgrind, "count", lambda module, spec, what, timeout: 7 * int(spec.split(",")[2]))
+    counted = overhead.per_call_instructions()
+    assert counted["small"]["loopguard"] == counted["medium"]["floor_py"] == 7  # per op, not per child
