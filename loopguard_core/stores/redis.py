@@ -68,6 +68,7 @@ from ..detection._step import without_siblings
 from ..errors import StoreError
 from ..limits import Limits
 from ..state import BreakerState
+from ._idle import IdleConnections
 from .base import ModelRequest, ModelUsage, RunKey, RunSnapshot, ToolOutcome, ToolRequest, Transition, Verdict
 
 __all__ = ["RedisStore", "key_pattern", "redact_url"]
@@ -484,6 +485,9 @@ class RedisStore:
         self._gate_size = gate_size
         self._gate = threading.BoundedSemaphore(gate_size)
         self._gate_generation = _fork_generation[0]
+        # The direct path's connections between its calls (see _idle.py); at most gate_size - 1 wait there, so the
+        # client's own commands (script and library loads, ping) find one in the pool once the checks have finished.
+        self._idle = IdleConnections(self._pool, gate_size - 1)
         self._texts = {step: _script_text(step) for step in _STEPS}
         # EVALSHA by the script's SHA-1 (computed here, as Redis does); the text is sent only after NOSCRIPT.
         self._shas = {step: _sha1(text) for step, text in self._texts.items()}
@@ -719,6 +723,7 @@ class RedisStore:
         gate = self._gate
         if self._gate_generation != _fork_generation[0]:  # a forked child: slots held by the parent's threads
             gate = self._gate = threading.BoundedSemaphore(self._gate_size)
+            self._idle.forget()
             self._gate_generation = _fork_generation[0]
         if gate.acquire(False):
             return gate
@@ -1024,8 +1029,9 @@ class RedisStore:
     def _direct_call(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes], function: bool) -> Any:
         """FCALL (or EVALSHA) on a connection of the store's own pool, packed here: the command's head (name or
         sha, and keys) is encoded once per run and step, and redis-py's generic packing and per-command
-        bookkeeping (a good share of a check's client time) is skipped. The connection is handled as redis-py
-        does: it disconnects itself on a transport error, and goes back to the pool either way."""
+        bookkeeping (a good share of a check's client time) is skipped. The connection comes from the store's idle
+        ones (else the pool) and goes back there once its reply is read whole; after any other failure it is
+        disconnected and goes back to the pool."""
         head = self._heads.get((step, keys, function))
         if head is None:
             if len(self._heads) >= 4_096:
@@ -1042,13 +1048,19 @@ class RedisStore:
         for arg in argv:
             data = arg if type(arg) is bytes else arg.encode()  # type: ignore[union-attr]
             out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-        pool = self._pool
-        connection = pool.get_connection(*self._conn_args)
+        idle = self._idle
+        connection, sock, poller = idle.take(*self._conn_args)
         try:
             connection.send_packed_command((b"".join(out),))
-            return connection.read_response()
-        finally:
-            pool.release(connection)
+            answer = connection.read_response()
+        except self._response_error:  # an error reply, read whole: the connection is ready for the next command
+            idle.keep(connection, sock, poller)
+            raise
+        except BaseException:  # the reply may be unread (an interrupt between send and read)
+            idle.drop(connection)
+            raise
+        idle.keep(connection, sock, poller)
+        return answer
 
     async def _aeval(self, step: str, keys: Sequence[bytes], argv: Sequence[str | bytes]) -> Any:
         if self._down_until and time.monotonic() < self._down_until:
@@ -1422,6 +1434,7 @@ class RedisStore:
         if self._pending:
             self.flush()
         if self._owns_client and self._client is not None:
+            self._idle.release_all()
             self._client.close()
             if self._pool is not None:
                 self._pool.disconnect()
