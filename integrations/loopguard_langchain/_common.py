@@ -26,6 +26,8 @@ __all__ = [
 # Attribute names chat models use for their output cap (Anthropic/OpenAI/Google/Mistral integrations).
 _CAP_ATTRS = ("max_tokens", "max_output_tokens", "max_completion_tokens", "max_new_tokens", "num_predict")
 _NAME_ATTRS = ("model_name", "model", "model_id", "deployment_name")
+_FACT_ATTRS = _NAME_ATTRS + _CAP_ATTRS
+_BINDING = ("bound", "kwargs")  # a RunnableBinding's model and its bound kwargs
 
 
 def agent_name(metadata: Mapping[str, Any] | None = None) -> str | None:
@@ -42,10 +44,11 @@ def agent_name(metadata: Mapping[str, Any] | None = None) -> str | None:
     if name:
         return str(name)
     # A node of a subgraph ("writer:<id>|tools:<id>"): the agent is the subgraph the node belongs to.
-    namespace = metadata.get("langgraph_checkpoint_ns") or ""
-    parts = [part.split(":", 1)[0] for part in str(namespace).split("|") if part]
-    if len(parts) >= 2:
-        return parts[-2]
+    namespace = str(metadata.get("langgraph_checkpoint_ns") or "")
+    if "|" in namespace:  # (without one, no second part: a top-level node)
+        parts = [part.split(":", 1)[0] for part in namespace.split("|") if part]
+        if len(parts) >= 2:
+            return parts[-2]
     node = metadata.get("langgraph_node")
     return str(node) if node else None
 
@@ -99,12 +102,37 @@ def read_attr(obj: Any, name: str) -> Any:
     return None
 
 
+_READERS: dict[tuple[type, tuple[str, ...]], int] = {}
+
+
+def _values(obj: Any, names: tuple[str, ...]) -> list[Any] | None:
+    """``[read_attr(obj, name) for name in names]`` in one pass over the instance's own attributes, where its class
+    lets every name be read there (a field or an extra of a pydantic model, a plain instance attribute); None where
+    a name needs ``getattr`` itself (then the caller reads them one by one)."""
+    cls = type(obj)
+    kind = _READERS.get((cls, names))
+    if kind is None:
+        plans = [_plan(cls, name) for name in names]
+        kind = _PLAIN if _PLAIN in plans else max(plans)
+        if len(_READERS) > 4_096:
+            _READERS.clear()
+        _READERS[(cls, names)] = kind
+    if kind == _PLAIN:
+        return None
+    attrs = getattr(obj, "__dict__", None) or {}
+    values = [attrs.get(name) for name in names]
+    extra = getattr(obj, "__pydantic_extra__", None) if kind == _PYDANTIC else None
+    if extra:  # read_attr's order: the instance's own attribute, then the extra of that name
+        values = [extra.get(n) if v is None and n not in attrs else v for n, v in zip(names, values, strict=True)]
+    return values
+
+
 def _unbind(model: Any) -> tuple[Any, Mapping[str, Any]]:
     """Peel RunnableBinding layers (``model.bind(max_tokens=...)``, ``bind_tools``) keeping their kwargs."""
     kwargs: dict[str, Any] = {}
     for _ in range(8):
-        bound = read_attr(model, "bound")
-        extra = read_attr(model, "kwargs")
+        values = _values(model, _BINDING)
+        bound, extra = values if values is not None else (read_attr(model, "bound"), read_attr(model, "kwargs"))
         if bound is None or not isinstance(extra, Mapping):
             break
         for key, value in extra.items():
@@ -122,11 +150,21 @@ def _is_cap(value: Any) -> bool:
 
 
 def _first(obj: Any, names: tuple[str, ...], accept: Callable[[Any], bool]) -> Any:
-    """The first of ``read_attr(obj, name)`` for ``names`` that ``accept`` takes, else None; it reads no further
-    (a property past the answer is never run)."""
+    """The first of ``read_attr(obj, name)`` for ``names`` that ``accept`` takes (never None), else None; where a
+    name needs ``getattr`` it reads no further than the answer (a property past it is never run)."""
+    values = _values(obj, names)
+    if values is not None:
+        return _accepted(values, accept)
     for name in names:
         value = read_attr(obj, name)
         if accept(value):
+            return value
+    return None
+
+
+def _accepted(values: list[Any], accept: Callable[[Any], bool]) -> Any:
+    for value in values:
+        if value is not None and accept(value):
             return value
     return None
 
@@ -147,10 +185,19 @@ def model_facts(model: Any, settings: Mapping[str, Any] | None = None) -> tuple[
     cap = _first_of(settings, _CAP_ATTRS, _is_cap) if settings else None
     if cap is None and bound:
         cap = _first_of(bound, _CAP_ATTRS, _is_cap)
+    if name is not None and cap is not None:
+        return name, cap
+    values = _values(inner, _FACT_ATTRS)  # both kinds in one pass over the model's own attributes
+    if values is None:  # a name needs getattr: one by one, reading no further than each answer
+        if name is None:
+            name = _first(inner, _NAME_ATTRS, _is_name)
+        if cap is None:
+            cap = _first(inner, _CAP_ATTRS, _is_cap)
+        return name, cap or 0
     if name is None:
-        name = _first(inner, _NAME_ATTRS, _is_name)
+        name = _accepted(values[: len(_NAME_ATTRS)], _is_name)
     if cap is None:
-        cap = _first(inner, _CAP_ATTRS, _is_cap)
+        cap = _accepted(values[len(_NAME_ATTRS) :], _is_cap)
     return name, cap or 0
 
 

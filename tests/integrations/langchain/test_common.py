@@ -11,6 +11,7 @@ pytest.importorskip("langchain.agents", reason="needs the langchain extra: pip i
 
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.types import Command
+from pydantic import BaseModel, ConfigDict
 
 from loopguard_langchain._common import model_cap, model_facts, model_name, tool_outcome, usage_of
 from loopguard_langchain.testing import ScriptedChatModel
@@ -51,6 +52,21 @@ class _StopsAtTheAnswer:
         raise RuntimeError("read past the cap")
 
 
+class _ExtraModel(BaseModel):
+    """A pydantic model that keeps unknown keys as extras: a name field set to None, the cap only as an extra."""
+
+    model_config = ConfigDict(extra="allow")
+    model_name: str | None = None
+    model: str = "field-name"
+
+
+class _InstanceAttributes:
+    """Plain instance attributes only: read from the instance's dict in one pass."""
+
+    def __init__(self) -> None:
+        self.model_id, self.num_predict = "instance-name", 7
+
+
 def test_model_facts_peels_the_bindings_once_with_the_same_answers() -> None:
     extra = ScriptedChatModel(max_tokens=512)
     cases = [
@@ -62,6 +78,10 @@ def test_model_facts_peels_the_bindings_once_with_the_same_answers() -> None:
         (_PropertyModel(), None, ("from-a-property", 99)),
         (_StopsAtTheAnswer(), None, ("first-name", 10)),
         (object(), None, (None, 0)),
+        (_ExtraModel(max_new_tokens=33, deployment_name="extra-name"), None, ("field-name", 33)),
+        (_ExtraModel(model_name="named", max_tokens=0, max_output_tokens=5), None, ("named", 5)),
+        (_InstanceAttributes(), None, ("instance-name", 7)),
+        (ScriptedChatModel().bind(stop=["x"]), {"num_predict": 3}, ("fake-scripted", 3)),
     ]
     for model, settings, expected in cases:
         assert model_facts(model, settings) == expected
