@@ -30,6 +30,18 @@ TRIVIAL = "return redis.call('INCR', KEYS[1])"
 KINDS = ("raw", "check", "turn")
 
 
+def _defer_seconds() -> float | None:
+    """``$LOOPGUARD_BENCH_DEFER``: the store's defer_seconds (unset, empty or 0: off)."""
+    text = os.environ.get("LOOPGUARD_BENCH_DEFER", "").strip()
+    try:
+        value = float(text or "0")
+    except ValueError:
+        raise SystemExit(f"LOOPGUARD_BENCH_DEFER must be a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise SystemExit(f"LOOPGUARD_BENCH_DEFER must be >= 0, got {text!r}")
+    return value or None
+
+
 def _op(kind: str, url: str, prefix: str) -> tuple[Callable[[], object], Callable[[], None]]:
     import redis
 
@@ -41,7 +53,7 @@ def _op(kind: str, url: str, prefix: str) -> tuple[Callable[[], object], Callabl
     from loopguard_core import Breaker
     from loopguard_core.stores.redis import RedisStore
 
-    defer = float(os.environ.get("LOOPGUARD_BENCH_DEFER", "0")) or None
+    defer = _defer_seconds()
     store = RedisStore(url, namespace=prefix, defer_seconds=defer)
     breaker = Breaker(store=store, scope=f"{prefix}-{uuid.uuid4().hex[:6]}")
     counter = itertools.count()
