@@ -129,6 +129,18 @@ class MalformedWindow(ValueError):
     """Packed steps that do not add up: a corrupted or foreign value where a window should be."""
 
 
+def newest_step(data: bytes) -> bytes:
+    """The first packed step of ``data`` (a window newest first): ``PackedWindow(data, 1).newest(1)``, read off its
+    head alone."""
+    if len(data) < _HEAD.size:
+        raise MalformedWindow(f"a packed window of {len(data)} bytes holds fewer than 1 steps")
+    n_tool, n_words = _COUNTS.unpack_from(data, _COUNTS_AT)
+    end = _HEAD.size + n_tool + 4 * n_words
+    if end > len(data):
+        raise MalformedWindow(f"a packed window of {len(data)} bytes ends inside a step")
+    return data[:end]
+
+
 class PackedWindow(Sequence[Step]):
     """``size`` packed steps laid end to end **newest first** (what the Redis store hands back), read as the
     window, oldest first, of :class:`Step`.

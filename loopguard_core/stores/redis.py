@@ -64,7 +64,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from .._extras import require
 from ..detection import Call, Finding, MalformedWindow, PackedWindow, Step, pack_step
 from ..detection._policy import finding_facts
-from ..detection._step import without_siblings
+from ..detection._step import newest_step, without_siblings
 from ..errors import StoreError
 from ..limits import Limits
 from ..state import BreakerState
@@ -627,7 +627,7 @@ class RedisStore:
                 data, depth = PackedWindow(data, size).newest(size), size
         if len(self._held) >= _HELD_RUNS:
             self._held.clear()
-        newest = PackedWindow(data, 1).newest(1) if size else b""
+        newest = newest_step(data) if size else b""
         self._held[run] = _HeldWindow(version, data, depth, limits.loop.window, newest)
         return data
 
@@ -883,7 +883,8 @@ class RedisStore:
         first, on their own)."""
         if not self._pending:
             return self._eval(step, keys, argv)
-        if self._defer is not None:
+        pending = self._pending
+        if self._defer is not None and (len(pending) > 1 or run not in pending):  # (run's own ride with it)
             for other, values in self._stale(run):
                 self._send_settle(other, values)
         carried = () if run is None else self._take(run)
@@ -900,7 +901,8 @@ class RedisStore:
     ) -> Any:
         if not self._pending:
             return await self._aeval(step, keys, argv)
-        if self._defer is not None:
+        pending = self._pending
+        if self._defer is not None and (len(pending) > 1 or run not in pending):  # (run's own ride with it)
             for other, values in self._stale(run):
                 await self._asend_settle(other, values)
         carried = () if run is None else self._take(run)

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loopguard_core.detection import SIMILAR, LoopDetection, MalformedWindow, PackedWindow, Step, pack_step
+from loopguard_core.detection._step import newest_step
 
 HEX32 = st.text("0123456789abcdef", min_size=32, max_size=32)
 ACTIONS = st.sampled_from(["a" * 32, "b" * 32, "c" * 32])  # few: a call's own action is often in the window
@@ -76,3 +77,13 @@ def test_a_new_call_is_told_apart_from_the_packed_bytes_alone() -> None:
     assert not PackedWindow(b"\x00\x01", 1).lacks("f" * 32)  # too short to hold a step: read, and found malformed
     with pytest.raises(MalformedWindow):
         LoopDetection().may_fire(PackedWindow(b"\x00\x01", 1), "search", "f" * 32)
+
+
+@given(st.lists(STEPS, min_size=1, max_size=6))
+def test_newest_step_is_read_off_the_head_alone(steps: list[Step]) -> None:
+    data = b"".join(pack_step(step) for step in reversed(steps))
+    assert newest_step(data) == PackedWindow(data, 1).newest(1) == pack_step(steps[-1])
+    with pytest.raises(MalformedWindow, match="fewer than 1 steps"):
+        newest_step(pack_step(steps[-1])[:20])
+    with pytest.raises(MalformedWindow, match="ends inside a step"):
+        newest_step(pack_step(steps[-1])[:-1])

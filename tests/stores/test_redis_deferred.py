@@ -95,6 +95,20 @@ def test_an_outcome_older_than_defer_seconds_goes_with_any_step_of_the_store(
     store.close()
 
 
+def test_an_outcome_older_than_defer_seconds_goes_with_a_step_of_a_run_that_has_its_own_waiting(
+    redis_url: str, scope: str, redis_client: Any
+) -> None:
+    store = RedisStore(redis_url, defer_seconds=0.05, **PATIENT)
+    run, other = RunKey(scope, "r"), RunKey(scope, "o")
+    call(store, run, "a")
+    call(store, other, "b")  # both runs have an outcome waiting
+    time.sleep(0.06)
+    store.admit_model(other, ModelRequest(1, 0, 0.0), LIMITS)  # other's own rides with it; run's went first
+    assert window(redis_client, store, run) == 1
+    assert window(redis_client, store, other) == 1
+    store.close()
+
+
 def test_what_never_waits(store: RedisStore, scope: str, redis_client: Any, redis_url: str) -> None:
     run = RunKey(scope, "r")
     call(store, run, "a", call_id="c1")  # a call id with no outcome in Redis yet: it waits
