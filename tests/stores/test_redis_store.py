@@ -199,46 +199,46 @@ def test_a_client_that_decodes_replies_to_str_is_refused_with_what_to_do(redis_u
     plain_client.close()
 
 
+# An unsound answer is decided by failure_policy: refused when closed, admitted (and reported) when open.
+POLICIES = pytest.mark.parametrize(("policy", "admitted"), [("closed", False), ("open", True)])
+
+
+@POLICIES
 def test_a_window_that_does_not_unpack_is_a_store_failure_not_a_verdict(
-    redis_url: str, scope: str, redis_client: Any
+    redis_url: str, scope: str, redis_client: Any, policy: str, admitted: bool
 ) -> None:
     # Something other than admit_tool wrote the run's window (or Redis answered garbage): the detectors never see
     # it; failure_policy decides, as for any other unsound answer.
-    run, limits = RunKey(scope, "r"), Limits()
-    for policy, admitted in (("closed", False), ("open", True)):
-        store = RedisStore(redis_url, failure_policy=policy, **PATIENT)
-        assert store.admit_tool(run, tool("search", "q"), limits).admitted
-        store.record_tool(run, ToolOutcome("search", "q", "answer", False, 0.0), limits)
-        window = store.keys(run)[4]
-        redis_client.rpush(window, b"not a packed step")
-        verdict = store.admit_tool(run, tool("search", "q2"), limits)
-        assert verdict.admitted is admitted
-        assert verdict.facts["error"].startswith("admit_tool answered with a packed"), verdict.facts
-        redis_client.delete(*store.keys(run))
-        store.close()
+    run, limits = RunKey(scope, policy), Limits()
+    store = RedisStore(redis_url, failure_policy=policy, **PATIENT)
+    assert store.admit_tool(run, tool("search", "q"), limits).admitted
+    store.record_tool(run, ToolOutcome("search", "q", "answer", False, 0.0), limits)
+    redis_client.rpush(store.keys(run)[4], b"not a packed step")  # the run's window
+    verdict = store.admit_tool(run, tool("search", "q2"), limits)
+    assert (verdict.admitted, verdict.facts["error"][:37]) == (admitted, "admit_tool answered with a packed win")
+    store.drop(run)
+    store.close()
 
 
 def _answering(run: Any, reply: bytes, step: str, *rest: Any) -> Any:
     return reply if step == "admit_tool" else run(step, *rest)
 
 
+@POLICIES
 @pytest.mark.parametrize("reply", [b"garbage", b"1 2 3:", b"1 2 3 4 5 6", b"1 2 x 4 5 6:"])
 def test_an_admission_reply_that_does_not_parse_is_a_store_failure_not_a_verdict(
-    redis_url: str, scope: str, reply: bytes
+    redis_url: str, scope: str, reply: bytes, policy: str, admitted: bool
 ) -> None:
     # The usual admission comes back as one string (six numbers, ':', the window): a string that is not one, from a
     # proxy or a broken server, is decided by failure_policy like any other unsound answer, never read as a verdict.
-    run, limits = RunKey(scope, "r"), Limits()
-    for policy, admitted in (("closed", False), ("open", True)):
-        store = RedisStore(redis_url, failure_policy=policy, **PATIENT)
-        assert store.admit_tool(run, tool("search", "q"), limits).admitted  # the real reply parses
-        store._run = functools.partial(_answering, store._run, reply)  # type: ignore[method-assign]
-        verdict = store.admit_tool(run, tool("search", "q2"), limits)
-        assert verdict.admitted is admitted
-        assert verdict.facts["error"].startswith("admit_tool answered with"), verdict.facts
-        assert reply[:8].decode() in verdict.facts["error"]
-        store.drop(run)
-        store.close()
+    store = RedisStore(redis_url, failure_policy=policy, **PATIENT)
+    run = RunKey(scope, policy)
+    assert store.admit_tool(run, tool("search", "q"), Limits()).admitted  # the real reply parses
+    store._run = functools.partial(_answering, store._run, reply)  # type: ignore[method-assign]
+    refused = store.admit_tool(run, tool("search", "q2"), Limits())
+    assert refused.admitted is admitted
+    assert refused.facts["error"] == f"admit_tool answered with {reply!r}, not an admission"
+    store.close()
 
 
 def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
