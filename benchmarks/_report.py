@@ -441,9 +441,11 @@ distinct arguments per call (as real work).
   no target for this pair; the ratio is reported as measured.
 - **Redis store**: a loopguard store check (`before_tool`, one FCALL round trip; EVALSHA where the server has no
   Functions) against raw redis-py `EVALSHA` of a one-line script; the full turn (two round trips) as context.
-  Then, on the server's own account (`INFO commandstats`, run alone), the µs of scripts and the Redis commands
-  they run per guarded call, against the one-line script's (issue 14, goal 3's "script cost near a trivial
-  script's").
+  The guarded call's goal rows come twice: one client (the interleaved rounds above) and 4 processes at once
+  (`benchmarks.redis_path`'s measurement: each process a client of its own, raw and guarded alternating in five
+  phases, ops/s of all four together, medians). Then, on the server's own account (`INFO commandstats`, run
+  alone), the µs of scripts and the Redis commands they run per guarded call, against the one-line script's
+  (issue 14, goal 3's "script cost near a trivial script's").
 - **Per call, in CPU instructions** (context for goal 1, judged on time): the per-call contenders (loopguard with
   and without its compiled fast path, agentguard47, the floors) each counted by valgrind's callgrind in a child
   process of its own, warmed up, over 2,000 calls with small args and 300 with medium ones. The count is exact

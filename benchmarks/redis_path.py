@@ -22,7 +22,7 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 URL = os.environ.get("LOOPGUARD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -42,7 +42,7 @@ def _defer_seconds() -> float | None:
     return value or None
 
 
-def _op(kind: str, url: str, prefix: str) -> tuple[Callable[[], object], Callable[[], None]]:
+def _op(kind: str, url: str, prefix: str, defer: float | None) -> tuple[Callable[[], object], Callable[[], None]]:
     import redis
 
     if kind == "raw":
@@ -53,7 +53,6 @@ def _op(kind: str, url: str, prefix: str) -> tuple[Callable[[], object], Callabl
     from loopguard_core import Breaker
     from loopguard_core.stores.redis import RedisStore
 
-    defer = _defer_seconds()
     store = RedisStore(url, namespace=prefix, defer_seconds=defer)
     breaker = Breaker(store=store, scope=f"{prefix}-{uuid.uuid4().hex[:6]}")
     counter = itertools.count()
@@ -74,10 +73,10 @@ def _op(kind: str, url: str, prefix: str) -> tuple[Callable[[], object], Callabl
     return turn, store.close
 
 
-def _interleaved(url: str, prefix: str, seconds: float, chunk: int = 200) -> dict[str, float]:
+def _interleaved(url: str, prefix: str, seconds: float, defer: float | None, chunk: int = 200) -> dict[str, float]:
     """µs per op of each kind, the kinds run in alternating chunks in this one process (so that all of them
     see the same machine load): the median over the chunks."""
-    ops = {kind: _op(kind, url, prefix) for kind in KINDS}
+    ops = {kind: _op(kind, url, prefix, defer) for kind in KINDS}
     for op, _ in ops.values():
         for _ in range(200):
             op()
@@ -94,9 +93,9 @@ def _interleaved(url: str, prefix: str, seconds: float, chunk: int = 200) -> dic
     return {kind: statistics.median(values) for kind, values in samples.items()}
 
 
-def _worker(args: tuple[str, str, str, float, Any]) -> tuple[int, float]:
-    kind, url, prefix, seconds, barrier = args
-    op, close = _op(kind, url, prefix)
+def _worker(args: tuple[str, str, str, float, float | None, Any]) -> tuple[int, float]:
+    kind, url, prefix, seconds, defer, barrier = args
+    op, close = _op(kind, url, prefix, defer)
     for _ in range(200):
         op()
     barrier.wait()
@@ -111,15 +110,23 @@ def _worker(args: tuple[str, str, str, float, Any]) -> tuple[int, float]:
     return n, elapsed
 
 
-def _parallel(url: str, prefix: str, seconds: float, processes: int, rounds: int) -> dict[str, float]:
+def _parallel(
+    url: str,
+    prefix: str,
+    seconds: float,
+    processes: int,
+    rounds: int,
+    defer: float | None,
+    kinds: Sequence[str] = KINDS,
+) -> dict[str, float]:
     """ops/s of each kind with ``processes`` processes, the kinds alternating in short phases: the median."""
     ctx = multiprocessing.get_context("fork")
-    samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
     with ctx.Manager() as manager, ctx.Pool(processes) as pool:
         for _ in range(rounds):
-            for kind in KINDS:
+            for kind in kinds:
                 barrier = manager.Barrier(processes)
-                results = pool.map(_worker, [(kind, url, prefix, seconds / rounds, barrier)] * processes)
+                results = pool.map(_worker, [(kind, url, prefix, seconds / rounds, defer, barrier)] * processes)
                 samples[kind].append(sum(n / elapsed for n, elapsed in results))
     return {kind: statistics.median(values) for kind, values in samples.items()}
 
@@ -133,12 +140,12 @@ def _commandstats(client: Any) -> tuple[int, float]:
     )
 
 
-def _script_cost(url: str, prefix: str, kind: str, n: int = 3000) -> float:
+def _script_cost(url: str, prefix: str, kind: str, defer: float | None, n: int = 3000) -> float:
     """Server µs per script or function call (INFO commandstats delta) while only this process runs ``kind``."""
     import redis
 
     client = redis.Redis.from_url(url)
-    op, close = _op(kind, url, prefix)
+    op, close = _op(kind, url, prefix, defer)
     for _ in range(100):
         op()
     before = _commandstats(client)
@@ -164,13 +171,14 @@ def main() -> None:
     client = redis.Redis.from_url(options.url)
     out: dict[str, Any] = {}
     try:
-        single = _interleaved(options.url, prefix, options.seconds)
+        defer = _defer_seconds()
+        single = _interleaved(options.url, prefix, options.seconds, defer)
         p = options.processes
-        parallel = _parallel(options.url, prefix, options.seconds, p, rounds=5)
+        parallel = _parallel(options.url, prefix, options.seconds, p, 5, defer)
         for kind in KINDS:
             out[f"{kind}_us"] = round(single[kind], 2)
             out[f"{kind}_ops_{p}p"] = round(parallel[kind])
-            out[f"{kind}_server_us_per_call"] = round(_script_cost(options.url, prefix, kind), 2)
+            out[f"{kind}_server_us_per_call"] = round(_script_cost(options.url, prefix, kind, defer), 2)
         for kind in ("check", "turn"):
             out[f"{kind}_share_1p"] = round(out["raw_us"] / out[f"{kind}_us"], 3)
             out[f"{kind}_share_{p}p"] = round(out[f"{kind}_ops_{p}p"] / out[f"raw_ops_{p}p"], 3)

@@ -47,7 +47,7 @@ def test_goal_rows_carry_the_measured_figure_and_whether_it_met_the_target() -> 
 
     m.update(measured(redis_raw=100_000, redis_check=120_000, redis_turn=200_000, redis_turn_deferred=120_000))
     goals, context = overhead._goals(m, [])
-    redis = [g for g in goals if g.name.startswith("Redis")]
+    redis = [g for g in goals if g.name.startswith("Redis") and "single client" in g.name]
     assert [(g.value, g.status) for g in redis] == [(50.0, "not met"), (83.3, "met")]  # a guarded call, both ways
     assert any("83.3%" in line for line in context)  # before_tool alone is context
 
@@ -181,3 +181,34 @@ def test_a_failed_instruction_count_makes_the_counts_pending(monkeypatch: pytest
     monkeypatch.setattr(overhead._callgrind, "count", lambda module, spec, what, timeout: 7 * int(spec.split(",")[2]))
     counted = overhead.per_call_instructions()
     assert counted["small"]["loopguard"] == counted["medium"]["floor_py"] == 7  # per op, not per child
+
+
+def test_the_redis_goal_has_rows_for_four_processes_pending_without_a_server() -> None:
+    m = measured(bare=100, pybreaker=1_100, loopguard_memory=3_100)
+    processes = {"default": {"raw": 40_000, "turn": 16_000}, "deferred": {"raw": 40_000, "turn": 33_000}}
+    goals, _ = overhead._goals(m, ["Redis store pending: no Redis at x (refused)"], processes)
+    name = "Redis: guarded call (before + after) vs raw EVALSHA (throughput, 4 processes, issue 14)"
+    default, deferred = by_name(goals, f"{name}, default"), by_name(goals, f"{name}, defer_seconds")
+    assert (default.value, default.status) == (40.0, "not met")
+    assert (deferred.value, deferred.status) == (82.5, "met")
+    assert default.note == "16,000 vs 40,000 ops/s, all processes together"
+    goals, _ = overhead._goals(m, ["Redis store pending: no Redis at x (refused)"])
+    assert by_name(goals, f"{name}, default").status == "pending"
+    assert "no Redis at x" in by_name(goals, f"{name}, defer_seconds").note
+
+
+@pytest.mark.redis
+def test_redis_processes_measures_both_kinds_in_every_mode_and_leaves_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1)
+    _reachable(client.ping, f"Redis at {REDIS_URL}")
+    monkeypatch.setattr(overhead, "REDIS_URL", REDIS_URL)
+    before = set(client.scan_iter(match="*lgbench-*", count=1000))
+    ops = overhead.redis_processes(smoke=True)
+    assert ops is not None
+    assert set(ops) == {"default", "deferred"}
+    assert all(set(row) == {"raw", "turn"} and min(row.values()) > 0 for row in ops.values())
+    assert set(client.scan_iter(match="*lgbench-*", count=1000)) - before == set()
+    monkeypatch.setattr(overhead, "REDIS_URL", "redis://127.0.0.1:1/0")
+    assert overhead.redis_processes(smoke=True) is None
+    client.close()
