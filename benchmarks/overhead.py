@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import itertools
 import json
@@ -34,7 +35,7 @@ import sqlite3
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -624,16 +625,13 @@ def redis_server_cost(ops: int = 2_000) -> dict[str, dict[str, float]] | None:
     functions, and the Redis commands they run inside, from ``INFO commandstats`` deltas while only this process
     runs: raw EVALSHA of the trivial script, and a guarded call (before + after), default and deferred. None when
     no Redis answers. Counted on the server, so the machine's noise barely moves the command counts."""
-    try:
-        import redis
+    with _bench_redis() as found:
+        return None if found is None else _server_cost(*found, ops)
 
-        from loopguard_core.stores.redis import RedisStore
 
-        client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-        client.ping()
-    except Exception:
-        return None
-    prefix = f"lgbench-{uuid.uuid4().hex[:8]}"
+def _server_cost(client: Any, prefix: str, ops: int) -> dict[str, dict[str, float]]:
+    from loopguard_core.stores.redis import RedisStore
+
     scripts = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_fcall")
 
     def totals() -> tuple[float, int]:
@@ -664,9 +662,6 @@ def redis_server_cost(ops: int = 2_000) -> dict[str, dict[str, float]] | None:
     finally:
         for store in stores:
             store.close()
-        for key in client.scan_iter(match=f"*{prefix}*", count=1000):
-            client.delete(key)
-        client.close()
     return out
 
 
@@ -677,27 +672,39 @@ def redis_processes(*, smoke: bool = False) -> dict[str, dict[str, float]] | Non
     """Goal 3 with ``PROCESSES`` processes: ops/s of all of them together, raw EVALSHA of the trivial script against
     a guarded call (before + after), default and ``defer_seconds=0.1``, the two kinds alternating in short phases
     (``benchmarks.redis_path``'s measurement, medians). None when no Redis answers. Only keys it made are deleted."""
+    from . import redis_path
+
+    seconds, rounds = (0.4, 1) if smoke else (6.0, 5)
+    with _bench_redis() as found:
+        if found is None:
+            return None
+        prefix = found[1]
+        out: dict[str, dict[str, float]] = {}
+        for key, defer in (("default", None), ("deferred", 0.1)):
+            ops = redis_path._parallel(REDIS_URL, prefix, seconds, PROCESSES, rounds, defer, kinds=("raw", "turn"))
+            out[key] = {kind: round(value) for kind, value in ops.items()}
+        return out
+
+
+@contextlib.contextmanager
+def _bench_redis() -> Iterator[tuple[Any, str] | None]:
+    """A client of the benchmark's Redis and a fresh key prefix, or None when no Redis answers; every key under the
+    prefix is deleted at the end."""
     try:
         import redis
 
         client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
         client.ping()
     except Exception:
-        return None
-    from . import redis_path
-
+        yield None
+        return
     prefix = f"lgbench-{uuid.uuid4().hex[:8]}"
-    seconds, rounds = (0.4, 1) if smoke else (6.0, 5)
-    out: dict[str, dict[str, float]] = {}
     try:
-        for key, defer in (("default", None), ("deferred", 0.1)):
-            ops = redis_path._parallel(REDIS_URL, prefix, seconds, PROCESSES, rounds, defer, kinds=("raw", "turn"))
-            out[key] = {kind: round(value) for kind, value in ops.items()}
+        yield client, prefix
     finally:
-        for found in client.scan_iter(match=f"*{prefix}*", count=1000):
-            client.delete(found)
+        for key in client.scan_iter(match=f"*{prefix}*", count=1000):
+            client.delete(key)
         client.close()
-    return out
 
 
 # -- goals ---------------------------------------------------------------------------------------------

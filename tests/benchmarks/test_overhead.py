@@ -5,6 +5,7 @@ variants leave nothing behind in the user's PostgreSQL or Redis."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -107,13 +108,21 @@ def test_postgres_variants_write_rows_and_drop_their_schemas(monkeypatch: pytest
         assert {row[0] for row in admin.execute(listing)} - before == set()
 
 
-@pytest.mark.redis
-def test_redis_variants_delete_every_key_they_made(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def bench_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The test Redis as the benchmark's, and a client of it: no benchmark key may be left behind."""
     redis = pytest.importorskip("redis")
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=1)
     _reachable(client.ping, f"Redis at {REDIS_URL}")
     monkeypatch.setattr(overhead, "REDIS_URL", REDIS_URL)
     before = set(client.scan_iter(match="*lgbench-*", count=1000))
+    yield client
+    assert set(client.scan_iter(match="*lgbench-*", count=1000)) - before == set()
+    client.close()
+
+
+@pytest.mark.redis
+def test_redis_variants_delete_every_key_they_made(bench_redis: Any) -> None:
     res = overhead._Resources()
     try:
         variants, why = overhead._redis_variants(res)
@@ -122,22 +131,15 @@ def test_redis_variants_delete_every_key_they_made(monkeypatch: pytest.MonkeyPat
             op = variant.make()
             for _ in range(3):
                 op()
-        assert set(client.scan_iter(match="*lgbench-*", count=1000)) - before
+        assert list(bench_redis.scan_iter(match="*lgbench-*", count=1000))  # they made keys (the fixture: and no more)
     finally:
         res.cleanup()
-    assert set(client.scan_iter(match="*lgbench-*", count=1000)) - before == set()
-    client.close()
 
 
 @pytest.mark.redis
 def test_redis_server_cost_counts_what_the_server_runs_per_call_and_leaves_no_key(
-    monkeypatch: pytest.MonkeyPatch,
+    bench_redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1)
-    _reachable(client.ping, f"Redis at {REDIS_URL}")
-    monkeypatch.setattr(overhead, "REDIS_URL", REDIS_URL)
-    before = set(client.scan_iter(match="*lgbench-*", count=1000))
     cost = overhead.redis_server_cost(ops=50)
     assert cost is not None
     assert 1.0 <= cost["raw"]["commands"] < 1.5  # the trivial script's one INCR (and whatever else ran then)
@@ -147,10 +149,8 @@ def test_redis_server_cost_counts_what_the_server_runs_per_call_and_leaves_no_ke
     assert all(row["server_us"] > 0 for row in cost.values())
     line = overhead.redis_server_line(cost)
     assert f"running {cost['turn']['commands']} Redis commands" in line
-    assert set(client.scan_iter(match="*lgbench-*", count=1000)) - before == set()
     monkeypatch.setattr(overhead, "REDIS_URL", "redis://127.0.0.1:1/0")
     assert overhead.redis_server_cost(ops=5) is None  # no server: nothing to report, no error
-    client.close()
 
 
 def test_instruction_counts_give_the_goal_one_ratios_and_say_why_when_pending(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,17 +198,12 @@ def test_the_redis_goal_has_rows_for_four_processes_pending_without_a_server() -
 
 
 @pytest.mark.redis
-def test_redis_processes_measures_both_kinds_in_every_mode_and_leaves_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1)
-    _reachable(client.ping, f"Redis at {REDIS_URL}")
-    monkeypatch.setattr(overhead, "REDIS_URL", REDIS_URL)
-    before = set(client.scan_iter(match="*lgbench-*", count=1000))
+def test_redis_processes_measures_both_kinds_in_every_mode_and_leaves_no_key(
+    bench_redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ops = overhead.redis_processes(smoke=True)
     assert ops is not None
     assert set(ops) == {"default", "deferred"}
     assert all(set(row) == {"raw", "turn"} and min(row.values()) > 0 for row in ops.values())
-    assert set(client.scan_iter(match="*lgbench-*", count=1000)) - before == set()
     monkeypatch.setattr(overhead, "REDIS_URL", "redis://127.0.0.1:1/0")
     assert overhead.redis_processes(smoke=True) is None
-    client.close()
