@@ -194,12 +194,10 @@ def _per_call(kind: str, size: str) -> Callable[[], Callable[[], object]]:
     return make
 
 
-def _per_call_variants() -> tuple[list[Variant], list[str]]:
+def _per_call_kinds() -> list[tuple[str, str]]:
+    """The per-call contenders installed here, (kind, label) each: agentguard47 and the compiled floor are optional."""
     import importlib.util
 
-    notes = []
-    if not compiled_fast_path():
-        notes.append("the compiled fast path is not built here: 'loopguard' and 'loopguard, pure Python' are the same")
     kinds = [
         ("loopguard", "loopguard before+after"),
         ("loopguard_pure", "loopguard before+after, pure Python (compiled fast path off)"),
@@ -207,10 +205,18 @@ def _per_call_variants() -> tuple[list[Variant], list[str]]:
     ]
     if importlib.util.find_spec("agentguard") is not None:
         kinds.insert(1, ("agentguard", "agentguard47 2.0.0 LoopGuard.check"))
-    else:
-        notes.append("agentguard47 not installed: the per-call goal against it is pending")
     if importlib.util.find_spec("orjson") is not None and importlib.util.find_spec("xxhash") is not None:
         kinds.append(("floor_c", "compiled floor: orjson + xxh3_128 + dict"))
+    return kinds
+
+
+def _per_call_variants() -> tuple[list[Variant], list[str]]:
+    notes = []
+    if not compiled_fast_path():
+        notes.append("the compiled fast path is not built here: 'loopguard' and 'loopguard, pure Python' are the same")
+    kinds = _per_call_kinds()
+    if "agentguard" not in dict(kinds):
+        notes.append("agentguard47 not installed: the per-call goal against it is pending")
     variants = []
     for size, ops in (("small", 20_000), ("medium", 3_000)):
         for kind, label in kinds:
@@ -247,15 +253,9 @@ def per_call_instructions(*, smoke: bool = False) -> dict[str, Any]:
     agentguard47, the floors), small and medium args: exact, so unlike the timed rows it does not move with the
     machine's load (it does not see cache misses, which time does). ``{"pending": why}`` without valgrind and gcc
     or under ``--smoke``."""
-    import importlib.util
-
     if smoke:
         return {"pending": "skipped by --smoke"}
-    kinds = ["loopguard", "loopguard_pure", "floor_py"]
-    if importlib.util.find_spec("agentguard") is not None:
-        kinds.insert(1, "agentguard")
-    if importlib.util.find_spec("orjson") is not None and importlib.util.find_spec("xxhash") is not None:
-        kinds.append("floor_c")
+    kinds = [kind for kind, _label in _per_call_kinds()]
     with tempfile.TemporaryDirectory(prefix="lg-requests-") as folder:
         try:
             library = _callgrind.requests_library(Path(folder))
@@ -284,6 +284,15 @@ def per_call_instructions(*, smoke: bool = False) -> dict[str, Any]:
     return out
 
 
+_SHORT_NAMES = {
+    "loopguard": "loopguard",
+    "loopguard_pure": "loopguard pure Python",
+    "agentguard": "agentguard47",
+    "floor_py": "pure-Python floor",
+    "floor_c": "compiled floor",
+}
+
+
 def instructions_line(counted: dict[str, Any]) -> str:
     """The context line of :func:`per_call_instructions`: counts and the goal-1 ratios they give."""
     head = "CPU instructions per guarded call (callgrind: exact, the same on a busy machine or a quiet one)"
@@ -291,14 +300,7 @@ def instructions_line(counted: dict[str, Any]) -> str:
         return f"{head}: pending ({counted['pending']})."
     parts = []
     for size, row in counted.items():
-        names = {
-            "loopguard": "loopguard",
-            "loopguard_pure": "loopguard pure Python",
-            "agentguard": "agentguard47",
-            "floor_py": "pure-Python floor",
-            "floor_c": "compiled floor",
-        }
-        text = ", ".join(f"{names[kind]} {value:,}" for kind, value in row.items())
+        text = ", ".join(f"{_SHORT_NAMES[kind]} {value:,}" for kind, value in row.items())
         ratios = []
         if "agentguard" in row:
             ratios.append(f"loopguard / agentguard47 {row['loopguard'] / row['agentguard']:.2f}x")

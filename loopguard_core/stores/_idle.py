@@ -33,9 +33,6 @@ class IdleConnections:
         self._limit = limit if _POLL is not None else 0
         self._held: list[tuple[Any, Any, Any]] = []
 
-    def __len__(self) -> int:
-        return len(self._held)
-
     def take(self, *conn_args: str) -> tuple[Any, Any, Any]:
         """A connection with nothing to read (its socket and poller, None for one fresh from the pool)."""
         held = self._held
@@ -47,7 +44,7 @@ class IdleConnections:
             connection, sock, poller = entry
             if connection._sock is sock and not poller.poll(0):  # POLLHUP and POLLERR are always reported
                 return entry
-            self._drop(connection)
+            self.drop(connection)
         return self._pool.get_connection(*conn_args), None, None
 
     def keep(self, connection: Any, sock: Any, poller: Any) -> None:
@@ -66,10 +63,8 @@ class IdleConnections:
         self._held.append((connection, current, poller))
 
     def drop(self, connection: Any) -> None:
-        """Back from a call that failed or was interrupted: disconnected (its reply may be unread), to the pool."""
-        self._drop(connection)
-
-    def _drop(self, connection: Any) -> None:
+        """Back from a call that failed or was interrupted (its reply may be unread), or found not quiet: disconnected,
+        to the pool."""
         try:
             connection.disconnect()
         finally:

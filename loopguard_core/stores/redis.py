@@ -824,6 +824,9 @@ class RedisStore:
     def _stale(self, run: RunKey | None) -> list[tuple[RunKey, tuple[str | bytes, ...]]]:
         """Runs but ``run`` whose outcomes waited ``defer_seconds`` already (oldest first), taken to be sent now."""
         assert self._defer is not None
+        pending = self._pending
+        if len(pending) == 1 and run in pending:  # only run's own wait (they ride with its step): nothing to scan
+            return []
         limit = time.monotonic() - self._defer
         with self._pending_lock:
             if self._pending_generation != _fork_generation[0]:
@@ -883,8 +886,7 @@ class RedisStore:
         first, on their own)."""
         if not self._pending:
             return self._eval(step, keys, argv)
-        pending = self._pending
-        if self._defer is not None and (len(pending) > 1 or run not in pending):  # (run's own ride with it)
+        if self._defer is not None:
             for other, values in self._stale(run):
                 self._send_settle(other, values)
         carried = () if run is None else self._take(run)
@@ -901,8 +903,7 @@ class RedisStore:
     ) -> Any:
         if not self._pending:
             return await self._aeval(step, keys, argv)
-        pending = self._pending
-        if self._defer is not None and (len(pending) > 1 or run not in pending):  # (run's own ride with it)
+        if self._defer is not None:
             for other, values in self._stale(run):
                 await self._asend_settle(other, values)
         carried = () if run is None else self._take(run)
