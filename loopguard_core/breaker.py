@@ -1062,7 +1062,10 @@ class Breaker:
         Under ``max_cost_usd`` a model with no known price (or no model name) is refused
         (``reason="unpriced_model"``) unless ``allow_unpriced=True``.
         """
-        agent, call_id = _label("agent", agent), _label("call_id", call_id)
+        if agent is not None:
+            agent = _label("agent", agent)
+        if call_id is not None:
+            call_id = _label("call_id", call_id)
         if self.progress is not None:
             self._check_progress(agent, None, model_turn=True)
         request = self._model_request(model, estimated_input_tokens, max_output_tokens, call_id, agent)
@@ -1109,7 +1112,10 @@ class Breaker:
         input: Any = None,
     ) -> None:
         """Record what a model call really used. An overspend is recorded; the next call is refused."""
-        agent, call_id = _label("agent", agent), _label("call_id", call_id)
+        if agent is not None:
+            agent = _label("agent", agent)
+        if call_id is not None:
+            call_id = _label("call_id", call_id)
         usage = self._model_usage(input_tokens, output_tokens, model, cost_usd, call_id)
         verdict = self._store.record_model(self._key(), usage, self.limits)
         self._after_model_record(verdict, usage, input_tokens, output_tokens, model, agent, input)
@@ -1181,8 +1187,9 @@ class Breaker:
         agent: str | None,
     ) -> ModelRequest:
         limits = self.limits
-        est = _count("estimated_input_tokens", estimated_input_tokens)
-        out = _count("max_output_tokens", max_output_tokens)
+        est, out = estimated_input_tokens, max_output_tokens
+        if not (type(est) is int and type(out) is int and 0 <= est <= MAX_COUNT and 0 <= out <= MAX_COUNT):
+            est, out = _count("estimated_input_tokens", est), _count("max_output_tokens", out)  # (_count's own test)
         if not out and (limits.max_tokens is not None or limits.max_cost_usd is not None or self._budget_tokens):
             # No output cap: reserve what the call could really write, so it cannot overshoot a ceiling.
             reserve = limits.output_reserve_tokens
@@ -1204,12 +1211,13 @@ class Breaker:
     def _after_model_admission(
         self, verdict: Verdict, request: ModelRequest, agent: str | None, model: str | None = None
     ) -> None:
-        self._announce(verdict)
+        if verdict.transitions:
+            self._announce(verdict)
         if verdict.observed and not verdict.duplicate:
             self._observed(verdict, agent=agent, model=model)
         if not verdict.admitted:
             self._trip(verdict, agent=agent, model=model)
-        if not verdict.duplicate:
+        if not verdict.duplicate and (self.ledger is not None or self._on_event):  # (what _mark_start checks)
             self._mark_start(("model", request.call_id or "", agent or ""), request.now)
             if self._on_event:
                 self._emit("model", "admitted", model, agent, call_id=request.call_id)
@@ -1222,8 +1230,14 @@ class Breaker:
         cost_usd: float | None,
         call_id: str | None,
     ) -> ModelUsage:
-        spent_in = _count("input_tokens", input_tokens)
-        spent_out = _count("output_tokens", output_tokens)
+        spent_in, spent_out = input_tokens, output_tokens
+        if not (
+            type(spent_in) is int
+            and type(spent_out) is int
+            and 0 <= spent_in <= MAX_COUNT
+            and 0 <= spent_out <= MAX_COUNT
+        ):
+            spent_in, spent_out = _count("input_tokens", spent_in), _count("output_tokens", spent_out)
         if cost_usd is not None:
             if isinstance(cost_usd, bool) or not isinstance(cost_usd, (int, float)) or not 0 <= cost_usd < math.inf:
                 raise ValueError(f"cost_usd must be a finite number >= 0, got {_short(cost_usd)}")
@@ -1244,10 +1258,12 @@ class Breaker:
         agent: str | None,
         input: Any,
     ) -> None:
-        self._announce(verdict)
+        if verdict.transitions:
+            self._announce(verdict)
         if verdict.duplicate:
             return
-        started = self._take_start(("model", usage.call_id or "", agent or ""))
+        timed = self.ledger is not None or self._on_event  # durations go only to the ledger and observers
+        started = self._take_start(("model", usage.call_id or "", agent or "")) if timed else None
         if self._book is not None:
             self._settle_model(usage, agent)
         if self._on_event:

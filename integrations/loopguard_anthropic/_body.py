@@ -186,14 +186,18 @@ def usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int, int, int]:
     """``(input, cache_creation, cache_read, output)`` tokens of a response's ``usage``."""
     if not usage:
         return 0, 0, 0, 0
-
-    def count(key: str) -> int:
-        value = usage.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-    return (
-        count("input_tokens"),
-        count("cache_creation_input_tokens"),
-        count("cache_read_input_tokens"),
-        count("output_tokens"),
+    get = usage.get  # read once a turn: four lookups and one test, no call per count
+    counts = (
+        get("input_tokens", 0),
+        get("cache_creation_input_tokens", 0),
+        get("cache_read_input_tokens", 0),
+        get("output_tokens", 0),
     )
+    a, b, c, d = counts
+    if type(a) is int and type(b) is int and type(c) is int and type(d) is int and min(counts) >= 0:
+        return counts  # the usual reply: every count present and sane (bool is not int's type)
+    return _count(a), _count(b), _count(c), _count(d)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -90,21 +90,22 @@ class InvocationRuns:
         if key is None:
             return
         evicted: list[_Entry] = []
+        slot = _slot(key)
         with self._lock:
-            entry = self._entries.get(_slot(key))
+            entry = self._entries.get(slot)
             if entry is not None:
                 entry.depth += 1
-                self._entries.move_to_end(_slot(key))
+                self._entries.move_to_end(slot)
                 return
         # begin_run joins a run the caller opened (``with breaker.run():`` around invoke), else starts one.
         handle = self._breaker.begin_run(run_id)
         with self._lock:
-            raced = self._entries.get(_slot(key))
+            raced = self._entries.get(slot)
             if raced is not None:  # a parallel agent of the same invocation got there first: join its run
                 raced.depth += 1
                 evicted.append(_Entry(key, handle, 0, False))
             else:
-                self._entries[_slot(key)] = _Entry(key, handle, 1, is_root)
+                self._entries[slot] = _Entry(key, handle, 1, is_root)
                 while len(self._entries) > self._capacity:
                     evicted.append(self._entries.popitem(last=False)[1])
         for old in evicted:
@@ -114,9 +115,10 @@ class InvocationRuns:
         """Open the invocation's run on first sight (graphs without agent hooks); released by capacity."""
         if key is None:
             return
+        slot = _slot(key)
         with self._lock:
-            if _slot(key) in self._entries:
-                self._entries.move_to_end(_slot(key))
+            if slot in self._entries:
+                self._entries.move_to_end(slot)
                 return
         self.enter(key, is_root=False, run_id=run_id)
 
@@ -124,14 +126,15 @@ class InvocationRuns:
         """An agent finished (after_agent): close the run when the top-level agent is done."""
         if key is None:
             return
+        slot = _slot(key)
         with self._lock:
-            entry = self._entries.get(_slot(key))
+            entry = self._entries.get(slot)
             if entry is None:
                 return
             entry.depth -= 1
             if entry.depth > 0 or not entry.owned_by_root:
                 return
-            del self._entries[_slot(key)]
+            del self._entries[slot]
         entry.handle.close()
 
     def adopt(self, key: Any, run_id: str, *, is_root: bool) -> None:
@@ -167,8 +170,11 @@ class InvocationRuns:
     def scope(self, key: Any) -> AbstractContextManager[object]:
         """Make the breaker count the calls inside against this invocation's run (which stays open: every hook of
         every turn enters it, and only the agent's after-hook or eviction closes it)."""
-        run_id = self.run_id(key)
-        return nullcontext() if run_id is None else self._breaker.within(run_id)
+        if key is None:
+            return nullcontext()
+        with self._lock:  # (run_id's lookup, inline: every hook of every turn asks)
+            entry = self._entries.get(_slot(key))
+        return nullcontext() if entry is None else self._breaker.within(entry.handle.run_id)
 
     def __len__(self) -> int:
         with self._lock:

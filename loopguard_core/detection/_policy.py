@@ -71,6 +71,9 @@ class LoopDetection:
     detectors: Sequence[Detector] | None = None
     #: ``"enforce"``, ``"observe"``, or None to follow the breaker's ``mode``
     mode: str | None = None
+    #: the similarity at which the paraphrase detector (if any) calls two requests the same question; derived from
+    #: ``detectors`` (None without a paraphrase detector). A field, not a property: it is read on every tool call
+    paraphrase_similarity: float | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -109,14 +112,8 @@ class LoopDetection:
             object.__setattr__(self, "detectors", _detectors(self.detectors))
         # Per-instance caches (the dataclass is frozen; these are derived, never compared).
         paraphrase = next((d for d in self.detectors or () if isinstance(d, Paraphrase)), None)
-        object.__setattr__(self, "_similarity", None if paraphrase is None else float(paraphrase.similarity))
+        object.__setattr__(self, "paraphrase_similarity", None if paraphrase is None else float(paraphrase.similarity))
         object.__setattr__(self, "_reach", _reach(self.detectors or ()))
-
-    @property
-    def paraphrase_similarity(self) -> float | None:
-        """The similarity at which the paraphrase detector (if any) calls two requests the same question."""
-        value: float | None = self._similarity  # type: ignore[attr-defined]
-        return value
 
     # -- thresholds --------------------------------------------------------------------------------------
     def repeats_allowed(self, tool: str, waiting: bool = False, own: int | None = None) -> int:

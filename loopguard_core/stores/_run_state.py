@@ -172,7 +172,10 @@ class RunState:
         queued = inflight.get(signature)
         if queued is None and len(inflight) >= loop.memory:
             inflight.clear()  # callers that never report back: the in-flight memory starts over
-        window, twins = without_siblings(self.window, req.siblings_done, signature)
+        if req.siblings_done:
+            window, twins = without_siblings(self.window, req.siblings_done, signature)
+        else:  # (a call outside a batch, or its batch's first to finish: the whole window)
+            window, twins = self.window, 0
         flying = (len(queued) if queued else 0) + twins
         if loop.enabled and tool not in loop.exempt_tools and loop.may_fire(window, tool, signature, req.shape, flying):
             call = Call(self.tool_calls + 1, tool, signature, req.shape, req.words, req.poll, flying, req.prose)
@@ -276,22 +279,27 @@ class RunState:
         key = None if req.call_id is None else "m:" + req.call_id
         if key is not None and key in self.seen:
             return self._duplicate(key)
+        # Every model turn passes here: like admit_tool, the usual case (closed, no model ceiling) stays flat.
         moves: list[Transition] = []
-        self._start(req.now)
-        refused = self._gate(req.now, limits, moves)
-        if refused is not None:
-            return self._remember(key, refused)
+        now = req.now
+        if self.started_at is None:
+            self.started_at = now
+        if self.state is BreakerState.OPEN:
+            refused = self._gate(now, limits, moves)
+            if refused is not None:
+                return self._remember(key, refused)
         if self.reservations:  # calls that never reported back give their reservation up
-            for rid in [r for r, (_, _, expires) in self.reservations.items() if expires <= req.now]:
+            for rid in [r for r, (_, _, expires) in self.reservations.items() if expires <= now]:
                 self._release(rid)
         observed = _NO_OBSERVED
-        for reason, facts in self._model_refusals(req, limits):
-            if not limits.observing:
-                return self._remember(key, self._trip(reason, req.now, moves, facts))
-            observed += ((reason, facts),)
-        cap = limits.max_cost_micros
+        priced = limits.max_cost_usd is not None
+        if priced or limits.max_tokens is not None or limits.max_turns is not None or limits.max_seconds is not None:
+            for reason, facts in self._model_refusals(req, limits):
+                if not limits.observing:
+                    return self._remember(key, self._trip(reason, now, moves, facts))
+                observed += ((reason, facts),)
         self.turns += 1
-        if reservation_seconds is not None and (limits.max_tokens is not None or cap is not None):
+        if reservation_seconds is not None and (limits.max_tokens is not None or priced):
             self._reservation_seq += 1
             rid = "=" + req.call_id if req.call_id is not None else f"#{self._reservation_seq}"
             self._release(rid)  # never two reservations under one id
@@ -300,8 +308,11 @@ class RunState:
             self.reserved_micros += req.projected_cost_micros
             if len(self.reservations) > _MAX_RESERVATIONS:
                 self._release(next(iter(self.reservations)))
-        verdict = Verdict(True, None, False, _NO_FACTS, tuple(moves), self.turns, False, False, observed)
-        return self._remember(key, verdict)
+        if moves or observed:
+            verdict = Verdict(True, None, False, _NO_FACTS, tuple(moves), self.turns, False, False, observed)
+        else:
+            verdict = _admitted(self.turns)
+        return verdict if key is None else self._remember(key, verdict)
 
     def _model_refusals(self, req: ModelRequest, limits: Limits) -> list[tuple[str, dict[str, Any]]]:
         """Every ceiling this model call would break, in the order they are enforced (reason, facts)."""
@@ -355,7 +366,8 @@ class RunState:
             self._release("=" + usage.call_id)
         self.tokens += usage.tokens
         self.cost_micros += usage.cost_micros
-        return self._remember(key, Verdict(True, None, False, _NO_FACTS, (), self.turns))
+        verdict = _recorded(self.turns)
+        return verdict if key is None else self._remember(key, verdict)
 
     # -- steering ---------------------------------------------------------------------------------------
     def steer(self, limits: Limits, now: float) -> Verdict:

@@ -83,6 +83,36 @@ def test_a_runtime_whose_count_failed_is_pending_on_its_own_row(monkeypatch) -> 
     )
 
 
+def test_the_noisier_runtimes_are_counted_by_more_children(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    ran: dict[tuple[str, str], int] = {}
+    lock = threading.Lock()
+
+    def fake(key: str, variant: str, runs: int, library: object) -> int:
+        with lock:
+            ran[key, variant] = ran.get((key, variant), 0) + 1
+            return 1_000_000 if variant == "passthrough" else 1_010_000 + 2_000 * ran[key, variant]
+
+    monkeypatch.setattr(_callgrind, "requests_library", lambda folder: folder / "lib.so")
+    monkeypatch.setattr(end_to_end, "_count_instructions", fake)
+    counted = end_to_end._instructions(["langchain", "crewai"], 2, children=2)
+    assert end_to_end.MORE_CHILDREN["crewai"] == 4
+    assert ran == {
+        ("langchain", "passthrough"): 2,
+        ("langchain", "guarded"): 2,
+        ("crewai", "passthrough"): 4,
+        ("crewai", "guarded"): 4,
+    }
+    assert (counted["langchain"]["children"], counted["crewai"]["children"]) == (2, 4)
+    assert len(counted["crewai"]["child_ratios"]) == 4
+    assert counted["crewai"]["guarded"] == round((1_012_000 + 1_014_000 + 1_016_000 + 1_018_000) / 4 / 2)  # the mean
+    shown = frameworks()
+    shown["crewai"] = {**shown["langchain"], "label": "CrewAI crew + guard_crew"}
+    result = {"calls": 50, "frameworks": shown, "per_turn": {}, "instructions": counted, "goals": []}
+    assert "the mean of 2 child processes per variant (4 for CrewAI, whose counts vary more" in (
+        end_to_end.render_markdown(result)
+    )
+
+
 def test_each_variant_is_counted_by_several_children_and_their_mean_is_the_figure(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     counts = {"passthrough": [1_000_000, 1_002_000], "guarded": [1_020_000, 1_018_000]}
     lock = threading.Lock()

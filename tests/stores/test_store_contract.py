@@ -195,6 +195,18 @@ def test_wall_clock_allows_the_limit_exactly(store: Store, scope: str) -> None:
     assert run.model().facts["tripped_by"] == "wall_clock"
 
 
+def test_wall_clock_refuses_a_model_call_under_no_other_ceiling(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits(max_seconds=30))
+    assert run.model().admitted
+    run.later(30)
+    assert run.model().admitted  # exactly at the limit
+    run.later(0.5)
+    refused = run.model()
+    assert (refused.reason, refused.terminal) == ("wall_clock", True)
+    assert (refused.facts["observed"], refused.facts["limit"]) == (30.5, 30.0)
+    assert run.snap().turns == 2
+
+
 # -- loops -------------------------------------------------------------------------------------------
 def test_same_call_same_result_is_refused_on_the_fourth_try(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits())

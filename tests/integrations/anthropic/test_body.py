@@ -1,0 +1,67 @@
+"""The Messages API body readers (``loopguard_anthropic._body``), and the usage they hand the breaker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import pytest
+
+pytest.importorskip("anthropic", reason="needs the anthropic extra: pip install 'loopguard-core[anthropic]'")
+
+import anthropic
+
+from loopguard_anthropic import guard
+from loopguard_anthropic._body import usage_tokens
+from loopguard_core import Breaker
+
+FULL = {"input_tokens": 100, "cache_creation_input_tokens": 7, "cache_read_input_tokens": 30, "output_tokens": 20}
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        (FULL, (100, 7, 30, 20)),
+        ({**FULL, "cache_read_input_tokens": 0}, (100, 7, 0, 20)),
+        ({"input_tokens": 100, "output_tokens": 20}, (100, 0, 0, 20)),  # no cache fields
+        ({**FULL, "cache_creation_input_tokens": None}, (100, 0, 30, 20)),  # null, as the API may send it
+        ({**FULL, "input_tokens": -5}, (0, 7, 30, 20)),  # nonsense counts count nothing
+        ({**FULL, "output_tokens": True}, (100, 7, 30, 0)),
+        ({**FULL, "output_tokens": 2.5}, (100, 7, 30, 0)),
+        ({**FULL, "input_tokens": "100"}, (0, 7, 30, 20)),
+        ({}, (0, 0, 0, 0)),
+        (None, (0, 0, 0, 0)),
+    ],
+)
+def test_usage_tokens_reads_every_count_and_zeroes_what_is_not_one(
+    usage: dict[str, Any] | None, expected: tuple[int, int, int, int]
+) -> None:
+    assert usage_tokens(usage) == expected
+
+
+def test_cache_reads_and_writes_count_toward_the_runs_tokens() -> None:
+    def answer(request: Any) -> Any:
+        message = {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": "done"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": FULL,
+        }
+        return httpx2.Response(200, json=message)
+
+    client = anthropic.Anthropic(
+        api_key="test",
+        base_url="http://scripted.test",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+        max_retries=0,
+    )
+    breaker = Breaker()
+    guarded = guard(client, breaker)
+
+    with breaker.run():
+        guarded.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+        assert breaker.usage().tokens == 100 + 7 + 30 + 20
