@@ -45,8 +45,9 @@ def batch_of(messages: Sequence[Any] | None, call_id: str | None) -> str | None:
         calls = getattr(message, "tool_calls", None)
         if not calls:
             continue
-        if any((type(call) is dict or isinstance(call, Mapping)) and call.get("id") == call_id for call in calls):
-            return message_batch(message)
+        for call in calls:  # (a loop, not any(): no generator per message)
+            if (type(call) is dict or isinstance(call, Mapping)) and call.get("id") == call_id:
+                return message_batch(message)
         answers += 1
         if answers >= _ANSWERS:  # not among the last answers: not from this history (never a whole-history walk)
             return None

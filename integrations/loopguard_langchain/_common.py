@@ -120,7 +120,7 @@ def _values(obj: Any, names: tuple[str, ...]) -> list[Any] | None:
     if kind == _PLAIN:
         return None
     attrs = getattr(obj, "__dict__", None) or {}
-    values = [attrs.get(name) for name in names]
+    values = list(map(attrs.get, names))  # (no bytecode per name)
     extra = getattr(obj, "__pydantic_extra__", None) if kind == _PYDANTIC else None
     if extra:  # read_attr's order: the instance's own attribute, then the extra of that name
         values = [extra.get(n) if v is None and n not in attrs else v for n, v in zip(names, values, strict=True)]
