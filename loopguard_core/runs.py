@@ -43,13 +43,14 @@ class RunRegistry:
     def enter(self, run_id: str | None) -> tuple[str, contextvars.Token[str | None], str | None]:
         """Start (or join) a run; returns its id, the context token, and a finished run to forget."""
         rid = run_id or uuid.uuid4().hex
+        active, forget = self._active, None
         with self._lock:
             finished = self.latest
-            self._active[rid] = self._active.get(rid, 0) + 1
-            self.latest = rid
-            forget = None
-            if finished not in (rid, self.main_run_id) and finished not in self._active:
-                forget = finished
+            active[rid] = active.get(rid, 0) + 1
+            if finished != rid:  # (a hook entering the run that is the latest already changes nothing more)
+                self.latest = rid
+                if finished != self.main_run_id and finished not in active:
+                    forget = finished
         return rid, self._var.set(rid), forget
 
     def exit(self, run_id: str, token: contextvars.Token[str | None]) -> None:
@@ -139,7 +140,10 @@ class RunScope:
     def __enter__(self) -> RunScope:
         if self._token is not None:  # one token per object: a second entry would lose the first's
             raise RuntimeError("a RunScope is entered once at a time: call breaker.within(run_id) for each `with`")
-        _, self._token = self._breaker._enter_run(self.run_id)
+        breaker = self._breaker  # (what breaker._enter_run does, one call less: every hook of every turn enters one)
+        _, self._token, forget = breaker._runs.enter(self.run_id)
+        if forget is not None:
+            breaker._forget_run(forget)
         return self
 
     def __exit__(

@@ -46,12 +46,12 @@ class MemoryStore:
             return (self._runs.get(run) or self._state(run)).record_tool(outcome, limits)
 
     def admit_model(self, run: RunKey, request: ModelRequest, limits: Limits) -> Verdict:
-        with self._lock:
-            return self._state(run).admit_model(request, limits, self._reservation_seconds)
+        with self._lock:  # every model turn: the run's state looked up inline, as for tool calls
+            return (self._runs.get(run) or self._state(run)).admit_model(request, limits, self._reservation_seconds)
 
     def record_model(self, run: RunKey, usage: ModelUsage, limits: Limits) -> Verdict:
         with self._lock:
-            return self._state(run).record_model(usage, limits)
+            return (self._runs.get(run) or self._state(run)).record_model(usage, limits)
 
     def steer(self, run: RunKey, limits: Limits, now: float) -> Verdict:
         with self._lock:

@@ -56,6 +56,22 @@ def test_finished_runs_do_not_accumulate_in_memory() -> None:
     assert len(store) <= 2
 
 
+def test_a_hook_scope_forgets_the_finished_run_it_replaces_and_never_the_main_run() -> None:
+    breaker = Breaker()
+    main = breaker.session_id  # calls outside any run count against the breaker's main run
+    breaker.before_tool("outside", {})
+    agent = breaker.begin_run("agent")  # an agent's run, held open across its hooks
+    with breaker.run("other"):  # another run starts and ends meanwhile: the latest, and finished
+        breaker.before_tool("t", {})
+    assert breaker.usage(run_id="other").tool_calls == 1  # readable until another run replaces it as the latest
+    with breaker.within("agent"):  # the agent's next hook
+        breaker.before_tool("t", {"n": 2})
+    assert breaker.usage(run_id="other").tool_calls == 0  # forgotten: nothing holds it any more
+    assert breaker.usage(run_id="agent").tool_calls == 1
+    assert breaker.usage(run_id=main).tool_calls == 1  # the main run is never forgotten
+    agent.close()
+
+
 async def test_concurrent_asyncio_runs_are_isolated() -> None:
     breaker = Breaker(max_turns=3)
 
