@@ -69,6 +69,7 @@ from ..errors import StoreError
 from ..limits import Limits
 from ..state import BreakerState
 from ._idle import IdleConnections
+from ._slots import Slots
 from .base import ModelRequest, ModelUsage, RunKey, RunSnapshot, ToolOutcome, ToolRequest, Transition, Verdict
 
 __all__ = ["RedisStore", "key_pattern", "redact_url"]
@@ -483,7 +484,7 @@ class RedisStore:
         self._conn_args: tuple[str, ...] = ("EVALSHA",) if self._direct and _needs_command_name(self._pool) else ()
         self._heads: dict[tuple[str, Sequence[bytes], bool], tuple[int, bytes]] = {}
         self._gate_size = gate_size
-        self._gate = threading.BoundedSemaphore(gate_size)
+        self._gate = Slots(gate_size)
         self._gate_generation = _fork_generation[0]
         # The direct path's connections between its calls (see _idle.py); at most gate_size - 1 wait there, so the
         # client's own commands (script and library loads, ping) find one in the pool once the checks have finished.
@@ -718,11 +719,11 @@ class RedisStore:
                     client = self._client = self._new_client()
         return client
 
-    def _enter(self) -> threading.BoundedSemaphore:
+    def _enter(self) -> Slots:
         """Take one of the ``max_connections`` slots, waiting up to ``pool_timeout`` for one."""
         gate = self._gate
         if self._gate_generation != _fork_generation[0]:  # a forked child: slots held by the parent's threads
-            gate = self._gate = threading.BoundedSemaphore(self._gate_size)
+            gate = self._gate = Slots(self._gate_size)
             self._idle.forget()
             self._gate_generation = _fork_generation[0]
         if gate.acquire(False):
