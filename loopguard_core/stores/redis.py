@@ -282,6 +282,13 @@ class _HeldWindow(NamedTuple):
     newest: bytes  # the newest step (Redis checks that the steps it sends follow this one)
 
 
+# NamedTuples the hot path builds without NamedTuple.__new__'s Python frame (every field given, in order).
+_new_verdict: Callable[[type[Verdict], tuple[Any, ...]], Verdict] = tuple.__new__
+_new_held: Callable[[type[_HeldWindow], tuple[Any, ...]], _HeldWindow] = tuple.__new__
+_new_call: Callable[[type[Call], tuple[Any, ...]], Call] = tuple.__new__
+_new_step: Callable[[type[Step], tuple[Any, ...]], Step] = tuple.__new__
+
+
 class _LimitArgs:
     """The configuration argument of each script for one Limits object, computed once (per tool for
     tool calls): ttl and limits as one msgpack argument instead of a dozen to encode per call."""
@@ -629,14 +636,14 @@ class RedisStore:
         if len(self._held) >= _HELD_RUNS:
             self._held.clear()
         newest = newest_step(data) if size else b""
-        self._held[run] = _HeldWindow(version, data, depth, limits.loop.window, newest)
+        self._held[run] = _new_held(_HeldWindow, (version, data, depth, limits.loop.window, newest))
         return data
 
     def _outcome_fields(self, outcome: ToolOutcome) -> tuple[str | bytes, ...]:
         call_id = "" if outcome.call_id is None else "=" + outcome.call_id
         shape = outcome.shape and self._digest(outcome.shape, 16)
         action, digest = self._digest(outcome.signature, 16), self._digest(outcome.outcome, 8)
-        step = Step(0, outcome.tool, action, digest, outcome.flags, shape, outcome.words)
+        step = _new_step(Step, (0, outcome.tool, action, digest, outcome.flags, shape, outcome.words))
         return (
             call_id,
             outcome.tool,
@@ -806,7 +813,7 @@ class RedisStore:
             elif len(queue) > 8 * _PENDING_MAX:  # enough waiting: this one takes them along now
                 return None
             queue += (self._clock(outcome.now), self._args_for(limits).window, *self._outcome_fields(outcome))
-        return Verdict(True, None, False, _NO_FACTS, (), turn)
+        return _new_verdict(Verdict, (True, None, False, _NO_FACTS, (), turn, False, False, ()))
 
     def _forked(self) -> None:
         # A forked child: the parent's deferred outcomes are the parent's to send (under _pending_lock).
@@ -1208,7 +1215,7 @@ class RedisStore:
     # -- decoding ----------------------------------------------------------------------------------
     def _verdict(self, raw: Any, limits: Limits, base: dict[str, Any] | None, signature: str = "") -> Verdict:
         if isinstance(raw, int):  # the common case: admitted, no change of state
-            return Verdict(True, None, False, _NO_FACTS, (), raw >> 1, raw & 1 == 1)
+            return _new_verdict(Verdict, (True, None, False, _NO_FACTS, (), raw >> 1, raw & 1 == 1, False, ()))
         status = raw[0]
         duplicate = status == 2
         if duplicate:
@@ -1251,8 +1258,9 @@ class RedisStore:
             # Steps of this call's own batch are left out (the model saw none of them); its twins among them count
             # as still in flight.
             window, twins = without_siblings(PackedWindow(steps, size), request.siblings_done, action)
-            call = Call(
-                number, request.tool, action, shape, request.words, request.poll, inflight + twins, request.prose
+            call = _new_call(
+                Call,
+                (number, request.tool, action, shape, request.words, request.poll, inflight + twins, request.prose),
             )
             finding, noted = limits.loop.judge(window, call, limits.mode)
         except MalformedWindow as exc:  # not what admit_tool writes: Redis (or whatever answered) is not sound
