@@ -214,6 +214,9 @@ def _msgpack(values: Sequence[int | float | None]) -> bytes:
     return bytes(out)
 
 
+_LOWER_HEX = "0123456789abcdef"
+
+
 def _hex(value: str, size: int) -> str:
     """``value`` as ``size`` bytes of hex: the breaker's digests pass through, any other string is hashed
     (a store may be driven directly, with readable signatures)."""
@@ -585,6 +588,8 @@ class RedisStore:
         """What Redis holds for a signature, shape or outcome digest: ``size`` bytes of hex, keyed with
         ``digest_key`` when there is one (then whoever reads Redis cannot confirm a guessed argument)."""
         if self._mac_key is None:
+            if len(value) == 2 * size and not value.strip(_LOWER_HEX):
+                return value  # the breaker's own digests, lowercase hex already (what _hex returns them as)
             return _hex(value, size)
         data = value.encode("utf-8", "surrogatepass")
         return hashlib.blake2b(data, digest_size=size, key=self._mac_key).hexdigest()

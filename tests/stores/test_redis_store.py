@@ -318,3 +318,25 @@ def test_a_state_written_by_a_release_that_counts_neither_window_nor_flight_is_r
     assert store.admit_tool(run, tool("search", "d"), limits).admitted  # 3 already: the memory starts over
     flight = store.keys(run)[5]
     assert sorted(field for field in redis_client.hkeys(flight) if field) == [store._signature("d").encode()]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0123456789abcdef0123456789abcdef",  # the breaker's own digest: passes through
+        "0123456789ABCDEF0123456789ABCDEF",  # hex in capitals: lowered
+        "01 23 45 67 89 ab cd ef 01 23 45",  # hex with spaces (bytes.fromhex takes them): as _hex has it
+        "0123456789abcdef0123456789abcdeg",  # not hex: hashed
+        "0123456789abcdef",  # another length: hashed
+        "search q=x",  # a readable signature (a store driven directly): hashed
+        "",
+    ],
+)
+def test_a_digest_without_a_key_is_what_hex_makes_of_it(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopguard_core.stores.redis import _hex
+
+    monkeypatch.delenv("LOOPGUARD_DIGEST_KEY", raising=False)
+    store = RedisStore("redis://127.0.0.1:1/0")  # never connects: digests are computed here
+    assert store._mac_key is None
+    assert store._digest(value, 16) == _hex(value, 16)
+    assert len(store._digest(value, 16)) == 32
