@@ -30,6 +30,7 @@ _MAX_RESERVATIONS = 1_024
 _NO_OBSERVED: tuple[tuple[str, Any], ...] = ()
 # A Step without NamedTuple.__new__'s Python frame (the hot path makes one per call).
 _new_step: Callable[[type[Step], tuple[Any, ...]], Step] = tuple.__new__
+_new_verdict: Callable[[type[Verdict], tuple[Any, ...]], Verdict] = tuple.__new__
 _CACHED_VERDICTS = 4_096
 
 
@@ -308,10 +309,10 @@ class RunState:
             self.reserved_micros += req.projected_cost_micros
             if len(self.reservations) > _MAX_RESERVATIONS:
                 self._release(next(iter(self.reservations)))
-        if moves or observed:
-            verdict = Verdict(True, None, False, _NO_FACTS, tuple(moves), self.turns, False, False, observed)
-        else:
-            verdict = _admitted(self.turns)
+        # (not the cached _admitted: a model admission's turn is always a new one, never in the cache)
+        verdict = _new_verdict(
+            Verdict, (True, None, False, _NO_FACTS, tuple(moves), self.turns, False, False, observed)
+        )
         return verdict if key is None else self._remember(key, verdict)
 
     def _model_refusals(self, req: ModelRequest, limits: Limits) -> list[tuple[str, dict[str, Any]]]:
@@ -366,7 +367,7 @@ class RunState:
             self._release("=" + usage.call_id)
         self.tokens += usage.tokens
         self.cost_micros += usage.cost_micros
-        verdict = _recorded(self.turns)
+        verdict = _new_verdict(Verdict, (True, None, False, _NO_FACTS, (), self.turns, False, False, ()))
         return verdict if key is None else self._remember(key, verdict)
 
     # -- steering ---------------------------------------------------------------------------------------
