@@ -85,6 +85,13 @@ def _count(name: str, value: object) -> int:
     return clamp(value)  # past every ceiling anyway: no store is handed a number it cannot hold
 
 
+def _counts(first: str, a: object, second: str, b: object) -> tuple[int, int]:
+    """``(_count(first, a), _count(second, b))``, the usual case (two plain ints in range) in one test."""
+    if type(a) is int and type(b) is int and 0 <= a <= MAX_COUNT and 0 <= b <= MAX_COUNT:
+        return a, b
+    return _count(first, a), _count(second, b)
+
+
 def _short(value: object) -> str:
     try:
         text = repr(value)
@@ -1187,9 +1194,7 @@ class Breaker:
         agent: str | None,
     ) -> ModelRequest:
         limits = self.limits
-        est, out = estimated_input_tokens, max_output_tokens
-        if not (type(est) is int and type(out) is int and 0 <= est <= MAX_COUNT and 0 <= out <= MAX_COUNT):
-            est, out = _count("estimated_input_tokens", est), _count("max_output_tokens", out)  # (_count's own test)
+        est, out = _counts("estimated_input_tokens", estimated_input_tokens, "max_output_tokens", max_output_tokens)
         if not out and (limits.max_tokens is not None or limits.max_cost_usd is not None or self._budget_tokens):
             # No output cap: reserve what the call could really write, so it cannot overshoot a ceiling.
             reserve = limits.output_reserve_tokens
@@ -1230,14 +1235,7 @@ class Breaker:
         cost_usd: float | None,
         call_id: str | None,
     ) -> ModelUsage:
-        spent_in, spent_out = input_tokens, output_tokens
-        if not (
-            type(spent_in) is int
-            and type(spent_out) is int
-            and 0 <= spent_in <= MAX_COUNT
-            and 0 <= spent_out <= MAX_COUNT
-        ):
-            spent_in, spent_out = _count("input_tokens", spent_in), _count("output_tokens", spent_out)
+        spent_in, spent_out = _counts("input_tokens", input_tokens, "output_tokens", output_tokens)
         if cost_usd is not None:
             if isinstance(cost_usd, bool) or not isinstance(cost_usd, (int, float)) or not 0 <= cost_usd < math.inf:
                 raise ValueError(f"cost_usd must be a finite number >= 0, got {_short(cost_usd)}")

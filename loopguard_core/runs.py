@@ -140,10 +140,7 @@ class RunScope:
     def __enter__(self) -> RunScope:
         if self._token is not None:  # one token per object: a second entry would lose the first's
             raise RuntimeError("a RunScope is entered once at a time: call breaker.within(run_id) for each `with`")
-        breaker = self._breaker  # (what breaker._enter_run does, one call less: every hook of every turn enters one)
-        _, self._token, forget = breaker._runs.enter(self.run_id)
-        if forget is not None:
-            breaker._forget_run(forget)
+        _, self._token = self._breaker._enter_run(self.run_id)
         return self
 
     def __exit__(

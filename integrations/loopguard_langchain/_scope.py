@@ -170,11 +170,8 @@ class InvocationRuns:
     def scope(self, key: Any) -> AbstractContextManager[object]:
         """Make the breaker count the calls inside against this invocation's run (which stays open: every hook of
         every turn enters it, and only the agent's after-hook or eviction closes it)."""
-        if key is None:
-            return nullcontext()
-        with self._lock:  # (run_id's lookup, inline: every hook of every turn asks)
-            entry = self._entries.get(_slot(key))
-        return nullcontext() if entry is None else self._breaker.within(entry.handle.run_id)
+        run_id = self.run_id(key)
+        return nullcontext() if run_id is None else self._breaker.within(run_id)
 
     def __len__(self) -> int:
         with self._lock:

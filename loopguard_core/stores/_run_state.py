@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 from ..detection import Call, Step
 from ..detection._policy import finding_facts
-from ..detection._step import without_siblings
+from ..detection._step import _new_step, without_siblings
 from ..limits import Limits
 from ..state import BreakerState, check_transition
-from .base import _NO_FACTS, ModelRequest, ModelUsage, RunSnapshot, ToolOutcome, ToolRequest, Transition, Verdict
+from .base import (
+    _NO_FACTS,
+    ModelRequest,
+    ModelUsage,
+    RunSnapshot,
+    ToolOutcome,
+    ToolRequest,
+    Transition,
+    Verdict,
+    _new_verdict,
+)
 
 __all__ = ["BUDGET_REASONS", "RunState"]
 
@@ -28,9 +37,6 @@ BUDGET_REASONS = frozenset({"turn_ceiling", "token_ceiling", "cost_ceiling", "to
 _IDEMPOTENCY_MEMORY = 4_096
 _MAX_RESERVATIONS = 1_024
 _NO_OBSERVED: tuple[tuple[str, Any], ...] = ()
-# A Step without NamedTuple.__new__'s Python frame (the hot path makes one per call).
-_new_step: Callable[[type[Step], tuple[Any, ...]], Step] = tuple.__new__
-_new_verdict: Callable[[type[Verdict], tuple[Any, ...]], Verdict] = tuple.__new__
 _CACHED_VERDICTS = 4_096
 
 

@@ -116,6 +116,10 @@ class Verdict(NamedTuple):
     observed: tuple[tuple[str, Mapping[str, Any]], ...] = ()
 
 
+# A Verdict without NamedTuple.__new__'s Python frame, for the stores' hot paths (every field given, in order).
+_new_verdict: Callable[[type[Verdict], tuple[Any, ...]], Verdict] = tuple.__new__
+
+
 @dataclass(frozen=True)
 class RunSnapshot:
     """A read-only view of one run's counters and state."""

@@ -64,13 +64,23 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from .._extras import require
 from ..detection import Call, Finding, MalformedWindow, PackedWindow, Step, pack_step
 from ..detection._policy import finding_facts
-from ..detection._step import newest_step, without_siblings
+from ..detection._step import _new_step, newest_step, without_siblings
 from ..errors import StoreError
 from ..limits import Limits
 from ..state import BreakerState
 from ._idle import IdleConnections
 from ._slots import Slots
-from .base import ModelRequest, ModelUsage, RunKey, RunSnapshot, ToolOutcome, ToolRequest, Transition, Verdict
+from .base import (
+    ModelRequest,
+    ModelUsage,
+    RunKey,
+    RunSnapshot,
+    ToolOutcome,
+    ToolRequest,
+    Transition,
+    Verdict,
+    _new_verdict,
+)
 
 __all__ = ["RedisStore", "key_pattern", "redact_url"]
 
@@ -221,6 +231,8 @@ def _hex(value: str, size: int) -> str:
     """``value`` as ``size`` bytes of hex: the breaker's digests pass through, any other string is hashed
     (a store may be driven directly, with readable signatures)."""
     if len(value) == 2 * size:
+        if not value.strip(_LOWER_HEX):  # the breaker's own digests: lowercase hex already, nothing to check
+            return value
         try:
             bytes.fromhex(value)
             return value.lower()
@@ -285,11 +297,10 @@ class _HeldWindow(NamedTuple):
     newest: bytes  # the newest step (Redis checks that the steps it sends follow this one)
 
 
-# NamedTuples the hot path builds without NamedTuple.__new__'s Python frame (every field given, in order).
-_new_verdict: Callable[[type[Verdict], tuple[Any, ...]], Verdict] = tuple.__new__
+# NamedTuples the hot path builds without NamedTuple.__new__'s Python frame (every field given, in order; verdicts
+# and steps: base._new_verdict, detection._step._new_step).
 _new_held: Callable[[type[_HeldWindow], tuple[Any, ...]], _HeldWindow] = tuple.__new__
 _new_call: Callable[[type[Call], tuple[Any, ...]], Call] = tuple.__new__
-_new_step: Callable[[type[Step], tuple[Any, ...]], Step] = tuple.__new__
 
 
 class _LimitArgs:
@@ -588,8 +599,6 @@ class RedisStore:
         """What Redis holds for a signature, shape or outcome digest: ``size`` bytes of hex, keyed with
         ``digest_key`` when there is one (then whoever reads Redis cannot confirm a guessed argument)."""
         if self._mac_key is None:
-            if len(value) == 2 * size and not value.strip(_LOWER_HEX):
-                return value  # the breaker's own digests, lowercase hex already (what _hex returns them as)
             return _hex(value, size)
         data = value.encode("utf-8", "surrogatepass")
         return hashlib.blake2b(data, digest_size=size, key=self._mac_key).hexdigest()
