@@ -10,4 +10,13 @@ or one measurement at a time (``python -m benchmarks.detection``, ...). See ``do
 
 from __future__ import annotations
 
+import os
+import sys
+
 __all__: list[str] = []
+
+# A child of ``benchmarks.compiled`` measures the compiled build: its loopguard comes from that wheel's folder,
+# ahead of the checkout that ``python -m`` put first on sys.path.
+_BUILD = os.environ.get("LOOPGUARD_BENCH_BUILD")
+if _BUILD:
+    sys.path.insert(0, _BUILD)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from . import end_to_end, overhead, real_traces, scale
+from . import compiled, end_to_end, overhead, real_traces, scale
 from ._corpus import REPO_ROOT, CorpusError
 from ._cost import MODEL, TOKENS_IN, TOKENS_OUT, usd_per_turn
 from ._report import write_report
@@ -76,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["scale"] = scale.run(smoke=args.smoke)
     print("end to end ...", flush=True)
     results["end_to_end"] = end_to_end.run(smoke=args.smoke)
+    print("the compiled build ...", flush=True)
+    results["compiled"] = compiled.run(smoke=args.smoke, pure_frameworks=results["end_to_end"].get("instructions"))
     results["seconds"] = round(time.perf_counter() - started, 1)
     raw = REPO_ROOT / "benchmarks" / "results" / "raw"
     raw.mkdir(parents=True, exist_ok=True)

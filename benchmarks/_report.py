@@ -219,6 +219,12 @@ def _e2e(results: dict[str, Any]) -> str:
     return render_markdown(e)
 
 
+def _compiled(results: dict[str, Any]) -> str:
+    from .compiled import render_markdown  # the section is written where it is measured
+
+    return render_markdown(results.get("compiled") or {"pending": "not run"})
+
+
 _REAL_LABELS = {"loopguard": "**loopguard** `Breaker()`", "agentguard_loop": "agentguard47 `LoopGuard()`"}
 _REAL_LABELS["agentguard_fuzzy"] = "agentguard47 `FuzzyLoopGuard()`"
 
@@ -477,6 +483,14 @@ tables after it time the hooks themselves turn by turn over a 500-call run: flat
 proportional to the history.
 
 {_e2e(results)}
+
+## 5. The compiled build
+
+Issue 14 welcomes a compiled fast path as an option: goals 1 and 4 again, with the hot path compiled by mypyc
+from the same source (`benchmarks/compiled.py` builds the wheel from this checkout and measures it in child
+processes beside the default install, round after round).
+
+{_compiled(results)}
 
 ## Closing note: the headline
 

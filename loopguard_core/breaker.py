@@ -25,6 +25,7 @@ from typing import Any, NoReturn, TypeVar
 
 from ._batches import Batches
 from ._bounds import MAX_COUNT, clamp, label
+from ._mypyc import mypyc_attr
 from .approvals import ApprovalQueue, ApprovalRequest, approval_queue
 from .approvals._gate import Gate, check_seconds, default_queue, record_decision
 from .budgets import Budget, BudgetBook, BudgetReport, BudgetStore
@@ -55,6 +56,7 @@ StateCallback = Callable[[BreakerState, BreakerState, str], object]
 _T = TypeVar("_T")
 _MAX_PENDING = 4_096
 _NO_WORDS: frozenset[int] = frozenset()
+_ATTACHING = threading.Lock()  # Breaker.attachment: creates each integration's object once
 # Requests and outcomes made without NamedTuple.__new__'s Python frame (the hot path makes one of each per call).
 _new_request: Callable[[type[ToolRequest], tuple[Any, ...]], ToolRequest] = tuple.__new__
 _new_outcome: Callable[[type[ToolOutcome], tuple[Any, ...]], ToolOutcome] = tuple.__new__
@@ -170,6 +172,7 @@ def _label(name: str, value: object) -> str | None:
     return label(value)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassing stays open in the compiled build
 class Breaker:
     """A pre-flight circuit breaker for one agent run (or, shared on purpose, for many).
 
@@ -330,6 +333,26 @@ class Breaker:
         # Free-text words reach the store only as hashes keyed with this (shared by the store's processes).
         key = getattr(store, "digest_key", None)
         self._prose = ProseWords(key if isinstance(key, bytes) and key else os.urandom(16))
+        self._attachments: dict[str, object] = {}
+
+    def attachment(self, key: str, factory: Callable[[], _T]) -> _T:
+        """State an integration keeps with this breaker (a run registry, a lock, the tools it declared):
+        ``factory()``'s object for ``key`` the first time it is asked for, the same object after, from any thread.
+
+        Kept on the breaker itself, not in a global map, so the breaker and what an integration made for it (a
+        registry that refers back to it, say) form a plain reference cycle that the garbage collector frees together.
+        """
+        found = self._attachments.get(key)
+        if found is None:
+            with _ATTACHING:
+                found = self._attachments.get(key)
+                if found is None:
+                    found = self._attachments[key] = factory()
+        return found  # type: ignore[return-value]
+
+    def attached(self, key: str) -> object | None:
+        """What :meth:`attachment` made for ``key``, or None before it is first asked for."""
+        return self._attachments.get(key)
 
     def add_listener(
         self,

@@ -30,12 +30,11 @@ __all__ = [
     "warn_unguarded_side_effect",
 ]
 
-_STEER_LOCK = "_loopguard_steer_lock"  # the same attribute loopguard_langchain uses: one lock per breaker
-_DECLARED = "_loopguard_crewai_declared"
+_STEER_LOCK = "loopguard.steer_lock"  # the key loopguard_langchain uses too: one lock per breaker
+_DECLARED = "loopguard_crewai.declared"
 _MEMORY = 4_096
 #: set on a tool object whose body ``guarded_tool`` runs through ``Breaker.run_tool_body``
 GUARDED_BODY = "__loopguard_guarded_body__"
-_create = threading.Lock()
 
 #: the innermost guard_crew block of this context (seen by tool bodies on CrewAI's worker threads)
 ACTIVE_GUARD: contextvars.ContextVar[CrewGuard | None] = contextvars.ContextVar("loopguard_crewai_guard", default=None)
@@ -91,11 +90,7 @@ def _original(tool: object) -> object:
 
 
 def _seen(breaker: Breaker) -> dict[str, Any]:
-    table = breaker.__dict__.get(_DECLARED)
-    if table is None:
-        with _create:
-            table = breaker.__dict__.setdefault(_DECLARED, {})
-    return table  # type: ignore[no-any-return]
+    return breaker.attachment(_DECLARED, dict)
 
 
 def declare(breaker: Breaker, name: str, tool: object) -> None:
@@ -154,8 +149,4 @@ def steer_lock(breaker: Breaker, on_trip: str = "steer") -> AbstractContextManag
     """
     if on_trip != "steer":
         return nullcontext()
-    lock = breaker.__dict__.get(_STEER_LOCK)
-    if lock is None:
-        with _create:
-            lock = breaker.__dict__.setdefault(_STEER_LOCK, threading.RLock())
-    return lock  # type: ignore[no-any-return]
+    return breaker.attachment(_STEER_LOCK, threading.RLock)

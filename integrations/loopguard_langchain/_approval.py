@@ -23,7 +23,6 @@ Shared by ``LoopGuardMiddleware`` (``create_agent``), ``loopguard_langgraph.guar
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -45,20 +44,15 @@ __all__ = [
     "with_edits",
 ]
 
-_DECLARED = "_loopguard_langchain_declared"
+_DECLARED = "loopguard_langchain.declared"
 _CHECKPOINTER_KEY = "__pregel_checkpointer"  # langgraph._internal._constants.CONFIG_KEY_CHECKPOINTER
 _SCRATCHPAD_KEY = "__pregel_scratchpad"  # langgraph._internal._constants.CONFIG_KEY_SCRATCHPAD
 _MEMORY = 4_096
 _OPEN = ("approved", "rejected", "pending")
-_create = threading.Lock()
 
 
 def _seen(breaker: Breaker) -> dict[str, Any]:
-    table = breaker.__dict__.get(_DECLARED)
-    if table is None:
-        with _create:
-            table = breaker.__dict__.setdefault(_DECLARED, {})
-    return table  # type: ignore[no-any-return]
+    return breaker.attachment(_DECLARED, dict)
 
 
 def declare(breaker: Breaker, tool: Any) -> None:

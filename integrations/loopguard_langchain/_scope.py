@@ -44,7 +44,7 @@ def current_invocation(runtime: Any = None) -> tuple[Any, bool]:
     return control, "|" not in namespace
 
 
-_ATTR = "_loopguard_langgraph_invocations"
+_ATTR = "loopguard_langgraph.invocations"
 
 
 def _slot(key: Any) -> Hashable:
@@ -63,8 +63,6 @@ class _Entry:
 class InvocationRuns:
     """Maps LangGraph invocations to breaker runs (thread-safe). One per breaker: use :meth:`of`."""
 
-    _shared_lock = threading.Lock()
-
     @classmethod
     def of(cls, breaker: Breaker) -> InvocationRuns:
         """The registry of ``breaker``, shared by every middleware and node that uses it.
@@ -72,12 +70,7 @@ class InvocationRuns:
         Kept on the breaker itself (not in a global map), so breaker, registry and open runs form a plain
         reference cycle that the garbage collector frees together.
         """
-        with cls._shared_lock:
-            runs = breaker.__dict__.get(_ATTR)
-            if runs is None:
-                runs = cls(breaker)
-                breaker.__dict__[_ATTR] = runs
-            return runs
+        return breaker.attachment(_ATTR, lambda: cls(breaker))
 
     def __init__(self, breaker: Breaker, *, capacity: int = 512) -> None:
         self._breaker = breaker

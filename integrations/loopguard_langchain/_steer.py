@@ -21,8 +21,7 @@ from loopguard_core import Breaker, LoopGuardTripped
 
 __all__ = ["LoopGuardSteered", "steer_lock"]
 
-_ATTR = "_loopguard_steer_lock"
-_create = threading.Lock()
+_STEER_LOCK = "loopguard.steer_lock"  # the key loopguard_crewai uses too: one lock per breaker
 
 
 def steer_lock(breaker: Breaker, on_trip: str = "steer") -> AbstractContextManager[object]:
@@ -35,11 +34,7 @@ def steer_lock(breaker: Breaker, on_trip: str = "steer") -> AbstractContextManag
     """
     if on_trip != "steer":
         return nullcontext()
-    lock = breaker.__dict__.get(_ATTR)
-    if lock is None:
-        with _create:
-            lock = breaker.__dict__.setdefault(_ATTR, threading.RLock())
-    return lock  # type: ignore[no-any-return]
+    return breaker.attachment(_STEER_LOCK, threading.RLock)
 
 
 class LoopGuardSteered(ToolInvocationError, LoopGuardTripped):

@@ -29,16 +29,9 @@ _MISSING = object()
 class CallIds:
     """A bounded, thread-safe map of call ids (oldest forgotten first). One per breaker and kind: use :meth:`of`."""
 
-    _shared_lock = threading.Lock()
-
     @classmethod
     def of(cls, breaker: Breaker, kind: str) -> CallIds:
-        attr = f"_loopguard_langgraph_{kind}"
-        with cls._shared_lock:
-            found = breaker.__dict__.get(attr)
-            if found is None:
-                found = breaker.__dict__[attr] = cls()
-            return found  # type: ignore[no-any-return]
+        return breaker.attachment(f"loopguard_langgraph.{kind}", cls)
 
     def __init__(self, capacity: int = _CAPACITY) -> None:
         self._ids: OrderedDict[tuple[str, str], Any] = OrderedDict()

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import json
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from agents import RunHooks
 
@@ -48,20 +47,13 @@ def _estimate(agent: Any, system_prompt: str | None, input_items: Any) -> int:
 class TripMemory:
     """The first trip of each breaker run, shared by every hooks object over the same breaker."""
 
-    _by_breaker: ClassVar[weakref.WeakKeyDictionary[Breaker, TripMemory]] = weakref.WeakKeyDictionary()
-    _guard: ClassVar[threading.Lock] = threading.Lock()
-
     def __init__(self) -> None:
         self._trips: OrderedDict[str, LoopGuardTripped] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
     def of(cls, breaker: Breaker) -> TripMemory:
-        with cls._guard:
-            memory = cls._by_breaker.get(breaker)
-            if memory is None:
-                memory = cls._by_breaker[breaker] = cls()
-            return memory
+        return breaker.attachment("loopguard_openai_agents.trips", cls)
 
     def remember(self, trip: LoopGuardTripped) -> None:
         run = trip.session_id or ""

@@ -25,7 +25,6 @@ the trip.) A budget ceiling, a refused model request, or the ``max_refusals`` st
 from __future__ import annotations
 
 import contextvars
-import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping, Sequence
@@ -72,8 +71,7 @@ _MODEL_SLOT: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("loop
 
 _ON_TRIP = ("raise", "steer")
 _MEMORY = 4_096
-_DECLARED = "_loopguard_pydantic_ai_declared"
-_create = threading.Lock()
+_DECLARED = "loopguard_pydantic_ai.declared"
 
 _SWALLOWED = (
     "loopguard: another capability's wrap hook caught the LoopGuardTripped raised for {what} "
@@ -435,11 +433,7 @@ class _SideEffectToolset(WrapperToolset[Any]):
 
 
 def _declared(breaker: Breaker) -> set[str]:
-    seen = breaker.__dict__.get(_DECLARED)
-    if seen is None:
-        with _create:
-            seen = breaker.__dict__.setdefault(_DECLARED, set())
-    return seen  # type: ignore[no-any-return]
+    return breaker.attachment(_DECLARED, set)
 
 
 def _declare(breaker: Breaker, tool_def: ToolDefinition, seen: set[str]) -> None:

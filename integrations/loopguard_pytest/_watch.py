@@ -9,7 +9,8 @@ from loopguard_core import Breaker, LoopGuardTripped
 
 __all__ = ["TripLog", "watch", "watched", "watched_logs"]
 
-_LOGS: weakref.WeakKeyDictionary[Breaker, TripLog] = weakref.WeakKeyDictionary()
+_KEY = "loopguard_pytest.trips"  # the breaker's attachment that holds its log
+_LOGS: weakref.WeakSet[TripLog] = weakref.WeakSet()  # every log whose breaker is alive (the breaker holds its log)
 _LOCK = threading.Lock()
 
 
@@ -64,21 +65,24 @@ def watch(breaker: Breaker) -> TripLog:
     """
     if not isinstance(breaker, Breaker):
         raise TypeError(f"watch() takes a loopguard_core.Breaker, got {type(breaker).__name__}")
+    return breaker.attachment(_KEY, lambda: _listen(breaker))
+
+
+def _listen(breaker: Breaker) -> TripLog:
+    log = TripLog()
+    breaker.add_listener(on_trip=log.on_trip, on_observe=log.on_observe)
     with _LOCK:
-        log = _LOGS.get(breaker)
-        if log is None:
-            log = _LOGS[breaker] = TripLog()
-            breaker.add_listener(on_trip=log.on_trip, on_observe=log.on_observe)
-        return log
+        _LOGS.add(log)
+    return log
 
 
 def watched(breaker: Breaker) -> TripLog | None:
     """The log of ``breaker`` when it is watched, else None."""
-    with _LOCK:
-        return _LOGS.get(breaker)
+    log = breaker.attached(_KEY)
+    return log if isinstance(log, TripLog) else None
 
 
 def watched_logs() -> list[TripLog]:
     """The logs of every breaker watched and still alive."""
     with _LOCK:
-        return list(_LOGS.values())
+        return list(_LOGS)

@@ -6,12 +6,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .._mypyc import mypyc_attr
 from ._base import Finding, Thresholds, check_mode, check_per_tool, check_positive
 from ._step import POLL, WAITING, Call, Step
 
 __all__ = ["Cycle"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassing stays open in the compiled build
 @dataclass(frozen=True)
 class Cycle:
     """Refuses the call that would complete one more pass of a block of 2 to ``max_period`` calls (at least

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .._mypyc import mypyc_attr
 from ._base import Finding, Thresholds, check_mode, check_positive
 from ._step import EMPTY, FAILED, Call, Step
 
 __all__ = ["EmptyPages"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassing stays open in the compiled build
 @dataclass(frozen=True)
 class EmptyPages:
     """Refuses the next request of a tool after ``max_empty`` empty answers ([] / {} / "" / "null") in a row

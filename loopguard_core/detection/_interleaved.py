@@ -6,12 +6,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .._mypyc import mypyc_attr
 from ._base import Finding, Thresholds, check_mode, check_per_tool, check_positive, is_progress
 from ._step import POLL, WAITING, Call, Step
 
 __all__ = ["Interleaved"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassing stays open in the compiled build
 @dataclass(frozen=True)
 class Interleaved:
     """Refuses a call made ``max_repeats`` times before with the same (masked) answer, at most ``max_gap``

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .._mypyc import mypyc_attr
 from ._base import Finding, Thresholds, check_mode, check_per_tool, check_positive
 from ._observe import similar
 from ._step import FAILED, SIMILAR, Call, Step
@@ -13,6 +14,7 @@ from ._step import FAILED, SIMILAR, Call, Step
 __all__ = ["Paraphrase"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassing stays open in the compiled build
 @dataclass(frozen=True)
 class Paraphrase:
     """Refuses a free-text request (natural language of three words or more, never a command or code) when

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from .._bounds import MAX_COUNT
+from .._mypyc import mypyc_attr
 from ..tools import ToolPolicy
 from ._base import Detector, Finding, check_mode
 from ._cycle import Cycle
@@ -25,6 +26,7 @@ __all__ = ["DEFAULT_POLL_TOOLS", "LoopDetection", "finding_facts"]
 DEFAULT_POLL_TOOLS = r"status|poll|progress|wait|health|heartbeat|is_?done|is_?ready|check_?job"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassing stays open in the compiled build
 @dataclass(frozen=True)
 class LoopDetection:
     """How loops are recognised (see docs/loop-detection.md).
@@ -51,7 +53,7 @@ class LoopDetection:
     #: fold letter case and whitespace of arguments (and key order, 1 == 1.0) before comparing calls
     loose_matching: bool = True
     #: tools never subject to loop detection (e.g. a deliberate ``sleep``)
-    exempt_tools: frozenset[str] = frozenset()
+    exempt_tools: Collection[str] = frozenset()
     #: per-tool overrides of ``max_repeats`` (for every detector)
     max_repeats_per_tool: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     #: distinct calls remembered as "in flight" per run (admitted, not yet reported); past this many (callers
@@ -74,6 +76,9 @@ class LoopDetection:
     #: the similarity at which the paraphrase detector (if any) calls two requests the same question; derived from
     #: ``detectors`` (None without a paraphrase detector). A field, not a property: it is read on every tool call
     paraphrase_similarity: float | None = field(default=None, init=False, repr=False, compare=False)
+    #: how far back a call's own earlier occurrence can matter to ``detectors`` (see ``may_fire``); None when one is
+    #: not built in. Derived, like the one above
+    _reach: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -110,7 +115,7 @@ class LoopDetection:
             object.__setattr__(self, "detectors", tuple(chosen))
         else:
             object.__setattr__(self, "detectors", _detectors(self.detectors))
-        # Per-instance caches (the dataclass is frozen; these are derived, never compared).
+        # Derived fields (the dataclass is frozen; never compared).
         paraphrase = next((d for d in self.detectors or () if isinstance(d, Paraphrase)), None)
         object.__setattr__(self, "paraphrase_similarity", None if paraphrase is None else float(paraphrase.similarity))
         object.__setattr__(self, "_reach", _reach(self.detectors or ()))
@@ -142,7 +147,7 @@ class LoopDetection:
         call among the last few finished ones (or still in flight), a paging request, or a reworded question
         right before it. Most calls are new: they skip the detectors. True whenever a detector of another
         kind is in the policy."""
-        reach: int | None = self._reach  # type: ignore[attr-defined]
+        reach = self._reach
         if reach is None or inflight or shape:
             return True
         if not window:

@@ -6,12 +6,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .._mypyc import mypyc_attr
 from ._base import Finding, Thresholds, check_mode, check_per_tool, check_positive
 from ._step import POLL, STALE, WAITING, Call, Step
 
 __all__ = ["Repeat"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassing stays open in the compiled build
 @dataclass(frozen=True)
 class Repeat:
     """Refuses a call when the same call (same tool, same canonical arguments) is the last thing the run did

@@ -30,7 +30,7 @@ from .base import (
     _new_verdict,
 )
 
-__all__ = ["BUDGET_REASONS", "RunState"]
+__all__ = ["BUDGET_REASONS", "FIELDS", "RunState"]
 
 #: Trips that end the run: no recovery window, no probe.
 BUDGET_REASONS = frozenset({"turn_ceiling", "token_ceiling", "cost_ceiling", "tool_ceiling", "wall_clock", "refusals"})
@@ -51,8 +51,39 @@ def _recorded(turn: int) -> Verdict:
     return Verdict(True, None, False, _NO_FACTS, (), turn)
 
 
+#: every attribute of a RunState: what a store that saves a run's state must save (the SQLite codec does)
+FIELDS = (
+    "state",
+    "terminal",
+    "trip_reason",
+    "trip_facts",
+    "opened_at",
+    "started_at",
+    "probe_key",
+    "probe_until",
+    "turns",
+    "tokens",
+    "cost_micros",
+    "tool_calls",
+    "trips",
+    "refusals",
+    "calls_per_tool",
+    "failures",
+    "window",
+    "inflight",
+    "reservations",
+    "reserved_tokens",
+    "reserved_micros",
+    "_reservation_seq",
+    "seen",
+)
+
+
 class RunState:
     """Counters, loop memory and breaker state of one run."""
+
+    # A fixed set of attributes, as the compiled build's native class has (one can't be set by accident).
+    __slots__ = FIELDS
 
     def __init__(self) -> None:
         self.state = BreakerState.CLOSED

@@ -30,7 +30,6 @@ from ._run_state import RunState
 from .base import Transition, Verdict
 
 __all__ = [
-    "FIELDS",
     "SCHEMA_VERSION",
     "decode",
     "decode_verdict",
@@ -43,36 +42,6 @@ __all__ = [
 
 #: the version of the encoding written; a state written by a newer version is refused, never guessed at
 SCHEMA_VERSION = 1
-
-#: the attributes of a RunState this codec writes (``_reservation_seq`` is written as ``reservation_seq``);
-#: encoding a state with any other attribute fails, so a field added to RunState cannot be silently dropped
-FIELDS = frozenset(
-    {
-        "state",
-        "terminal",
-        "trip_reason",
-        "trip_facts",
-        "opened_at",
-        "started_at",
-        "probe_key",
-        "probe_until",
-        "turns",
-        "tokens",
-        "cost_micros",
-        "tool_calls",
-        "trips",
-        "refusals",
-        "calls_per_tool",
-        "failures",
-        "window",
-        "inflight",
-        "reservations",
-        "reserved_tokens",
-        "reserved_micros",
-        "_reservation_seq",
-        "seen",
-    }
-)
 
 _VERDICT_FIELDS = ("admitted", "reason", "terminal", "facts", "transitions", "turn", "probe", "duplicate", "observed")
 _STATES = {state.value: state for state in BreakerState}
@@ -247,12 +216,6 @@ def _step_json(step: Step) -> str:
 
 
 def _state_dict(state: RunState, seen: bool) -> dict[str, Any]:
-    unknown = vars(state).keys() - FIELDS
-    if unknown:
-        raise StoreError(
-            f"RunState has fields the SQLite store cannot save yet: {sorted(unknown)}; teach "
-            "loopguard_core/stores/_run_state_codec.py to write them (and bump SCHEMA_VERSION)"
-        )
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "state": state.state.value,

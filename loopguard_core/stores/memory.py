@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from .._mypyc import mypyc_attr
 from ..limits import Limits
 from ._run_state import RunState
 from .base import ModelRequest, ModelUsage, RunKey, RunSnapshot, ToolOutcome, ToolRequest, Verdict
@@ -11,6 +12,7 @@ from .base import ModelRequest, ModelUsage, RunKey, RunSnapshot, ToolOutcome, To
 __all__ = ["MemoryStore"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassing stays open in the compiled build
 class MemoryStore:
     """Breaker state in this process. Safe across threads and asyncio tasks.
 

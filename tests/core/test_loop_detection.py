@@ -25,6 +25,7 @@ from loopguard_core.detection import (
     Step,
     Thresholds,
 )
+from loopguard_core.stores._run_state import FIELDS
 from loopguard_core.testing import ScriptedCall, drive
 
 
@@ -494,7 +495,7 @@ def test_free_text_reaches_the_store_only_as_keyed_hashes() -> None:
         breaker.before_tool("web_search", {"q": q})
         breaker.after_tool("web_search", {"q": q}, result="nothing found for this account here at all")
     state = breaker._store._runs[breaker._key()]  # type: ignore[attr-defined]
-    assert "sk-live-abc123" not in repr(state.__dict__)
+    assert "sk-live-abc123" not in repr([getattr(state, name) for name in FIELDS])
     assert not state.window[0].words  # an ordinary call keeps no words at all
     assert state.window[1].flags & SIMILAR  # the reworded question: its words, as keyed 32-bit hashes only
     assert state.window[1].words and all(isinstance(w, int) and w < 2**32 for w in state.window[1].words)

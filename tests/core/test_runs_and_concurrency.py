@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from loopguard_core import Breaker, BreakerState, LoopGuardTripped, MemoryStore
+
+from .._build import type_error
 
 
 def test_a_new_run_starts_clean() -> None:
@@ -200,7 +204,7 @@ async def test_within_works_under_async_with() -> None:
 
 @pytest.mark.parametrize("bad", [None, "", 3, b"r1"])
 def test_within_needs_a_run_id(bad: object) -> None:
-    with pytest.raises(TypeError, match="within\\(\\) needs the id of an open run"):
+    with pytest.raises(TypeError, match=type_error("within\\(\\) needs the id of an open run")):
         Breaker().within(bad)  # type: ignore[arg-type]
 
 
@@ -230,3 +234,22 @@ def test_a_run_handle_is_opened_once_at_a_time() -> None:
     assert breaker._runs._active == {}
     with handle:  # closed: it may be opened again
         assert breaker.session_id == "r1"
+
+
+def test_an_integration_s_attachment_is_made_once_per_breaker_from_any_thread() -> None:
+    # Adapters keep their per-breaker state here (a run registry, a steer lock): two hooks over one breaker that
+    # made one each would not see each other's runs.
+    breaker, other, made = Breaker(), Breaker(), []
+
+    def factory() -> object:
+        made.append(1)
+        time.sleep(0.01)  # a slow factory: the other threads ask meanwhile
+        return object()
+
+    assert breaker.attached("adapter.state") is None
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda _: breaker.attachment("adapter.state", factory), range(8)))
+    assert len(made) == 1 and all(each is got[0] for each in got)
+    assert breaker.attached("adapter.state") is got[0]
+    assert other.attachment("adapter.state", factory) is not got[0]  # one per breaker
+    assert breaker.attachment("adapter.other", factory) is not got[0]  # and per key

@@ -135,7 +135,7 @@ def test_a_wrong_marker_is_an_error_naming_the_marker(pytester: pytest.Pytester,
     result.stdout.fnmatch_lines_random(
         [
             "*@pytest.mark.loopguard(mode='bogus') does not make a Breaker: mode must be 'enforce' or 'observe'*",
-            "*@pytest.mark.loopguard(max_turnz=3) does not make a Breaker: *unexpected keyword argument 'max_turnz'*",
+            "*@pytest.mark.loopguard(max_turnz=3) does not make a Breaker: *'max_turnz'*",  # Python's or mypyc's words
             "*@pytest.mark.loopguard takes the Breaker's keyword arguments only, got positional (5,)*",
             "*@pytest.mark.loopguard cannot set clock: the `breaker` fixture uses the `loopguard_clock` fixture(s)*",
         ]

@@ -11,6 +11,7 @@ import json
 import random
 import string
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,10 +115,16 @@ def object_bytes(obj: Any, depth: int = 0, seen: set[int] | None = None) -> byte
         parts = [x for kv in obj.items() for x in kv]
     elif isinstance(obj, (list, tuple, set, frozenset)):
         parts = list(obj)
-    elif hasattr(obj, "__dict__") or hasattr(obj, "__slots__"):
+    elif hasattr(obj, "__dict__") or hasattr(obj, "__slots__") or type(obj).__module__.startswith("loopguard_core"):
         names = list(getattr(obj, "__dict__", {})) + list(getattr(obj, "__slots__", ()))
+        if type(obj).__module__.startswith("loopguard_core"):  # compiled by mypyc: attributes are descriptors
+            names += [name for klass in type(obj).__mro__ for name, value in vars(klass).items() if _is_field(value)]
         parts = [getattr(obj, name, None) for name in names]
     return b"|".join(object_bytes(p, depth + 1, seen) for p in parts)
+
+
+def _is_field(value: object) -> bool:
+    return isinstance(value, (types.MemberDescriptorType, types.GetSetDescriptorType))
 
 
 def assert_absent(haystack: bytes, words: list[str], where: str) -> None:

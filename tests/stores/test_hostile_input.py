@@ -13,6 +13,7 @@ import pytest
 from loopguard_core import Breaker, Ledger, LoopGuardTripped
 from loopguard_core.ledger import LedgerError
 
+from .._build import type_error
 from .conftest import PATIENT
 
 LONE = json.loads('"\\ud800"')  # a lone surrogate: valid JSON, not encodable as UTF-8
@@ -120,5 +121,5 @@ def test_reported_numbers_that_are_not_numbers_are_refused_clearly() -> None:
     breaker = Breaker()
     with pytest.raises(ValueError, match="cost_usd must be a finite number"):
         breaker.after_model(input_tokens=1, output_tokens=1, cost_usd=float("inf"))
-    with pytest.raises(TypeError, match="tool must be the tool's name"):
+    with pytest.raises(TypeError, match=type_error("tool must be the tool's name")):
         breaker.before_tool(LazyProxy())  # type: ignore[arg-type]

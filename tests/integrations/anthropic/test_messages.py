@@ -216,21 +216,18 @@ def test_a_stream_dropped_mid_body_stays_the_sdks_error() -> None:
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
-async def test_a_guard_error_mid_stream_reaches_the_caller_as_itself(
-    monkeypatch: pytest.MonkeyPatch, use_async: bool
-) -> None:
+async def test_a_guard_error_mid_stream_reaches_the_caller_as_itself(use_async: bool) -> None:
     # Not only trips: any error of the check (here a shared store going away) is the guard's, not a lost connection.
-    api, breaker = ScriptedAPI([SAME]), Breaker()
     unreachable = StoreError("store unreachable")
 
-    def fail(*args: Any, **kwargs: Any) -> None:
-        raise unreachable
+    class Unreachable(Breaker):
+        def before_tool(self, *args: Any, **kwargs: Any) -> Any:
+            raise unreachable
 
-    async def afail(*args: Any, **kwargs: Any) -> None:
-        raise unreachable
+        async def abefore_tool(self, *args: Any, **kwargs: Any) -> Any:
+            raise unreachable
 
-    monkeypatch.setattr(breaker, "before_tool", fail)
-    monkeypatch.setattr(breaker, "abefore_tool", afail)
+    api, breaker = ScriptedAPI([SAME]), Unreachable()
     request: dict[str, Any] = {"model": MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": "go"}]}
 
     async def read() -> None:
