@@ -103,8 +103,11 @@ def _mypycify(root: Path, out_dir: Path) -> list[Path]:
         str(root / "pyproject.toml"),  # strict, as CI type-checks it
         "--python-version",
         f"{sys.version_info[0]}.{sys.version_info[1]}",  # mypyc compiles for the Python that builds
-        "--ignore-missing-imports",  # the extras are not installed in the build environment
-        "--no-warn-unused-ignores",  # ... so an ignore that one of them needs may look unused here
+        "--ignore-missing-imports",  # the extras are not installed in the build environment,
+        "--follow-imports=silent",  # so the modules that use them (not compiled) may not type-check here,
+        "--no-warn-unused-ignores",  # and an ignore that one of them needs may look unused
+        "--cache-dir",
+        str(out_dir / "mypy_cache"),  # never a cache left in the checkout by another environment
     ]
     here = os.getcwd()
     os.chdir(root)  # mypy finds the package from its root
