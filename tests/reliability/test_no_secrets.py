@@ -11,7 +11,6 @@ import json
 import random
 import string
 import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from loopguard_core.limits import LoopDetection
 from loopguard_core.signatures import call_signature, outcome_digest
 from loopguard_core.stores import MemoryStore
 
+from .._build import declared_fields
 from ..stores.conftest import PATIENT, PrivateCluster, services_required
 
 pytestmark = pytest.mark.reliability
@@ -118,13 +118,9 @@ def object_bytes(obj: Any, depth: int = 0, seen: set[int] | None = None) -> byte
     elif hasattr(obj, "__dict__") or hasattr(obj, "__slots__") or type(obj).__module__.startswith("loopguard_core"):
         names = list(getattr(obj, "__dict__", {})) + list(getattr(obj, "__slots__", ()))
         if type(obj).__module__.startswith("loopguard_core"):  # compiled by mypyc: attributes are descriptors
-            names += [name for klass in type(obj).__mro__ for name, value in vars(klass).items() if _is_field(value)]
+            names += declared_fields(type(obj))
         parts = [getattr(obj, name, None) for name in names]
     return b"|".join(object_bytes(p, depth + 1, seen) for p in parts)
-
-
-def _is_field(value: object) -> bool:
-    return isinstance(value, (types.MemberDescriptorType, types.GetSetDescriptorType))
 
 
 def assert_absent(haystack: bytes, words: list[str], where: str) -> None:

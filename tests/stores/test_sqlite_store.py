@@ -22,7 +22,6 @@ import string
 import sys
 import tempfile
 import threading
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from loopguard_core.stores.base import (
 )
 from loopguard_core.testing import FakeClock
 
+from .._build import declared_fields
 from . import test_store_contract as contract
 from .test_store_contract import Run
 
@@ -242,11 +242,8 @@ def test_the_call_id_memory_forgets_the_oldest_ids_first_like_the_memory_store(
 
 # -- the codec ---------------------------------------------------------------------------------------
 def test_a_run_state_has_exactly_the_fields_the_codec_writes() -> None:
-    # The attributes the class defines, as Python (slots) and compiled (a native class's descriptors) alike;
-    # the round trip below proves the codec writes and reads every one of them.
-    descriptors = (types.MemberDescriptorType, types.GetSetDescriptorType)
-    defined = {name for name, value in vars(RunState).items() if isinstance(value, descriptors)}
-    assert defined - {"__weakref__", "__dict__"} == set(run_state_module.FIELDS)
+    # The round trip below proves the codec writes and reads every one of them.
+    assert declared_fields(RunState) == set(run_state_module.FIELDS)
     assert Verdict._fields == codec._VERDICT_FIELDS
 
 
