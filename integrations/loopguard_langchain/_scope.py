@@ -20,22 +20,33 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from langgraph.runtime import get_runtime
+
 from loopguard_core import Breaker
 from loopguard_core.runs import RunHandle
 
-__all__ = ["InvocationRuns", "current_invocation"]
+from ._common import agent_name
+
+__all__ = ["InvocationRuns", "current_invocation", "tool_call_scope"]
 
 
-def current_invocation(runtime: Any = None) -> tuple[Any, bool]:
-    """``(key, is_root)`` for the invocation running now; key is None outside LangGraph."""
+# Where LangGraph keeps a node's Runtime in its config (langgraph._internal._constants): what get_runtime() reads.
+_CONFIGURABLE, _RUNTIME_KEY = "configurable", "__pregel_runtime"
+
+
+def current_invocation(runtime: Any = None, config: Any = None) -> tuple[Any, bool]:
+    """``(key, is_root)`` for the invocation running now; key is None outside LangGraph.
+
+    ``runtime`` is a hook's LangGraph ``Runtime``; ``config`` a node's ``RunnableConfig`` (its runtime is read from
+    it without the context lookup ``get_runtime()`` makes). With neither, the running node's is used."""
+    if runtime is None and type(config) is dict:
+        runtime = (config.get(_CONFIGURABLE) or {}).get(_RUNTIME_KEY)
     control = getattr(runtime, "control", None)
     info = getattr(runtime, "execution_info", None)
     if control is None:
         try:
-            from langgraph.runtime import get_runtime
-
             current = get_runtime()
-        except (RuntimeError, KeyError, ImportError):
+        except (RuntimeError, KeyError):
             return None, False
         control = getattr(current, "control", None)
         info = getattr(current, "execution_info", None)
@@ -44,7 +55,17 @@ def current_invocation(runtime: Any = None) -> tuple[Any, bool]:
     return control, "|" not in namespace
 
 
+def tool_call_scope(request: Any) -> tuple[str | None, Any, bool]:
+    """``(agent, key, is_root)`` of a tool call's ``ToolCallRequest``: read from the node's config its
+    ``ToolRuntime`` carries (no context lookups on every call), else from the running node."""
+    config = getattr(getattr(request, "runtime", None), "config", None)
+    key, is_root = current_invocation(config=config)
+    agent = agent_name(config.get("metadata") or {}) if type(config) is dict else agent_name()
+    return agent, key, is_root
+
+
 _ATTR = "loopguard_langgraph.invocations"
+_NOTHING = nullcontext()  # reusable: it holds nothing
 
 
 def _slot(key: Any) -> Hashable:
@@ -160,11 +181,22 @@ class InvocationRuns:
             entry = self._entries.get(_slot(key))
             return None if entry is None else entry.handle.run_id
 
-    def scope(self, key: Any) -> AbstractContextManager[object]:
+    def scope(self, key: Any, *, touch: bool = False) -> AbstractContextManager[object]:
         """Make the breaker count the calls inside against this invocation's run (which stays open: every hook of
-        every turn enters it, and only the agent's after-hook or eviction closes it)."""
-        run_id = self.run_id(key)
-        return nullcontext() if run_id is None else self._breaker.within(run_id)
+        every turn enters it, and only the agent's after-hook or eviction closes it). ``touch``: open the run on
+        first sight, as :meth:`touch` does (one hold of the lock when it is open already, the usual case)."""
+        if key is None:
+            return _NOTHING
+        slot = _slot(key)
+        with self._lock:
+            entry = self._entries.get(slot)
+            if entry is not None and touch:
+                self._entries.move_to_end(slot)
+        if entry is None and touch:
+            self.enter(key, is_root=False)
+            with self._lock:
+                entry = self._entries.get(slot)
+        return _NOTHING if entry is None else self._breaker.within(entry.handle.run_id)
 
     def __len__(self) -> int:
         with self._lock:

@@ -22,6 +22,7 @@ from loopguard_core import Breaker, LoopGuardTripped
 __all__ = ["LoopGuardSteered", "steer_lock"]
 
 _STEER_LOCK = "loopguard.steer_lock"  # the key loopguard_crewai uses too: one lock per breaker
+_NO_LOCK = nullcontext()  # reusable: it holds nothing
 
 
 def steer_lock(breaker: Breaker, on_trip: str = "steer") -> AbstractContextManager[object]:
@@ -33,7 +34,7 @@ def steer_lock(breaker: Breaker, on_trip: str = "steer") -> AbstractContextManag
     registry, so every hook over one breaker shares it.
     """
     if on_trip != "steer":
-        return nullcontext()
+        return _NO_LOCK
     return breaker.attachment(_STEER_LOCK, threading.RLock)
 
 

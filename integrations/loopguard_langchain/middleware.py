@@ -47,7 +47,7 @@ from ._common import (
     usage_of,
 )
 from ._order import find_create_agent_list, order_problem
-from ._scope import InvocationRuns, current_invocation
+from ._scope import InvocationRuns, current_invocation, tool_call_scope
 from ._steer import steer_lock
 from ._tool_run import arun_and_report, run_and_report
 
@@ -220,8 +220,7 @@ class LoopGuardMiddleware(AgentMiddleware):
         name, args, call_id = call["name"], call.get("args") or {}, call.get("id")
         batch = _batch(request, call_id)
         declare(self.breaker, request.tool)
-        agent = agent_name()
-        key, is_root = current_invocation()
+        agent, key, is_root = tool_call_scope(request)
         own = self._resume(name, call_id, key, is_root)
         with self.breaker.run(own) if own is not None else self._runs.scope(key):
             with steer_lock(self.breaker, self.on_trip):
@@ -246,8 +245,7 @@ class LoopGuardMiddleware(AgentMiddleware):
         name, args, call_id = call["name"], call.get("args") or {}, call.get("id")
         batch = _batch(request, call_id)
         declare(self.breaker, request.tool)
-        agent = agent_name()
-        key, is_root = current_invocation()
+        agent, key, is_root = tool_call_scope(request)
         own = self._resume(name, call_id, key, is_root)
         with self.breaker.run(own) if own is not None else self._runs.scope(key):
             try:

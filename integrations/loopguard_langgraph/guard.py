@@ -88,7 +88,7 @@ class _GuardNode:
             thread = (config.get("configurable") or {}).get("thread_id")
             if thread is not None:
                 return f"thread:{thread}", f"langgraph-thread-{thread}"
-        key, _ = current_invocation()
+        key, _ = current_invocation(config=config)
         return key, None
 
     def _check_checkpointer(self, config: RunnableConfig) -> str:
@@ -197,7 +197,8 @@ class _GuardNode:
     def _prepare(self, state: Any, config: RunnableConfig) -> tuple[Any, str | None, str | None, Sequence[Any]]:
         thread = self._check_checkpointer(config) if self.on_trip == "interrupt" else None
         key, run_id = self._scope_key(config)
-        self.runs.touch(key, run_id)
+        if run_id is not None:  # a thread's run, under its own id (else the node's scope opens one on first sight)
+            self.runs.touch(key, run_id)
         return key, run_id, thread, self._messages(state)
 
     def _awaited(self, thread: str | None, calls: Sequence[Mapping[str, Any]]) -> LoopGuardTripped | None:
@@ -245,7 +246,7 @@ class _GuardNode:
         agent = agent_name(config.get("metadata") or {})
         calls = self._pending(messages)
         self._adopt(key, calls, config)
-        with self.runs.scope(key):
+        with self.runs.scope(key, touch=True):
             for name, args, who, call_id, result, error in self._report(messages):
                 self.breaker.after_tool(name, args, result=result, error=error, agent=who, call_id=call_id)
             if not calls:
@@ -285,7 +286,7 @@ class _GuardNode:
         agent = agent_name(config.get("metadata") or {})
         calls = self._pending(messages)
         self._adopt(key, calls, config)
-        with self.runs.scope(key):
+        with self.runs.scope(key, touch=True):
             for name, args, who, call_id, result, error in self._report(messages):
                 await self.breaker.aafter_tool(name, args, result=result, error=error, agent=who, call_id=call_id)
             if not calls:

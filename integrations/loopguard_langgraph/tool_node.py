@@ -41,8 +41,7 @@ from loopguard_langchain._approval import (
     with_edits,
 )
 from loopguard_langchain._batch import batch_of_state
-from loopguard_langchain._common import agent_name
-from loopguard_langchain._scope import InvocationRuns, current_invocation
+from loopguard_langchain._scope import InvocationRuns, tool_call_scope
 from loopguard_langchain._steer import steer_lock
 from loopguard_langchain._tool_run import arun_and_report, run_and_report
 from loopguard_langchain.middleware import steered_tool_message
@@ -79,8 +78,7 @@ class _Guard:
         call = request.tool_call
         name, call_id = call["name"], call.get("id")
         declare(self.breaker, getattr(request, "tool", None))
-        key, is_root = current_invocation()
-        self.runs.touch(key)
+        agent, key, is_root = tool_call_scope(request)
         own = None
         if self.breaker.tool_policy(name).irreversible:  # a resumed invocation continues the run that asked
             found = resumed_run(self.breaker, name, call_id)
@@ -88,10 +86,10 @@ class _Guard:
                 self.runs.adopt(key, found, is_root=is_root)
             elif found is not None:
                 own = found
-        return name, call.get("args") or {}, call_id, agent_name(), key, own
+        return name, call.get("args") or {}, call_id, agent, key, own
 
     def _scope(self, key: Any, own: str | None) -> Any:
-        return self.breaker.run(own) if own is not None else self.runs.scope(key)
+        return self.breaker.run(own) if own is not None else self.runs.scope(key, touch=True)
 
     @staticmethod
     def _stash(trip: LoopGuardTripped) -> None:
