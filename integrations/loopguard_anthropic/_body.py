@@ -155,10 +155,7 @@ def latest_tool_results(body: Mapping[str, Any]) -> Iterator[ToolResult]:
             continue
         content = message.get("content")
         if message.get("role") == "assistant":
-            if isinstance(content, list) and any(
-                (type(block) is dict or isinstance(block, Mapping)) and block.get("type") == "tool_use"
-                for block in content
-            ):
+            if isinstance(content, list) and _calls_a_tool(content):
                 break
             continue
         if message.get("role") != "user" or not isinstance(content, list):
@@ -171,6 +168,13 @@ def latest_tool_results(body: Mapping[str, Any]) -> Iterator[ToolResult]:
                     batch.append(ToolResult(tool_use_id, block.get("content"), bool(block.get("is_error"))))
         found[:0] = batch  # keep the order they were sent in
     yield from found
+
+
+def _calls_a_tool(content: list[Any]) -> bool:
+    for block in content:  # (a loop, not any() over a generator: this runs on every request)
+        if (type(block) is dict or isinstance(block, Mapping)) and block.get("type") == "tool_use":
+            return True
+    return False
 
 
 def tool_uses(content: Any) -> list[ToolUse]:

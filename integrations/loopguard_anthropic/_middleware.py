@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import sys
 import threading
 from collections import OrderedDict
@@ -460,10 +461,13 @@ def _call_id(request: Any) -> str | None:
 
 
 def _json(content: bytes) -> Mapping[str, Any]:
-    import json
-
     try:
-        data = json.loads(content)
+        # A UTF-8 object (what the API sends) is decoded here, so json.loads need not sniff its encoding; anything
+        # else (a BOM, UTF-16's zero bytes) is sniffed as before. A bad byte is a ValueError either way.
+        if type(content) is bytes and content[:1] == b"{" and content[1:2] != b"\x00":
+            data = json.loads(content.decode())
+        else:
+            data = json.loads(content)
     except ValueError:
         return {}
     return data if type(data) is dict or isinstance(data, Mapping) else {}

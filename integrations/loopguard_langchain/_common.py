@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from langgraph.config import get_config
+
 from loopguard_core import estimate_tokens
 from loopguard_core.tokens import History, message_chars
 
@@ -35,10 +37,8 @@ def agent_name(metadata: Mapping[str, Any] | None = None) -> str | None:
     subgraph's node name, else the graph node itself."""
     if metadata is None:
         try:
-            from langgraph.config import get_config
-
             metadata = get_config().get("metadata") or {}
-        except (RuntimeError, ImportError, KeyError):  # outside a runnable context
+        except (RuntimeError, KeyError):  # outside a runnable context
             return None
     name = metadata.get("lc_agent_name")
     if name:

@@ -176,7 +176,13 @@ class _Guard:
 class GuardedToolNode(ToolNode):
     """A ToolNode that re-raises a loopguard trip even when ``handle_tool_errors`` converted it."""
 
+    # Set by guarded_tool_node when handle_tool_errors would convert a trip; otherwise a trip leaves the node
+    # by itself and a call needs no holder for it.
+    loopguard_reraise = True
+
     def _run_one(self, call: Any, input_type: Any, tool_runtime: Any) -> Any:
+        if not self.loopguard_reraise:
+            return super()._run_one(call, input_type, tool_runtime)
         holder: list[LoopGuardTripped] = []
         token = _TRIP.set(holder)
         try:
@@ -188,6 +194,8 @@ class GuardedToolNode(ToolNode):
         return output
 
     async def _arun_one(self, call: Any, input_type: Any, tool_runtime: Any) -> Any:
+        if not self.loopguard_reraise:
+            return await super()._arun_one(call, input_type, tool_runtime)
         holder: list[LoopGuardTripped] = []
         token = _TRIP.set(holder)
         try:
@@ -264,4 +272,5 @@ def guarded_tool_node(
     asynchronous = None if (user_sync is not None and user_async is None) else _acompose(guard.awrap, user_async)
     node = GuardedToolNode(tools, wrap_tool_call=sync, awrap_tool_call=asynchronous, **tool_node_kwargs)
     node.breaker = breaker  # type: ignore[attr-defined]
+    node.loopguard_reraise = _converts(setting)
     return node

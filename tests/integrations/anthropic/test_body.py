@@ -65,3 +65,21 @@ def test_cache_reads_and_writes_count_toward_the_runs_tokens() -> None:
     with breaker.run():
         guarded.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
         assert breaker.usage().tokens == 100 + 7 + 30 + 20
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"id": "msg_1", "content": []}', {"id": "msg_1", "content": []}),
+        ('{"text": "caf\u00e9 \u2713"}'.encode(), {"text": "caf\u00e9 \u2713"}),  # UTF-8 beyond ASCII
+        ('{"id": "msg_2"}'.encode("utf-16"), {"id": "msg_2"}),  # a byte-order mark: sniffed as json.loads does
+        ('{"id": "msg_3"}'.encode("utf-16-le"), {"id": "msg_3"}),  # zero bytes, no mark
+        (b'{"id": "\xff"}', {}),  # not UTF-8: nothing to read, never an exception
+        (b"[1, 2]", {}),  # not an object
+        (b"", {}),
+    ],
+)
+def test_a_reply_body_is_read_in_any_encoding_json_accepts(content: bytes, expected: dict[str, Any]) -> None:
+    from loopguard_anthropic._middleware import _json
+
+    assert _json(content) == expected
