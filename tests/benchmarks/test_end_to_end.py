@@ -134,3 +134,38 @@ def test_each_variant_is_counted_by_several_children_and_their_mean_is_the_figur
     assert f"**{row['ratio']}x** ({row['child_ratios'][0]}, {row['child_ratios'][1]}) |" in end_to_end.render_markdown(
         result
     )
+
+
+def test_the_split_tells_the_adapters_own_work_from_the_breakers(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    per_run = {"passthrough": 1_000_000, "guarded": 1_030_600, "adapter": 1_010_200}
+    ran: list[str] = []
+    lock = threading.Lock()
+
+    def fake(key: str, variant: str, runs: int, library: object) -> int:
+        with lock:
+            ran.append(variant)
+        return per_run[variant] * runs
+
+    monkeypatch.setattr(_callgrind, "requests_library", lambda folder: folder / "lib.so")
+    monkeypatch.setattr(end_to_end, "_count_instructions", fake)
+    assert "adapter_per_turn" not in end_to_end._instructions(["langchain"], 2, children=1)["langchain"]
+    assert "adapter" not in ran  # only asked for: the compiled build's rows do without it
+    counted = end_to_end._instructions(["langchain"], 2, children=1, split=True)
+    row = counted["langchain"]
+    turns = end_to_end.CALLS + 1
+    assert (row["added_per_turn"], row["adapter_per_turn"]) == (round(30_600 / turns), round(10_200 / turns))
+    result = {"calls": 50, "frameworks": frameworks(), "per_turn": {}, "instructions": counted, "goals": []}
+    own, added = row["adapter_per_turn"], row["added_per_turn"]
+    assert f"| LangChain | {added:,} | {own:,} (33 %) | {added - own:,} |" in end_to_end.render_markdown(result)
+    assert f"of them {own:,} the adapter's own and {added - own:,} the breaker's checks" in end_to_end.render(result)
+
+
+def test_the_adapter_variant_runs_the_guarded_hooks_with_a_breaker_that_checks_nothing() -> None:
+    from loopguard_core import Breaker
+
+    quiet = end_to_end._breaker("adapter")
+    assert isinstance(quiet, Breaker) and type(quiet) is not Breaker  # every adapter accepts it
+    for _ in range(10):  # the same call ten times: a real breaker would refuse it
+        assert quiet.before_tool("lookup", {"key": "k"}) is None
+        quiet.after_tool("lookup", {"key": "k"}, result="same")
+    assert type(end_to_end._breaker("guarded")) is Breaker
