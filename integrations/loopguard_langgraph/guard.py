@@ -237,7 +237,8 @@ class _GuardNode:
             if declared.irreversible:
                 found = resumed_run(self.breaker, call["name"], call.get("id"))
                 if found is not None:
-                    _, is_root = current_invocation()
+                    _, is_root = current_invocation(config=config)
+                    self.runs.touch(key)  # (as before adopting: the adopted run keeps the entry's depth and owner)
                     self.runs.adopt(key, found, is_root=is_root)
                     return
 

@@ -83,6 +83,7 @@ class _Guard:
         if self.breaker.tool_policy(name).irreversible:  # a resumed invocation continues the run that asked
             found = resumed_run(self.breaker, name, call_id)
             if found is not None and key is not None:
+                self.runs.touch(key)  # (as before adopting: the adopted run keeps the entry's depth and owner)
                 self.runs.adopt(key, found, is_root=is_root)
             elif found is not None:
                 own = found
