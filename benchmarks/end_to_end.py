@@ -238,38 +238,15 @@ def _breaker(variant: str = "guarded") -> Any:
     if variant != "adapter":
         return Breaker()
 
-    class ChecksOff(Breaker):
-        def before_tool(self, *args: Any, **kwargs: Any) -> None:
-            return None
+    def quiet(*args: Any, **kwargs: Any) -> None:
+        return None
 
-        def after_tool(self, *args: Any, **kwargs: Any) -> None:
-            return None
+    async def aquiet(*args: Any, **kwargs: Any) -> None:
+        return None
 
-        def before_model(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        def after_model(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        def model_failed(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        async def abefore_tool(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        async def aafter_tool(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        async def abefore_model(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        async def aafter_model(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        async def amodel_failed(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    return ChecksOff()
+    checks = ("before_tool", "after_tool", "before_model", "after_model", "model_failed")
+    methods = {**dict.fromkeys(checks, quiet), **dict.fromkeys(["a" + name for name in checks], aquiet)}
+    return type("ChecksOff", (Breaker,), methods)()
 
 
 # -- LangChain create_agent ------------------------------------------------------------------------------------

@@ -174,13 +174,6 @@ class InvocationRuns:
         if replaced is not None:
             replaced.handle.close()
 
-    def run_id(self, key: Any) -> str | None:
-        if key is None:
-            return None
-        with self._lock:
-            entry = self._entries.get(_slot(key))
-            return None if entry is None else entry.handle.run_id
-
     def scope(self, key: Any, *, touch: bool = False) -> AbstractContextManager[object]:
         """Make the breaker count the calls inside against this invocation's run (which stays open: every hook of
         every turn enters it, and only the agent's after-hook or eviction closes it). ``touch``: open the run on
