@@ -32,7 +32,7 @@ from .budgets import Budget, BudgetBook, BudgetReport, BudgetStore
 from .budgets import budget_store as budget_store_from_url
 from .clock import Clock, SystemClock
 from .detection import FAILED, masked_digest
-from .detection._observe import ProseWords, RunTail, outcome_flags, request_facts
+from .detection._observe import ProseWords, RunTail, answer_facts, outcome_flags, request_facts
 from .errors import ApprovalError, ApprovalRequired, LoopGuardTripped, LoopGuardWarning, StoreError, add_note
 from .events import EventListener, GuardEvent
 from .idempotency import MemorySideEffects, SideEffects, SideEffectStore, SQLiteSideEffects
@@ -959,12 +959,17 @@ class Breaker:
         else:
             request = self._tool_request(name, args, None, call_id)
         failed = error is not None and error is not False
-        digest = masked_digest(result, error)
         flags, words = 0, request.words
-        if loop.enabled and name not in loop.exempt_tools:
+        if not loop.enabled or name in loop.exempt_tools:
+            digest = masked_digest(result, error)
+        else:
+            if not failed and type(result) is str:  # the usual answer: its digest and flags from one fold of the text
+                digest, answer = answer_facts(result)
+            else:
+                digest, answer = masked_digest(result, error), None
             policy = self._policies.get(name) or self.tool_policy(name)
             try:
-                flags = outcome_flags(name, args, result, error, policy)
+                flags = outcome_flags(name, args, result, error, policy, answer)
             except Exception:  # a result or args that raise when read: judged by its digest alone
                 flags = FAILED if failed else 0
             similarity = loop.paraphrase_similarity

@@ -30,6 +30,7 @@ from typing import Any
 from ._speedups_source import source_digest
 
 __all__ = [
+    "EMPTY_TEXTS",
     "call_signature",
     "canonical_text",
     "compiled_fast_path",
@@ -649,7 +650,7 @@ def is_identifier(word: str) -> bool:
     return any(ch.isdigit() for ch in word)
 
 
-_EMPTY_TEXT = frozenset({"", "[]", "{}", "null", "()", '""', "''"})
+EMPTY_TEXTS = frozenset({"", "[]", "{}", "null", "()", '""', "''"})
 
 
 def is_empty_result(result: Any) -> bool:
@@ -660,7 +661,7 @@ def is_empty_result(result: Any) -> bool:
     if result is None:
         return False
     if isinstance(result, str):
-        return " ".join(result.split()).casefold() in _EMPTY_TEXT
+        return " ".join(result.split()).casefold() in EMPTY_TEXTS
     if isinstance(result, (list, tuple, dict, set, frozenset, bytes, bytearray)):
         return len(result) == 0
     return False

@@ -12,13 +12,25 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..signatures import canonical_text, is_empty_result, is_informative, question_words, request_shape
+from ..signatures import EMPTY_TEXTS, canonical_text, is_empty_result, is_informative, question_words, request_shape
 from ..tools import ToolPolicy
 from ._semantics import command_of, is_noop_command, is_shell_tool
 from ._step import EMPTY, FAILED, NOOP, POLL, SIMILAR, STALE, WAITING
-from ._text import looks_failed, says_in_progress, text_of, word_tokens
+from ._text import (
+    MAX_TEXT,
+    STATUS_CHARS,
+    STATUS_WORDS,
+    folded_digest,
+    looks_failed,
+    masked_digest,
+    says_in_progress,
+    text_failed,
+    text_of,
+    text_says_in_progress,
+    word_tokens,
+)
 
-__all__ = ["ProseWords", "RunTail", "outcome_flags", "prose_words", "request_facts", "similar"]
+__all__ = ["ProseWords", "RunTail", "answer_facts", "outcome_flags", "prose_words", "request_facts", "similar"]
 
 # Arguments that hold code, commands or file content: never natural-language questions.
 _CODE_KEYS = re.compile(
@@ -132,13 +144,16 @@ def request_facts(tool: str, args: Any, policy: ToolPolicy) -> tuple[str, bool]:
     return shape, poll
 
 
-def outcome_flags(tool: str, args: Any, result: Any, error: Any, policy: ToolPolicy) -> int:
-    """The flags of a finished call (see ``_step``), except STALE and SIMILAR (see :class:`RunTail`)."""
+def outcome_flags(tool: str, args: Any, result: Any, error: Any, policy: ToolPolicy, answer: int | None = None) -> int:
+    """The flags of a finished call (see ``_step``), except STALE and SIMILAR (see :class:`RunTail`). ``answer``: the
+    flags :func:`answer_facts` read in a text result already."""
     failed = error is not None and error is not False
     if failed:
         flags = FAILED
-    elif type(result) is str and len(result) <= _SHORT_ANSWER:
-        flags = _answer_flags(result)
+    elif answer is not None:
+        flags = answer
+    elif type(result) is str:
+        flags = answer_facts(result)[1]
     else:
         flags = FAILED if looks_failed(result) else 0
         if is_empty_result(result):
@@ -156,17 +171,39 @@ def outcome_flags(tool: str, args: Any, result: Any, error: Any, policy: ToolPol
     return flags
 
 
-_SHORT_ANSWER = 256  # short answers repeat ("ok", "File updated", an error line): their flags are cached
+_SHORT_ANSWER = 256  # short answers repeat ("ok", "File updated", an error line): what is read of them is cached
+
+
+def answer_facts(result: str) -> tuple[str, int]:
+    """``(masked_digest(result), flags)`` of a text a call returned (not an error): the flags FAILED, EMPTY and
+    WAITING that :func:`outcome_flags` reads in a result, from one fold of the text that the digest shares."""
+    if len(result) <= _SHORT_ANSWER:
+        return _short_answer_facts(result)
+    if len(result) > MAX_TEXT:  # the digest reads the first MiB; the flags, as ever, the whole text
+        flags = FAILED if looks_failed(result) else 0
+        return masked_digest(result), (flags | EMPTY) if is_empty_result(result) else flags
+    return _answer_facts(result)
 
 
 @functools.lru_cache(maxsize=4_096)
-def _answer_flags(result: str) -> int:
-    flags = FAILED if looks_failed(result) else 0
-    if is_empty_result(result):
+def _short_answer_facts(result: str) -> tuple[str, int]:
+    return _answer_facts(result)
+
+
+def _answer_facts(result: str) -> tuple[str, int]:
+    words = result.split()
+    joined = " ".join(words)
+    folded = joined.casefold()
+    flags = FAILED if result and text_failed(result) else 0  # (looks_failed, for a text)
+    if folded in EMPTY_TEXTS:  # (is_empty_result)
         flags |= EMPTY
-    elif says_in_progress(result):
+    elif (  # (says_in_progress)
+        len(result) <= STATUS_CHARS
+        and len(words) <= STATUS_WORDS
+        and text_says_in_progress(folded if joined == result else result.casefold())
+    ):
         flags |= WAITING
-    return flags
+    return folded_digest(folded, False), flags
 
 
 def similar(a: frozenset[int], b: frozenset[int], threshold: float) -> bool:

@@ -14,15 +14,22 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "MAX_TEXT",
+    "STATUS_CHARS",
+    "STATUS_WORDS",
+    "folded_digest",
     "looks_failed",
+    "mask_folded",
     "mask_volatile",
     "masked_digest",
     "says_in_progress",
+    "text_failed",
     "text_of",
+    "text_says_in_progress",
     "word_tokens",
 ]
 
-_MAX_TEXT = 1 << 20  # outcomes longer than this are compared by their first MiB and their length
+MAX_TEXT = _MAX_TEXT = 1 << 20  # outcomes longer than this are compared by their first MiB and their length
 
 # Values an agent cannot affect and that change on every call: object addresses, UUIDs, long hex ids
 # (commit hashes, request ids), then every digit (counters, line and cell numbers, timestamps, PIDs,
@@ -72,7 +79,11 @@ def mask_volatile(text: str) -> str:
     """
     if len(text) > _MAX_TEXT:
         text = text[:_MAX_TEXT] + f"…{len(text)}"
-    folded = " ".join(text.split()).casefold()
+    return mask_folded(" ".join(text.split()).casefold())
+
+
+def mask_folded(folded: str) -> str:
+    """:func:`mask_volatile` of a text whose case and whitespace are folded already."""
     # Every volatile pattern holds a digit: most answers without one need no pass at all.
     if not _DIGIT.search(folded):
         return folded
@@ -106,9 +117,21 @@ def _short_digest(raw: str, failed: bool) -> str:
 
 
 def _text_digest(raw: str, failed: bool) -> str:
-    text = mask_volatile(raw)
-    if not _TWO_LETTERS.search(text):
-        text = " ".join(raw[:_MAX_TEXT].split()).casefold()
+    if len(raw) > _MAX_TEXT:
+        text = mask_volatile(raw)
+        if not _TWO_LETTERS.search(text):
+            text = " ".join(raw[:_MAX_TEXT].split()).casefold()
+        return _digest(text, failed)
+    return folded_digest(" ".join(raw.split()).casefold(), failed)
+
+
+def folded_digest(folded: str, failed: bool) -> str:
+    """:func:`masked_digest` of a text of at most 1 MiB whose case and whitespace are folded already."""
+    masked = mask_folded(folded)
+    return _digest(masked if _TWO_LETTERS.search(masked) else folded, failed)
+
+
+def _digest(text: str, failed: bool) -> str:
     text = ("E\x00" if failed else "R\x00") + text
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
@@ -154,15 +177,16 @@ def looks_failed(result: Any) -> bool:
         return False
     if len(result) <= _CACHED_TEXT:
         return _short_failed(result)
-    return _text_failed(result)
+    return text_failed(result)
 
 
 @functools.lru_cache(maxsize=4_096)
 def _short_failed(result: str) -> bool:
-    return _text_failed(result)
+    return text_failed(result)
 
 
-def _text_failed(result: str) -> bool:
+def text_failed(result: str) -> bool:
+    """:func:`looks_failed` of a text."""
     window = result[:2_000]
     if "eturncode" in window or "xit" in window or "XIT" in window:  # cheap filter before the regex
         code = _EXIT_CODE.search(window)
@@ -199,9 +223,17 @@ _IN_PROGRESS = re.compile(
 )
 
 
+STATUS_CHARS, STATUS_WORDS = 48, 6  # a status is short: longer text is data that may mention one
+
+
 @functools.lru_cache(maxsize=1024)
 def _status_says_in_progress(text: str) -> bool:
-    return _IN_PROGRESS.search(text.casefold()) is not None
+    return text_says_in_progress(text.casefold())
+
+
+def text_says_in_progress(folded: str) -> bool:
+    """:func:`says_in_progress` of a short status whose case is folded already (its length not checked)."""
+    return _IN_PROGRESS.search(folded) is not None
 
 
 def says_in_progress(result: Any) -> bool:
@@ -211,6 +243,6 @@ def says_in_progress(result: Any) -> bool:
     whatever the tool is called. A status, not data that mentions one: "build-18: in progress (step 3/7)"
     qualifies, "account 42: balance 0, last refund pending" does not.
     """
-    if not isinstance(result, str) or len(result) > 48 or len(result.split()) > 6:
+    if not isinstance(result, str) or len(result) > STATUS_CHARS or len(result.split()) > STATUS_WORDS:
         return False
     return _status_says_in_progress(result)
