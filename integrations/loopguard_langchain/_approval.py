@@ -23,6 +23,7 @@ Shared by ``LoopGuardMiddleware`` (``create_agent``), ``loopguard_langgraph.guar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -35,12 +36,14 @@ __all__ = [
     "acheck_tool",
     "approval_payload",
     "arun_body",
+    "atool_body",
     "can_interrupt",
     "check_tool",
     "declare",
     "declare_named",
     "resumed_run",
     "run_body",
+    "tool_body",
     "with_edits",
 ]
 
@@ -214,3 +217,26 @@ async def arun_body(
 
     record = await breaker.arun_tool_body(name, args, body)
     return produced[0] if produced else _rebuild(record, name, call_id)
+
+
+def tool_body(
+    breaker: Breaker, name: str, args: Any, call_id: str | None, handler: Callable[[Any], Any], request: Any
+) -> Callable[[], Any]:
+    """What runs the tool: ``handler(request)``, through :func:`run_body` when the tool's body is a side effect."""
+    if not breaker.tool_policy(name).side_effect:
+        return functools.partial(handler, request)  # (no wrapper around the body of every other call)
+    return lambda: run_body(breaker, name, args, call_id, lambda: handler(request))
+
+
+def atool_body(
+    breaker: Breaker,
+    name: str,
+    args: Any,
+    call_id: str | None,
+    handler: Callable[[Any], Awaitable[Any]],
+    request: Any,
+) -> Callable[[], Awaitable[Any]]:
+    """:func:`tool_body` for an async handler."""
+    if not breaker.tool_policy(name).side_effect:
+        return functools.partial(handler, request)
+    return lambda: arun_body(breaker, name, args, call_id, lambda: handler(request))

@@ -23,7 +23,7 @@ from typing import Any
 from langgraph.runtime import get_runtime
 
 from loopguard_core import Breaker
-from loopguard_core.runs import RunHandle
+from loopguard_core.runs import RunHandle, RunScope
 
 from ._common import agent_name
 
@@ -189,7 +189,8 @@ class InvocationRuns:
             self.enter(key, is_root=False)
             with self._lock:
                 entry = self._entries.get(slot)
-        return _NOTHING if entry is None else self._breaker.within(entry.handle.run_id)
+        # (RunScope, not breaker.within(): the id is an open run's, nothing to check on every hook)
+        return _NOTHING if entry is None else RunScope(self._breaker, entry.handle.run_id)
 
     def __len__(self) -> int:
         with self._lock:

@@ -35,7 +35,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
 
-from ._approval import acheck_tool, arun_body, check_tool, declare, resumed_run, run_body, with_edits
+from ._approval import acheck_tool, atool_body, check_tool, declare, resumed_run, tool_body, with_edits
 from ._batch import batch_of_state
 from ._common import (
     agent_name,
@@ -237,7 +237,7 @@ class LoopGuardMiddleware(AgentMiddleware):
                 args,
                 agent,
                 call_id,
-                lambda: run_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
+                tool_body(self.breaker, name, run_args, call_id, handler, run_request),
             )
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -261,7 +261,7 @@ class LoopGuardMiddleware(AgentMiddleware):
                 args,
                 agent,
                 call_id,
-                lambda: arun_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
+                atool_body(self.breaker, name, run_args, call_id, handler, run_request),
             )
 
     # -- model calls ------------------------------------------------------------------------------
