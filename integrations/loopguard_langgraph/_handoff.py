@@ -1,62 +1,102 @@
-"""What ``guard_node`` and ``guarded_tool_node`` tell each other about a tool call, so that neither repeats work the
-other already did for the same call (one registry of each kind per breaker, like the run registry). A call is
-known by its breaker run and its id: ids a model repeats (scripted models, replays, some servers) in another run
-are other calls.
+"""The tool calls ``guard_node`` admitted whose outcome is not reported yet, shared with ``guarded_tool_node`` (one
+registry per breaker, like the run registry), so that neither node repeats work the other did for the same call.
 
-- **checked**: ``guard_node`` admitted the call as it is (no person's approval, no edited arguments). The tool node
-  then runs it without its own pre-flight: that check, the same call id again, is a duplicate the store answers
-  with the first verdict, at the cost of a whole pre-flight. A call it did not see admitted (a plain graph, another
-  process after a resume, arguments that differ) is checked as always.
-- **reported**: the tool node reported the call's outcome as its body returned. ``guard_node``, which reports the
-  outcome of each call it admitted when the call's ``ToolMessage`` arrives (it may sit in front of a plain
-  ``ToolNode``, which reports nothing), then skips it.
+- ``guard_node`` admits a call (:meth:`Handoff.admit`) and, on its next visit, reports the outcome of every call
+  still here whose ``ToolMessage`` has arrived (it may sit in front of a plain ``ToolNode``, which reports nothing).
+  A call is found by its id alone: a graph resumed after an interrupt out of a tool body runs as a new invocation
+  (a new breaker run), and the call it admitted before is still answered there.
+- ``guarded_tool_node`` claims the call it is about to run (:meth:`Handoff.claim`). A call the guard admitted as it
+  is (no person's approval, no edited arguments) in the same breaker run leaves the registry there: the tool node
+  runs it without its own pre-flight (that check, the same call id again, is a duplicate the store answers with the
+  first verdict, at the cost of a whole pre-flight) and reports its outcome itself. Ids a model repeats
+  (scripted models, replays, some servers) in another run are other calls: never claimed there. Any other call is
+  checked as always and leaves the registry once the tool node reported it (:meth:`Handoff.reported`); one the tool
+  node refused stays, and the guard reports the answer that refusal got.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 from loopguard_core import Breaker
 
-__all__ = ["CallIds"]
+__all__ = ["Admitted", "Handoff"]
 
 _CAPACITY = 4_096
-_MISSING = object()
 
 
-class CallIds:
-    """A bounded, thread-safe map of call ids (oldest forgotten first). One per breaker and kind: use :meth:`of`."""
+class Admitted(NamedTuple):
+    """A call ``guard_node`` let through: what it reports the outcome under."""
+
+    name: str
+    args: Any
+    agent: str | None
+    checked: bool  # admitted as it is: the tool node need not check it again
+
+
+class Handoff:
+    """A bounded, thread-safe map of admitted calls by call id (with the run that admitted each), oldest forgotten
+    first. One per breaker: use :meth:`of`."""
 
     @classmethod
-    def of(cls, breaker: Breaker, kind: str) -> CallIds:
-        return breaker.attachment(f"loopguard_langgraph.{kind}", cls)
+    def of(cls, breaker: Breaker) -> Handoff:
+        return breaker.attachment("loopguard_langgraph.handoff", cls)
 
     def __init__(self, capacity: int = _CAPACITY) -> None:
-        self._ids: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._calls: OrderedDict[str, tuple[str, Admitted]] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def add(self, run_id: str, call_id: str | None, what: Any = None) -> None:
-        if not call_id:  # without an id one call cannot be told from another: never skipped
-            return
-        key = (run_id, call_id)
-        with self._lock:
-            self._ids[key] = what
-            self._ids.move_to_end(key)
-            while len(self._ids) > self._capacity:
-                self._ids.popitem(last=False)
+    def __bool__(self) -> bool:
+        return bool(self._calls)  # (one read of a dict's size: no lock needed)
 
-    def take(self, run_id: str, call_id: str | None, what: Any = None) -> bool:
-        """True (once) when ``call_id`` was added in run ``run_id``, with ``what`` equal to what it was added with."""
+    def admit(self, run_id: str, call_id: str | None, call: Admitted) -> None:
+        # Without an id a call cannot be told from another: it is never claimed (checked as always), and only a
+        # ToolMessage answering "" reports it.
+        key = call_id or ""
+        with self._lock:
+            self._calls[key] = (run_id, call)
+            self._calls.move_to_end(key)
+            while len(self._calls) > self._capacity:
+                self._calls.popitem(last=False)
+
+    def claim(self, run_id: str, call_id: str | None, name: str, args: Any) -> bool:
+        """True (once) when ``guard_node`` admitted this very call as it is in run ``run_id``: it leaves the registry
+        and the caller reports its outcome."""
         if not call_id:
             return False
         with self._lock:
-            found = self._ids.pop((run_id, call_id), _MISSING)
-        if found is _MISSING:
+            entry = self._calls.get(call_id)
+        if entry is None or entry[0] != run_id or not entry[1].checked:
             return False
-        try:
-            return bool(found == what)
+        found = entry[1]
+        try:  # (compared outside the lock: arguments are the caller's objects)
+            same = bool(found.name == name and found.args == args)
         except Exception:  # arguments whose comparison raises: not known to be the same call
-            return False
+            same = False
+        with self._lock:
+            if self._calls.get(call_id) is not entry:  # admitted again meanwhile: that call is not this one
+                return False
+            if same:
+                del self._calls[call_id]
+            else:  # another call under this id: checked as always from now on, reported by whoever reports it
+                self._calls[call_id] = (run_id, found._replace(checked=False))
+        return same
+
+    def reported(self, call_id: str | None) -> None:
+        """The caller reported the outcome of ``call_id`` (one it did not claim): ``guard_node`` does not again."""
+        if call_id:
+            with self._lock:
+                self._calls.pop(call_id, None)
+
+    def take(self, call_ids: list[str]) -> list[tuple[str, Admitted]]:
+        """The calls among ``call_ids`` not reported yet, each out of the registry (whichever run admitted it)."""
+        found = []
+        with self._lock:
+            for call_id in call_ids:
+                entry = self._calls.pop(call_id, None)
+                if entry is not None:
+                    found.append((call_id, entry[1]))
+        return found

@@ -50,7 +50,7 @@ from loopguard_langchain._scope import InvocationRuns, current_invocation
 from loopguard_langchain._steer import steer_lock
 from loopguard_langchain.middleware import refused_tool_message, steered_tool_message, stop_message
 
-from ._handoff import CallIds
+from ._handoff import Admitted, Handoff
 
 __all__ = ["guard_node"]
 
@@ -67,10 +67,8 @@ class _GuardNode:
         self.model_node = model_node
         self.messages_key = messages_key
         self.runs = InvocationRuns.of(breaker)
-        self.reported = CallIds.of(breaker, "reported")  # outcomes a guarded_tool_node reported already
-        self.checked = CallIds.of(breaker, "checked")  # calls admitted as they are: the tool node need not ask again
+        self.handoff = Handoff.of(breaker)  # the calls admitted whose outcome is not reported yet (see _handoff)
         self._lock = threading.Lock()
-        self._admitted: OrderedDict[str, tuple[str, Any, str | None]] = OrderedDict()  # call id -> call
         self._awaiting: OrderedDict[tuple[str, str], LoopGuardTripped] = OrderedDict()  # (thread, call id)
         # How far each conversation was read for results: id(first message) -> (first, count, last message).
         self._scanned: OrderedDict[int, tuple[Any, int, Any]] = OrderedDict()
@@ -119,33 +117,30 @@ class _GuardNode:
         return messages[start:] if start else messages
 
     def _report(self, messages: Sequence[Any]) -> list[tuple[str, Any, str | None, str, Any, Any]]:
-        """Results of calls this node let through earlier (their ToolMessages are in the state now)."""
-        found = []
+        """Results of calls this node let through earlier whose outcome nobody reported yet (their ToolMessages are
+        in the state now; ``guarded_tool_node`` reports its own as its body returns, so usually none is left)."""
         with self._lock:
             unread = self._unread(messages)
-            if not self._admitted:
-                return found
-            for message in unread:
-                if not isinstance(message, ToolMessage):
-                    continue
-                call_id = message.tool_call_id
-                if isinstance(call_id, str) and call_id in self._admitted:
-                    name, args, agent = self._admitted.pop(call_id)
-                    if self.reported.take(self.breaker.session_id, call_id):
-                        continue  # guarded_tool_node reported it as its body returned
-                    result, error = tool_outcome(message)
-                    found.append((name, args, agent, call_id, result, error))
+        if not self.handoff:  # nothing to look for (guarded_tool_node reported every call it ran)
+            return []
+        answers: dict[str, ToolMessage] = {}
+        for message in unread:
+            if isinstance(message, ToolMessage) and isinstance(message.tool_call_id, str):
+                answers.setdefault(message.tool_call_id, message)  # (the first answer to an id is its outcome)
+        if not answers:
+            return []
+        found = []
+        for call_id, call in self.handoff.take(list(answers)):
+            result, error = tool_outcome(answers[call_id])
+            found.append((call.name, call.args, call.agent, call_id, result, error))
         return found
 
     def _admit(self, call: Mapping[str, Any], agent: str | None, *, as_it_is: bool = False) -> None:
-        """Remember an admitted call, to report its outcome. ``as_it_is``: its check admitted it with no approval or
-        edit, so ``guarded_tool_node`` need not check it again (not so for calls a person let through unchecked)."""
-        if as_it_is:
-            self.checked.add(self.breaker.session_id, call.get("id"), (call["name"], call.get("args") or {}))
-        with self._lock:
-            self._admitted[call.get("id") or ""] = (call["name"], call.get("args") or {}, agent)
-            while len(self._admitted) > _MEMORY:
-                self._admitted.popitem(last=False)
+        """Remember an admitted call, to report its outcome (called inside the run). ``as_it_is``: its check admitted
+        it with no approval or edit, so ``guarded_tool_node`` need not check it again (not so for calls a person let
+        through unchecked)."""
+        admitted = Admitted(call["name"], call.get("args") or {}, agent, as_it_is)
+        self.handoff.admit(self.breaker.session_id, call.get("id"), admitted)
 
     def _pending(self, messages: Sequence[Any]) -> list[Mapping[str, Any]]:
         last = messages[-1] if messages else None

@@ -33,11 +33,11 @@ from langgraph.prebuilt import ToolNode
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
 from loopguard_langchain._approval import (
     acheck_tool,
-    arun_body,
+    atool_body,
     check_tool,
     declare,
     resumed_run,
-    run_body,
+    tool_body,
     with_edits,
 )
 from loopguard_langchain._batch import batch_of_state
@@ -46,7 +46,7 @@ from loopguard_langchain._steer import steer_lock
 from loopguard_langchain._tool_run import arun_and_report, run_and_report
 from loopguard_langchain.middleware import steered_tool_message
 
-from ._handoff import CallIds
+from ._handoff import Handoff
 
 __all__ = ["GuardedToolNode", "guarded_tool_node"]
 
@@ -70,8 +70,7 @@ class _Guard:
         self.breaker = breaker
         self.on_trip = on_trip
         self.runs = InvocationRuns.of(breaker)
-        self.reported = CallIds.of(breaker, "reported")  # what guard_node need not report again
-        self.checked = CallIds.of(breaker, "checked")  # what guard_node admitted as it is: not asked again
+        self.handoff = Handoff.of(breaker)  # the calls guard_node admitted (see _handoff)
 
     def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None]:
         """The call's name, args, id, agent, invocation key and the run it must continue (if any)."""
@@ -99,12 +98,13 @@ class _Guard:
             holder.append(trip)
 
     def _note_reported(self, call_id: str | None) -> None:
-        """The outcome of ``call_id`` was reported (called inside the call's run): guard_node need not again."""
-        self.reported.add(self.breaker.session_id, call_id)
+        """The outcome of ``call_id`` was reported: guard_node need not again."""
+        self.handoff.reported(call_id)
 
     def _guard_admitted(self, name: str, args: Any, call_id: str | None) -> bool:
-        """guard_node admitted this very call as it is, in this run: no second check (called inside the run)."""
-        return self.checked.take(self.breaker.session_id, call_id, (name, args))
+        """guard_node admitted this very call as it is, in this run: no second check, and this node reports its
+        outcome (called inside the run)."""
+        return self.handoff.claim(self.breaker.session_id, call_id, name, args)
 
     def _batch(self, request: Any, call_id: str | None) -> str | None:
         """The AIMessage in the node's state that carried the call (ToolNode runs an answer's calls in parallel;
@@ -116,10 +116,11 @@ class _Guard:
         with self._scope(key, own):
             try:
                 with steer_lock(self.breaker, self.on_trip):  # siblings run on worker threads
+                    checked = self._guard_admitted(name, args, call_id)
                     try:
                         approval = (
                             None
-                            if self._guard_admitted(name, args, call_id)
+                            if checked
                             else check_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id))
                         )
                     except ApprovalRequired:
@@ -139,18 +140,19 @@ class _Guard:
                 args,
                 agent,
                 call_id,
-                lambda: run_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
-                reported=self._note_reported,
+                tool_body(self.breaker, name, run_args, call_id, handler, run_request),
+                reported=None if checked else self._note_reported,
             )
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         name, args, call_id, agent, key, own = self._call(request)
         with self._scope(key, own):
+            checked = self._guard_admitted(name, args, call_id)
             try:
                 try:
                     approval = (
                         None
-                        if self._guard_admitted(name, args, call_id)
+                        if checked
                         else await acheck_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id))
                     )
                 except ApprovalRequired:
@@ -169,8 +171,8 @@ class _Guard:
                 args,
                 agent,
                 call_id,
-                lambda: arun_body(self.breaker, name, run_args, call_id, lambda: handler(run_request)),
-                reported=self._note_reported,
+                atool_body(self.breaker, name, run_args, call_id, handler, run_request),
+                reported=None if checked else self._note_reported,
             )
 
 

@@ -203,3 +203,34 @@ def test_call_ids_a_model_repeats_in_a_later_run_are_checked_and_reported_there(
     with assert_tripped(reason="tool_ceiling"):
         second.invoke(user())
     assert counter.count("fetch_page") == 2  # the third call was checked (and refused), not waved through
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_a_call_whose_tool_interrupts_is_reported_once_the_resumed_graph_answers_it(use_async: bool) -> None:
+    """A tool body that calls ``interrupt()`` behind a plain ToolNode: the resumed graph runs as a new invocation (a
+    new breaker run), and guard_node still reports the call it admitted before, once, when its answer arrives."""
+    from langchain_core.tools import tool
+    from langgraph.types import interrupt
+
+    @tool
+    def ask(q: str) -> str:
+        """Ask a person."""
+        return f"{q}: {interrupt('sure?')}"
+
+    events: list[object] = []
+    breaker = Breaker(on_event=events.append)
+    counter = BodyCounter()
+    model = ScriptedChatModel(script=[[("ask", {"q": "deploy"})], [("fetch_page", {"page": 1})], "done"])
+    graph = agent_graph(
+        model, ToolNode([ask, *counted_tools(counter)]), guard=guard_node(breaker), checkpointer=InMemorySaver()
+    )
+    config = {"configurable": {"thread_id": f"ask-{use_async}"}}
+    if use_async:
+        await graph.ainvoke(user(), config)
+        result = await graph.ainvoke(Command(resume="yes"), config)
+    else:
+        graph.invoke(user(), config)
+        result = graph.invoke(Command(resume="yes"), config)
+    assert result["messages"][-1].content == "done"
+    recorded = [e.name for e in events if getattr(e, "phase", None) == "recorded"]  # type: ignore[attr-defined]
+    assert recorded.count("ask") == 1  # reported by the guard in the resumed run, once
