@@ -456,7 +456,10 @@ distinct arguments per call (as real work).
   and without its compiled fast path, agentguard47, the floors) each counted by valgrind's callgrind in a child
   process of its own, warmed up, over 2,000 calls with small args and 300 with medium ones. The count is exact
   and does not move with the machine's load, which swings the timed rows by up to 2x between two runs; it does
-  not see cache misses, which time does. Pending without valgrind and gcc, and under `--smoke`.
+  not see cache misses, which time does. Pending without valgrind and gcc, and under `--smoke`. Every contender's
+  tool answers `"ok"`; one more count, small args only, answers each call differently (`"value of <n in letters>"`,
+  different even once digits are masked), so that no cache of what loopguard reads in an answer hits: what a run
+  whose answers never repeat pays per call.
 
 "x raw floor" is the time per call divided by the raw storage baseline of its group; throughput shares in the
 goal table are its inverse.

@@ -144,13 +144,27 @@ def medium_args(i: int) -> dict[str, Any]:
     return args
 
 
+_LETTERS = str.maketrans("0123456789", "abcdefghij")
+
+
 def _per_call(kind: str, size: str) -> Callable[[], Callable[[], object]]:
     """A factory of one op: the arguments are built inside every op, the same way for every contender."""
     make_args = small_args if size == "small" else medium_args
 
     def make() -> Callable[[], object]:
         counter = itertools.count()
-        if kind.startswith("loopguard"):
+        if kind == "loopguard_answers":  # (instructions only) a distinct answer per call: no cache of it hits
+            breaker = Breaker()
+            before, after = breaker.before_tool, breaker.after_tool
+
+            def op() -> None:
+                n = next(counter)
+                args = make_args(n)
+                before("search", args)
+                # In letters: digits are masked before answers are compared, and these must differ even then.
+                after("search", args, result="value of " + str(n).translate(_LETTERS))
+
+        elif kind.startswith("loopguard"):
             if kind == "loopguard_pure":  # for this batch (its Variant.finish switches it on again)
                 compiled_fast_path(False)
             breaker = Breaker()
@@ -262,6 +276,7 @@ def per_call_instructions(*, smoke: bool = False) -> dict[str, Any]:
         except RuntimeError as exc:
             return {"pending": str(exc)}
         jobs = [(kind, size) for size in INSTRUCTION_OPS for kind in kinds]
+        jobs.append(("loopguard_answers", "small"))  # context: what reading an answer costs when none repeats
 
         def count(job: tuple[str, str]) -> int | str:
             kind, size = job
@@ -290,6 +305,7 @@ _SHORT_NAMES = {
     "agentguard": "agentguard47",
     "floor_py": "pure-Python floor",
     "floor_c": "compiled floor",
+    "loopguard_answers": "loopguard with a distinct answer per call",
 }
 
 

@@ -181,6 +181,22 @@ def test_a_failed_instruction_count_makes_the_counts_pending(monkeypatch: pytest
     monkeypatch.setattr(overhead._callgrind, "count", lambda module, spec, what, timeout: 7 * int(spec.split(",")[2]))
     counted = overhead.per_call_instructions()
     assert counted["small"]["loopguard"] == counted["medium"]["floor_py"] == 7  # per op, not per child
+    assert counted["small"]["loopguard_answers"] == 7 and "loopguard_answers" not in counted["medium"]
+    assert "loopguard with a distinct answer per call 7" in overhead.instructions_line(counted)
+
+
+def test_the_distinct_answer_contender_answers_every_call_differently(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: list[object] = []
+    monkeypatch.setattr(overhead.Breaker, "after_tool", lambda self, tool, args, **kw: answers.append(kw.get("result")))
+    op = overhead._per_call("loopguard_answers", "small")()
+    for _ in range(3):
+        op()
+    plain = overhead._per_call("loopguard", "small")()
+    plain()
+    assert answers == ["value of a", "value of b", "value of c", "ok"]
+    from loopguard_core.detection import masked_digest
+
+    assert len({masked_digest(answer) for answer in answers}) == 4  # different even with their digits masked
 
 
 def test_the_redis_goal_has_rows_for_four_processes_pending_without_a_server() -> None:
