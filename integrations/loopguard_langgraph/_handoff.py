@@ -10,8 +10,8 @@ registry per breaker, like the run registry), so that neither node repeats work 
   runs it without its own pre-flight (that check, the same call id again, is a duplicate the store answers with the
   first verdict, at the cost of a whole pre-flight) and reports its outcome itself. Ids a model repeats
   (scripted models, replays, some servers) in another run are other calls: never claimed there. Any other call is
-  checked as always and leaves the registry once the tool node reported it (:meth:`Handoff.reported`); one the tool
-  node refused stays, and the guard reports the answer that refusal got.
+  checked as always, and marked once the tool node reported it (:meth:`Handoff.reported`): the guard then does not
+  report it again in that run. One the tool node refused stays, and the guard reports the answer that refusal got.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class Handoff:
         return breaker.attachment("loopguard_langgraph.handoff", cls)
 
     def __init__(self, capacity: int = _CAPACITY) -> None:
-        self._calls: OrderedDict[str, tuple[str, Admitted]] = OrderedDict()
+        # call id -> (the run that admitted it, the call, the runs in which a tool node reported it)
+        self._calls: OrderedDict[str, tuple[str, Admitted, tuple[str, ...]]] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
@@ -57,7 +58,7 @@ class Handoff:
         # ToolMessage answering "" reports it.
         key = call_id or ""
         with self._lock:
-            self._calls[key] = (run_id, call)
+            self._calls[key] = (run_id, call, ())
             self._calls.move_to_end(key)
             while len(self._calls) > self._capacity:
                 self._calls.popitem(last=False)
@@ -82,21 +83,26 @@ class Handoff:
             if same:
                 del self._calls[call_id]
             else:  # another call under this id: checked as always from now on, reported by whoever reports it
-                self._calls[call_id] = (run_id, found._replace(checked=False))
+                self._calls[call_id] = (run_id, found._replace(checked=False), entry[2])
         return same
 
-    def reported(self, call_id: str | None) -> None:
-        """The caller reported the outcome of ``call_id`` (one it did not claim): ``guard_node`` does not again."""
+    def reported(self, run_id: str, call_id: str | None) -> None:
+        """The caller reported the outcome of ``call_id`` (one it did not claim) in run ``run_id``: ``guard_node``
+        does not again in that run."""
         if call_id:
             with self._lock:
-                self._calls.pop(call_id, None)
+                entry = self._calls.get(call_id)
+                if entry is not None and run_id not in entry[2]:
+                    self._calls[call_id] = (entry[0], entry[1], (*entry[2], run_id))
 
-    def take(self, call_ids: list[str]) -> list[tuple[str, Admitted]]:
-        """The calls among ``call_ids`` not reported yet, each out of the registry (whichever run admitted it)."""
+    def take(self, run_id: str, call_ids: list[str]) -> list[tuple[str, Admitted]]:
+        """The calls among ``call_ids`` whose outcome run ``run_id`` has not had yet, each out of the registry
+        (whichever run admitted it). A call a tool node reported in another run is reported here too:
+        ``guard_node(on_trip="interrupt")`` counts in the thread's run, a tool node in the invocation's."""
         found = []
         with self._lock:
             for call_id in call_ids:
                 entry = self._calls.pop(call_id, None)
-                if entry is not None:
+                if entry is not None and run_id not in entry[2]:
                     found.append((call_id, entry[1]))
         return found

@@ -118,7 +118,8 @@ class _GuardNode:
 
     def _report(self, messages: Sequence[Any]) -> list[tuple[str, Any, str | None, str, Any, Any]]:
         """Results of calls this node let through earlier whose outcome nobody reported yet (their ToolMessages are
-        in the state now; ``guarded_tool_node`` reports its own as its body returns, so usually none is left)."""
+        in the state now; ``guarded_tool_node`` reports its own as its body returns, so usually none is left). Called
+        inside the run."""
         with self._lock:
             unread = self._unread(messages)
         if not self.handoff:  # nothing to look for (guarded_tool_node reported every call it ran)
@@ -130,7 +131,7 @@ class _GuardNode:
         if not answers:
             return []
         found = []
-        for call_id, call in self.handoff.take(list(answers)):
+        for call_id, call in self.handoff.take(self.breaker.session_id, list(answers)):
             result, error = tool_outcome(answers[call_id])
             found.append((call.name, call.args, call.agent, call_id, result, error))
         return found

@@ -98,8 +98,8 @@ class _Guard:
             holder.append(trip)
 
     def _note_reported(self, call_id: str | None) -> None:
-        """The outcome of ``call_id`` was reported: guard_node need not again."""
-        self.handoff.reported(call_id)
+        """The outcome of ``call_id`` was reported (called inside the call's run): guard_node need not again."""
+        self.handoff.reported(self.breaker.session_id, call_id)
 
     def _guard_admitted(self, name: str, args: Any, call_id: str | None) -> bool:
         """guard_node admitted this very call as it is, in this run: no second check, and this node reports its

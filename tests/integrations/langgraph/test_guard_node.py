@@ -234,3 +234,22 @@ async def test_a_call_whose_tool_interrupts_is_reported_once_the_resumed_graph_a
     assert result["messages"][-1].content == "done"
     recorded = [e.name for e in events if getattr(e, "phase", None) == "recorded"]  # type: ignore[attr-defined]
     assert recorded.count("ask") == 1  # reported by the guard in the resumed run, once
+
+
+def test_in_interrupt_mode_the_threads_run_gets_the_outcomes_a_guarded_tool_node_reported() -> None:
+    """guard_node(on_trip="interrupt") counts in the thread's run, guarded_tool_node in the invocation's: the thread's
+    run still gets the outcome of each call the guard admitted there, so its loop detection reads results."""
+    events: list[object] = []
+    breaker = Breaker(on_event=events.append)
+    pages = [[("fetch_page", {"page": n})] for n in (1, 2, 3)]
+    graph = agent_graph(
+        ScriptedChatModel(script=[*pages, "done"]),
+        guarded_tool_node(counted_tools(BodyCounter()), breaker),
+        guard=guard_node(breaker, "interrupt"),
+        checkpointer=InMemorySaver(),
+    )
+    assert graph.invoke(user(), {"configurable": {"thread_id": "t-int"}})["messages"][-1].content == "done"
+    recorded = [e for e in events if getattr(e, "phase", None) == "recorded"]
+    in_thread = [e for e in recorded if e.session_id == "langgraph-thread-t-int"]  # type: ignore[attr-defined]
+    # The guard reports each call's outcome on its next visit: the first two (the third ends at the model's answer).
+    assert len(in_thread) == 2

@@ -14,8 +14,8 @@ def _call(args: object, *, checked: bool = True, agent: str | None = None) -> Ad
     return Admitted("search", args, agent, checked)
 
 
-def _taken(calls: Handoff, *ids: str) -> list[str]:
-    return [call_id for call_id, _ in calls.take(list(ids))]
+def _taken(calls: Handoff, *ids: str, run: str = "r") -> list[str]:
+    return [call_id for call_id, _ in calls.take(run, list(ids))]
 
 
 def test_a_call_admitted_as_it_is_is_claimed_once_and_only_as_it_was_admitted_in_its_own_run() -> None:
@@ -23,14 +23,14 @@ def test_a_call_admitted_as_it_is_is_claimed_once_and_only_as_it_was_admitted_in
     calls.admit("run-1", "c1", _call({"q": "a"}))
     assert not calls.claim("run-1", "c1", "search", {"q": "edited"})  # other arguments: not the call admitted
     assert not calls.claim("run-1", "c1", "search", {"q": "a"})  # a failed claim leaves it to be checked as always
-    assert _taken(calls, "c1") == ["c1"]  # ... and reported by whoever reports it
+    assert _taken(calls, "c1", run="run-1") == ["c1"]  # ... and reported by whoever reports it
     calls.admit("run-1", "c2", _call({"q": "a"}))
     assert not calls.claim("run-2", "c2", "search", {"q": "a"})  # the same id in another run is another call
     assert not calls.claim("run-1", "c2", "fetch", {"q": "a"})  # another tool under the same id
     calls.admit("run-1", "c3", _call({"q": "a"}))
     assert calls.claim("run-1", "c3", "search", {"q": "a"})
     assert not calls.claim("run-1", "c3", "search", {"q": "a"})  # once
-    assert _taken(calls, "c3") == []  # the claimer reports it: the guard does not
+    assert _taken(calls, "c3", run="run-1") == []  # the claimer reports it: the guard does not
 
 
 def test_a_call_admitted_in_an_earlier_run_is_still_answered_in_a_later_one() -> None:
@@ -39,27 +39,41 @@ def test_a_call_admitted_in_an_earlier_run_is_still_answered_in_a_later_one() ->
     calls = Handoff()
     calls.admit("run-1", "c1", _call({"q": "a"}, agent="writer"))
     assert not calls.claim("run-2", "c1", "search", {"q": "a"})
-    assert calls.take(["c1"]) == [("c1", Admitted("search", {"q": "a"}, "writer", True))]
-    calls.admit("run-1", "c2", _call({"q": "a"}))
-    calls.reported("c2")  # the tool node of the resumed run reported it: the guard does not again
-    assert _taken(calls, "c2") == [] and not calls
+    assert calls.take("run-2", ["c1"]) == [("c1", Admitted("search", {"q": "a"}, "writer", True))]
+    calls.admit("run-1", "c2", _call({"q": "a"}, checked=False))
+    calls.reported("run-2", "c2")  # the tool node of the resumed run reported it there: the guard does not again
+    assert _taken(calls, "c2", run="run-2") == [] and not calls
+
+
+def test_a_call_a_tool_node_reported_in_another_run_is_reported_by_the_guard_in_its_own() -> None:
+    """guard_node(on_trip="interrupt") counts in the thread's run, a tool node in the invocation's: each run gets
+    the call's outcome."""
+    calls = Handoff()
+    calls.admit("langgraph-thread-t1", "c1", _call({"q": "a"}))
+    assert not calls.claim("invocation-run", "c1", "search", {"q": "a"})
+    calls.reported("invocation-run", "c1")
+    assert _taken(calls, "c1", run="langgraph-thread-t1") == ["c1"]
+    calls.admit("r1", "c2", _call({"q": "a"}, checked=False))
+    calls.reported("r1", "c2")
+    calls.reported("r2", "c2")  # reported in two runs: neither gets it again from the guard
+    assert _taken(calls, "c2", run="r1") == []
 
 
 def test_a_call_admitted_with_a_persons_approval_is_never_claimed_and_leaves_once_reported() -> None:
     calls = Handoff()
     calls.admit("r", "c1", _call({"q": "a"}, checked=False))
     assert not calls.claim("r", "c1", "search", {"q": "a"})  # the tool node checks it itself
-    calls.reported("c1")
+    calls.reported("r", "c1")
     assert _taken(calls, "c1") == [] and not calls
     calls.admit("r", "c2", _call({"q": "a"}, checked=False, agent="writer"))  # a plain ToolNode: the guard reports
-    assert calls.take(["c0", "c2"]) == [("c2", Admitted("search", {"q": "a"}, "writer", False))]
+    assert calls.take("r", ["c0", "c2"]) == [("c2", Admitted("search", {"q": "a"}, "writer", False))]
 
 
 def test_calls_without_an_id_are_never_claimed_but_an_answer_to_no_id_reports_them() -> None:
     calls = Handoff()
     calls.admit("r", None, _call("x"))
     assert not calls.claim("r", None, "search", "x") and not calls.claim("r", "", "search", "x")
-    calls.reported(None)
+    calls.reported("r", None)
     assert _taken(calls, "") == [""]
 
 
@@ -76,7 +90,7 @@ def test_a_call_admitted_again_while_one_is_claimed_is_not_claimed_for_it() -> N
 
     calls.admit("r", "c1", _call(Slow()))
     assert not calls.claim("r", "c1", "search", Slow())
-    assert calls.take(["c1"]) == [("c1", _call({"q": "newer"}))]
+    assert calls.take("r", ["c1"]) == [("c1", _call({"q": "newer"}))]
 
 
 def test_the_memory_is_bounded_oldest_first_and_shared_per_breaker() -> None:
