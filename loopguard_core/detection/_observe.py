@@ -155,11 +155,7 @@ def outcome_flags(tool: str, args: Any, result: Any, error: Any, policy: ToolPol
     elif type(result) is str:
         flags = answer_facts(result)[1]
     else:
-        flags = FAILED if looks_failed(result) else 0
-        if is_empty_result(result):
-            flags |= EMPTY
-        elif says_in_progress(result):
-            flags |= WAITING
+        flags = _result_flags(result)
     if policy.noop:
         flags |= NOOP
     elif is_shell_tool(tool):
@@ -180,9 +176,18 @@ def answer_facts(result: str) -> tuple[str, int]:
     if len(result) <= _SHORT_ANSWER:
         return _short_answer_facts(result)
     if len(result) > MAX_TEXT:  # the digest reads the first MiB; the flags, as ever, the whole text
-        flags = FAILED if looks_failed(result) else 0
-        return masked_digest(result), (flags | EMPTY) if is_empty_result(result) else flags
+        return masked_digest(result), _result_flags(result)
     return _answer_facts(result)
+
+
+def _result_flags(result: Any) -> int:
+    """FAILED, EMPTY and WAITING of any result, each read on its own."""
+    flags = FAILED if looks_failed(result) else 0
+    if is_empty_result(result):
+        flags |= EMPTY
+    elif says_in_progress(result):
+        flags |= WAITING
+    return flags
 
 
 @functools.lru_cache(maxsize=4_096)

@@ -29,7 +29,7 @@ __all__ = [
     "word_tokens",
 ]
 
-MAX_TEXT = _MAX_TEXT = 1 << 20  # outcomes longer than this are compared by their first MiB and their length
+MAX_TEXT = 1 << 20  # outcomes longer than this are compared by their first MiB and their length
 
 # Values an agent cannot affect and that change on every call: object addresses, UUIDs, long hex ids
 # (commit hashes, request ids), then every digit (counters, line and cell numbers, timestamps, PIDs,
@@ -77,8 +77,8 @@ def mask_volatile(text: str) -> str:
     ``"5 failed"`` and ``"4 failed"`` do too, which is why a test-fix loop is judged by the calls between
     its reruns, never by the rerun's output alone.
     """
-    if len(text) > _MAX_TEXT:
-        text = text[:_MAX_TEXT] + f"…{len(text)}"
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT] + f"…{len(text)}"
     return mask_folded(" ".join(text.split()).casefold())
 
 
@@ -117,10 +117,10 @@ def _short_digest(raw: str, failed: bool) -> str:
 
 
 def _text_digest(raw: str, failed: bool) -> str:
-    if len(raw) > _MAX_TEXT:
+    if len(raw) > MAX_TEXT:
         text = mask_volatile(raw)
         if not _TWO_LETTERS.search(text):
-            text = " ".join(raw[:_MAX_TEXT].split()).casefold()
+            text = " ".join(raw[:MAX_TEXT].split()).casefold()
         return _digest(text, failed)
     return folded_digest(" ".join(raw.split()).casefold(), failed)
 
@@ -138,8 +138,8 @@ def _digest(text: str, failed: bool) -> str:
 
 def word_tokens(text: str) -> frozenset[str]:
     """The words (letters only, case folded) of ``text``: what an outcome tells, for novelty checks."""
-    if len(text) > _MAX_TEXT:
-        text = text[:_MAX_TEXT]
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT]
     return frozenset(_WORD.findall(text.casefold()))
 
 
