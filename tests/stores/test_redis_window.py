@@ -152,3 +152,52 @@ def test_a_step_pushed_without_being_counted_sends_the_whole_window(
     _admit(a, run, limits, 4)
     assert [seq for seq, *_ in witness.seen[-1]] == [1, 2, 3, 99, 4]
     assert witness.seen[-1][3][1] == "older"
+
+
+def test_a_step_pushed_without_being_counted_is_seen_when_outcomes_ride_with_the_admission(
+    redis_url: str, scope: str, redis_client: Any
+) -> None:
+    # With deferred outcomes the steps pushed since the process's version are usually its own outcomes, which the
+    # admission pushes itself and hands back as they are: an uncounted step before them must still be noticed.
+    a = RedisStore(redis_url, defer_seconds=60.0, **PATIENT)
+    witness = Witness()
+    limits, run = _limits(witness), RunKey(scope, "uncounted-deferred")
+    for i in range(4):
+        _admit(a, run, limits, i)
+        if i < 3:
+            _record(a, run, limits, i)  # waits, and rides with the next admission
+    redis_client.rpush(a.keys(run)[4], pack_step(Step(99, "older", "ab" * 16, "cd" * 8)))
+    _record(a, run, limits, 3)
+    _admit(a, run, limits, 4)
+    a.close()
+    assert [seq for seq, *_ in witness.seen[-1]] == [1, 2, 3, 99, 4]
+
+
+@pytest.mark.parametrize("window", [5, 48])
+def test_one_process_with_deferred_outcomes_sees_the_windows_and_verdicts_memory_gives(
+    redis_url: str, scope: str, window: int
+) -> None:
+    # Each outcome waits and is applied by the next admission, in the same script that judges it: the window it
+    # hands back, the failure streaks it counts (the same tool's and another's) and the trips must be the memory
+    # store's, call after call, with the window trimmed as it goes (several times its length in calls).
+    rng = random.Random(window)
+    plan = [(rng.randrange(2), rng.random() < 0.5) for _ in range(max(60, 4 * window))]
+    seen: dict[str, Any] = {}
+    for kind in ("memory", "redis"):
+        witness = Witness()
+        limits = Limits(max_consecutive_failures=3, loop=LoopDetection(window=window, detectors=(witness,)))
+        store: Any = MemoryStore() if kind == "memory" else RedisStore(redis_url, defer_seconds=60.0, **PATIENT)
+        run, verdicts = RunKey(scope, f"deferred-{kind}-{window}"), []
+        for i, (which, failed) in enumerate(plan):
+            verdict = store.admit_tool(run, ToolRequest(f"tool{which}", f"sig{i}", 0.0, None, None), limits)
+            verdicts.append((verdict.admitted, verdict.reason))
+            if verdict.admitted:
+                answer = "boom" if failed else f"out{i % 4}"  # a streak counts the same error again
+                store.record_tool(run, ToolOutcome(f"tool{which}", f"sig{i}", answer, failed, 0.0), limits)
+            else:  # closed by hand (the window and the streaks start over) and the plan goes on
+                store.reset(run)
+        if kind == "redis":
+            store.close()
+        seen[kind] = (witness.seen, verdicts)
+    assert seen["redis"] == seen["memory"]
+    assert any(reason == "failures" for _, reason in seen["memory"][1])  # streaks of one tool tripped the run

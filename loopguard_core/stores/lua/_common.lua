@@ -30,11 +30,20 @@ local SEEN_MAX, RES_MAX = 4096, 1024
 -- between calls).
 local keys, argv, H, SEENQ, RES, RESMIN, WIN, FLIGHT, CFG, TTL, REFRESH_US, SERVER_NOW
 local W, OBSERVED, SETTLED, LONG_REPLY, SETTLED_STATE
+-- STREAK_LEFT: the failure streak field ('f:<tool>') this step's last outcome left, false for none. PUSHED: the
+-- steps this step's outcomes pushed to WIN, oldest first (admit_tool hands them back without reading them again).
+local STREAK_LEFT, PUSHED
+-- The configuration last unpacked, and its packed text: a library keeps them between calls, and a client sends
+-- the same few configurations again and again. CFG is only ever read.
+local CFG_PACKED, CFG_UNPACKED = false, {}
 
 local function begin(k, a)
   keys, argv = k, a
   H, SEENQ, RES, RESMIN, WIN, FLIGHT = k[1], k[2], k[3], k[4], k[5], k[6]
-  CFG = a[2] and { cmsgpack.unpack(a[2]) } or {} -- msgpack values, nil for "no limit"
+  if a[2] ~= CFG_PACKED then
+    CFG_PACKED, CFG_UNPACKED = a[2], a[2] and { cmsgpack.unpack(a[2]) } or {} -- msgpack values, nil for "no limit"
+  end
+  CFG = CFG_UNPACKED
   TTL = CFG[1]
   REFRESH_US = (tonumber(TTL) or 0) * 1000 / 64
   SERVER_NOW = nil
@@ -44,7 +53,7 @@ local function begin(k, a)
   -- answered with the plain integer, nor called fresh when it carries the window (see admit_tool).
   -- SETTLED_STATE: the run's state as deferred outcomes left it, not written yet: the step reads it on and
   -- writes it once with its own (see settle).
-  W, OBSERVED, SETTLED, LONG_REPLY, SETTLED_STATE = {}, {}, {}, false, nil
+  W, OBSERVED, SETTLED, LONG_REPLY, SETTLED_STATE, PUSHED, STREAK_LEFT = {}, {}, {}, false, nil, {}, false
 end
 
 -- Integers as exact decimal text: Lua's default number formatting keeps only 14 digits.
@@ -277,12 +286,14 @@ end
 
 -- One tool outcome, as record_tool applies it. c the clock ('' for Redis TIME), w the window size (nil for
 -- no window), cid '' or '=' .. call id, failed '1'/'0', step the packed step without its call number, err
--- the outcome's digest. Returns nil and the first verdict for a duplicate; else state, now, key, verdict.
-local function outcome(c, w, cid, tool, sig, failed_arg, step, err, moves)
+-- the outcome's digest. read: the fields 'S' and 'f:<tool>' as the step already read them (only for an outcome
+-- without a call id), or nil to read them here. Returns nil and the first verdict for a duplicate; else state,
+-- now, key, verdict.
+local function outcome(c, w, cid, tool, sig, failed_arg, step, err, moves, read)
   local has_id, id = cid ~= '', string.sub(cid, 2)
   local key = has_id and ('T:' .. id) or nil
   local failed, window = failed_arg == '1', tonumber(w)
-  local v = redis.call('HMGET', H, 'S', 'f:' .. tool, key and ('i:' .. key) or 'S')
+  local v = read or redis.call('HMGET', H, 'S', 'f:' .. tool, key and ('i:' .. key) or 'S')
   if key and v[3] then return nil, v[3] end
   local now, s = time_of(c), state(v[1])
   -- The call's number: the oldest admitted call with this signature still in flight.
@@ -294,9 +305,13 @@ local function outcome(c, w, cid, tool, sig, failed_arg, step, err, moves)
     keep_flying(s, sig, rest)
   end
   if window then
-    local held = redis.call('RPUSH', WIN, struct.pack('>I4', number % 4294967296) .. step)
+    local packed = struct.pack('>I4', number % 4294967296) .. step
+    PUSHED[#PUSHED + 1] = packed
+    local held = redis.call('RPUSH', WIN, packed)
     if held == 1 then created(WIN) end
-    if held > window then redis.call('LTRIM', WIN, -window, -1) end
+    -- Trimmed back to the window once it holds twice as many: one LTRIM per window's worth of pushes, not one
+    -- per push. Every read takes the window's steps from the list's end.
+    if held > 2 * window then redis.call('LTRIM', WIN, -window, -1) end
     put(s, 'wn', math.min(held, window))
     -- A run begun by a release before versions (0) gets its start now, as a new run would.
     put(s, 'ln', ((s.ln or 0) == 0 and window_version() or s.ln) + 1)
@@ -304,9 +319,11 @@ local function outcome(c, w, cid, tool, sig, failed_arg, step, err, moves)
   if failed then
     local count, error = 0, ''
     if v[2] then count, error = string.match(v[2], '^(%d+) ?(.*)$') end
-    hset('f:' .. tool, int(error == err and tonumber(count) + 1 or 1) .. ' ' .. err)
-  elseif v[2] then
-    redis.call('HDEL', H, 'f:' .. tool)
+    STREAK_LEFT = int(error == err and tonumber(count) + 1 or 1) .. ' ' .. err
+    hset('f:' .. tool, STREAK_LEFT)
+  else
+    if v[2] then redis.call('HDEL', H, 'f:' .. tool) end
+    STREAK_LEFT = false
   end
   local probe = 0
   if s.st == 'h' then
@@ -333,11 +350,12 @@ end
 -- oldest first. Each is applied before the step reads anything, exactly as record_tool would have applied
 -- it; its transitions are reported with the step's own. The fields they set are written at once; the run's
 -- state is kept as SETTLED_STATE, which state() hands the next outcome and the step, and is written once, by the
--- step's own flush (a step that answers without one calls flush_settled).
-local function settle(from)
+-- step's own flush (a step that answers without one calls flush_settled). read: what the first outcome would read
+-- (see outcome), when the step read it with its own fields.
+local function settle(from, read)
   for i = from, #argv, 8 do
     local s, now, key, r = outcome(argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5],
-      argv[i + 6], argv[i + 7], SETTLED)
+      argv[i + 6], argv[i + 7], SETTLED, i == from and read or nil)
     if s then
       remember(key, r, nil)
       write_fields()

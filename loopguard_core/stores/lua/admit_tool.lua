@@ -16,15 +16,27 @@
 -- outcome for the call's id (see LONG_REPLY); steps is the window's length; window is the run's steps packed end
 -- to end, newest first (each step says its own length): all of them, or with delta 1 only those pushed since the
 -- client's version (the client holds the rest); version is the window's version now.
-settle(9)
 local has_id, id = call_id()
 local key = has_id and ('t:' .. id) or nil
 local tool, sig = argv[4], argv[5]
+local v
+if #argv == 16 and not has_id and argv[11] == '' then
+  -- The usual deferred turn: one outcome rides along, and neither call has an id. One HMGET reads what both need
+  -- (the outcome reads the state from it, this step then from SETTLED_STATE); this call's failure streak is what
+  -- the outcome left when it was of the same tool.
+  local otool = argv[12]
+  v = redis.call('HMGET', H, 'S', 'n:' .. tool, 'f:' .. tool, 'f:' .. otool)
+  settle(9, { v[1], v[4] })
+  if otool == tool then v[3] = STREAK_LEFT or nil end
+  v[4] = nil
+else
+  settle(9)
+  v = redis.call('HMGET', H, 'S', 'n:' .. tool, 'f:' .. tool, key and ('i:' .. key) or 'S',
+    key and ('i:T:' .. id) or 'S')
+end
 local max_calls, per_tool, max_fail = tonumber(CFG[2]), tonumber(CFG[3]), tonumber(CFG[4])
 local checked, recovery, max_seconds = CFG[5] == 1, tonumber(CFG[6]), tonumber(CFG[7])
 local observe, window, memory = CFG[8] == 1, tonumber(CFG[9]), tonumber(CFG[10])
-local v = redis.call('HMGET', H, 'S', 'n:' .. tool, 'f:' .. tool, key and ('i:' .. key) or 'S',
-  key and ('i:T:' .. id) or 'S')
 if key and v[4] then flush_settled() return { 2, v[4] } end
 -- This call id's outcome is already recorded: the reply is never the plain integer, nor "fresh" when it
 -- carries the window; either tells the client that the outcome of the call may wait (RedisStore
@@ -72,7 +84,7 @@ if used == 0 then -- a tool seen for the first time joins the list that snapshot
   hset('T', cmsgpack.pack(names))
 end
 -- In flight until reported: the numbers of the admitted calls with this signature, oldest first.
-local queued = redis.call('HGET', FLIGHT, sig)
+local queued = s.fn ~= 0 and redis.call('HGET', FLIGHT, sig) or nil
 local inflight = 0
 if queued then
   for _ in string.gmatch(queued, '%d+') do inflight = inflight + 1 end
@@ -110,10 +122,16 @@ local behind = known and version - known
 local delta = (behind and behind >= 0 and behind <= n) and 1 or 0
 local steps
 if delta == 1 and behind < n then
-  -- One read: the step the client holds as its newest, then those pushed since. Another step there: one was
-  -- pushed that the version does not count (an older release did), and the client gets the whole window.
-  steps = redis.call('LRANGE', WIN, -(behind + 1), -1)
-  if steps[1] == argv[8] then table.remove(steps, 1) else delta = 0 end
+  -- The step the client holds as its newest, then those pushed since. Another step there: one was pushed that
+  -- the version does not count (an older release did), and the client gets the whole window. When the steps
+  -- pushed since are those this step's own outcomes pushed (a client's deferred outcomes ride with its next
+  -- admission), this step has them already: only the step before them is read.
+  if behind > 0 and behind == #PUSHED then
+    if redis.call('LINDEX', WIN, -(behind + 1)) == argv[8] then steps = PUSHED else delta = 0 end
+  else
+    steps = redis.call('LRANGE', WIN, -(behind + 1), -1)
+    if steps[1] == argv[8] then table.remove(steps, 1) else delta = 0 end
+  end
 end
 if delta == 0 then
   steps = redis.call('LRANGE', WIN, -window, -1)
