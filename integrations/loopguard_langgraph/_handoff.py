@@ -12,6 +12,9 @@ registry per breaker, like the run registry), so that neither node repeats work 
   (scripted models, replays, some servers) in another run are other calls: never claimed there. Any other call is
   checked as always, and marked once the tool node reported it (:meth:`Handoff.reported`): the guard then does not
   report it again in that run. One the tool node refused stays, and the guard reports the answer that refusal got.
+- ``guard_node(on_trip="interrupt")`` counts in the thread's run (:func:`thread_run`), which outlives invocations.
+  ``guarded_tool_node`` runs a call the guard admitted there in that run too (:meth:`Handoff.run_of`), so that the
+  call is checked and reported once, in one run, not once in the thread's run and again in the invocation's.
 """
 
 from __future__ import annotations
@@ -22,9 +25,19 @@ from typing import Any, NamedTuple
 
 from loopguard_core import Breaker
 
-__all__ = ["Admitted", "Handoff"]
+__all__ = ["Admitted", "Handoff", "thread_run"]
 
 _CAPACITY = 4_096
+
+
+def thread_run(config: Any) -> tuple[str, str] | None:
+    """``(invocation key, run id)`` of the run ``guard_node(on_trip="interrupt")`` counts a thread's calls in, for a
+    node's config with a ``thread_id`` (else None): one run per thread, so that a resumed run keeps its counts."""
+    configurable = config.get("configurable") if isinstance(config, dict) else None
+    thread = configurable.get("thread_id") if isinstance(configurable, dict) else None
+    if thread is None:
+        return None
+    return f"thread:{thread}", f"langgraph-thread-{thread}"
 
 
 class Admitted(NamedTuple):
@@ -85,6 +98,11 @@ class Handoff:
             else:  # another call under this id: checked as always from now on, reported by whoever reports it
                 self._calls[call_id] = (run_id, found._replace(checked=False), entry[2])
         return same
+
+    def run_of(self, call_id: str | None) -> str | None:
+        """The run in which ``guard_node`` admitted ``call_id`` as it is (None for any other call)."""
+        entry = self._calls.get(call_id) if call_id else None  # (one read of a dict: no lock needed)
+        return entry[0] if entry is not None and entry[1].checked else None
 
     def reported(self, run_id: str, call_id: str | None) -> None:
         """The caller reported the outcome of ``call_id`` (one it did not claim) in run ``run_id``: ``guard_node``

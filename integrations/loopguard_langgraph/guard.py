@@ -28,7 +28,8 @@ rejection is a trip like any other (``"interrupt"`` ends the run on it rather th
 
 The node also reports the results of the calls it let through (the ToolMessages it finds on its next visit),
 so loop detection sees results with a plain ``ToolNode``. With ``guarded_tool_node`` on the same breaker
-nothing is counted twice: both pass the tool call id.
+nothing is counted twice: both pass the tool call id, and the tool node runs a call the guard admitted in the
+thread's run (``on_trip="interrupt"``) in that run too.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from loopguard_langchain._scope import InvocationRuns, current_invocation
 from loopguard_langchain._steer import steer_lock
 from loopguard_langchain.middleware import refused_tool_message, steered_tool_message, stop_message
 
-from ._handoff import Admitted, Handoff
+from ._handoff import Admitted, Handoff, thread_run
 
 __all__ = ["guard_node"]
 
@@ -83,9 +84,9 @@ class _GuardNode:
 
     def _scope_key(self, config: RunnableConfig) -> tuple[Any, str | None]:
         if self.on_trip == "interrupt":
-            thread = (config.get("configurable") or {}).get("thread_id")
+            thread = thread_run(config)
             if thread is not None:
-                return f"thread:{thread}", f"langgraph-thread-{thread}"
+                return thread
         key, _ = current_invocation(config=config)
         return key, None
 

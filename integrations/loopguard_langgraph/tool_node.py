@@ -46,7 +46,7 @@ from loopguard_langchain._steer import steer_lock
 from loopguard_langchain._tool_run import arun_and_report, run_and_report
 from loopguard_langchain.middleware import steered_tool_message
 
-from ._handoff import Handoff
+from ._handoff import Handoff, thread_run
 
 __all__ = ["GuardedToolNode", "guarded_tool_node"]
 
@@ -86,6 +86,13 @@ class _Guard:
                 self.runs.adopt(key, found, is_root=is_root)
             elif found is not None:
                 own = found
+        elif self.handoff and key is not None:
+            # guard_node(on_trip="interrupt") admitted it in the thread's run: it runs and is reported there.
+            admitted_in = self.handoff.run_of(call_id)
+            thread = admitted_in and thread_run(getattr(getattr(request, "runtime", None), "config", None))
+            if thread and thread[1] == admitted_in:
+                key = thread[0]
+                self.runs.touch(key, admitted_in)
         return name, call.get("args") or {}, call_id, agent, key, own
 
     def _scope(self, key: Any, own: str | None) -> Any:

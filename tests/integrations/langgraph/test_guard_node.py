@@ -236,20 +236,32 @@ async def test_a_call_whose_tool_interrupts_is_reported_once_the_resumed_graph_a
     assert recorded.count("ask") == 1  # reported by the guard in the resumed run, once
 
 
-def test_in_interrupt_mode_the_threads_run_gets_the_outcomes_a_guarded_tool_node_reported() -> None:
-    """guard_node(on_trip="interrupt") counts in the thread's run, guarded_tool_node in the invocation's: the thread's
-    run still gets the outcome of each call the guard admitted there, so its loop detection reads results."""
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_in_interrupt_mode_a_guarded_tool_node_checks_and_reports_each_call_once_in_the_threads_run(
+    use_async: bool,
+) -> None:
+    """guard_node(on_trip="interrupt") counts in the thread's run: guarded_tool_node runs the calls the guard admitted
+    there in that run too, so each call is checked once and its outcome reported once, in one run (the thread's, so
+    that its loop detection reads results), not again in the invocation's."""
     events: list[object] = []
     breaker = Breaker(on_event=events.append)
     pages = [[("fetch_page", {"page": n})] for n in (1, 2, 3)]
+    counter = BodyCounter()
     graph = agent_graph(
         ScriptedChatModel(script=[*pages, "done"]),
-        guarded_tool_node(counted_tools(BodyCounter()), breaker),
+        guarded_tool_node(counted_tools(counter), breaker),
         guard=guard_node(breaker, "interrupt"),
         checkpointer=InMemorySaver(),
     )
-    assert graph.invoke(user(), {"configurable": {"thread_id": "t-int"}})["messages"][-1].content == "done"
-    recorded = [e for e in events if getattr(e, "phase", None) == "recorded"]
-    in_thread = [e for e in recorded if e.session_id == "langgraph-thread-t-int"]  # type: ignore[attr-defined]
-    # The guard reports each call's outcome on its next visit: the first two (the third ends at the model's answer).
-    assert len(in_thread) == 2
+    config = {"configurable": {"thread_id": f"t-int-{use_async}"}}
+    result = await graph.ainvoke(user(), config) if use_async else graph.invoke(user(), config)
+    assert result["messages"][-1].content == "done"
+    assert counter.count("fetch_page") == 3
+    seen = [
+        (e.phase, e.session_id)  # type: ignore[attr-defined]
+        for e in events
+        if getattr(e, "phase", None) in ("admitted", "recorded") and getattr(e, "name", None) == "fetch_page"
+    ]
+    thread_run = f"langgraph-thread-t-int-{use_async}"
+    assert seen.count(("admitted", thread_run)) == 3 and seen.count(("recorded", thread_run)) == 3
+    assert len(seen) == 6  # nothing in the invocation's run

@@ -114,3 +114,15 @@ def test_arguments_whose_comparison_raises_are_not_claimed_and_stay_to_be_report
     calls.admit("r", "c1", _call(Hostile()))
     assert not calls.claim("r", "c1", "search", Hostile())
     assert _taken(calls, "c1") == ["c1"]
+
+
+def test_the_run_a_call_was_admitted_in_as_it_is_and_the_threads_run() -> None:
+    from loopguard_langgraph._handoff import thread_run
+
+    calls = Handoff()
+    calls.admit("langgraph-thread-t1", "c1", _call({"q": "a"}))
+    calls.admit("run-1", "c2", _call({"q": "a"}, checked=False))  # approved or edited: the tool node checks it
+    assert calls.run_of("c1") == "langgraph-thread-t1"
+    assert calls.run_of("c2") is None and calls.run_of("c3") is None and calls.run_of(None) is None
+    assert thread_run({"configurable": {"thread_id": "t1"}}) == ("thread:t1", "langgraph-thread-t1")
+    assert thread_run({"configurable": {}}) is None and thread_run(None) is None
