@@ -8,10 +8,12 @@ registry per breaker, like the run registry), so that neither node repeats work 
 - ``guarded_tool_node`` claims the call it is about to run (:meth:`Handoff.claim`). A call the guard admitted as it
   is (no person's approval, no edited arguments) in the same breaker run leaves the registry there: the tool node
   runs it without its own pre-flight (that check, the same call id again, is a duplicate the store answers with the
-  first verdict, at the cost of a whole pre-flight) and reports its outcome itself. Ids a model repeats
-  (scripted models, replays, some servers) in another run are other calls: never claimed there. Any other call is
-  checked as always, and marked once the tool node reported it (:meth:`Handoff.reported`): the guard then does not
-  report it again in that run. One the tool node refused stays, and the guard reports the answer that refusal got.
+  first verdict, at the cost of a whole pre-flight) and reports its outcome itself; when the body pauses the graph
+  (``interrupt()``) it puts the admission back, for the resumed graph to claim or the guard to report. Ids a model
+  repeats (scripted models, replays, some servers) in another run are other calls: never claimed there. Any other
+  call is checked as always, and marked once the tool node reported it (:meth:`Handoff.reported`): the guard then
+  does not report it again in that run. One the tool node refused stays, and the guard reports the answer that
+  refusal got.
 - ``guard_node(on_trip="interrupt")`` counts in the thread's run (:func:`thread_run`), which outlives invocations.
   ``guarded_tool_node`` runs a call the guard admitted there in that run too (:meth:`Handoff.run_of`), so that the
   call is checked and reported once, in one run, not once in the thread's run and again in the invocation's.
@@ -76,15 +78,16 @@ class Handoff:
             while len(self._calls) > self._capacity:
                 self._calls.popitem(last=False)
 
-    def claim(self, run_id: str, call_id: str | None, name: str, args: Any) -> bool:
-        """True (once) when ``guard_node`` admitted this very call as it is in run ``run_id``: it leaves the registry
-        and the caller reports its outcome."""
+    def claim(self, run_id: str, call_id: str | None, name: str, args: Any) -> Admitted | None:
+        """The admission (once) when ``guard_node`` admitted this very call as it is in run ``run_id``: it leaves the
+        registry and the caller reports its outcome (or, when the body paused the graph, :meth:`admit` s it again,
+        so that the resumed graph finds it). None for any other call."""
         if not call_id:
-            return False
+            return None
         with self._lock:
             entry = self._calls.get(call_id)
         if entry is None or entry[0] != run_id or not entry[1].checked:
-            return False
+            return None
         found = entry[1]
         try:  # (compared outside the lock: arguments are the caller's objects)
             same = bool(found.name == name and found.args == args)
@@ -92,12 +95,12 @@ class Handoff:
             same = False
         with self._lock:
             if self._calls.get(call_id) is not entry:  # admitted again meanwhile: that call is not this one
-                return False
+                return None
             if same:
                 del self._calls[call_id]
             else:  # another call under this id: checked as always from now on, reported by whoever reports it
                 self._calls[call_id] = (run_id, found._replace(checked=False), entry[2])
-        return same
+        return found if same else None
 
     def run_of(self, call_id: str | None) -> str | None:
         """The run in which ``guard_node`` admitted ``call_id`` as it is (None for any other call)."""

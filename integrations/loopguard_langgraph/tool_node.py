@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt import ToolNode
 
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
@@ -46,7 +47,7 @@ from loopguard_langchain._steer import steer_lock
 from loopguard_langchain._tool_run import arun_and_report, run_and_report
 from loopguard_langchain.middleware import steered_tool_message
 
-from ._handoff import Handoff, thread_run
+from ._handoff import Admitted, Handoff, thread_run
 
 __all__ = ["GuardedToolNode", "guarded_tool_node"]
 
@@ -108,10 +109,16 @@ class _Guard:
         """The outcome of ``call_id`` was reported (called inside the call's run): guard_node need not again."""
         self.handoff.reported(self.breaker.session_id, call_id)
 
-    def _guard_admitted(self, name: str, args: Any, call_id: str | None) -> bool:
+    def _guard_admitted(self, name: str, args: Any, call_id: str | None) -> Admitted | None:
         """guard_node admitted this very call as it is, in this run: no second check, and this node reports its
         outcome (called inside the run)."""
         return self.handoff.claim(self.breaker.session_id, call_id, name, args)
+
+    def _paused(self, call_id: str | None, claimed: Admitted | None) -> None:
+        """The body of a call this node claimed paused the graph (``interrupt()``): its outcome is not known yet, so
+        the admission goes back, for the resumed graph to claim (or the guard to report) once the call ends."""
+        if claimed is not None:
+            self.handoff.admit(self.breaker.session_id, call_id, claimed)
 
     def _batch(self, request: Any, call_id: str | None) -> str | None:
         """The AIMessage in the node's state that carried the call (ToolNode runs an answer's calls in parallel;
@@ -123,11 +130,11 @@ class _Guard:
         with self._scope(key, own):
             try:
                 with steer_lock(self.breaker, self.on_trip):  # siblings run on worker threads
-                    checked = self._guard_admitted(name, args, call_id)
+                    claimed = self._guard_admitted(name, args, call_id)
                     try:
                         approval = (
                             None
-                            if checked
+                            if claimed
                             else check_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id))
                         )
                     except ApprovalRequired:
@@ -141,25 +148,29 @@ class _Guard:
                 self._stash(trip)
                 raise
             run_args, run_request = with_edits(request, args, approval)
-            return run_and_report(
-                self.breaker,
-                name,
-                args,
-                agent,
-                call_id,
-                tool_body(self.breaker, name, run_args, call_id, handler, run_request),
-                reported=None if checked else self._note_reported,
-            )
+            try:
+                return run_and_report(
+                    self.breaker,
+                    name,
+                    args,
+                    agent,
+                    call_id,
+                    tool_body(self.breaker, name, run_args, call_id, handler, run_request),
+                    reported=None if claimed else self._note_reported,
+                )
+            except GraphInterrupt:
+                self._paused(call_id, claimed)
+                raise
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         name, args, call_id, agent, key, own = self._call(request)
         with self._scope(key, own):
-            checked = self._guard_admitted(name, args, call_id)
+            claimed = self._guard_admitted(name, args, call_id)
             try:
                 try:
                     approval = (
                         None
-                        if checked
+                        if claimed
                         else await acheck_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id))
                     )
                 except ApprovalRequired:
@@ -172,15 +183,19 @@ class _Guard:
                 self._stash(trip)
                 raise
             run_args, run_request = with_edits(request, args, approval)
-            return await arun_and_report(
-                self.breaker,
-                name,
-                args,
-                agent,
-                call_id,
-                atool_body(self.breaker, name, run_args, call_id, handler, run_request),
-                reported=None if checked else self._note_reported,
-            )
+            try:
+                return await arun_and_report(
+                    self.breaker,
+                    name,
+                    args,
+                    agent,
+                    call_id,
+                    atool_body(self.breaker, name, run_args, call_id, handler, run_request),
+                    reported=None if claimed else self._note_reported,
+                )
+            except GraphInterrupt:
+                self._paused(call_id, claimed)
+                raise
 
 
 class GuardedToolNode(ToolNode):

@@ -265,3 +265,41 @@ async def test_in_interrupt_mode_a_guarded_tool_node_checks_and_reports_each_cal
     thread_run = f"langgraph-thread-t-int-{use_async}"
     assert seen.count(("admitted", thread_run)) == 3 and seen.count(("recorded", thread_run)) == 3
     assert len(seen) == 6  # nothing in the invocation's run
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_in_interrupt_mode_a_call_whose_tool_pauses_for_a_person_is_reported_in_the_threads_run(
+    use_async: bool,
+) -> None:
+    """A tool body that calls ``interrupt()`` behind guarded_tool_node, the guard in "interrupt" mode: the call the
+    tool node claimed goes back to the registry when its body pauses, and the resumed graph reports it in the
+    thread's run. The same question answered differently each time is not a loop (no admission left in flight)."""
+    from langchain_core.tools import tool
+    from langgraph.types import interrupt
+
+    @tool
+    def ask_human(question: str) -> str:
+        """Ask a person."""
+        return str(interrupt(question))
+
+    events: list[object] = []
+    breaker = Breaker(on_event=events.append)
+    graph = agent_graph(
+        ScriptedChatModel(loop=("ask_human", {"question": "which region?"}), cap=20),
+        guarded_tool_node([ask_human], breaker),
+        guard=guard_node(breaker, "interrupt"),
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": f"ask-{use_async}"}}
+    out = await graph.ainvoke(user(), config) if use_async else graph.invoke(user(), config)
+    for answer in ("eu west", "us east", "asia south", "brazil", "canada"):
+        resume = Command(resume=answer)
+        out = await graph.ainvoke(resume, config) if use_async else graph.invoke(resume, config)
+        assert out["__interrupt__"][0].value == "which region?"  # the tool asks again: no loopguard trip
+    seen = [
+        e.phase  # type: ignore[attr-defined]
+        for e in events
+        if getattr(e, "session_id", None) == f"langgraph-thread-ask-{use_async}"
+        and getattr(e, "phase", None) in ("admitted", "recorded")
+    ]
+    assert seen == ["admitted", "recorded"] * 5 + ["admitted"]  # the sixth waits for its answer
