@@ -14,8 +14,8 @@ taken back and the breaker trips).
 - Idempotent per call id: a retried request gets the first verdict back and never counts twice.
 - Money is integer micro-USD; time is Redis ``TIME`` (one clock for every host), not the caller's.
 - Keys share one hash tag per run, ``{lg:<scope>:<run>}``, so a Redis Cluster keeps a run in one slot.
-- Loop memory is bounded (``LoopDetection.window`` steps, kept up to twice that many between trims,
-  ``LoopDetection.memory`` signatures in flight, 4,096 call ids) and every key expires
+- Loop memory is bounded (``LoopDetection.window`` steps, ``LoopDetection.memory`` signatures in
+  flight, 4,096 call ids) and every key expires
   about ``ttl_seconds`` after the run's last write (the TTL is set when a key is created and refreshed
   every ``ttl_seconds / 64``), so finished runs do not accumulate.
 - The HALF_OPEN probe is a reservation with an expiry: exactly one caller probes; if it never reports,

@@ -148,7 +148,7 @@ def test_loop_memory_and_call_id_memory_are_bounded(store: RedisStore, scope: st
     run_hash, seen_order, _, _, window, flight = store.keys(run)
     fields = [f.decode() for f in redis_client.hkeys(run_hash)]
     assert sum(1 for field in redis_client.hkeys(flight) if field) <= 50  # ('' only keeps the hash alive)
-    assert 20 <= redis_client.llen(window) <= 2 * 20  # trimmed back to the window once it holds twice as many
+    assert redis_client.llen(window) == 20
     assert sum(f.startswith("i:") for f in fields) == 4_096
     assert redis_client.llen(seen_order) == 4_096
     # The oldest call ids were forgotten, the newest are still recognised.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from loopguard_core.detection import Step, pack_step
+from loopguard_core.detection import Repeat, Step, pack_step
 from loopguard_core.limits import Limits, LoopDetection
 from loopguard_core.stores.base import RunKey, ToolOutcome, ToolRequest
 from loopguard_core.stores.memory import MemoryStore
@@ -201,3 +201,31 @@ def test_one_process_with_deferred_outcomes_sees_the_windows_and_verdicts_memory
         seen[kind] = (witness.seen, verdicts)
     assert seen["redis"] == seen["memory"]
     assert any(reason == "failures" for _, reason in seen["memory"][1])  # streaks of one tool tripped the run
+
+
+@pytest.mark.parametrize("defer", [None, 60.0])
+def test_a_wider_window_never_sees_steps_a_narrower_one_let_go(redis_url: str, scope: str, defer: Any) -> None:
+    seen = {}
+    for kind in ("memory", "redis"):
+        narrow, wide = Witness(), Witness()
+        a_limits = Limits(loop=LoopDetection(window=2, detectors=(narrow,)))
+        b_limits = Limits(loop=LoopDetection(window=6, detectors=(wide, Repeat(max_repeats=4))))
+        run = RunKey(scope, f"mixed-{kind}")
+        if kind == "memory":
+            a = b = MemoryStore()
+        else:
+            a, b = (RedisStore(redis_url, defer_seconds=defer, **PATIENT) for _ in range(2))
+        for _ in range(4):  # A keeps 2 steps: the memory store lets the older ones go
+            assert a.admit_tool(run, ToolRequest("search", "search(x)", 0.0), a_limits).admitted
+            a.record_tool(run, ToolOutcome("search", "search(x)", "same", False, 0.0), a_limits)
+        if kind == "redis":
+            a.flush()
+        assert b.admit_tool(run, ToolRequest("search", "search(x)", 0.0), b_limits).admitted
+        b.record_tool(run, ToolOutcome("search", "search(x)", "same", False, 0.0), b_limits)
+        verdict = b.admit_tool(run, ToolRequest("search", "search(x)", 0.0), b_limits)
+        seen[kind] = ([s[0] for s in wide.seen[-1]], verdict.admitted, verdict.reason)
+        if kind == "redis":
+            a.drop(run)
+            a.close()
+            b.close()
+    assert seen["redis"] == seen["memory"] == ([3, 4, 5], True, None)

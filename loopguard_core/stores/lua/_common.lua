@@ -309,9 +309,9 @@ local function outcome(c, w, cid, tool, sig, failed_arg, step, err, moves, read)
     PUSHED[#PUSHED + 1] = packed
     local held = redis.call('RPUSH', WIN, packed)
     if held == 1 then created(WIN) end
-    -- Trimmed back to the window once it holds twice as many: one LTRIM per window's worth of pushes, not one
-    -- per push. Every read takes the window's steps from the list's end.
-    if held > 2 * window then redis.call('LTRIM', WIN, -window, -1) end
+    -- Trimmed at once: a client with a wider window must not see the steps a narrower one let go (the memory
+    -- store's window), so the trim cannot wait (lazily, wn would count steps another client dropped).
+    if held > window then redis.call('LTRIM', WIN, -window, -1) end
     put(s, 'wn', math.min(held, window))
     -- A run begun by a release before versions (0) gets its start now, as a new run would.
     put(s, 'ln', ((s.ln or 0) == 0 and window_version() or s.ln) + 1)
