@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from langgraph.errors import GraphBubbleUp
+from langgraph.errors import GraphBubbleUp, GraphInterrupt
 
 from loopguard_core import Breaker
 
@@ -23,12 +23,16 @@ def run_and_report(
     run: Callable[[], Any],
     *,
     reported: Callable[[str | None], None] | None = None,
+    paused: Callable[[str | None], None] | None = None,
 ) -> Any:
     """Run the tool body; report its result or error (an interrupt is control flow, not a failure). ``reported``
-    is told the call id once the outcome is reported."""
+    is told the call id once the outcome is reported, ``paused`` when the body paused the graph (``interrupt()``):
+    its outcome comes once the resumed graph runs it again."""
     try:
         output = run()
-    except GraphBubbleUp:
+    except GraphBubbleUp as exc:
+        if paused is not None and isinstance(exc, GraphInterrupt):
+            paused(call_id)
         raise
     except Exception as exc:
         breaker.after_tool(name, args, error=exc, agent=agent, call_id=call_id)
@@ -51,10 +55,13 @@ async def arun_and_report(
     run: Callable[[], Awaitable[Any]],
     *,
     reported: Callable[[str | None], None] | None = None,
+    paused: Callable[[str | None], None] | None = None,
 ) -> Any:
     try:
         output = await run()
-    except GraphBubbleUp:
+    except GraphBubbleUp as exc:
+        if paused is not None and isinstance(exc, GraphInterrupt):
+            paused(call_id)
         raise
     except Exception as exc:
         await breaker.aafter_tool(name, args, error=exc, agent=agent, call_id=call_id)

@@ -28,7 +28,6 @@ import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt import ToolNode
 
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
@@ -114,11 +113,12 @@ class _Guard:
         outcome (called inside the run)."""
         return self.handoff.claim(self.breaker.session_id, call_id, name, args)
 
-    def _paused(self, call_id: str | None, claimed: Admitted | None) -> None:
-        """The body of a call this node claimed paused the graph (``interrupt()``): its outcome is not known yet, so
-        the admission goes back, for the resumed graph to claim (or the guard to report) once the call ends."""
-        if claimed is not None:
-            self.handoff.admit(self.breaker.session_id, call_id, claimed)
+    def _paused(self, claimed: Admitted) -> Callable[[str | None], None]:
+        """For a call this node claimed, whose body may pause the graph (``interrupt()``): its outcome is not known
+        then, so the admission goes back, for the resumed graph to claim (or the guard to report) once the call ends.
+        Called inside the run."""
+        run_id = self.breaker.session_id
+        return lambda call_id: self.handoff.admit(run_id, call_id, claimed)
 
     def _batch(self, request: Any, call_id: str | None) -> str | None:
         """The AIMessage in the node's state that carried the call (ToolNode runs an answer's calls in parallel;
@@ -148,19 +148,16 @@ class _Guard:
                 self._stash(trip)
                 raise
             run_args, run_request = with_edits(request, args, approval)
-            try:
-                return run_and_report(
-                    self.breaker,
-                    name,
-                    args,
-                    agent,
-                    call_id,
-                    tool_body(self.breaker, name, run_args, call_id, handler, run_request),
-                    reported=None if claimed else self._note_reported,
-                )
-            except GraphInterrupt:
-                self._paused(call_id, claimed)
-                raise
+            return run_and_report(
+                self.breaker,
+                name,
+                args,
+                agent,
+                call_id,
+                tool_body(self.breaker, name, run_args, call_id, handler, run_request),
+                reported=None if claimed else self._note_reported,
+                paused=None if claimed is None else self._paused(claimed),
+            )
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         name, args, call_id, agent, key, own = self._call(request)
@@ -183,19 +180,16 @@ class _Guard:
                 self._stash(trip)
                 raise
             run_args, run_request = with_edits(request, args, approval)
-            try:
-                return await arun_and_report(
-                    self.breaker,
-                    name,
-                    args,
-                    agent,
-                    call_id,
-                    atool_body(self.breaker, name, run_args, call_id, handler, run_request),
-                    reported=None if claimed else self._note_reported,
-                )
-            except GraphInterrupt:
-                self._paused(call_id, claimed)
-                raise
+            return await arun_and_report(
+                self.breaker,
+                name,
+                args,
+                agent,
+                call_id,
+                atool_body(self.breaker, name, run_args, call_id, handler, run_request),
+                reported=None if claimed else self._note_reported,
+                paused=None if claimed is None else self._paused(claimed),
+            )
 
 
 class GuardedToolNode(ToolNode):
