@@ -476,14 +476,29 @@ class Breaker:
         )
         return gate, request, facts
 
-    def _already_approved(self, call_id: str | None) -> ApprovalRequest | None:
-        """The approval this very call (by call id) already used in this run: a second check of one call (two
-        guards in one graph) must not ask a person again."""
-        if call_id is None:
+    def _already_approved(self, name: str, args: Any, call_id: str | None) -> ApprovalRequest | None:
+        """The approval this very call already used in this run: a second check of one call (two guards in one
+        graph) must not ask a person again. The same call: its id, and the tool and arguments the person approved
+        (as asked, or as they edited them), until its outcome is reported. An id a server reuses for another call,
+        or a call a node rewrote under the same id, is asked anew."""
+        if call_id is None or not self._approved_calls:
             return None
         with self._pending_lock:
             run = self._key()
-            return self._approved_calls.get((run.scope, run.run_id, call_id))
+            known = self._approved_calls.get((run.scope, run.run_id, call_id))
+        if known is None or known.tool != name:
+            return None
+        digest = self._approval_gate().digest(name, args)
+        if digest == known.args_digest:
+            return known
+        edited = known.args()
+        return known if edited is not None and digest == self._approval_gate().digest(name, edited) else None
+
+    def _forget_approval(self, call_id: str) -> None:
+        """The call's outcome was reported: its approval is used up (an id reused later asks a person again)."""
+        with self._pending_lock:
+            run = self._key()
+            self._approved_calls.pop((run.scope, run.run_id, call_id), None)
 
     def _remember_approval(self, call_id: str | None, request: ApprovalRequest) -> ApprovalRequest:
         if call_id is not None:
@@ -497,7 +512,7 @@ class Breaker:
     def _approve(
         self, name: str, args: Any, agent: str | None, call_id: str | None, accept_edits: bool = True
     ) -> ApprovalRequest:
-        known = self._already_approved(call_id)
+        known = self._already_approved(name, args, call_id)
         if known is not None:
             return known
         policy = self.tool_policy(name)
@@ -521,7 +536,7 @@ class Breaker:
     async def _aapprove(
         self, name: str, args: Any, agent: str | None, call_id: str | None, accept_edits: bool = True
     ) -> ApprovalRequest:
-        known = self._already_approved(call_id)
+        known = self._already_approved(name, args, call_id)
         if known is not None:
             return known
         policy = self.tool_policy(name)
@@ -999,6 +1014,8 @@ class Breaker:
         )
 
     def _after_tool_record(self, verdict: Verdict, outcome: ToolOutcome, args: Any, agent: str | None) -> None:
+        if self._approved_calls and outcome.call_id is not None:
+            self._forget_approval(outcome.call_id)
         if verdict.transitions:
             self._announce(verdict)
         if verdict.duplicate or (self.ledger is None and not self._on_event):

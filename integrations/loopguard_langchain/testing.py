@@ -43,7 +43,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -62,7 +62,10 @@ class ScriptedChatModel(BaseChatModel):
     """A chat model that plays back a script of tool calls and final answers, with token usage.
 
     ``ScriptedChatModel([("search", {"q": "a"}), "found it"])`` or ``ScriptedChatModel(loop=("search", {...}))``.
-    ``max_tokens`` is the model's own output cap (what a guard passes as ``max_output_tokens``).
+    ``max_tokens`` is the model's own output cap (what a guard passes as ``max_output_tokens``). ``call_ids`` is how
+    tool calls are named: ``"unique"`` (default, as OpenAI and Anthropic do), ``"per_answer"`` (``"<tool>:<n>"``
+    counted from 0 in each answer, as Kimi K2/K3 servers do) or ``"constant"`` (one id for every call, as some
+    llama.cpp builds do).
     """
 
     script: list[Any] = Field(default_factory=list)
@@ -72,6 +75,7 @@ class ScriptedChatModel(BaseChatModel):
     output_tokens: int = 20
     max_tokens: int | None = None
     model_name: str = "fake-scripted"
+    call_ids: Literal["unique", "per_answer", "constant"] = "unique"
 
     _script: ModelScript = PrivateAttr()
     _seen: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
@@ -124,14 +128,21 @@ class ScriptedChatModel(BaseChatModel):
             message = AIMessage(content=turn.text, usage_metadata=usage)
         else:
             calls = [
-                {"name": name, "args": args, "id": f"call_{next(_ids)}", "type": "tool_call"}
-                for name, args in turn.tool_calls
+                {"name": name, "args": args, "id": self._call_id(name, n), "type": "tool_call"}
+                for n, (name, args) in enumerate(turn.tool_calls)
             ]
             message = AIMessage(content="", tool_calls=calls, usage_metadata=usage)
         return ChatResult(
             generations=[ChatGeneration(message=message)],
             llm_output={"token_usage": usage, "model_name": self.model_name},
         )
+
+    def _call_id(self, name: str, n: int) -> str:
+        if self.call_ids == "per_answer":
+            return f"{name}:{n}"
+        if self.call_ids == "constant":
+            return "call_0"
+        return f"call_{next(_ids)}"
 
     def _generate(
         self,

@@ -167,6 +167,13 @@ class RunState:
                 self.seen.popitem(last=False)
         return verdict
 
+    def _reused(self, key: str) -> None:
+        """A tool call id seen in an earlier model turn names a new call: some servers number calls per answer
+        (Kimi's ``list_dir:0``) or send one id for all (llama.cpp). A retry comes before the model answers again.
+        Its outcome is forgotten; the call is judged and counted as any other, and its verdict replaces the first in
+        place (the oldest ids are forgotten first, by when they were first seen)."""
+        self.seen.pop("T:" + key[2:], None)
+
     def _duplicate(self, key: str) -> Verdict:
         first = self.seen[key]
         return Verdict(first.admitted, first.reason, first.terminal, first.facts, (), first.turn, duplicate=True)
@@ -177,7 +184,9 @@ class RunState:
         # run only when one of them could find something (LoopDetection.may_fire).
         key = None if req.call_id is None else "t:" + req.call_id
         if key is not None and key in self.seen:
-            return self._duplicate(key)
+            if self.seen[key].turn == self.turns:
+                return self._duplicate(key)
+            self._reused(key)
         moves: list[Transition] = []
         now, tool, signature = req.now, req.tool, req.signature
         if self.started_at is None:

@@ -655,7 +655,8 @@ class SQLiteStore:
     # -- the Store protocol ---------------------------------------------------------------------------
     def admit_tool(self, run: RunKey, request: ToolRequest, limits: Limits) -> Verdict:
         keyed = self._keyed_request(request)
-        keys = () if request.call_id is None else ("t:" + request.call_id,)
+        # (its outcome's key too: an id reused in a later model turn is a new call, whose admission forgets both)
+        keys = () if request.call_id is None else ("t:" + request.call_id, "T:" + request.call_id)
         step = _Step(run, "admit_tool", request.now, keys, lambda state: state.admit_tool(keyed, limits))
         return self._own(self._admit(step))
 

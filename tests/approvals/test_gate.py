@@ -279,3 +279,48 @@ def test_the_same_call_checked_twice_asks_a_person_once() -> None:
     second = breaker.before_tool("refund", REFUND, call_id="c1")  # then the tool node: the same call
     assert first is not None and second is not None and first.id == second.id
     assert breaker.approvals.list("pending") == []
+
+
+def test_the_second_check_of_an_edited_call_with_the_edits_uses_the_same_approval() -> None:
+    # guard_node approves, writes the person's edits into the call, and the tool node checks that call
+    breaker = gated()
+    with pytest.raises(ApprovalRequired) as asked:
+        breaker.before_tool("refund", REFUND, call_id="c1")
+    edited = {**REFUND, "amount_eur": 15}
+    breaker.decide(asked.value.request_id or "", approve=True, by="alice", args=edited)
+    first = breaker.before_tool("refund", REFUND, call_id="c1")
+    second = breaker.before_tool("refund", edited, call_id="c1")
+    assert first is not None and second is not None and first.id == second.id
+    assert breaker.approvals.list("pending") == []
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [("refund", {**REFUND, "amount_eur": 2_000}), ("wipe", {"table": "orders"})],
+    ids=["other-arguments", "other-tool"],
+)
+def test_an_approval_never_covers_another_call_under_the_same_id(tool: str, args: dict[str, Any]) -> None:
+    # A node that rewrote the call after the guard approved it, or a server that reuses ids (llama.cpp sends one
+    # id for all calls; Kimi numbers them per answer): the other call waits for a person of its own.
+    tools = {"refund": ToolPolicy(irreversible=True), "wipe": ToolPolicy(irreversible=True)}
+    breaker = Breaker(tools=tools, approvals=MemoryApprovals())
+    with pytest.raises(ApprovalRequired) as asked:
+        breaker.before_tool("refund", REFUND, call_id="call_0")
+    breaker.decide(asked.value.request_id or "", approve=True, by="alice")
+    assert breaker.before_tool("refund", REFUND, call_id="call_0") is not None
+    with pytest.raises(ApprovalRequired) as other:
+        breaker.before_tool(tool, args, call_id="call_0")
+    assert other.value.request_id != asked.value.request_id
+    assert other.value.tool == tool
+
+
+def test_once_its_outcome_is_reported_the_same_call_id_asks_a_person_again() -> None:
+    breaker, bodies = gated(), BodyCounter()
+    with breaker.run("r"):
+        with pytest.raises(ApprovalRequired) as asked:
+            call(breaker, bodies, call_id="call_0")
+        breaker.decide(asked.value.request_id or "", approve=True, by="alice")
+        assert call(breaker, bodies, call_id="call_0") == "refunded 20 EUR"
+        with pytest.raises(ApprovalRequired):  # the model asked for the same refund again, under the same id
+            call(breaker, bodies, call_id="call_0")
+        assert bodies.count("refund") == 1

@@ -553,6 +553,44 @@ def test_a_retried_model_call_never_counts_twice(store: Store, scope: str) -> No
     assert (snap.turns, snap.tokens, snap.cost_micros) == (1, 100, 5)
 
 
+def test_a_call_id_seen_in_an_earlier_model_turn_names_a_new_call(store: Store, scope: str) -> None:
+    # Servers that number calls per answer (Kimi K2/K3: "list_dir:0" every turn) or send one id for all
+    # (llama.cpp): the id again after the model answered again is another call, judged and counted.
+    run = Run(store, scope, Limits(max_tool_calls=3, loop=LoopDetection(enabled=False)))
+    run.model()
+    assert not run.tool("ls", "a", call_id="list_dir:0").duplicate
+    assert run.tool("ls", "a", call_id="list_dir:0").duplicate  # a retry within the turn: the same call
+    run.done("ls", "a", "x", call_id="list_dir:0")
+    assert run.done("ls", "a", "x", call_id="list_dir:0").duplicate
+    run.model()
+    second = run.tool("ls", "b", call_id="list_dir:0")
+    assert (second.admitted, second.duplicate, second.turn) == (True, False, 2)
+    assert run.tool("ls", "b", call_id="list_dir:0").duplicate
+    assert not run.done("ls", "b", "y", call_id="list_dir:0").duplicate  # its own outcome counts
+    assert run.done("ls", "b", "y", call_id="list_dir:0").duplicate
+    run.model()
+    assert run.tool("ls", "c", call_id="list_dir:0").admitted
+    run.done("ls", "c", "z", call_id="list_dir:0")
+    run.model()
+    refused = run.tool("ls", "d", call_id="list_dir:0")
+    assert (refused.reason, refused.duplicate, refused.facts["observed"]) == ("tool_ceiling", False, 4)
+    again = run.tool("ls", "d", call_id="list_dir:0")
+    assert (again.reason, again.duplicate) == ("tool_ceiling", True)
+    assert run.snap().tool_calls == 3
+
+
+def test_a_loop_under_one_reused_call_id_is_refused(store: Store, scope: str) -> None:
+    run = Run(store, scope, Limits())
+    verdicts = []
+    for _ in range(4):
+        run.model()
+        verdicts.append(run.tool("search", "same", call_id="call_0"))
+        if verdicts[-1].admitted:
+            run.done("search", "same", "nothing", call_id="call_0")
+    assert [v.admitted for v in verdicts] == [True, True, True, False]
+    assert verdicts[-1].reason == "loop"
+
+
 # -- control and views -------------------------------------------------------------------------------
 def test_reset_closes_keeps_counts_and_clears_loop_memory(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits(max_turns=10))

@@ -33,6 +33,9 @@ local W, OBSERVED, SETTLED, LONG_REPLY, SETTLED_STATE
 -- STREAK_LEFT: the failure streak field ('f:<tool>') this step's last outcome left, false for none. PUSHED: the
 -- steps this step's outcomes pushed to WIN, oldest first (admit_tool hands them back without reading them again).
 local STREAK_LEFT, PUSHED
+-- KEPT: a call id key this step found remembered from an earlier model turn (a reused id, see admit_tool): its new
+-- verdict replaces the first where it stands in SEENQ, as the memory store replaces it in place.
+local KEPT
 -- The configuration last unpacked, and its packed text: a library keeps them between calls, and a client sends
 -- the same few configurations again and again. CFG is only ever read.
 local CFG_PACKED, CFG_UNPACKED = false, {}
@@ -53,7 +56,7 @@ local function begin(k, a)
   -- answered with the plain integer, nor called fresh when it carries the window (see admit_tool).
   -- SETTLED_STATE: the run's state as deferred outcomes left it, not written yet: the step reads it on and
   -- writes it once with its own (see settle).
-  W, OBSERVED, SETTLED, LONG_REPLY, SETTLED_STATE, PUSHED, STREAK_LEFT = {}, {}, {}, false, nil, {}, false
+  W, OBSERVED, SETTLED, LONG_REPLY, SETTLED_STATE, PUSHED, STREAK_LEFT, KEPT = {}, {}, {}, false, nil, {}, false, nil
 end
 
 -- Integers as exact decimal text: Lua's default number formatting keeps only 14 digits.
@@ -159,6 +162,7 @@ end
 local function remember(key, r, request)
   if key == nil then return end
   hset('i:' .. key, cjson.encode({ r, request or {} }))
+  if key == KEPT then return end
   local held = redis.call('RPUSH', SEENQ, key)
   if held == 1 then created(SEENQ) end
   if held > SEEN_MAX then redis.call('HDEL', H, 'i:' .. redis.call('LPOP', SEENQ)) end

@@ -60,6 +60,18 @@ def test_sync_invoke_runaway_is_stopped_before_the_fourth_identical_call(
     assert breaker.usage().tool_calls == 3
 
 
+@pytest.mark.parametrize("call_ids", ["per_answer", "constant"])
+def test_a_runaway_is_stopped_when_the_server_reuses_tool_call_ids(
+    breaker: Breaker, loopguard_bodies: BodyCounter, call_ids: str
+) -> None:
+    # Kimi K2/K3 servers name calls "<tool>:<n>" anew in every answer; some llama.cpp builds send one id for all.
+    # Each answer's call is a new call, not a retry of the last one.
+    agent, model = runaway_agent(breaker, loopguard_bodies, call_ids=call_ids)
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies):
+        agent.invoke(user())
+    assert (loopguard_bodies.count("lookup"), model.calls, breaker.usage().tool_calls) == (3, 4, 3)
+
+
 async def test_async_invoke_runaway_is_stopped_with_an_async_tool(
     breaker: Breaker, loopguard_bodies: BodyCounter
 ) -> None:

@@ -226,3 +226,20 @@ def test_a_parallel_siblings_verdict_does_not_depend_on_which_finishes_first(pag
         answers = {m.name: m for m in model.seen[4] if isinstance(m, ToolMessage)}
         assert answers["lookup"].status == "error" and answers["fetch_page"].content.startswith("page 1")
         assert breaker.usage().refusals == 1
+
+
+@pytest.mark.parametrize("with_guard_node", [False, True])
+def test_with_model_calls_counted_a_runaway_under_reused_call_ids_is_stopped(
+    with_guard_node: bool, breaker: Breaker, loopguard_bodies: BodyCounter
+) -> None:
+    # Kimi K2/K3 servers name calls "<tool>:<n>" anew in every answer. The callback handler counts the model's
+    # calls, so each answer's "lookup:0" is a new call (docs/frameworks/langgraph.md, trap 5).
+    from loopguard_langchain import LoopGuardCallbackHandler
+    from loopguard_langgraph import guard_node
+
+    model = ScriptedChatModel(loop=RUNAWAY, call_ids="per_answer")
+    guard = guard_node(breaker) if with_guard_node else None
+    graph = agent_graph(model, guarded_tool_node(counted_tools(loopguard_bodies), breaker), guard=guard)
+    with assert_tripped(**STOPPED, tool="lookup", bodies=loopguard_bodies):
+        graph.invoke(user(), config={"callbacks": [LoopGuardCallbackHandler(breaker)]})
+    assert (loopguard_bodies.count("lookup"), model.calls) == (3, 4)
