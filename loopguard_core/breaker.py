@@ -309,7 +309,9 @@ class Breaker:
         self._approval_wait = check_seconds("approval_wait_seconds", approval_wait_seconds, allow_none=False)
         self._approval_expire = check_seconds("approval_expire_seconds", approval_expire_seconds, allow_none=True)
         self._gate: Gate | None = None
-        self._approved_calls: OrderedDict[tuple[str, str, str], ApprovalRequest] = OrderedDict()
+        # (scope, run, call id) -> [the approval, the model turn its call was admitted or refused in (None before),
+        # whether that call was refused or reported its outcome]
+        self._approved_calls: OrderedDict[tuple[str, str, str], list[Any]] = OrderedDict()
         self._batches = Batches()
         self._side_effects = _side_effects(side_effects, self)
         if progress is not None and not isinstance(progress, Progress):
@@ -478,15 +480,25 @@ class Breaker:
 
     def _already_approved(self, name: str, args: Any, call_id: str | None) -> ApprovalRequest | None:
         """The approval this very call already used in this run: a second check of one call (two guards in one
-        graph) must not ask a person again. The same call: its id, and the tool and arguments the person approved
-        (as asked, or as they edited them), until its outcome is reported. An id a server reuses for another call,
-        or a call a node rewrote under the same id, is asked anew."""
+        graph, a retry) must not ask a person again. The same call, as the store tells calls apart: its id, within
+        the model turn its call came in or until that call was refused or reported (an id a server reuses in a
+        later answer is another call); and the tool and arguments the person approved, as asked or as they edited
+        them (a call a node rewrote under the same id is another call)."""
         if call_id is None or not self._approved_calls:
             return None
+        run = self._key()
+        key = (run.scope, run.run_id, call_id)
         with self._pending_lock:
-            run = self._key()
-            known = self._approved_calls.get((run.scope, run.run_id, call_id))
-        if known is None or known.tool != name:
+            entry = self._approved_calls.get(key)
+        if entry is None:
+            return None
+        known: ApprovalRequest = entry[0]
+        if entry[2] and self._store.snapshot(run).turns != entry[1]:  # the id again, in a later model turn
+            with self._pending_lock:
+                if self._approved_calls.get(key) is entry:
+                    del self._approved_calls[key]
+            return None
+        if known.tool != name:
             return None
         digest = self._approval_gate().digest(name, args)
         if digest == known.args_digest:
@@ -494,17 +506,22 @@ class Breaker:
         edited = known.args()
         return known if edited is not None and digest == self._approval_gate().digest(name, edited) else None
 
-    def _forget_approval(self, call_id: str) -> None:
-        """The call's outcome was reported: its approval is used up (an id reused later asks a person again)."""
+    def _approved_call(self, call_id: str, turn: int, *, done: bool) -> None:
+        """Where the approved call ``call_id`` stands: admitted or refused at model turn ``turn``, or (``done``)
+        refused or reported (see ``_already_approved``)."""
         with self._pending_lock:
             run = self._key()
-            self._approved_calls.pop((run.scope, run.run_id, call_id), None)
+            entry = self._approved_calls.get((run.scope, run.run_id, call_id))
+            if entry is not None:
+                if entry[1] is None:
+                    entry[1] = turn
+                entry[2] = entry[2] or done
 
     def _remember_approval(self, call_id: str | None, request: ApprovalRequest) -> ApprovalRequest:
         if call_id is not None:
             with self._pending_lock:
                 run = self._key()
-                self._approved_calls[(run.scope, run.run_id, call_id)] = request
+                self._approved_calls[(run.scope, run.run_id, call_id)] = [request, None, False]
                 if len(self._approved_calls) > _MAX_PENDING:
                     self._approved_calls.popitem(last=False)
         return request
@@ -828,6 +845,8 @@ class Breaker:
                     if siblings.done:
                         request = request._replace(siblings_done=siblings.done)
                     verdict = self._store.admit_tool(run, request, self.limits)
+            if approved is not None and request.call_id is not None:
+                self._approved_call(request.call_id, verdict.turn, done=not verdict.admitted)
             self._after_tool_admission(verdict, request, args)
         except BaseException:
             if rid is not None:
@@ -864,6 +883,8 @@ class Breaker:
                     if siblings.done:
                         request = request._replace(siblings_done=siblings.done)
                     verdict = await self._astore("aadmit_tool", "admit_tool", request, run)
+            if approved is not None and request.call_id is not None:
+                self._approved_call(request.call_id, verdict.turn, done=not verdict.admitted)
             self._after_tool_admission(verdict, request, args)
         except BaseException:
             if rid is not None:
@@ -1015,7 +1036,7 @@ class Breaker:
 
     def _after_tool_record(self, verdict: Verdict, outcome: ToolOutcome, args: Any, agent: str | None) -> None:
         if self._approved_calls and outcome.call_id is not None:
-            self._forget_approval(outcome.call_id)
+            self._approved_call(outcome.call_id, verdict.turn, done=True)
         if verdict.transitions:
             self._announce(verdict)
         if verdict.duplicate or (self.ledger is None and not self._on_event):

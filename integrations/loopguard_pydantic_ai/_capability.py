@@ -128,8 +128,11 @@ class LoopGuardCapability(AbstractCapability[Any]):
     _: KW_ONLY
     id: str | None = "loopguard"
     on_trip: str = "raise"
-    # tool call id -> approval found while resolving a deferred call: the call runs without being asked twice
-    _settled: OrderedDict[str, ApprovalRequest] = field(default_factory=OrderedDict, init=False, repr=False)
+    # (breaker run, tool call id) -> the approval found while resolving a deferred call, with the tool and the
+    # arguments it lets run: that very call runs without being asked twice (not another call under the id)
+    _settled: OrderedDict[tuple[str, str], tuple[ApprovalRequest, str, Any]] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
     # agent run id -> the gated call it deferred (for a run whose output type cannot carry the deferral)
     _waiting: OrderedDict[str, ApprovalRequired] = field(default_factory=OrderedDict, init=False, repr=False)
     # running estimates (and ledger digests) of the conversations seen: each request reads only its new messages
@@ -336,8 +339,9 @@ class LoopGuardCapability(AbstractCapability[Any]):
     ) -> dict[str, Any]:
         slot = _TOOL_SLOT.get()
         call_id = call.tool_call_id or None
-        settled = self._settled.pop(call_id, None) if call_id else None
-        if settled is not None:  # approved while its deferral was resolved: already checked and admitted
+        settled = self._settled.pop((self.breaker.session_id, call_id), None) if call_id and self._settled else None
+        if settled is not None and settled[1] == call.tool_name and _same_args(settled[2], args):
+            # approved while its deferral was resolved: already checked and admitted
             if slot is not None:
                 slot.admitted, slot.args = True, args
             return args
@@ -396,8 +400,8 @@ class LoopGuardCapability(AbstractCapability[Any]):
                 results.approvals[call.tool_call_id] = ToolDenied(await self.breaker.asteer(trip))
                 continue
             assert approval is not None
-            self._remember(call.tool_call_id, approval)
             changed = approval.args()
+            self._remember(call, approval, changed if isinstance(changed, Mapping) else call.args_as_dict())
             results.approvals[call.tool_call_id] = ToolApproved(
                 override_args=dict(changed) if isinstance(changed, Mapping) else None
             )
@@ -409,10 +413,20 @@ class LoopGuardCapability(AbstractCapability[Any]):
             while len(self._waiting) > _MEMORY:
                 self._waiting.popitem(last=False)
 
-    def _remember(self, call_id: str, approval: ApprovalRequest) -> None:
-        self._settled[call_id] = approval
+    def _remember(self, call: ToolCallPart, approval: ApprovalRequest, args: Any) -> None:
+        if not call.tool_call_id:
+            return
+        self._settled[(self.breaker.session_id, call.tool_call_id)] = (approval, call.tool_name, args)
         while len(self._settled) > _MEMORY:
             self._settled.popitem(last=False)
+
+
+def _same_args(approved: Any, args: Any) -> bool:
+    """The arguments a call runs with are those a person approved (anything else is checked as any call)."""
+    try:
+        return bool(approved == args)
+    except Exception:  # arguments whose comparison raises: not known to be the same
+        return False
 
 
 @dataclass

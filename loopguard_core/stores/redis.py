@@ -782,7 +782,8 @@ class RedisStore:
             elif len(calm) >= _CALM_MAX:  # admissions that never report: start over
                 calm.clear()
             entry = calm.get(key)
-            if entry is None:
+            if entry is None or (request.call_id is not None and entry[0] != verdict.turn):
+                # (an id admitted in an earlier model turn names a new call: the older one's outcome is a retry)
                 calm[key] = [verdict.turn, 1]
             else:
                 entry[1] += 1

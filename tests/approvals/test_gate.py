@@ -314,13 +314,36 @@ def test_an_approval_never_covers_another_call_under_the_same_id(tool: str, args
     assert other.value.tool == tool
 
 
-def test_once_its_outcome_is_reported_the_same_call_id_asks_a_person_again() -> None:
+def test_the_same_call_id_in_the_models_next_answer_asks_a_person_again() -> None:
     breaker, bodies = gated(), BodyCounter()
     with breaker.run("r"):
+        breaker.before_model(model="m")
         with pytest.raises(ApprovalRequired) as asked:
             call(breaker, bodies, call_id="call_0")
         breaker.decide(asked.value.request_id or "", approve=True, by="alice")
         assert call(breaker, bodies, call_id="call_0") == "refunded 20 EUR"
-        with pytest.raises(ApprovalRequired):  # the model asked for the same refund again, under the same id
+        breaker.before_model(model="m")  # the model answers again, with the same refund under the same id
+        with pytest.raises(ApprovalRequired):
             call(breaker, bodies, call_id="call_0")
         assert bodies.count("refund") == 1
+        assert breaker.usage().tool_calls == 1
+
+
+@pytest.mark.parametrize("again", ["after another model call", "retried after it failed"])
+def test_an_approved_call_checked_again_is_not_asked_again(again: str) -> None:
+    # The same call checked again: after another model call of the run before its outcome (an LLM check in a tool
+    # wrapper, then a second guard), or retried after it failed (LangGraph RetryPolicy on the tools node).
+    breaker = gated()
+    with breaker.run("r"):
+        breaker.before_model(model="m")
+        with pytest.raises(ApprovalRequired) as asked:
+            breaker.before_tool("refund", REFUND, call_id="c1")
+        breaker.decide(asked.value.request_id or "", approve=True, by="alice")
+        first = breaker.before_tool("refund", REFUND, call_id="c1")
+        if again == "after another model call":
+            breaker.before_model(model="m", agent="checker")
+        else:
+            breaker.after_tool("refund", REFUND, error=TimeoutError("payment API timed out"), call_id="c1")
+        second = breaker.before_tool("refund", REFUND, call_id="c1")
+        assert first is not None and second is not None and first.id == second.id
+        assert breaker.usage().tool_calls == 1

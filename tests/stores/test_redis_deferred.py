@@ -260,3 +260,25 @@ def test_outcomes_riding_with_a_retried_step_are_written_with_the_runs_state(
         0,
     )  # a's outcome rode with the retry
     assert counted(redis_client, store, run) == (window(redis_client, store, run), 0)
+
+
+def test_a_reused_call_id_whose_first_call_another_process_reported_defers_its_own_outcome_once(
+    store: RedisStore, scope: str, redis_url: str
+) -> None:
+    # This process admitted "call_0"; another reported its outcome; the model answered again with a new "call_0"
+    # (a server that reuses ids). The new call's outcome reported twice counts once, as in the memory store.
+    run = RunKey(scope, "r")
+    other = RedisStore(redis_url, **PATIENT)
+    try:
+        store.admit_model(run, ModelRequest(0, 0, 0.0), LIMITS)
+        assert store.admit_tool(run, ToolRequest("ls", "ls(a)", 0.0, "call_0"), LIMITS).admitted
+        other.record_tool(run, ToolOutcome("ls", "ls(a)", "x", False, 0.0, "call_0"), LIMITS)
+        store.admit_model(run, ModelRequest(0, 0, 0.0), LIMITS)
+        new = store.admit_tool(run, ToolRequest("ls", "ls(b)", 0.0, "call_0"), LIMITS)
+        assert (new.admitted, new.duplicate) == (True, False)
+        first = store.record_tool(run, ToolOutcome("ls", "ls(b)", "y", False, 0.0, "call_0"), LIMITS)
+        again = store.record_tool(run, ToolOutcome("ls", "ls(b)", "y", False, 0.0, "call_0"), LIMITS)
+        assert (first.duplicate, again.duplicate) == (False, True)
+        assert store.snapshot(run).tool_calls == 2
+    finally:
+        other.close()

@@ -579,6 +579,22 @@ def test_a_call_id_seen_in_an_earlier_model_turn_names_a_new_call(store: Store, 
     assert run.snap().tool_calls == 3
 
 
+def test_a_call_checked_again_after_another_model_call_is_still_one_call(store: Store, scope: str) -> None:
+    # Before its outcome, the id is the same call whatever model calls came between (an LLM check in a tool
+    # wrapper, a nested agent): checked twice, counted once. Once reported, the id in a later turn is a new call.
+    run = Run(store, scope, Limits(max_calls_per_tool={"charge": 1}, loop=LoopDetection(enabled=False)))
+    run.model()
+    assert run.tool("charge", "order 7", call_id="c1").admitted
+    run.model()
+    again = run.tool("charge", "order 7", call_id="c1")
+    assert (again.admitted, again.duplicate) == (True, True)
+    run.done("charge", "order 7", "charged", call_id="c1")
+    run.model()
+    other = run.tool("charge", "order 8", call_id="c1")
+    assert (other.reason, other.duplicate) == ("tool_ceiling", False)
+    assert run.snap().tool_calls == 1
+
+
 def test_a_loop_under_one_reused_call_id_is_refused(store: Store, scope: str) -> None:
     run = Run(store, scope, Limits())
     verdicts = []
@@ -758,6 +774,56 @@ def test_random_sequences_give_identical_verdicts_on_valkey_and_a_cluster(
         test_random_sequences_give_identical_verdicts(url, scope, seed)
     finally:
         delete_scope(url, scope)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(("memory", "defer"), [(8, None), (4_096, None), (4_096, 60.0)])
+@pytest.mark.parametrize("seed", range(6))
+def test_reused_call_ids_give_identical_verdicts(
+    redis_url: str, scope: str, seed: int, memory: int, defer: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few call ids reused across many model turns (servers that number calls per answer), with refusals,
+    resets, probes and a call-id memory small enough to forget: Redis (and deferred outcomes) as the memory store."""
+    import loopguard_core.stores._run_state as run_state
+    import loopguard_core.stores.redis as redis_module
+
+    if memory != run_state._IDEMPOTENCY_MEMORY:
+        original, line = redis_module._lua, "local SEEN_MAX, RES_MAX = "
+        monkeypatch.setattr(run_state, "_IDEMPOTENCY_MEMORY", memory)
+        monkeypatch.setattr(redis_module, "_lua", lambda name: original(name).replace(line + "4096", f"{line}{memory}"))
+    rng = random.Random(seed)
+    limits = Limits(
+        max_consecutive_failures=rng.choice([None, 2]),
+        recovery_seconds=5.0,
+        max_tool_calls=rng.choice([None, 200]),
+        loop=LoopDetection(max_repeats=rng.choice([2, 3]), window=rng.choice([5, 20])),
+    )
+    redis_store = redis_module.RedisStore(redis_url, clock="request", defer_seconds=defer, **PATIENT)
+    runs = [Run(MemoryStore(), scope, limits), Run(redis_store, scope, limits)]
+    ids = ["list_dir:0", "read:0", "call_0", None]
+    for step in range(400):
+        op, call_id = rng.random(), rng.choice(ids)
+        tool = rng.choice(["ls", "read"])
+        sig = tool + rng.choice("ab")
+        if op < 0.35:
+            got = [run.tool(tool, sig, call_id=call_id) for run in runs]
+        elif op < 0.65:
+            outcome, failed = rng.choice(["x", "y"]), rng.random() < 0.3
+            got = [run.done(tool, sig, outcome, failed=failed, call_id=call_id) for run in runs]
+        elif op < 0.85:
+            model_id = rng.choice([None, f"m{rng.randrange(1000)}"])
+            got = [run.model(call_id=model_id) for run in runs]
+        elif op < 0.9:
+            got = [run.store.reset(run.key) for run in runs]
+        else:
+            got, seconds = [], rng.choice([1.0, 6.0])
+            for run in runs:
+                run.later(seconds)
+        if got:
+            assert got[1] == got[0], f"seed {seed} step {step}"
+            if defer is None or step % 7 == 0:
+                assert runs[1].snap() == runs[0].snap(), f"seed {seed} step {step}"
+    redis_store.close()
 
 
 # -- steer: the run goes on after a refused call --------------------------------------------------------

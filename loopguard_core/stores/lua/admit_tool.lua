@@ -38,12 +38,18 @@ local max_calls, per_tool, max_fail = tonumber(CFG[2]), tonumber(CFG[3]), tonumb
 local checked, recovery, max_seconds = CFG[5] == 1, tonumber(CFG[6]), tonumber(CFG[7])
 local observe, window, memory = CFG[8] == 1, tonumber(CFG[9]), tonumber(CFG[10])
 if key and v[4] then
-  -- A retry comes within the model turn its call came in. The id again in a later turn is a new call (servers that
-  -- number calls per answer, or send one id for all): its outcome is forgotten, and it is judged as any other.
-  -- The rule is RunState._reused's (stores/_run_state.py).
-  if cjson.decode(v[4])[1][4] == state(v[1]).turns then flush_settled() return { 2, v[4] } end
+  -- A retry comes within the model turn its call came in, or before the call's outcome. The id again in a later
+  -- turn, once its call was refused or reported, is a new call (servers that number calls per answer, or send one
+  -- id for all): its outcome is forgotten, and it is judged as any other. The rule is RunState.admit_tool's
+  -- (stores/_run_state.py).
+  local first = cjson.decode(v[4])[1]
+  if first[4] == state(v[1]).turns or (first[1] == 1 and not v[5]) then flush_settled() return { 2, v[4] } end
   KEPT = key
-  if v[5] then redis.call('HDEL', H, 'i:T:' .. id) v[5] = nil end
+  if v[5] then
+    redis.call('HDEL', H, 'i:T:' .. id)
+    redis.call('LREM', SEENQ, 1, 'T:' .. id) -- as the memory store pops it: no stale entry left behind
+    v[5] = nil
+  end
 end
 -- This call id's outcome is already recorded: the reply is never the plain integer, nor "fresh" when it
 -- carries the window; either tells the client that the outcome of the call may wait (RedisStore

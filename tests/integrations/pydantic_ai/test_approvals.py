@@ -184,3 +184,63 @@ def test_tool_metadata_declares_the_gate(tmp_path: Path) -> None:
 
     assert isinstance(agent.run_sync("refund").output, DeferredToolRequests)
     assert counter.count() == 0 and breaker.tool_policy("refund").irreversible
+
+
+def test_an_approval_settled_in_a_run_that_stopped_never_lets_another_call_under_its_id_run() -> None:
+    # A server that numbers calls per answer ("refund:0" in every answer). A person approves one refund and
+    # rejects a wipe in the same answer; the run stops on the rejection before the approved refund runs. Later,
+    # another conversation's "refund:0" (5000 EUR) is rejected: resumed, it must be refused, not run on the
+    # first refund's approval.
+    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
+    from pydantic_ai.models.function import FunctionModel
+
+    from loopguard_core.approvals import MemoryApprovals
+
+    answers: list[ModelResponse] = []
+    breaker = Breaker(approvals=MemoryApprovals())
+    agent: Agent[None, Any] = Agent(
+        FunctionModel(lambda messages, info: answers.pop(0)),
+        output_type=[str, DeferredToolRequests],
+        capabilities=[LoopGuardCapability(breaker)],
+    )
+    counter = BodyCounter()
+
+    @agent.tool_plain(requires_approval=True)
+    def refund(order: str, amount_eur: int) -> str:
+        counter.hit("refund", {"order": order, "amount_eur": amount_eur})
+        return f"refunded {amount_eur}"
+
+    @agent.tool_plain(requires_approval=True)
+    def wipe(table: str) -> str:
+        counter.hit("wipe", {"table": table})
+        return "wiped"
+
+    def both() -> ModelResponse:
+        return ModelResponse(
+            parts=[
+                ToolCallPart("refund", {"order": "A", "amount_eur": 10}, tool_call_id="refund:0"),
+                ToolCallPart("wipe", {"table": "t"}, tool_call_id="wipe:0"),
+            ]
+        )
+
+    answers[:] = [both()]
+    with breaker.run("s"):
+        agent.run_sync("go")
+    for request in breaker.approvals.list("pending"):
+        breaker.decide(request.id, approve=request.tool == "refund", by="alice")
+    answers[:] = [both()]
+    with pytest.raises(LoopGuardTripped) as stopped, breaker.run("s"):
+        agent.run_sync("go")
+    assert stopped.value.reason == "approval_rejected"
+
+    answers[:] = [
+        ModelResponse(parts=[ToolCallPart("refund", {"order": "B", "amount_eur": 5000}, tool_call_id="refund:0")]),
+        ModelResponse(parts=[TextPart("done")]),
+    ]
+    later = agent.run_sync("refund B")
+    (pending,) = breaker.approvals.list("pending")
+    breaker.decide(pending.id, approve=False, by="alice", reason="no")
+    with pytest.raises(LoopGuardTripped) as refused:
+        agent.run_sync(message_history=later.all_messages(), deferred_tool_results=approvals_for(breaker, later))
+    assert refused.value.reason == "approval_rejected"
+    assert counter.count("refund") == 0 and counter.count("wipe") == 0
