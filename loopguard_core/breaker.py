@@ -172,6 +172,17 @@ def _label(name: str, value: object) -> str | None:
     return label(value)
 
 
+class _UsedApproval:
+    """An approval a call used, and where that call stands (see ``Breaker._already_approved``)."""
+
+    __slots__ = ("done", "request", "turn")
+
+    def __init__(self, request: ApprovalRequest) -> None:
+        self.request = request
+        self.turn: int | None = None  # the model turn the call was admitted or refused in
+        self.done = False  # the call was refused or reported its outcome
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)  # subclassing stays open in the compiled build
 class Breaker:
     """A pre-flight circuit breaker for one agent run (or, shared on purpose, for many).
@@ -309,9 +320,7 @@ class Breaker:
         self._approval_wait = check_seconds("approval_wait_seconds", approval_wait_seconds, allow_none=False)
         self._approval_expire = check_seconds("approval_expire_seconds", approval_expire_seconds, allow_none=True)
         self._gate: Gate | None = None
-        # (scope, run, call id) -> [the approval, the model turn its call was admitted or refused in (None before),
-        # whether that call was refused or reported its outcome]
-        self._approved_calls: OrderedDict[tuple[str, str, str], list[Any]] = OrderedDict()
+        self._approved_calls: OrderedDict[tuple[str, str, str], _UsedApproval] = OrderedDict()  # (scope, run, call id)
         self._batches = Batches()
         self._side_effects = _side_effects(side_effects, self)
         if progress is not None and not isinstance(progress, Progress):
@@ -492,8 +501,8 @@ class Breaker:
             entry = self._approved_calls.get(key)
         if entry is None:
             return None
-        known: ApprovalRequest = entry[0]
-        if entry[2] and self._store.snapshot(run).turns != entry[1]:  # the id again, in a later model turn
+        known = entry.request
+        if entry.done and self._store.snapshot(run).turns != entry.turn:  # the id again, in a later model turn
             with self._pending_lock:
                 if self._approved_calls.get(key) is entry:
                     del self._approved_calls[key]
@@ -513,15 +522,15 @@ class Breaker:
             run = self._key()
             entry = self._approved_calls.get((run.scope, run.run_id, call_id))
             if entry is not None:
-                if entry[1] is None:
-                    entry[1] = turn
-                entry[2] = entry[2] or done
+                if entry.turn is None:
+                    entry.turn = turn
+                entry.done = entry.done or done
 
     def _remember_approval(self, call_id: str | None, request: ApprovalRequest) -> ApprovalRequest:
         if call_id is not None:
             with self._pending_lock:
                 run = self._key()
-                self._approved_calls[(run.scope, run.run_id, call_id)] = [request, None, False]
+                self._approved_calls[(run.scope, run.run_id, call_id)] = _UsedApproval(request)
                 if len(self._approved_calls) > _MAX_PENDING:
                     self._approved_calls.popitem(last=False)
         return request

@@ -167,15 +167,6 @@ class RunState:
                 self.seen.popitem(last=False)
         return verdict
 
-    def _reused(self, key: str) -> None:
-        """A tool call id seen in an earlier model turn, whose call was refused or reported its outcome, names a new
-        call: some servers number calls per answer (Kimi's ``list_dir:0``) or send one id for all (llama.cpp). A
-        retry comes before the model answers again, or before the call's outcome (a second check of one call may
-        follow another model call of the run: a nested agent, an LLM check in a tool wrapper). Its outcome is
-        forgotten; the call is judged and counted as any other, and its verdict replaces the first in place (the
-        oldest ids are forgotten first, by when they were first seen)."""
-        self.seen.pop("T:" + key[2:], None)
-
     def _duplicate(self, key: str) -> Verdict:
         first = self.seen[key]
         return Verdict(first.admitted, first.reason, first.terminal, first.facts, (), first.turn, duplicate=True)
@@ -186,12 +177,15 @@ class RunState:
         # run only when one of them could find something (LoopDetection.may_fire).
         key = None if req.call_id is None else "t:" + req.call_id
         if key is not None and key in self.seen:
-            first = self.seen[key]
-            # Still the same call until its outcome is reported (or it was refused): a second check of one call
-            # may come after another model call of the run (a nested agent, an LLM check in a tool wrapper).
-            if first.turn == self.turns or (first.admitted and "T:" + key[2:] not in self.seen):
+            # A retry comes within the model turn its call came in, or before the call's outcome (a second check
+            # may follow another model call of the run: an LLM check in a tool wrapper, a nested agent). The id in a
+            # later turn, once its call was refused or reported, names a new call: some servers number calls per
+            # answer (Kimi's "list_dir:0") or send one id for all (llama.cpp). Its outcome is forgotten and it is
+            # judged as any other; its verdict replaces the first in place (ids are forgotten oldest first).
+            first, reported = self.seen[key], "T:" + key[2:]
+            if first.turn == self.turns or (first.admitted and reported not in self.seen):
                 return self._duplicate(key)
-            self._reused(key)
+            self.seen.pop(reported, None)
         moves: list[Transition] = []
         now, tool, signature = req.now, req.tool, req.signature
         if self.started_at is None:

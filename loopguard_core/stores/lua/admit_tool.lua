@@ -42,8 +42,11 @@ if key and v[4] then
   -- turn, once its call was refused or reported, is a new call (servers that number calls per answer, or send one
   -- id for all): its outcome is forgotten, and it is judged as any other. The rule is RunState.admit_tool's
   -- (stores/_run_state.py).
-  local first = cjson.decode(v[4])[1]
-  if first[4] == state(v[1]).turns or (first[1] == 1 and not v[5]) then flush_settled() return { 2, v[4] } end
+  -- (the usual retry, admitted and not reported yet, is told from the record's prefix: nothing decoded)
+  if (not v[5] and string.sub(v[4], 1, 4) == '[[1,') or cjson.decode(v[4])[1][4] == state(v[1]).turns then
+    flush_settled()
+    return { 2, v[4] }
+  end
   KEPT = key
   if v[5] then
     redis.call('HDEL', H, 'i:T:' .. id)
