@@ -53,12 +53,25 @@ class RunRegistry:
                     forget = finished
         return rid, self._var.set(rid), forget
 
-    def exit(self, run_id: str, token: contextvars.Token[str | None]) -> None:
+    def enter_latest(self, run_id: str) -> contextvars.Token[str | None] | None:
+        """Enter ``run_id`` in this context if it is the latest run already, a run its handle holds open
+        (:class:`RunScope`); leave with :meth:`leave`. None when it is not the latest: enter it with :meth:`enter`.
+
+        A framework hook enters its run on every call, and that run is nearly always the latest: then only the context
+        changes. No lock and no count: the count keeps a run from being forgotten while something holds it, and its
+        open handle holds it."""
+        return self._var.set(run_id) if self.latest == run_id else None
+
+    def leave(self, token: contextvars.Token[str | None]) -> None:
+        """This context no longer counts against the run it entered (its previous run, if any, again)."""
         try:
             self._var.reset(token)
         except ValueError:
             # Closed from another context (e.g. a framework's after-hook): clear ours instead.
             self._var.set(None)
+
+    def exit(self, run_id: str, token: contextvars.Token[str | None]) -> None:
+        self.leave(token)
         with self._lock:
             left = self._active.get(run_id, 0) - 1
             if left > 0:
@@ -130,25 +143,34 @@ class RunScope:
     ``start`` checkpoint in the ledger) nor reads its counters from the store on the way out; every hook of every
     turn enters one, so that read would be a store round trip per hook."""
 
-    __slots__ = ("_breaker", "_token", "run_id")
+    __slots__ = ("_breaker", "_counted", "_token", "run_id")
 
     def __init__(self, breaker: Breaker, run_id: str) -> None:
         self._breaker = breaker
         self.run_id = run_id
         self._token: contextvars.Token[str | None] | None = None
+        self._counted = False
 
     def __enter__(self) -> RunScope:
         if self._token is not None:  # one token per object: a second entry would lose the first's
             raise RuntimeError("a RunScope is entered once at a time: call breaker.within(run_id) for each `with`")
-        _, self._token = self._breaker._enter_run(self.run_id)
+        token = self._breaker._runs.enter_latest(self.run_id)
+        counted = token is None
+        if token is None:  # another run is the latest: this one becomes it, counted as entered while inside
+            _, token = self._breaker._enter_run(self.run_id)
+        self._token, self._counted = token, counted
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         token, self._token = self._token, None
-        if token is not None:
+        if token is None:
+            return
+        if self._counted:
             self._breaker._runs.exit(self.run_id, token)
+        else:
+            self._breaker._runs.leave(token)
 
     async def __aenter__(self) -> RunScope:
         return self.__enter__()

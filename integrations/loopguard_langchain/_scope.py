@@ -97,6 +97,7 @@ class InvocationRuns:
         self._breaker = breaker
         self._capacity = capacity
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._newest: Hashable = None  # the slot moved to the end last (scope() skips moving it again)
         self._lock = threading.Lock()
 
     def enter(self, key: Any, *, is_root: bool, run_id: str | None = None) -> None:
@@ -110,6 +111,7 @@ class InvocationRuns:
             if entry is not None:
                 entry.depth += 1
                 self._entries.move_to_end(slot)
+                self._newest = slot
                 return
         # begin_run joins a run the caller opened (``with breaker.run():`` around invoke), else starts one.
         handle = self._breaker.begin_run(run_id)
@@ -120,6 +122,7 @@ class InvocationRuns:
                 evicted.append(_Entry(key, handle, 0, False))
             else:
                 self._entries[slot] = _Entry(key, handle, 1, is_root)
+                self._newest = slot
                 while len(self._entries) > self._capacity:
                     evicted.append(self._entries.popitem(last=False)[1])
         for old in evicted:
@@ -133,6 +136,7 @@ class InvocationRuns:
         with self._lock:
             if slot in self._entries:
                 self._entries.move_to_end(slot)
+                self._newest = slot
                 return
         self.enter(key, is_root=False, run_id=run_id)
 
@@ -170,6 +174,7 @@ class InvocationRuns:
                 depth, owned = (old.depth, old.owned_by_root) if old is not None else (1, is_root)
                 self._entries[_slot(key)] = _Entry(key, handle, depth, owned)
                 self._entries.move_to_end(_slot(key))
+                self._newest = _slot(key)
                 replaced = old
         if replaced is not None:
             replaced.handle.close()
@@ -180,11 +185,13 @@ class InvocationRuns:
         first sight, as :meth:`touch` does (one hold of the lock when it is open already, the usual case)."""
         if key is None:
             return _NOTHING
-        slot = _slot(key)
-        with self._lock:
-            entry = self._entries.get(slot)
-            if entry is not None and touch:
-                self._entries.move_to_end(slot)
+        slot = ("name", key) if isinstance(key, str) else id(key)  # (_slot, inlined: every hook)
+        entry = self._entries.get(slot)  # (one read: the lock guards the changes)
+        if entry is not None and touch and slot != self._newest:  # the newest already needs no move
+            with self._lock:
+                if slot in self._entries:
+                    self._entries.move_to_end(slot)
+                    self._newest = slot
         if entry is None and touch:
             self.enter(key, is_root=False)
             with self._lock:

@@ -27,9 +27,10 @@ from typing import Any, NamedTuple
 
 from loopguard_core import Breaker
 
-__all__ = ["Admitted", "Handoff", "thread_run"]
+__all__ = ["THREAD_RUN", "Admitted", "Handoff", "thread_run"]
 
 _CAPACITY = 4_096
+THREAD_RUN = "langgraph-thread-"  # how the id of a thread's run begins
 
 
 def thread_run(config: Any) -> tuple[str, str] | None:
@@ -39,7 +40,7 @@ def thread_run(config: Any) -> tuple[str, str] | None:
     thread = configurable.get("thread_id") if isinstance(configurable, dict) else None
     if thread is None:
         return None
-    return f"thread:{thread}", f"langgraph-thread-{thread}"
+    return f"thread:{thread}", f"{THREAD_RUN}{thread}"
 
 
 class Admitted(NamedTuple):
@@ -86,9 +87,12 @@ class Handoff:
             return None
         with self._lock:
             entry = self._calls.get(call_id)
-        if entry is None or entry[0] != run_id or not entry[1].checked:
-            return None
-        found = entry[1]
+            if entry is None or entry[0] != run_id or not entry[1].checked:
+                return None
+            found = entry[1]
+            if found.args is args and found.name == name:  # the usual case, the very call: no caller's code to run
+                del self._calls[call_id]
+                return found
         try:  # (compared outside the lock: arguments are the caller's objects)
             same = bool(found.name == name and found.args == args)
         except Exception:  # arguments whose comparison raises: not known to be the same call

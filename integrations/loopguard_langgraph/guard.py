@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import ToolMessage
@@ -58,6 +58,8 @@ __all__ = ["guard_node"]
 _MODES = ("raise", "end", "interrupt", "steer")
 _MEMORY = 4_096
 _CHECKPOINTER_KEY = "__pregel_checkpointer"  # langgraph._internal._constants.CONFIG_KEY_CHECKPOINTER
+# An Admitted without its generated __new__ (a Python call): one per admitted call.
+_new_admitted: Callable[[type[Admitted], tuple[Any, ...]], Admitted] = tuple.__new__
 
 
 class _GuardNode:
@@ -71,8 +73,9 @@ class _GuardNode:
         self.handoff = Handoff.of(breaker)  # the calls admitted whose outcome is not reported yet (see _handoff)
         self._lock = threading.Lock()
         self._awaiting: OrderedDict[tuple[str, str], LoopGuardTripped] = OrderedDict()  # (thread, call id)
-        # How far each conversation was read for results: id(first message) -> (first, count, last message).
-        self._scanned: OrderedDict[int, tuple[Any, int, Any]] = OrderedDict()
+        # How far each conversation was read for results: id(first message) -> [first, count, last message].
+        self._scanned: OrderedDict[int, list[Any]] = OrderedDict()
+        self._newest = 0  # the conversation read last (its mark is at the end of _scanned already)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _messages(self, state: Any) -> Sequence[Any]:
@@ -100,33 +103,39 @@ class _GuardNode:
             )
         return str(configurable["thread_id"])
 
-    def _unread(self, messages: Sequence[Any]) -> Sequence[Any]:
-        """The messages added since this node last read this conversation (all of them the first time, or when the
-        history was rewritten): the results it looks for arrive after the calls it admitted, so a long run does not
-        re-read its whole history on every visit. Called under the lock."""
+    def _unread(self, messages: Sequence[Any]) -> int:
+        """Where the messages added since this node last read this conversation start (0: all of them, the first
+        time or when the history was rewritten): the results it looks for arrive after the calls it admitted, so a
+        long run does not re-read its whole history on every visit. Called under the lock."""
         if not messages:
-            return messages
+            return 0
         first, n = messages[0], len(messages)
-        mark = self._scanned.get(id(first))
-        start = 0
-        if mark is not None and mark[0] is first and 0 < mark[1] <= n and messages[mark[1] - 1] is mark[2]:
-            start = mark[1]
-        self._scanned[id(first)] = (first, n, messages[n - 1])  # holds first: its id stays its own
-        self._scanned.move_to_end(id(first))
-        while len(self._scanned) > _MEMORY:
-            self._scanned.popitem(last=False)
-        return messages[start:] if start else messages
+        slot = id(first)
+        mark = self._scanned.get(slot)
+        if mark is None:
+            self._scanned[slot] = [first, n, messages[n - 1]]  # holds first: its id stays its own
+            self._newest = slot
+            while len(self._scanned) > _MEMORY:
+                self._scanned.popitem(last=False)
+            return 0
+        seen = mark[1]
+        start = seen if 0 < seen <= n and messages[seen - 1] is mark[2] else 0
+        mark[1], mark[2] = n, messages[n - 1]  # (in place: the usual visit allocates nothing)
+        if slot != self._newest:
+            self._scanned.move_to_end(slot)
+            self._newest = slot
+        return start
 
     def _report(self, messages: Sequence[Any]) -> list[tuple[str, Any, str | None, str, Any, Any]]:
         """Results of calls this node let through earlier whose outcome nobody reported yet (their ToolMessages are
         in the state now; ``guarded_tool_node`` reports its own as its body returns, so usually none is left). Called
         inside the run."""
         with self._lock:
-            unread = self._unread(messages)
+            start = self._unread(messages)
         if not self.handoff:  # nothing to look for (guarded_tool_node reported every call it ran)
             return []
         answers: dict[str, ToolMessage] = {}
-        for message in unread:
+        for message in messages[start:] if start else messages:
             if isinstance(message, ToolMessage) and isinstance(message.tool_call_id, str):
                 answers.setdefault(message.tool_call_id, message)  # (the first answer to an id is its outcome)
         if not answers:
@@ -141,7 +150,7 @@ class _GuardNode:
         """Remember an admitted call, to report its outcome (called inside the run). ``as_it_is``: its check admitted
         it with no approval or edit, so ``guarded_tool_node`` need not check it again (not so for calls a person let
         through unchecked)."""
-        admitted = Admitted(call["name"], call.get("args") or {}, agent, as_it_is)
+        admitted = _new_admitted(Admitted, (call["name"], call.get("args") or {}, agent, as_it_is))
         self.handoff.admit(self.breaker.session_id, call.get("id"), admitted)
 
     def _pending(self, messages: Sequence[Any]) -> list[Mapping[str, Any]]:
@@ -323,9 +332,10 @@ class _GuardNode:
     def _go_all(self, calls: Sequence[Mapping[str, Any]], admitted: Sequence[Mapping[str, Any]]) -> Command[Any]:
         """On to the tools node; when a person edited a call's arguments, each call goes on its own (``Send``)
         so the tools node runs the edited arguments, not the ones in the model's message."""
-        if all(new is old for new, old in zip(admitted, calls)):
-            return Command(goto=self.tools_node)
-        return Command(goto=[Send(self.tools_node, [{**call, "type": "tool_call"}]) for call in admitted])
+        for new, old in zip(admitted, calls):  # (a loop, not all() over a generator: every turn)
+            if new is not old:
+                return Command(goto=[Send(self.tools_node, [{**call, "type": "tool_call"}]) for call in admitted])
+        return Command(goto=self.tools_node)
 
 
 def _edited(call: Mapping[str, Any], approval: Any) -> Mapping[str, Any]:

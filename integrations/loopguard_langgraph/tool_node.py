@@ -23,6 +23,7 @@ your own tool errors are still converted as you asked.
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,7 +47,7 @@ from loopguard_langchain._steer import steer_lock
 from loopguard_langchain._tool_run import arun_and_report, run_and_report
 from loopguard_langchain.middleware import steered_tool_message
 
-from ._handoff import Admitted, Handoff, thread_run
+from ._handoff import THREAD_RUN, Admitted, Handoff, thread_run
 
 __all__ = ["GuardedToolNode", "guarded_tool_node"]
 
@@ -55,6 +56,7 @@ _TRIP: contextvars.ContextVar[list[LoopGuardTripped] | None] = contextvars.Conte
 
 
 _ON_TRIP = ("raise", "steer")
+_MEMORY = 4_096
 _DEFAULT_HANDLING = inspect.signature(ToolNode.__init__).parameters["handle_tool_errors"].default
 
 
@@ -71,12 +73,20 @@ class _Guard:
         self.on_trip = on_trip
         self.runs = InvocationRuns.of(breaker)
         self.handoff = Handoff.of(breaker)  # the calls guard_node admitted (see _handoff)
+        # The lock of steer mode (one check and its steer are one step for the other threads), else none to take.
+        self._steer_lock = steer_lock(breaker) if on_trip == "steer" else None
+        self._declared: dict[str, Any] = {}  # tool name -> the tool object declare() was given for it last
 
     def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None]:
         """The call's name, args, id, agent, invocation key and the run it must continue (if any)."""
         call = request.tool_call
         name, call_id = call["name"], call.get("id")
-        declare(self.breaker, getattr(request, "tool", None))
+        tool = getattr(request, "tool", None)
+        if self._declared.get(name) is not tool:  # (once per tool object: declare() reads the breaker's registry)
+            declare(self.breaker, tool)
+            if len(self._declared) >= _MEMORY:  # names come from the model: bounded
+                self._declared.clear()
+            self._declared[name] = tool
         agent, key, is_root = tool_call_scope(request)
         own = None
         if self.breaker.tool_policy(name).irreversible:  # a resumed invocation continues the run that asked
@@ -89,7 +99,11 @@ class _Guard:
         elif self.handoff and key is not None:
             # guard_node(on_trip="interrupt") admitted it in the thread's run: it runs and is reported there.
             admitted_in = self.handoff.run_of(call_id)
-            thread = admitted_in and thread_run(getattr(getattr(request, "runtime", None), "config", None))
+            thread = (
+                admitted_in is not None
+                and admitted_in.startswith(THREAD_RUN)  # (else it cannot be the thread's: no config read)
+                and thread_run(getattr(getattr(request, "runtime", None), "config", None))
+            )
             if thread and thread[1] == admitted_in:
                 key = thread[0]
                 self.runs.touch(key, admitted_in)
@@ -117,36 +131,45 @@ class _Guard:
         """For a call this node claimed, whose body may pause the graph (``interrupt()``): its outcome is not known
         then, so the admission goes back, for the resumed graph to claim (or the guard to report) once the call ends.
         Called inside the run."""
-        run_id = self.breaker.session_id
-        return lambda call_id: self.handoff.admit(run_id, call_id, claimed)
+        return functools.partial(self.handoff.admit, self.breaker.session_id, call=claimed)
 
     def _batch(self, request: Any, call_id: str | None) -> str | None:
         """The AIMessage in the node's state that carried the call (ToolNode runs an answer's calls in parallel;
         each is judged on the run as the model saw it, whichever sibling finishes first)."""
         return batch_of_state(getattr(request, "state", None), call_id)
 
+    def _preflight(
+        self, request: Any, name: str, args: Any, call_id: str | None, agent: str | None
+    ) -> tuple[Admitted | None, Any, Any]:
+        """``(claimed, approval, steered)``: the call guard_node admitted as it is, else its check's approval; or, in
+        steer mode, the refusal's answer for the model (the steer lock held by the caller)."""
+        claimed = self._guard_admitted(name, args, call_id)
+        if claimed:
+            return claimed, None, None
+        try:
+            return None, check_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id)), None
+        except ApprovalRequired:
+            raise
+        except LoopGuardTripped as trip:
+            if self.on_trip != "steer":
+                raise
+            # The model is told instead; steer raises the trip (or a refusals stop) when the run ends.
+            return None, None, steered_tool_message(trip, self.breaker.steer(trip), request.tool_call)
+
     def wrap(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         name, args, call_id, agent, key, own = self._call(request)
         with self._scope(key, own):
             try:
-                with steer_lock(self.breaker, self.on_trip):  # siblings run on worker threads
-                    claimed = self._guard_admitted(name, args, call_id)
-                    try:
-                        approval = (
-                            None
-                            if claimed
-                            else check_tool(self.breaker, name, args, agent, call_id, self._batch(request, call_id))
-                        )
-                    except ApprovalRequired:
-                        raise
-                    except LoopGuardTripped as trip:
-                        if self.on_trip != "steer":
-                            raise
-                        # The model is told instead; steer raises the trip (or a refusals stop) when the run ends.
-                        return steered_tool_message(trip, self.breaker.steer(trip), request.tool_call)
+                if self._steer_lock is None:
+                    claimed, approval, steered = self._preflight(request, name, args, call_id, agent)
+                else:
+                    with self._steer_lock:  # siblings run on worker threads
+                        claimed, approval, steered = self._preflight(request, name, args, call_id, agent)
             except LoopGuardTripped as trip:
                 self._stash(trip)
                 raise
+            if steered is not None:
+                return steered
             run_args, run_request = with_edits(request, args, approval)
             return run_and_report(
                 self.breaker,

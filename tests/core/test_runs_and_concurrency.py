@@ -76,6 +76,31 @@ def test_a_hook_scope_forgets_the_finished_run_it_replaces_and_never_the_main_ru
     agent.close()
 
 
+def test_a_hook_inside_the_latest_run_keeps_it_while_other_runs_start_and_end() -> None:
+    import threading
+
+    breaker = Breaker()
+    agent = breaker.begin_run("agent")  # the latest run, held open by its handle
+
+    def other_agent() -> None:  # a thread of its own: it starts and ends a run while the hook below is inside
+        with breaker.run("other"):
+            breaker.before_tool("t", {})
+
+    with breaker.within("agent"):  # the usual hook: its run is the latest already
+        breaker.before_tool("t", {"n": 1})
+        worker = threading.Thread(target=other_agent)
+        worker.start()
+        worker.join()
+        breaker.before_tool("t", {"n": 2})  # still the agent's run, with its count
+        assert breaker.session_id == "agent"
+    assert breaker.usage(run_id="agent").tool_calls == 2
+    with breaker.within("agent"):  # "other" is the latest now: the hook makes the agent's run the latest again
+        breaker.before_tool("t", {"n": 3})
+    assert breaker.usage(run_id="other").tool_calls == 0  # forgotten on the way: nothing holds it any more
+    assert agent.close().tool_calls == 3
+    assert breaker._runs._active == {}
+
+
 async def test_concurrent_asyncio_runs_are_isolated() -> None:
     breaker = Breaker(max_turns=3)
 
