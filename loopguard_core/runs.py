@@ -54,13 +54,15 @@ class RunRegistry:
         return rid, self._var.set(rid), forget
 
     def enter_latest(self, run_id: str) -> contextvars.Token[str | None] | None:
-        """Enter ``run_id`` in this context if it is the latest run already, a run its handle holds open
-        (:class:`RunScope`); leave with :meth:`leave`. None when it is not the latest: enter it with :meth:`enter`.
+        """Enter ``run_id`` in this context if it is the latest run already and something holds it (its open handle,
+        a counted scope) (:class:`RunScope`); leave with :meth:`leave`. None otherwise: enter it with :meth:`enter`.
 
-        A framework hook enters its run on every call, and that run is nearly always the latest: then only the context
-        changes. No lock and no count: the count keeps a run from being forgotten while something holds it, and its
-        open handle holds it."""
-        return self._var.set(run_id) if self.latest == run_id else None
+        A framework hook enters its run on every call, and that run is nearly always the latest and held by its
+        agent's handle: then only the context changes. No lock and no count of its own: the count keeps a run from
+        being forgotten (when another run becomes the latest) while something holds it, and something does. Not
+        covered: the holder closing while this scope is inside, and then another run starting before it leaves (a
+        hook still running after its agent ended, on another thread): its last calls then count in a fresh run."""
+        return self._var.set(run_id) if self.latest == run_id and run_id in self._active else None
 
     def leave(self, token: contextvars.Token[str | None]) -> None:
         """This context no longer counts against the run it entered (its previous run, if any, again)."""

@@ -33,6 +33,7 @@ from loopguard_core import ApprovalRequired, Breaker
 from loopguard_core.approvals import ApprovalRequest
 
 __all__ = [
+    "ToolDeclarations",
     "acheck_tool",
     "approval_payload",
     "arun_body",
@@ -72,6 +73,23 @@ def declare(breaker: Breaker, tool: Any) -> None:
     if len(seen) >= _MEMORY:
         seen.clear()
     seen[name] = tool
+
+
+class ToolDeclarations:
+    """:func:`declare` for one hook object: the breaker's registry of declared tools read once, not on every call
+    (one dict read per call of a tool declared already)."""
+
+    __slots__ = ("_breaker", "_seen")
+
+    def __init__(self, breaker: Breaker) -> None:
+        self._breaker = breaker
+        self._seen = _seen(breaker)  # (the same dict for the breaker's life: cleared in place)
+
+    def __call__(self, tool: Any) -> None:
+        # The breaker's registry, not one of this hook's own: another hook may have declared another tool object
+        # under this name since, and this call runs under its own tool's declaration.
+        if self._seen.get(getattr(tool, "name", None)) is not tool:
+            declare(self._breaker, tool)
 
 
 def declare_named(breaker: Breaker, name: str, metadata: Mapping[str, Any] | None) -> None:

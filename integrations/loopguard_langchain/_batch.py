@@ -35,7 +35,7 @@ def message_batch(message: Any) -> str | None:
 
 def batch_of(messages: Sequence[Any] | None, call_id: str | None) -> str | None:
     """The batch of tool call ``call_id``: the last model message in ``messages`` whose tool calls hold it (None
-    when there is none, and then the call is judged on its own)."""
+    when there is none, or when the call is the only one of its answer, and then the call is judged on its own)."""
     if not call_id or not messages or isinstance(messages, (str, bytes)):
         return None
     answers = 0
@@ -47,7 +47,8 @@ def batch_of(messages: Sequence[Any] | None, call_id: str | None) -> str | None:
             continue
         for call in calls:  # (a loop, not any(): no generator per message)
             if (type(call) is dict or isinstance(call, Mapping)) and call.get("id") == call_id:
-                return message_batch(message)
+                # A call alone in its answer has no sibling to be judged beside: no batch to keep for it.
+                return message_batch(message) if len(calls) > 1 else None
         answers += 1
         if answers >= _ANSWERS:  # not among the last answers: not from this history (never a whole-history walk)
             return None

@@ -35,7 +35,15 @@ from langchain_core.messages import AIMessage, ToolMessage
 
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
 
-from ._approval import acheck_tool, atool_body, check_tool, declare, resumed_run, tool_body, with_edits
+from ._approval import (
+    ToolDeclarations,
+    acheck_tool,
+    atool_body,
+    check_tool,
+    resumed_run,
+    tool_body,
+    with_edits,
+)
 from ._batch import batch_of_state
 from ._common import (
     agent_name,
@@ -114,6 +122,9 @@ class LoopGuardMiddleware(AgentMiddleware):
         self.tools = []
         self._name = name or type(self).__name__
         self._runs = InvocationRuns.of(breaker)
+        self._declare = ToolDeclarations(breaker)
+        # The lock of steer mode (one check and its steer are one step for the other threads), else none to take.
+        self._steer_lock = steer_lock(breaker) if on_trip == "steer" else None
         self._checked: set[tuple[int, ...]] = set()
         self._trips: OrderedDict[str, LoopGuardTripped] = OrderedDict()
         self._trips_lock = threading.Lock()
@@ -173,6 +184,17 @@ class LoopGuardMiddleware(AgentMiddleware):
         with self._trips_lock:
             return self._trips.get(self.breaker.session_id)
 
+    def _check(
+        self, call: dict[str, Any], name: str, args: Any, agent: str | None, call_id: str | None, batch: str | None
+    ) -> tuple[Any, ToolMessage | None]:
+        """``(approval, None)`` for an admitted call; ``(None, answer)`` for a refused one answered for the model."""
+        try:
+            return check_tool(self.breaker, name, args, agent, call_id, batch), None
+        except ApprovalRequired:
+            raise  # waits for a person: never answered for the model, never an "end"
+        except LoopGuardTripped as trip:
+            return None, self._tool_refused(trip, call)
+
     def _tool_refused(self, trip: LoopGuardTripped, call: dict[str, Any]) -> ToolMessage:
         if self.on_trip == "steer":
             try:
@@ -219,17 +241,17 @@ class LoopGuardMiddleware(AgentMiddleware):
         call = request.tool_call
         name, args, call_id = call["name"], call.get("args") or {}, call.get("id")
         batch = _batch(request, call_id)
-        declare(self.breaker, request.tool)
+        self._declare(request.tool)
         agent, key, is_root = tool_call_scope(request)
         own = self._resume(name, call_id, key, is_root)
         with self.breaker.run(own) if own is not None else self._runs.scope(key):
-            with steer_lock(self.breaker, self.on_trip):
-                try:
-                    approval = check_tool(self.breaker, name, args, agent, call_id, batch)
-                except ApprovalRequired:
-                    raise  # waits for a person: never answered for the model, never an "end"
-                except LoopGuardTripped as trip:
-                    return self._tool_refused(trip, call)
+            if self._steer_lock is None:
+                approval, refused = self._check(call, name, args, agent, call_id, batch)
+            else:
+                with self._steer_lock:
+                    approval, refused = self._check(call, name, args, agent, call_id, batch)
+            if refused is not None:
+                return refused
             run_args, run_request = with_edits(request, args, approval)
             return run_and_report(
                 self.breaker,
@@ -244,7 +266,7 @@ class LoopGuardMiddleware(AgentMiddleware):
         call = request.tool_call
         name, args, call_id = call["name"], call.get("args") or {}, call.get("id")
         batch = _batch(request, call_id)
-        declare(self.breaker, request.tool)
+        self._declare(request.tool)
         agent, key, is_root = tool_call_scope(request)
         own = self._resume(name, call_id, key, is_root)
         with self.breaker.run(own) if own is not None else self._runs.scope(key):

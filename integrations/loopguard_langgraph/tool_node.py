@@ -33,10 +33,10 @@ from langgraph.prebuilt import ToolNode
 
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
 from loopguard_langchain._approval import (
+    ToolDeclarations,
     acheck_tool,
     atool_body,
     check_tool,
-    declare,
     resumed_run,
     tool_body,
     with_edits,
@@ -56,7 +56,6 @@ _TRIP: contextvars.ContextVar[list[LoopGuardTripped] | None] = contextvars.Conte
 
 
 _ON_TRIP = ("raise", "steer")
-_MEMORY = 4_096
 _DEFAULT_HANDLING = inspect.signature(ToolNode.__init__).parameters["handle_tool_errors"].default
 
 
@@ -75,18 +74,13 @@ class _Guard:
         self.handoff = Handoff.of(breaker)  # the calls guard_node admitted (see _handoff)
         # The lock of steer mode (one check and its steer are one step for the other threads), else none to take.
         self._steer_lock = steer_lock(breaker) if on_trip == "steer" else None
-        self._declared: dict[str, Any] = {}  # tool name -> the tool object declare() was given for it last
+        self._declare = ToolDeclarations(breaker)
 
     def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None]:
         """The call's name, args, id, agent, invocation key and the run it must continue (if any)."""
         call = request.tool_call
         name, call_id = call["name"], call.get("id")
-        tool = getattr(request, "tool", None)
-        if self._declared.get(name) is not tool:  # (once per tool object: declare() reads the breaker's registry)
-            declare(self.breaker, tool)
-            if len(self._declared) >= _MEMORY:  # names come from the model: bounded
-                self._declared.clear()
-            self._declared[name] = tool
+        self._declare(getattr(request, "tool", None))
         agent, key, is_root = tool_call_scope(request)
         own = None
         if self.breaker.tool_policy(name).irreversible:  # a resumed invocation continues the run that asked

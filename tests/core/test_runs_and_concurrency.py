@@ -101,6 +101,25 @@ def test_a_hook_inside_the_latest_run_keeps_it_while_other_runs_start_and_end() 
     assert breaker._runs._active == {}
 
 
+def test_a_late_hook_holds_a_closed_run_while_other_runs_start() -> None:
+    import threading
+
+    breaker = Breaker(max_tool_calls=2)
+    agent = breaker.begin_run("agent")
+    with breaker.within("agent"):
+        breaker.before_tool("t", {"n": 1})
+    agent.close()  # the agent ended; a hook of it still runs (another thread's, say)
+    with breaker.within("agent"):  # the latest run still, but nothing holds it: the hook holds it while inside
+        worker = threading.Thread(target=lambda: breaker.begin_run("other").close())
+        worker.start()
+        worker.join()
+        breaker.before_tool("t", {"n": 2})
+        assert breaker.usage(run_id="agent").tool_calls == 2  # its counts kept, not forgotten for "other"
+        with pytest.raises(LoopGuardTripped, match="tool"):
+            breaker.before_tool("t", {"n": 3})
+    assert breaker._runs._active == {}
+
+
 async def test_concurrent_asyncio_runs_are_isolated() -> None:
     breaker = Breaker(max_turns=3)
 

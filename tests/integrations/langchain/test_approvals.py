@@ -220,3 +220,26 @@ def test_callback_handler_refuses_edited_arguments_it_cannot_apply(tmp_path: Pat
     with pytest.raises(ApprovalError, match="edited arguments"), breaker.run("cb-2"):
         agent.invoke(user(), config={"callbacks": [handler]})
     assert counter.count() == 0
+
+
+def test_each_call_runs_under_its_own_tools_declaration_when_two_hooks_share_a_name() -> None:
+    # Two agents on one breaker, each with its own tool object named "deploy": one gated, one not. Each hook
+    # declares the tool it is about to run, so the gated one is gated whatever the other declared in between.
+    from langchain_core.tools import StructuredTool
+
+    from loopguard_langchain._approval import ToolDeclarations
+
+    def run(target: str) -> str:
+        """Deploy."""
+        return target
+
+    gated = StructuredTool.from_function(run, name="deploy", metadata={"loopguard": {"irreversible": True}})
+    plain = StructuredTool.from_function(run, name="deploy", metadata={"loopguard": {"irreversible": False}})
+
+    breaker = Breaker()
+    first, second = ToolDeclarations(breaker), ToolDeclarations(breaker)
+    seen = []
+    for hook, deploy in [(first, gated), (second, plain), (first, gated), (second, plain), (first, gated)]:
+        hook(deploy)
+        seen.append(breaker.tool_policy("deploy").irreversible)
+    assert seen == [True, False, True, False, True]

@@ -200,9 +200,10 @@ def test_the_batch_is_the_answer_that_carried_the_call() -> None:
     def calls(*ids: str, args: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return [{"name": "lookup", "args": args or {"q": i}, "id": i, "type": "tool_call"} for i in ids]
 
-    older = AIMessage(content="", tool_calls=calls("a1"), id="m1")
+    older = AIMessage(content="", tool_calls=calls("a1", "a2"), id="m1")
     answer = AIMessage(content="", tool_calls=calls("b1", "b2"), id="m2")
-    history = [HumanMessage("go"), older, ToolMessage("r", tool_call_id="a1"), answer]
+    answered = [ToolMessage("r", tool_call_id="a1"), ToolMessage("r", tool_call_id="a2")]
+    history = [HumanMessage("go"), older, *answered, answer]
     assert batch_of(history, "b2") == "m2"
     assert batch_of(history, "a1") == "m1"  # searched from the end
     assert batch_of(history, "zz") is None and batch_of(history, None) is None and batch_of([], "b1") is None
@@ -212,3 +213,5 @@ def test_the_batch_is_the_answer_that_carried_the_call() -> None:
     assert batch_of([unnamed], "c1") == "calls:c1|c2"  # no id: named by its tool call ids
     twins = AIMessage(content="", tool_calls=calls("d1", "d2", args={"q": "same"}), id="m3")
     assert batch_of([twins], "d1") == "m3"  # a repeat within the answer too: a twin that reported still counts
+    alone = AIMessage(content="", tool_calls=calls("e1"), id="m4")
+    assert batch_of([*history, alone], "e1") is None  # the only call of its answer: no sibling, judged on its own
