@@ -97,7 +97,6 @@ class InvocationRuns:
         self._breaker = breaker
         self._capacity = capacity
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
-        self._newest: Hashable = None  # the slot moved to the end last (scope() skips moving it again)
         self._lock = threading.Lock()
 
     def enter(self, key: Any, *, is_root: bool, run_id: str | None = None) -> None:
@@ -111,7 +110,6 @@ class InvocationRuns:
             if entry is not None:
                 entry.depth += 1
                 self._entries.move_to_end(slot)
-                self._newest = slot
                 return
         # begin_run joins a run the caller opened (``with breaker.run():`` around invoke), else starts one.
         handle = self._breaker.begin_run(run_id)
@@ -122,7 +120,6 @@ class InvocationRuns:
                 evicted.append(_Entry(key, handle, 0, False))
             else:
                 self._entries[slot] = _Entry(key, handle, 1, is_root)
-                self._newest = slot
                 while len(self._entries) > self._capacity:
                     evicted.append(self._entries.popitem(last=False)[1])
         for old in evicted:
@@ -136,7 +133,6 @@ class InvocationRuns:
         with self._lock:
             if slot in self._entries:
                 self._entries.move_to_end(slot)
-                self._newest = slot
                 return
         self.enter(key, is_root=False, run_id=run_id)
 
@@ -174,7 +170,6 @@ class InvocationRuns:
                 depth, owned = (old.depth, old.owned_by_root) if old is not None else (1, is_root)
                 self._entries[_slot(key)] = _Entry(key, handle, depth, owned)
                 self._entries.move_to_end(_slot(key))
-                self._newest = _slot(key)
                 replaced = old
         if replaced is not None:
             replaced.handle.close()
@@ -187,11 +182,10 @@ class InvocationRuns:
             return _NOTHING
         slot = ("name", key) if isinstance(key, str) else id(key)  # (_slot, inlined: every hook)
         entry = self._entries.get(slot)  # (one read: the lock guards the changes)
-        if entry is not None and touch and slot != self._newest:  # the newest already needs no move
+        if entry is not None and touch and next(reversed(self._entries), None) != slot:  # the newest stays put
             with self._lock:
                 if slot in self._entries:
                     self._entries.move_to_end(slot)
-                    self._newest = slot
         if entry is None and touch:
             self.enter(key, is_root=False)
             with self._lock:

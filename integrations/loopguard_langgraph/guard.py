@@ -75,7 +75,6 @@ class _GuardNode:
         self._awaiting: OrderedDict[tuple[str, str], LoopGuardTripped] = OrderedDict()  # (thread, call id)
         # How far each conversation was read for results: id(first message) -> [first, count, last message].
         self._scanned: OrderedDict[int, list[Any]] = OrderedDict()
-        self._newest = 0  # the conversation read last (its mark is at the end of _scanned already)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _messages(self, state: Any) -> Sequence[Any]:
@@ -114,16 +113,14 @@ class _GuardNode:
         mark = self._scanned.get(slot)
         if mark is None:
             self._scanned[slot] = [first, n, messages[n - 1]]  # holds first: its id stays its own
-            self._newest = slot
             while len(self._scanned) > _MEMORY:
                 self._scanned.popitem(last=False)
             return 0
         seen = mark[1]
         start = seen if 0 < seen <= n and messages[seen - 1] is mark[2] else 0
         mark[1], mark[2] = n, messages[n - 1]  # (in place: the usual visit allocates nothing)
-        if slot != self._newest:
+        if next(reversed(self._scanned)) != slot:  # (the conversation read last stays put)
             self._scanned.move_to_end(slot)
-            self._newest = slot
         return start
 
     def _report(self, messages: Sequence[Any]) -> list[tuple[str, Any, str | None, str, Any, Any]]:
