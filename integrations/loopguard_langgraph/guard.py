@@ -24,7 +24,9 @@ Wiring (the guard routes with ``Command``, so it needs ``destinations`` and no s
 Approval gates, in every mode: a gated call (``ToolPolicy(irreversible=True)``) interrupts the graph with the
 approval request when it has a checkpointer (resume with ``Command(resume=...)`` once a person decided; approved
 calls with edited arguments go to ``tools_node`` with ``Send``), else ``ApprovalRequired`` reaches the caller. A
-rejection is a trip like any other (``"interrupt"`` ends the run on it rather than asking again).
+rejection is a trip like any other (``"interrupt"`` ends the run on it rather than asking again). The node sees
+calls, not tool objects: a gate declared in a tool's ``metadata`` needs ``guard_node(..., tools=tools)`` (or
+``Breaker(tools=...)``); ``guarded_tool_node`` reads its own tools' metadata and asks any gate itself.
 
 The node also reports the results of the calls it let through (the ToolMessages it finds on its next visit),
 so loop detection sees results with a plain ``ToolNode``. With ``guarded_tool_node`` on the same breaker
@@ -45,7 +47,7 @@ from langgraph.graph import END
 from langgraph.types import Command, Send, interrupt
 
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped
-from loopguard_langchain._approval import acheck_tool, check_tool, resumed_run
+from loopguard_langchain._approval import acheck_tool, check_tool, declare, resumed_run
 from loopguard_langchain._common import agent_name, tool_outcome
 from loopguard_langchain._scope import InvocationRuns, current_invocation
 from loopguard_langchain._steer import steer_lock
@@ -348,14 +350,24 @@ def guard_node(
     tools_node: str = "tools",
     messages_key: str = "messages",
     model_node: str = "agent",
+    tools: Sequence[Any] = (),
 ) -> RunnableLambda[Any, Command[Any]]:
     """A node that checks the last AIMessage's tool calls with ``breaker`` and routes to ``tools_node``,
     or handles the trip per ``on_trip`` ("raise", "end", "interrupt" or "steer"). ``model_node`` is where
-    ``"steer"`` goes when every pending call was refused (the model reads the refusals next)."""
+    ``"steer"`` goes when every pending call was refused (the model reads the refusals next).
+
+    ``tools``: the tools node's tools, whose metadata (an approval gate, MCP annotations) is declared to
+    ``breaker`` now. The node sees only the calls, never the tool objects: without them, a gate declared in a
+    tool's metadata is unknown here, and a plain ``ToolNode`` would run the call ungated (``guarded_tool_node``
+    declares its own tools and asks the gate itself)."""
     if not isinstance(breaker, Breaker):
         raise TypeError(f"guard_node needs a loopguard_core.Breaker, got {type(breaker).__name__}")
     if on_trip not in _MODES:
         raise ValueError(f"on_trip must be 'raise', 'end', 'interrupt' or 'steer', got {on_trip!r}")
+    if isinstance(tools, (str, bytes)) or not isinstance(tools, Sequence):
+        raise TypeError(f"guard_node(tools=...) takes the list of the tools node's tools, got {type(tools).__name__}")
+    for tool in tools:
+        declare(breaker, tool)
     node = _GuardNode(breaker, on_trip, tools_node, messages_key, model_node)
 
     # Plain functions, not the bound methods: RunnableLambda reads its function's signature on every call

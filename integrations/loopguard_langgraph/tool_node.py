@@ -76,14 +76,16 @@ class _Guard:
         self._steer_lock = steer_lock(breaker) if on_trip == "steer" else None
         self._declare = ToolDeclarations(breaker)
 
-    def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None]:
-        """The call's name, args, id, agent, invocation key and the run it must continue (if any)."""
+    def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None, bool]:
+        """The call's name, args, id, agent, invocation key, the run it must continue (if any), and whether it is
+        gated."""
         call = request.tool_call
         name, call_id = call["name"], call.get("id")
         self._declare(getattr(request, "tool", None))
         agent, key, is_root = tool_call_scope(request)
         own = None
-        if self.breaker.tool_policy(name).irreversible:  # a resumed invocation continues the run that asked
+        gated = self.breaker.tool_policy(name).irreversible
+        if gated:  # a resumed invocation continues the run that asked
             found = resumed_run(self.breaker, name, call_id)
             if found is not None and key is not None:
                 self.runs.touch(key)  # (as before adopting: the adopted run keeps the entry's depth and owner)
@@ -101,7 +103,7 @@ class _Guard:
             if thread and thread[1] == admitted_in:
                 key = thread[0]
                 self.runs.touch(key, admitted_in)
-        return name, call.get("args") or {}, call_id, agent, key, own
+        return name, call.get("args") or {}, call_id, agent, key, own, gated
 
     def _scope(self, key: Any, own: str | None) -> Any:
         return self.breaker.run(own) if own is not None else self.runs.scope(key, touch=True)
@@ -116,9 +118,12 @@ class _Guard:
         """The outcome of ``call_id`` was reported (called inside the call's run): guard_node need not again."""
         self.handoff.reported(self.breaker.session_id, call_id)
 
-    def _guard_admitted(self, name: str, args: Any, call_id: str | None) -> Admitted | None:
+    def _guard_admitted(self, name: str, args: Any, call_id: str | None, gated: bool) -> Admitted | None:
         """guard_node admitted this very call as it is, in this run: no second check, and this node reports its
-        outcome (called inside the run)."""
+        outcome (called inside the run). Never a gated call: guard_node sees no tool objects, so a gate declared by
+        the tool's metadata (here, on first sight) was not known when it admitted the call; the check asks here."""
+        if gated:
+            return None
         return self.handoff.claim(self.breaker.session_id, call_id, name, args)
 
     def _paused(self, claimed: Admitted) -> Callable[[str | None], None]:
@@ -133,11 +138,11 @@ class _Guard:
         return batch_of_state(getattr(request, "state", None), call_id)
 
     def _preflight(
-        self, request: Any, name: str, args: Any, call_id: str | None, agent: str | None
+        self, request: Any, name: str, args: Any, call_id: str | None, agent: str | None, gated: bool
     ) -> tuple[Admitted | None, Any, Any]:
         """``(claimed, approval, steered)``: the call guard_node admitted as it is, else its check's approval; or, in
         steer mode, the refusal's answer for the model (the steer lock held by the caller)."""
-        claimed = self._guard_admitted(name, args, call_id)
+        claimed = self._guard_admitted(name, args, call_id, gated)
         if claimed:
             return claimed, None, None
         try:
@@ -151,14 +156,14 @@ class _Guard:
             return None, None, steered_tool_message(trip, self.breaker.steer(trip), request.tool_call)
 
     def wrap(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        name, args, call_id, agent, key, own = self._call(request)
+        name, args, call_id, agent, key, own, gated = self._call(request)
         with self._scope(key, own):
             try:
                 if self._steer_lock is None:
-                    claimed, approval, steered = self._preflight(request, name, args, call_id, agent)
+                    claimed, approval, steered = self._preflight(request, name, args, call_id, agent, gated)
                 else:
                     with self._steer_lock:  # siblings run on worker threads
-                        claimed, approval, steered = self._preflight(request, name, args, call_id, agent)
+                        claimed, approval, steered = self._preflight(request, name, args, call_id, agent, gated)
             except LoopGuardTripped as trip:
                 self._stash(trip)
                 raise
@@ -177,9 +182,9 @@ class _Guard:
             )
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
-        name, args, call_id, agent, key, own = self._call(request)
+        name, args, call_id, agent, key, own, gated = self._call(request)
         with self._scope(key, own):
-            claimed = self._guard_admitted(name, args, call_id)
+            claimed = self._guard_admitted(name, args, call_id, gated)
             try:
                 try:
                     approval = (

@@ -167,3 +167,54 @@ def test_tool_metadata_declares_the_gate_in_guarded_tool_node(tmp_path: Path) ->
     )
     start(graph, "t-7")
     assert counter.count() == 0 and breaker.tool_policy("refund").irreversible
+
+
+def metadata_gated(counter: BodyCounter) -> Any:
+    refund = refund_tool(counter)
+    refund.metadata = {"loopguard": {"irreversible": True}}
+    return refund
+
+
+# guard_node admits the call before any node has seen the tool object that declares the gate.
+METADATA_GRAPHS = {
+    "guard_node in front of guarded_tool_node": lambda tools, breaker: (
+        guarded_tool_node(tools, breaker),
+        guard_node(breaker),
+    ),
+    "guard_node(tools=...) in front of a plain ToolNode": lambda tools, breaker: (
+        ToolNode(tools),
+        guard_node(breaker, tools=tools),
+    ),
+}
+
+
+@pytest.mark.parametrize("wiring", METADATA_GRAPHS)
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+def test_a_gate_declared_in_tool_metadata_holds_behind_guard_node(wiring: str, mode: str, tmp_path: Path) -> None:
+    counter = BodyCounter()
+    tools = [metadata_gated(counter)]
+    breaker = Breaker(approvals=str(tmp_path / "approvals.db"))
+    tools_node, guard = METADATA_GRAPHS[wiring](tools, breaker)
+    graph = agent_graph(ScriptedChatModel([REFUND, "done"]), tools_node, guard=guard)
+    start = {"messages": [{"role": "user", "content": "refund A-17"}]}
+    with pytest.raises(ApprovalRequired) as waiting:
+        graph.invoke(start) if mode == "invoke" else asyncio.run(graph.ainvoke(start))
+    assert counter.count() == 0 and waiting.value.tool == "refund"
+
+
+def test_a_metadata_gate_behind_guard_node_runs_the_body_once_approved(tmp_path: Path) -> None:
+    db = str(tmp_path / "approvals.db")
+    counter = BodyCounter()
+    breaker = Breaker(approvals=db)
+    tools_node, guard = METADATA_GRAPHS["guard_node in front of guarded_tool_node"]([metadata_gated(counter)], breaker)
+    graph = agent_graph(ScriptedChatModel([REFUND, "done"]), tools_node, guard=guard, checkpointer=InMemorySaver())
+    config, rid = start(graph, "t-8")
+    assert counter.count() == 0
+    SQLiteApprovals(db).decide(rid, approve=True, by="alice")
+    done = graph.invoke(Command(resume=True), config)
+    assert counter.count("refund") == 1 and done["messages"][-1].content == "done"
+
+
+def test_guard_node_tools_must_be_a_list_of_tools() -> None:
+    with pytest.raises(TypeError, match="list of the tools node's tools"):
+        guard_node(Breaker(), tools="refund")
