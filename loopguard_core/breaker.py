@@ -832,9 +832,10 @@ class Breaker:
         ``accept_edits=False`` and gets :class:`ApprovalError` for an approval with edits, which stays unused.
         Every other call returns ``None``.
         """
-        if agent is not None:
+        # (_label's usual case, checked here first: an ASCII str is kept as it is; every call passes here)
+        if agent is not None and not (type(agent) is str and agent.isascii()):
             agent = _label("agent", agent)
-        if call_id is not None:
+        if call_id is not None and not (type(call_id) is str and call_id.isascii()):
             call_id = _label("call_id", call_id)
         request = self._tool_request(tool, args, agent, call_id)
         if self.progress is not None:
@@ -915,9 +916,9 @@ class Breaker:
     ) -> None:
         """Report what a tool call returned (or how it failed). Never raises a trip."""
         run = self._key()
-        if agent is not None:
+        if agent is not None and not (type(agent) is str and agent.isascii()):  # (as in before_tool)
             agent = _label("agent", agent)
-        if call_id is not None:
+        if call_id is not None and not (type(call_id) is str and call_id.isascii()):
             call_id = _label("call_id", call_id)
         outcome = self._tool_outcome(tool, args, result, error, call_id, run)
         siblings = None if call_id is None else self._batches.of_call(run.scope, run.run_id, call_id)
@@ -1144,9 +1145,9 @@ class Breaker:
         Under ``max_cost_usd`` a model with no known price (or no model name) is refused
         (``reason="unpriced_model"``) unless ``allow_unpriced=True``.
         """
-        if agent is not None:
+        if agent is not None and not (type(agent) is str and agent.isascii()):  # (as in before_tool)
             agent = _label("agent", agent)
-        if call_id is not None:
+        if call_id is not None and not (type(call_id) is str and call_id.isascii()):
             call_id = _label("call_id", call_id)
         if self.progress is not None:
             self._check_progress(agent, None, model_turn=True)
@@ -1194,9 +1195,9 @@ class Breaker:
         input: Any = None,
     ) -> None:
         """Record what a model call really used. An overspend is recorded; the next call is refused."""
-        if agent is not None:
+        if agent is not None and not (type(agent) is str and agent.isascii()):  # (as in before_tool)
             agent = _label("agent", agent)
-        if call_id is not None:
+        if call_id is not None and not (type(call_id) is str and call_id.isascii()):
             call_id = _label("call_id", call_id)
         usage = self._model_usage(input_tokens, output_tokens, model, cost_usd, call_id)
         verdict = self._store.record_model(self._key(), usage, self.limits)

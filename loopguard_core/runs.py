@@ -53,17 +53,6 @@ class RunRegistry:
                     forget = finished
         return rid, self._var.set(rid), forget
 
-    def enter_latest(self, run_id: str) -> contextvars.Token[str | None] | None:
-        """Enter ``run_id`` in this context if it is the latest run already and something holds it (its open handle,
-        a counted scope) (:class:`RunScope`); leave with :meth:`leave`. None otherwise: enter it with :meth:`enter`.
-
-        A framework hook enters its run on every call, and that run is nearly always the latest and held by its
-        agent's handle: then only the context changes. No lock and no count of its own: the count keeps a run from
-        being forgotten (when another run becomes the latest) while something holds it, and something does. Not
-        covered: the holder closing while this scope is inside, and then another run starting before it leaves (a
-        hook still running after its agent ended, on another thread): its last calls then count in a fresh run."""
-        return self._var.set(run_id) if self.latest == run_id and run_id in self._active else None
-
     def leave(self, token: contextvars.Token[str | None]) -> None:
         """This context no longer counts against the run it entered (its previous run, if any, again)."""
         try:
@@ -156,11 +145,17 @@ class RunScope:
     def __enter__(self) -> RunScope:
         if self._token is not None:  # one token per object: a second entry would lose the first's
             raise RuntimeError("a RunScope is entered once at a time: call breaker.within(run_id) for each `with`")
-        token = self._breaker._runs.enter_latest(self.run_id)
-        counted = token is None
-        if token is None:  # another run is the latest: this one becomes it, counted as entered while inside
-            _, token = self._breaker._enter_run(self.run_id)
-        self._token, self._counted = token, counted
+        runs, run_id = self._breaker._runs, self.run_id
+        # A framework hook enters its run on every call, and that run is nearly always the latest and held by its
+        # agent's handle: then only the context changes. No lock and no count of its own: the count keeps a run from
+        # being forgotten (when another run becomes the latest) while something holds it, and something does. Not
+        # covered: the holder closing while this scope is inside, and then another run starting before it leaves (a
+        # hook still running after its agent ended, on another thread): its last calls then count in a fresh run.
+        if runs.latest == run_id and run_id in runs._active:
+            self._token = runs._var.set(run_id)
+        else:  # another run is the latest: this one becomes it, counted as entered while inside
+            _, self._token = self._breaker._enter_run(run_id)
+            self._counted = True
         return self
 
     def __exit__(
@@ -170,9 +165,10 @@ class RunScope:
         if token is None:
             return
         if self._counted:
+            self._counted = False
             self._breaker._runs.exit(self.run_id, token)
-        else:
-            self._breaker._runs.leave(token)
+            return
+        self._breaker._runs.leave(token)
 
     async def __aenter__(self) -> RunScope:
         return self.__enter__()

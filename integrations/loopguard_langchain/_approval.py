@@ -23,13 +23,12 @@ Shared by ``LoopGuardMiddleware`` (``create_agent``), ``loopguard_langgraph.guar
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from langchain_core.messages import ToolMessage
 
-from loopguard_core import ApprovalRequired, Breaker
+from loopguard_core import ApprovalRequired, Breaker, ToolPolicy
 from loopguard_core.approvals import ApprovalRequest
 
 __all__ = [
@@ -238,12 +237,18 @@ async def arun_body(
 
 
 def tool_body(
-    breaker: Breaker, name: str, args: Any, call_id: str | None, handler: Callable[[Any], Any], request: Any
-) -> Callable[[], Any]:
-    """What runs the tool: ``handler(request)``, through :func:`run_body` when the tool's body is a side effect."""
-    if not breaker.tool_policy(name).side_effect:
-        return functools.partial(handler, request)  # (no wrapper around the body of every other call)
-    return lambda: run_body(breaker, name, args, call_id, lambda: handler(request))
+    breaker: Breaker,
+    name: str,
+    args: Any,
+    call_id: str | None,
+    handler: Callable[[Any], Any],
+    policy: ToolPolicy | None = None,
+) -> Callable[[Any], Any]:
+    """What runs the tool, called with the ``ToolCallRequest``: ``handler``, through :func:`run_body` when the tool's
+    body is a side effect (``policy``: the tool's, when the caller read it already)."""
+    if not (policy or breaker.tool_policy(name)).side_effect:
+        return handler  # (no wrapper around the body of every other call)
+    return lambda request: run_body(breaker, name, args, call_id, lambda: handler(request))
 
 
 def atool_body(
@@ -252,9 +257,9 @@ def atool_body(
     args: Any,
     call_id: str | None,
     handler: Callable[[Any], Awaitable[Any]],
-    request: Any,
-) -> Callable[[], Awaitable[Any]]:
+    policy: ToolPolicy | None = None,
+) -> Callable[[Any], Awaitable[Any]]:
     """:func:`tool_body` for an async handler."""
-    if not breaker.tool_policy(name).side_effect:
-        return functools.partial(handler, request)
-    return lambda: arun_body(breaker, name, args, call_id, lambda: handler(request))
+    if not (policy or breaker.tool_policy(name)).side_effect:
+        return handler
+    return lambda request: arun_body(breaker, name, args, call_id, lambda: handler(request))

@@ -27,7 +27,7 @@ from loopguard_core.runs import RunHandle, RunScope
 
 from ._common import agent_name
 
-__all__ = ["InvocationRuns", "current_invocation", "tool_call_scope"]
+__all__ = ["InvocationRuns", "call_invocation", "current_invocation", "tool_call_scope"]
 
 
 # Where LangGraph keeps a node's Runtime in its config (langgraph._internal._constants): what get_runtime() reads.
@@ -53,6 +53,15 @@ def current_invocation(runtime: Any = None, config: Any = None) -> tuple[Any, bo
     namespace = getattr(info, "checkpoint_ns", "") or ""
     # A hook node of a top-level agent has a namespace like "Mw.before_agent:<task>", nested ones "a:<id>|...".
     return control, "|" not in namespace
+
+
+def call_invocation(request: Any) -> Any:
+    """The invocation key of a tool call's ``ToolCallRequest`` when its ``ToolRuntime`` carries the node's config
+    (LangGraph's ``ToolNode`` always passes it), else None: no context lookup, only reads of the config."""
+    config = getattr(getattr(request, "runtime", None), "config", None)
+    if type(config) is not dict:
+        return None
+    return getattr((config.get(_CONFIGURABLE) or {}).get(_RUNTIME_KEY), "control", None)
 
 
 def tool_call_scope(request: Any) -> tuple[str | None, Any, bool]:
@@ -174,7 +183,14 @@ class InvocationRuns:
         if replaced is not None:
             replaced.handle.close()
 
-    def scope(self, key: Any, *, touch: bool = False) -> AbstractContextManager[object]:
+    def run_of(self, key: Any) -> str | None:
+        """The id of the run open for invocation ``key``, None when there is none (one read: no lock)."""
+        if key is None:
+            return None
+        entry = self._entries.get(("name", key) if isinstance(key, str) else id(key))
+        return None if entry is None else entry.handle.run_id
+
+    def scope(self, key: Any, *, touch: bool = False) -> AbstractContextManager[RunScope | None]:
         """Make the breaker count the calls inside against this invocation's run (which stays open: every hook of
         every turn enters it, and only the agent's after-hook or eviction closes it). ``touch``: open the run on
         first sight, as :meth:`touch` does (one hold of the lock when it is open already, the usual case)."""

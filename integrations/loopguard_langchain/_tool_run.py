@@ -20,16 +20,18 @@ def run_and_report(
     args: Any,
     agent: str | None,
     call_id: str | None,
-    run: Callable[[], Any],
+    run: Callable[[Any], Any],
+    request: Any,
     *,
     reported: Callable[[str | None], None] | None = None,
     paused: Callable[[str | None], None] | None = None,
 ) -> Any:
-    """Run the tool body; report its result or error (an interrupt is control flow, not a failure). ``reported``
-    is told the call id once the outcome is reported, ``paused`` when the body paused the graph (``interrupt()``):
-    its outcome comes once the resumed graph runs it again."""
+    """Run the tool body (``run(request)``: :func:`~loopguard_langchain._approval.tool_body`); report its result or
+    error (an interrupt is control flow, not a failure). ``reported`` is told the call id once the outcome is
+    reported, ``paused`` when the body paused the graph (``interrupt()``): its outcome comes once the resumed graph
+    runs it again."""
     try:
-        output = run()
+        output = run(request)
     except GraphBubbleUp as exc:
         if paused is not None and isinstance(exc, GraphInterrupt):
             paused(call_id)
@@ -52,13 +54,14 @@ async def arun_and_report(
     args: Any,
     agent: str | None,
     call_id: str | None,
-    run: Callable[[], Awaitable[Any]],
+    run: Callable[[Any], Awaitable[Any]],
+    request: Any,
     *,
     reported: Callable[[str | None], None] | None = None,
     paused: Callable[[str | None], None] | None = None,
 ) -> Any:
     try:
-        output = await run()
+        output = await run(request)
     except GraphBubbleUp as exc:
         if paused is not None and isinstance(exc, GraphInterrupt):
             paused(call_id)

@@ -259,7 +259,8 @@ class LoopGuardMiddleware(AgentMiddleware):
                 args,
                 agent,
                 call_id,
-                tool_body(self.breaker, name, run_args, call_id, handler, run_request),
+                tool_body(self.breaker, name, run_args, call_id, handler),
+                run_request,
             )
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -283,7 +284,8 @@ class LoopGuardMiddleware(AgentMiddleware):
                 args,
                 agent,
                 call_id,
-                atool_body(self.breaker, name, run_args, call_id, handler, run_request),
+                atool_body(self.breaker, name, run_args, call_id, handler),
+                run_request,
             )
 
     # -- model calls ------------------------------------------------------------------------------

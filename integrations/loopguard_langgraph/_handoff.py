@@ -73,11 +73,13 @@ class Handoff:
         # Without an id a call cannot be told from another: it is never claimed (checked as always), and only a
         # ToolMessage answering "" reports it.
         key = call_id or ""
+        calls = self._calls
         with self._lock:
-            self._calls[key] = (run_id, call, ())
-            self._calls.move_to_end(key)
-            while len(self._calls) > self._capacity:
-                self._calls.popitem(last=False)
+            if key in calls:  # (a new id goes last as it is set)
+                calls.move_to_end(key)
+            calls[key] = (run_id, call, ())
+            while len(calls) > self._capacity:
+                calls.popitem(last=False)
 
     def claim(self, run_id: str, call_id: str | None, name: str, args: Any) -> Admitted | None:
         """The admission (once) when ``guard_node`` admitted this very call as it is in run ``run_id``: it leaves the

@@ -47,6 +47,7 @@ from langgraph.graph import END
 from langgraph.types import Command, Send, interrupt
 
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped
+from loopguard_core.runs import RunScope
 from loopguard_langchain._approval import acheck_tool, check_tool, declare, resumed_run
 from loopguard_langchain._common import agent_name, tool_outcome
 from loopguard_langchain._scope import InvocationRuns, current_invocation
@@ -129,10 +130,10 @@ class _GuardNode:
         """Results of calls this node let through earlier whose outcome nobody reported yet (their ToolMessages are
         in the state now; ``guarded_tool_node`` reports its own as its body returns, so usually none is left). Called
         inside the run."""
+        if not self.handoff:  # nothing to look for (guarded_tool_node reported every call it ran); the read mark
+            return []  # stays: what arrives meanwhile is read from it the next time there is something to look for
         with self._lock:
             start = self._unread(messages)
-        if not self.handoff:  # nothing to look for (guarded_tool_node reported every call it ran)
-            return []
         answers: dict[str, ToolMessage] = {}
         for message in messages[start:] if start else messages:
             if isinstance(message, ToolMessage) and isinstance(message.tool_call_id, str):
@@ -145,16 +146,15 @@ class _GuardNode:
             found.append((call.name, call.args, call.agent, call_id, result, error))
         return found
 
-    def _admit(self, call: Mapping[str, Any], agent: str | None, *, as_it_is: bool = False) -> None:
-        """Remember an admitted call, to report its outcome (called inside the run). ``as_it_is``: its check admitted
-        it with no approval or edit, so ``guarded_tool_node`` need not check it again (not so for calls a person let
-        through unchecked)."""
+    def _admit(
+        self, call: Mapping[str, Any], agent: str | None, run: RunScope | None = None, *, as_it_is: bool = False
+    ) -> None:
+        """Remember an admitted call, to report its outcome (called inside the run: ``run``, the scope entered, else
+        the breaker's current one). ``as_it_is``: its check admitted it with no approval or edit, so
+        ``guarded_tool_node`` need not check it again (not so for calls a person let through unchecked)."""
         admitted = _new_admitted(Admitted, (call["name"], call.get("args") or {}, agent, as_it_is))
-        self.handoff.admit(self.breaker.session_id, call.get("id"), admitted)
-
-    def _pending(self, messages: Sequence[Any]) -> list[Mapping[str, Any]]:
-        last = messages[-1] if messages else None
-        return list(getattr(last, "tool_calls", None) or [])
+        run_id = self.breaker.session_id if run is None else run.run_id
+        self.handoff.admit(run_id, call.get("id"), admitted)
 
     def _stop(self, calls: Sequence[Mapping[str, Any]], trip: LoopGuardTripped) -> Command[Any]:
         answers: list[Any] = [refused_tool_message(trip, dict(call)) for call in calls]
@@ -199,12 +199,21 @@ class _GuardNode:
         return Command(goto=sends, update=update)
 
     # -- the node ---------------------------------------------------------------------------------
-    def _prepare(self, state: Any, config: RunnableConfig) -> tuple[Any, str | None, str | None, Sequence[Any]]:
-        thread = self._check_checkpointer(config) if self.on_trip == "interrupt" else None
-        key, run_id = self._scope_key(config)
-        if run_id is not None:  # a thread's run, under its own id (else the node's scope opens one on first sight)
-            self.runs.touch(key, run_id)
-        return key, run_id, thread, self._messages(state)
+    def _prepare(
+        self, state: Any, config: RunnableConfig
+    ) -> tuple[Any, str | None, str | None, Sequence[Any], Sequence[Mapping[str, Any]]]:
+        """``(invocation key, thread, agent, messages, pending calls)`` of this visit."""
+        if self.on_trip == "interrupt":
+            thread: str | None = self._check_checkpointer(config)
+            key, run_id = self._scope_key(config)
+            if run_id is not None:  # a thread's run, under its own id (else the node's scope opens one on first sight)
+                self.runs.touch(key, run_id)
+        else:
+            thread, key = None, current_invocation(config=config)[0]
+        messages = self._messages(state)
+        last = messages[-1] if messages else None
+        calls = getattr(last, "tool_calls", None) or ()  # (read, never changed: no copy)
+        return key, thread, agent_name(config.get("metadata") or {}), messages, calls
 
     def _awaited(self, thread: str | None, calls: Sequence[Mapping[str, Any]]) -> LoopGuardTripped | None:
         if thread is None:
@@ -248,11 +257,9 @@ class _GuardNode:
                     return
 
     def __call__(self, state: Any, config: RunnableConfig) -> Command[Any]:
-        key, _, thread, messages = self._prepare(state, config)
-        agent = agent_name(config.get("metadata") or {})
-        calls = self._pending(messages)
+        key, thread, agent, messages, calls = self._prepare(state, config)
         self._adopt(key, calls, config)
-        with self.runs.scope(key, touch=True):
+        with self.runs.scope(key, touch=True) as run:
             for name, args, who, call_id, result, error in self._report(messages):
                 self.breaker.after_tool(name, args, result=result, error=error, agent=who, call_id=call_id)
             if not calls:
@@ -268,7 +275,7 @@ class _GuardNode:
                         except LoopGuardTripped as refused:  # steer raises when the run must stop
                             answers.append(steered_tool_message(refused, self.breaker.steer(refused), call))
                             continue
-                    self._admit(call, agent, as_it_is=approval is None)
+                    self._admit(call, agent, run, as_it_is=approval is None)
                     admitted.append(_edited(call, approval))
                 return self._steered(admitted, answers) if answers else self._go_all(calls, admitted)
             trip = self._awaited(thread, calls)  # a resumed interrupt: the person's answer decides
@@ -277,7 +284,7 @@ class _GuardNode:
                 try:
                     for call in calls:
                         approval = check_tool(self.breaker, call["name"], call.get("args") or {}, agent, call.get("id"))
-                        self._admit(call, agent, as_it_is=approval is None)
+                        self._admit(call, agent, run, as_it_is=approval is None)
                         admitted.append(_edited(call, approval))
                 except ApprovalRequired:
                     raise  # no checkpointer to suspend on: the caller gets it, and runs again after the decision
@@ -288,11 +295,9 @@ class _GuardNode:
             return self._after_trip(calls, trip, thread, agent)
 
     async def acall(self, state: Any, config: RunnableConfig) -> Command[Any]:
-        key, _, thread, messages = self._prepare(state, config)
-        agent = agent_name(config.get("metadata") or {})
-        calls = self._pending(messages)
+        key, thread, agent, messages, calls = self._prepare(state, config)
         self._adopt(key, calls, config)
-        with self.runs.scope(key, touch=True):
+        with self.runs.scope(key, touch=True) as run:
             for name, args, who, call_id, result, error in self._report(messages):
                 await self.breaker.aafter_tool(name, args, result=result, error=error, agent=who, call_id=call_id)
             if not calls:
@@ -307,7 +312,7 @@ class _GuardNode:
                     except LoopGuardTripped as refused:
                         answers.append(steered_tool_message(refused, await self.breaker.asteer(refused), call))
                         continue
-                    self._admit(call, agent, as_it_is=approval is None)
+                    self._admit(call, agent, run, as_it_is=approval is None)
                     admitted.append(_edited(call, approval))
                 return self._steered(admitted, answers) if answers else self._go_all(calls, admitted)
             trip = self._awaited(thread, calls)
@@ -318,7 +323,7 @@ class _GuardNode:
                         approval = await acheck_tool(
                             self.breaker, call["name"], call.get("args") or {}, agent, call.get("id")
                         )
-                        self._admit(call, agent, as_it_is=approval is None)
+                        self._admit(call, agent, run, as_it_is=approval is None)
                         admitted.append(_edited(call, approval))
                 except ApprovalRequired:
                     raise

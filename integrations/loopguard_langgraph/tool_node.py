@@ -29,9 +29,11 @@ import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt import ToolNode
 
-from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
+from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning, ToolPolicy
+from loopguard_core.runs import RunScope
 from loopguard_langchain._approval import (
     ToolDeclarations,
     acheck_tool,
@@ -42,7 +44,7 @@ from loopguard_langchain._approval import (
     with_edits,
 )
 from loopguard_langchain._batch import batch_of_state
-from loopguard_langchain._scope import InvocationRuns, tool_call_scope
+from loopguard_langchain._scope import InvocationRuns, call_invocation, tool_call_scope
 from loopguard_langchain._steer import steer_lock
 from loopguard_langchain._tool_run import arun_and_report, run_and_report
 from loopguard_langchain.middleware import steered_tool_message
@@ -75,6 +77,25 @@ class _Guard:
         # The lock of steer mode (one check and its steer are one step for the other threads), else none to take.
         self._steer_lock = steer_lock(breaker) if on_trip == "steer" else None
         self._declare = ToolDeclarations(breaker)
+
+    def _taken_over(self, request: Any) -> tuple[Admitted, str, ToolPolicy] | None:
+        """``(admission, run, the tool's policy)`` of a call guard_node admitted as it is in this invocation's
+        run, now out of the registry: this node runs it unchecked and reports its outcome in that run. None for any
+        other call (gated, edited, unknown, another run's), which :meth:`_call` and the pre-flight handle. The usual
+        turn of a graph with both nodes, so it reads no more of the request than that needs."""
+        if not self.handoff:
+            return None
+        call = request.tool_call
+        call_id, name = call.get("id"), call["name"]
+        self._declare(getattr(request, "tool", None))  # (first: a gate declared by the tool's metadata counts)
+        policy = self.breaker.tool_policy(name)
+        if not call_id or policy.irreversible:
+            return None
+        run_id = self.runs.run_of(call_invocation(request))
+        if run_id is None:
+            return None
+        claimed = self.handoff.claim(run_id, call_id, name, call.get("args") or {})
+        return None if claimed is None else (claimed, run_id, policy)
 
     def _call(self, request: Any) -> tuple[str, Any, str | None, str | None, Any, str | None, bool]:
         """The call's name, args, id, agent, invocation key, the run it must continue (if any), and whether it is
@@ -156,6 +177,24 @@ class _Guard:
             return None, None, steered_tool_message(trip, self.breaker.steer(trip), request.tool_call)
 
     def wrap(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        taken = self._taken_over(request)
+        if taken is not None:
+            claimed, run_id, policy = taken
+            name, call_id = claimed.name, request.tool_call["id"]
+            with RunScope(self.breaker, run_id):
+                try:
+                    return run_and_report(
+                        self.breaker,
+                        name,
+                        claimed.args,
+                        claimed.agent,
+                        call_id,
+                        tool_body(self.breaker, name, claimed.args, call_id, handler, policy),
+                        request,
+                    )
+                except GraphInterrupt:  # the body paused the graph: the admission waits for the resumed graph
+                    self.handoff.admit(run_id, call_id, claimed)
+                    raise
         name, args, call_id, agent, key, own, gated = self._call(request)
         with self._scope(key, own):
             try:
@@ -176,12 +215,31 @@ class _Guard:
                 args,
                 agent,
                 call_id,
-                tool_body(self.breaker, name, run_args, call_id, handler, run_request),
+                tool_body(self.breaker, name, run_args, call_id, handler),
+                run_request,
                 reported=None if claimed else self._note_reported,
                 paused=None if claimed is None else self._paused(claimed),
             )
 
     async def awrap(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        taken = self._taken_over(request)
+        if taken is not None:
+            claimed, run_id, policy = taken
+            name, call_id = claimed.name, request.tool_call["id"]
+            async with RunScope(self.breaker, run_id):
+                try:
+                    return await arun_and_report(
+                        self.breaker,
+                        name,
+                        claimed.args,
+                        claimed.agent,
+                        call_id,
+                        atool_body(self.breaker, name, claimed.args, call_id, handler, policy),
+                        request,
+                    )
+                except GraphInterrupt:  # the body paused the graph: the admission waits for the resumed graph
+                    self.handoff.admit(run_id, call_id, claimed)
+                    raise
         name, args, call_id, agent, key, own, gated = self._call(request)
         with self._scope(key, own):
             claimed = self._guard_admitted(name, args, call_id, gated)
@@ -208,22 +266,22 @@ class _Guard:
                 args,
                 agent,
                 call_id,
-                atool_body(self.breaker, name, run_args, call_id, handler, run_request),
+                atool_body(self.breaker, name, run_args, call_id, handler),
+                run_request,
                 reported=None if claimed else self._note_reported,
                 paused=None if claimed is None else self._paused(claimed),
             )
 
 
 class GuardedToolNode(ToolNode):
-    """A ToolNode that re-raises a loopguard trip even when ``handle_tool_errors`` converted it."""
+    """The node ``guarded_tool_node`` builds: a ToolNode whose tool calls the guard checks (its wrappers)."""
 
-    # Set by guarded_tool_node when handle_tool_errors would convert a trip; otherwise a trip leaves the node
-    # by itself and a call needs no holder for it.
-    loopguard_reraise = True
+
+class _ReraisingToolNode(GuardedToolNode):
+    """A GuardedToolNode that re-raises a loopguard trip after ``handle_tool_errors`` converted it (built only for a
+    converting setting: otherwise a trip leaves the node by itself, and no call pays for a holder)."""
 
     def _run_one(self, call: Any, input_type: Any, tool_runtime: Any) -> Any:
-        if not self.loopguard_reraise:
-            return super()._run_one(call, input_type, tool_runtime)
         holder: list[LoopGuardTripped] = []
         token = _TRIP.set(holder)
         try:
@@ -235,8 +293,6 @@ class GuardedToolNode(ToolNode):
         return output
 
     async def _arun_one(self, call: Any, input_type: Any, tool_runtime: Any) -> Any:
-        if not self.loopguard_reraise:
-            return await super()._arun_one(call, input_type, tool_runtime)
         holder: list[LoopGuardTripped] = []
         token = _TRIP.set(holder)
         try:
@@ -311,7 +367,7 @@ def guarded_tool_node(
     sync = _compose(guard.wrap, user_sync)
     # A sync-only user wrapper must keep running on the async path: let ToolNode use the sync chain there.
     asynchronous = None if (user_sync is not None and user_async is None) else _acompose(guard.awrap, user_async)
-    node = GuardedToolNode(tools, wrap_tool_call=sync, awrap_tool_call=asynchronous, **tool_node_kwargs)
+    node_class = _ReraisingToolNode if _converts(setting) else GuardedToolNode
+    node = node_class(tools, wrap_tool_call=sync, awrap_tool_call=asynchronous, **tool_node_kwargs)
     node.breaker = breaker  # type: ignore[attr-defined]
-    node.loopguard_reraise = _converts(setting)
     return node

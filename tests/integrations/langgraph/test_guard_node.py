@@ -237,6 +237,46 @@ async def test_a_call_whose_tool_interrupts_is_reported_once_the_resumed_graph_a
 
 
 @pytest.mark.parametrize("use_async", [False, True])
+async def test_a_call_whose_tool_interrupts_behind_guarded_tool_node_is_reported_once(use_async: bool) -> None:
+    """The same behind guarded_tool_node, which ran the call the guard admitted without a check of its own: when the
+    body pauses the graph the admission goes back, and the resumed graph's tool node checks, runs and reports the
+    call in its own run, once; the guard does not report it again."""
+    from langchain_core.tools import tool
+    from langgraph.types import interrupt
+
+    bodies: list[str] = []
+
+    @tool
+    def ask(q: str) -> str:
+        """Ask a person."""
+        answer = interrupt("sure?")
+        bodies.append(str(answer))
+        return f"{q}: {answer}"
+
+    events: list[object] = []
+    breaker = Breaker(on_event=events.append)
+    counter = BodyCounter()
+    model = ScriptedChatModel(script=[[("ask", {"q": "deploy"})], [("fetch_page", {"page": 1})], "done"])
+    graph = agent_graph(
+        model,
+        guarded_tool_node([ask, *counted_tools(counter)], breaker),
+        guard=guard_node(breaker),
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": f"ask-both-{use_async}"}}
+    if use_async:
+        paused = await graph.ainvoke(user(), config)
+        result = await graph.ainvoke(Command(resume="yes"), config)
+    else:
+        paused = graph.invoke(user(), config)
+        result = graph.invoke(Command(resume="yes"), config)
+    assert paused["__interrupt__"][0].value == "sure?"
+    assert result["messages"][-1].content == "done" and bodies == ["yes"] and counter.count("fetch_page") == 1
+    recorded = [e.name for e in events if getattr(e, "phase", None) == "recorded"]  # type: ignore[attr-defined]
+    assert recorded.count("ask") == 1 and recorded.count("fetch_page") == 1
+
+
+@pytest.mark.parametrize("use_async", [False, True])
 async def test_in_interrupt_mode_a_guarded_tool_node_checks_and_reports_each_call_once_in_the_threads_run(
     use_async: bool,
 ) -> None:
