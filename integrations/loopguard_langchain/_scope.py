@@ -27,7 +27,7 @@ from loopguard_core.runs import RunHandle, RunScope
 
 from ._common import agent_name
 
-__all__ = ["InvocationRuns", "call_invocation", "current_invocation", "tool_call_scope"]
+__all__ = ["InvocationRuns", "call_invocation", "config_invocation", "current_invocation", "tool_call_scope"]
 
 
 # Where LangGraph keeps a node's Runtime in its config (langgraph._internal._constants): what get_runtime() reads.
@@ -55,13 +55,18 @@ def current_invocation(runtime: Any = None, config: Any = None) -> tuple[Any, bo
     return control, "|" not in namespace
 
 
-def call_invocation(request: Any) -> Any:
-    """The invocation key of a tool call's ``ToolCallRequest`` when its ``ToolRuntime`` carries the node's config
-    (LangGraph's ``ToolNode`` always passes it), else None: no context lookup, only reads of the config."""
-    config = getattr(getattr(request, "runtime", None), "config", None)
+def config_invocation(config: Any) -> Any:
+    """The invocation key a node's ``RunnableConfig`` carries (its runtime's), else None: no context lookup and no
+    ``is_root``, only reads of the config (every turn of a graph reads it)."""
     if type(config) is not dict:
         return None
     return getattr((config.get(_CONFIGURABLE) or {}).get(_RUNTIME_KEY), "control", None)
+
+
+def call_invocation(request: Any) -> Any:
+    """:func:`config_invocation` of a tool call's ``ToolCallRequest``, whose ``ToolRuntime`` carries the node's
+    config (LangGraph's ``ToolNode`` always passes it)."""
+    return config_invocation(getattr(getattr(request, "runtime", None), "config", None))
 
 
 def tool_call_scope(request: Any) -> tuple[str | None, Any, bool]:

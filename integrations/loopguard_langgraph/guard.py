@@ -50,7 +50,7 @@ from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped
 from loopguard_core.runs import RunScope
 from loopguard_langchain._approval import acheck_tool, check_tool, declare, resumed_run
 from loopguard_langchain._common import agent_name, tool_outcome
-from loopguard_langchain._scope import InvocationRuns, current_invocation
+from loopguard_langchain._scope import InvocationRuns, config_invocation, current_invocation
 from loopguard_langchain._steer import steer_lock
 from loopguard_langchain.middleware import refused_tool_message, steered_tool_message, stop_message
 
@@ -209,7 +209,9 @@ class _GuardNode:
             if run_id is not None:  # a thread's run, under its own id (else the node's scope opens one on first sight)
                 self.runs.touch(key, run_id)
         else:
-            thread, key = None, current_invocation(config=config)[0]
+            thread, key = None, config_invocation(config)
+            if key is None:  # no runtime in the config: the running node's
+                key = current_invocation(config=config)[0]
         messages = self._messages(state)
         last = messages[-1] if messages else None
         calls = getattr(last, "tool_calls", None) or ()  # (read, never changed: no copy)
