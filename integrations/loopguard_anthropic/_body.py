@@ -13,8 +13,7 @@ import json
 import operator
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from loopguard_core import estimate_tokens
 from loopguard_core.tokens import History
@@ -33,8 +32,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ToolUse:
+# NamedTuples, not frozen dataclasses: one of each is built on every turn, and a frozen dataclass sets each field
+# through object.__setattr__ (several times the cost).
+class ToolUse(NamedTuple):
     """A ``tool_use`` block of a response: a tool call the caller (or the tool runner) would execute."""
 
     id: str
@@ -42,8 +42,7 @@ class ToolUse:
     input: Any
 
 
-@dataclass(frozen=True)
-class ToolResult:
+class ToolResult(NamedTuple):
     """A ``tool_result`` block of a request: what a tool call returned (or how it failed)."""
 
     tool_use_id: str

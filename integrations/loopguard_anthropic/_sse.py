@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._body import ToolUse
 
@@ -18,8 +18,7 @@ __all__ = ["StreamWatch", "Usage"]
 _CHARS_PER_TOKEN = 4
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):  # (not a frozen dataclass: one is built on every turn, see _body.ToolUse)
     """A response's usage: tokens by kind, and the model that answered."""
 
     input_tokens: int
