@@ -130,10 +130,10 @@ class _GuardNode:
         """Results of calls this node let through earlier whose outcome nobody reported yet (their ToolMessages are
         in the state now; ``guarded_tool_node`` reports its own as its body returns, so usually none is left). Called
         inside the run."""
-        if not self.handoff:  # nothing to look for (guarded_tool_node reported every call it ran); the read mark
-            return []  # stays: what arrives meanwhile is read from it the next time there is something to look for
-        with self._lock:
+        with self._lock:  # (the mark moves on every visit: an old answer to a reused id is never read as new)
             start = self._unread(messages)
+        if not self.handoff:  # nothing to look for (guarded_tool_node reported every call it ran)
+            return []
         answers: dict[str, ToolMessage] = {}
         for message in messages[start:] if start else messages:
             if isinstance(message, ToolMessage) and isinstance(message.tool_call_id, str):

@@ -274,14 +274,16 @@ class _Guard:
 
 
 class GuardedToolNode(ToolNode):
-    """The node ``guarded_tool_node`` builds: a ToolNode whose tool calls the guard checks (its wrappers)."""
+    """A ToolNode that re-raises a loopguard trip even when ``handle_tool_errors`` converted it."""
 
-
-class _ReraisingToolNode(GuardedToolNode):
-    """A GuardedToolNode that re-raises a loopguard trip after ``handle_tool_errors`` converted it (built only for a
-    converting setting: otherwise a trip leaves the node by itself, and no call pays for a holder)."""
+    # Set by guarded_tool_node when handle_tool_errors would convert a trip; otherwise a trip leaves the node
+    # by itself and a call needs no holder for it. (True by default: a subclass or a node built by hand keeps the
+    # re-raise.)
+    loopguard_reraise = True
 
     def _run_one(self, call: Any, input_type: Any, tool_runtime: Any) -> Any:
+        if not self.loopguard_reraise:
+            return super()._run_one(call, input_type, tool_runtime)
         holder: list[LoopGuardTripped] = []
         token = _TRIP.set(holder)
         try:
@@ -293,6 +295,8 @@ class _ReraisingToolNode(GuardedToolNode):
         return output
 
     async def _arun_one(self, call: Any, input_type: Any, tool_runtime: Any) -> Any:
+        if not self.loopguard_reraise:
+            return await super()._arun_one(call, input_type, tool_runtime)
         holder: list[LoopGuardTripped] = []
         token = _TRIP.set(holder)
         try:
@@ -367,7 +371,7 @@ def guarded_tool_node(
     sync = _compose(guard.wrap, user_sync)
     # A sync-only user wrapper must keep running on the async path: let ToolNode use the sync chain there.
     asynchronous = None if (user_sync is not None and user_async is None) else _acompose(guard.awrap, user_async)
-    node_class = _ReraisingToolNode if _converts(setting) else GuardedToolNode
-    node = node_class(tools, wrap_tool_call=sync, awrap_tool_call=asynchronous, **tool_node_kwargs)
+    node = GuardedToolNode(tools, wrap_tool_call=sync, awrap_tool_call=asynchronous, **tool_node_kwargs)
     node.breaker = breaker  # type: ignore[attr-defined]
+    node.loopguard_reraise = _converts(setting)
     return node

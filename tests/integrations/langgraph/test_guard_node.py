@@ -205,6 +205,37 @@ def test_call_ids_a_model_repeats_in_a_later_run_are_checked_and_reported_there(
     assert counter.count("fetch_page") == 2  # the third call was checked (and refused), not waved through
 
 
+def test_an_answer_to_a_reused_id_already_in_the_history_is_not_taken_for_the_new_calls() -> None:
+    """Servers that number calls per answer (Kimi's "lookup:0") reuse ids: the history the graph starts with may hold
+    an answer to the id the model uses next. The guard reads only what arrived since its last visit, so each call's
+    own answer is what it reports."""
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    events: list[object] = []
+    breaker, counter = Breaker(on_event=events.append), BodyCounter()
+    history = [
+        HumanMessage("earlier"),
+        AIMessage("", tool_calls=[{"name": "fetch_page", "args": {"page": 9}, "id": "fetch_page:0"}]),
+        ToolMessage("a stale page from the earlier conversation", tool_call_id="fetch_page:0"),
+        AIMessage("ok"),
+        HumanMessage("now"),
+    ]
+    reported: list[tuple[str | None, object]] = []
+    after_tool = breaker.after_tool
+
+    def spy(tool: str, args: object = None, **kw: object) -> None:
+        reported.append((kw.get("call_id"), kw.get("result")))  # type: ignore[arg-type]
+        after_tool(tool, args, **kw)  # type: ignore[arg-type]
+
+    breaker.after_tool = spy  # type: ignore[method-assign]
+    model = ScriptedChatModel([("fetch_page", {"page": 1}), ("fetch_page", {"page": 2}), "done"], call_ids="per_answer")
+    graph = agent_graph(model, ToolNode(counted_tools(counter)), guard=guard_node(breaker))
+    out = graph.invoke({"messages": history})
+    fresh = [m.content for m in out["messages"][len(history) :] if m.type == "tool"]
+    # (the last answer arrives after the guard's last visit: a plain ToolNode reports nothing itself)
+    assert len(fresh) == 2 and [result for _, result in reported] == fresh[:1]
+
+
 @pytest.mark.parametrize("use_async", [False, True])
 async def test_a_call_whose_tool_interrupts_is_reported_once_the_resumed_graph_answers_it(use_async: bool) -> None:
     """A tool body that calls ``interrupt()`` behind a plain ToolNode: the resumed graph runs as a new invocation (a

@@ -90,6 +90,21 @@ async def test_converting_handle_tool_errors_warns_and_the_trip_still_propagates
         assert counter.count("lookup") == 3, path
 
 
+async def test_a_subclass_of_the_node_still_raises_a_converted_trip() -> None:
+    class Traced(GuardedToolNode):
+        def _run_one(self, call: Any, input_type: Any, tool_runtime: Any) -> Any:
+            return super()._run_one(call, input_type, tool_runtime)
+
+    for path in ("sync", "async"):
+        breaker, counter = Breaker(), BodyCounter()
+        with pytest.warns(LoopGuardWarning, match="handle_tool_errors"):
+            node = guarded_tool_node(counted_tools(counter), breaker, handle_tool_errors=True)
+        node.__class__ = Traced
+        with pytest.raises(LoopGuardTripped):
+            await _run(agent_graph(ScriptedChatModel(loop=RUNAWAY), node), path)
+        assert counter.count("lookup") == 3, path
+
+
 async def _run(graph: Any, path: str) -> Any:
     return graph.invoke(user()) if path == "sync" else await graph.ainvoke(user())
 
