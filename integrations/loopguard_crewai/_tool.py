@@ -198,7 +198,7 @@ def _refuse(trip: LoopGuardTripped) -> str:
     if not _relay.install():
         warnings.warn(
             "loopguard's CrewAI relay hook had been removed (clear_all_global_hooks()?): this run's agents "
-            "were built without it, so the trip only blocks this tool. Wrap kickoff in `with "
+            "were built without it, so the trip may only block this tool. Wrap kickoff in `with "
             "guard_crew(breaker):` to stop the whole run.",
             LoopGuardWarning,
             stacklevel=2,
