@@ -376,12 +376,13 @@ def _langgraph(variant: str, calls: int, clock: HookClock | None) -> Callable[[]
             builder.add_node("tools", ToolNode([tool], wrap_tool_call=wrap))
         else:
             from loopguard_langgraph import guard_node, guarded_tool_node
-            from loopguard_langgraph.guard import _GuardNode
             from loopguard_langgraph.tool_node import _Guard
 
             breaker = _breaker(variant)
-            with _patched(_GuardNode, clock, {"__call__": None}):
-                builder.add_node("guard", guard_node(breaker), destinations=("tools", END))
+            guard = guard_node(breaker)
+            if clock is not None:  # the node's function, looked up on every call (a patched class method is not)
+                guard.func = clock.timed(guard.func)
+            builder.add_node("guard", guard, destinations=("tools", END))
             with _patched(_Guard, clock, {"wrap": 2}):
                 builder.add_node("tools", guarded_tool_node([tool], breaker))
     graph = builder.compile()
