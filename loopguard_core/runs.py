@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .breaker import Breaker
     from .stores.base import RunSnapshot
 
-__all__ = ["RunHandle", "RunRegistry", "RunScope"]
+__all__ = ["RunHandle", "RunRegistry", "RunScope", "enter_scope", "leave_scope"]
 
 
 class RunRegistry:
@@ -145,17 +145,7 @@ class RunScope:
     def __enter__(self) -> RunScope:
         if self._token is not None:  # one token per object: a second entry would lose the first's
             raise RuntimeError("a RunScope is entered once at a time: call breaker.within(run_id) for each `with`")
-        runs, run_id = self._breaker._runs, self.run_id
-        # A framework hook enters its run on every call, and that run is nearly always the latest and held by its
-        # agent's handle: then only the context changes. No lock and no count of its own: the count keeps a run from
-        # being forgotten (when another run becomes the latest) while something holds it, and something does. Not
-        # covered: the holder closing while this scope is inside, and then another run starting before it leaves (a
-        # hook still running after its agent ended, on another thread): its last calls then count in a fresh run.
-        if runs.latest == run_id and run_id in runs._active:
-            self._token = runs._var.set(run_id)
-        else:  # another run is the latest: this one becomes it, counted as entered while inside
-            _, self._token = self._breaker._enter_run(run_id)
-            self._counted = True
+        self._token, self._counted = enter_scope(self._breaker, self.run_id)
         return self
 
     def __exit__(
@@ -164,11 +154,8 @@ class RunScope:
         token, self._token = self._token, None
         if token is None:
             return
-        if self._counted:
-            self._counted = False
-            self._breaker._runs.exit(self.run_id, token)
-            return
-        self._breaker._runs.leave(token)
+        counted, self._counted = self._counted, False
+        leave_scope(self._breaker, self.run_id, token, counted)
 
     async def __aenter__(self) -> RunScope:
         return self.__enter__()
@@ -177,3 +164,32 @@ class RunScope:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+def enter_scope(breaker: Breaker, run_id: str) -> tuple[contextvars.Token[str | None], bool]:
+    """What entering ``RunScope(breaker, run_id)`` does, as a function: ``(token, counted)``, to hand back to
+    :func:`leave_scope` (in a ``finally``). A framework hook that enters its run on every call uses the pair: no
+    object and no ``with`` protocol per call.
+
+    That run is nearly always the latest and held by its agent's handle: then only the context changes. No lock and
+    no count of its own: the count keeps a run from being forgotten (when another run becomes the latest) while
+    something holds it, and something does. Not covered: the holder closing while the scope is inside, and then
+    another run starting before it leaves (a hook still running after its agent ended, on another thread): its last
+    calls then count in a fresh run."""
+    runs = breaker._runs
+    if runs.latest == run_id and run_id in runs._active:
+        return runs._var.set(run_id), False
+    # another run is the latest: this one becomes it, counted as entered while inside
+    return breaker._enter_run(run_id)[1], True
+
+
+def leave_scope(breaker: Breaker, run_id: str, token: contextvars.Token[str | None], counted: bool) -> None:
+    """Leave what :func:`enter_scope` entered (``counted`` and ``token`` as it returned them)."""
+    runs = breaker._runs
+    if counted:
+        runs.exit(run_id, token)
+        return
+    try:
+        runs._var.reset(token)  # (leave()'s usual case, inlined: every hook)
+    except ValueError:
+        runs.leave(token)  # closed from another context: leave() says what then

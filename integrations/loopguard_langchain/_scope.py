@@ -198,9 +198,17 @@ class InvocationRuns:
     def scope(self, key: Any, *, touch: bool = False) -> AbstractContextManager[RunScope | None]:
         """Make the breaker count the calls inside against this invocation's run (which stays open: every hook of
         every turn enters it, and only the agent's after-hook or eviction closes it). ``touch``: open the run on
-        first sight, as :meth:`touch` does (one hold of the lock when it is open already, the usual case)."""
+        first sight, as :meth:`touch` does (one hold of the lock when it is open already, the usual case).
+        A hook on every turn uses :meth:`run_for` with ``loopguard_core.runs.enter_scope`` instead: no object."""
+        run_id = self.run_for(key, touch=touch)
+        # (RunScope, not breaker.within(): the id is an open run's, nothing to check on every hook)
+        return _NOTHING if run_id is None else RunScope(self._breaker, run_id)
+
+    def run_for(self, key: Any, *, touch: bool = False) -> str | None:
+        """The id of the run :meth:`scope` enters for invocation ``key`` (None: none, the calls count as they
+        would outside)."""
         if key is None:
-            return _NOTHING
+            return None
         slot = ("name", key) if isinstance(key, str) else id(key)  # (_slot, inlined: every hook)
         entry = self._entries.get(slot)  # (one read: the lock guards the changes)
         if entry is not None and touch and next(reversed(self._entries), None) != slot:  # the newest stays put
@@ -211,8 +219,7 @@ class InvocationRuns:
             self.enter(key, is_root=False)
             with self._lock:
                 entry = self._entries.get(slot)
-        # (RunScope, not breaker.within(): the id is an open run's, nothing to check on every hook)
-        return _NOTHING if entry is None else RunScope(self._breaker, entry.handle.run_id)
+        return None if entry is None else entry.handle.run_id
 
     def __len__(self) -> int:
         with self._lock:

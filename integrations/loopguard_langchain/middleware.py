@@ -34,6 +34,7 @@ from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import AIMessage, ToolMessage
 
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning
+from loopguard_core.runs import enter_scope, leave_scope
 
 from ._approval import (
     ToolDeclarations,
@@ -244,24 +245,46 @@ class LoopGuardMiddleware(AgentMiddleware):
         self._declare(request.tool)
         agent, key, is_root = tool_call_scope(request)
         own = self._resume(name, call_id, key, is_root)
-        with self.breaker.run(own) if own is not None else self._runs.scope(key):
-            if self._steer_lock is None:
+        if own is not None:  # a resumed call continues the run that asked
+            with self.breaker.run(own):
+                return self._tool_call(request, handler, call, name, args, call_id, agent, batch)
+        run = self._runs.run_for(key)
+        entered = None if run is None else enter_scope(self.breaker, run)  # (not a RunScope: every call)
+        try:
+            return self._tool_call(request, handler, call, name, args, call_id, agent, batch)
+        finally:
+            if run is not None and entered is not None:
+                leave_scope(self.breaker, run, *entered)
+
+    def _tool_call(
+        self,
+        request: Any,
+        handler: Callable[[Any], Any],
+        call: Any,
+        name: str,
+        args: Any,
+        call_id: str | None,
+        agent: str | None,
+        batch: str | None,
+    ) -> Any:
+        """The body of :meth:`wrap_tool_call`, inside the call's run."""
+        if self._steer_lock is None:
+            approval, refused = self._check(call, name, args, agent, call_id, batch)
+        else:
+            with self._steer_lock:
                 approval, refused = self._check(call, name, args, agent, call_id, batch)
-            else:
-                with self._steer_lock:
-                    approval, refused = self._check(call, name, args, agent, call_id, batch)
-            if refused is not None:
-                return refused
-            run_args, run_request = with_edits(request, args, approval)
-            return run_and_report(
-                self.breaker,
-                name,
-                args,
-                agent,
-                call_id,
-                tool_body(self.breaker, name, run_args, call_id, handler),
-                run_request,
-            )
+        if refused is not None:
+            return refused
+        run_args, run_request = with_edits(request, args, approval)
+        return run_and_report(
+            self.breaker,
+            name,
+            args,
+            agent,
+            call_id,
+            tool_body(self.breaker, name, run_args, call_id, handler),
+            run_request,
+        )
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         call = request.tool_call
@@ -270,23 +293,44 @@ class LoopGuardMiddleware(AgentMiddleware):
         self._declare(request.tool)
         agent, key, is_root = tool_call_scope(request)
         own = self._resume(name, call_id, key, is_root)
-        with self.breaker.run(own) if own is not None else self._runs.scope(key):
-            try:
-                approval = await acheck_tool(self.breaker, name, args, agent, call_id, batch)
-            except ApprovalRequired:
-                raise
-            except LoopGuardTripped as trip:
-                return await self._atool_refused(trip, call)
-            run_args, run_request = with_edits(request, args, approval)
-            return await arun_and_report(
-                self.breaker,
-                name,
-                args,
-                agent,
-                call_id,
-                atool_body(self.breaker, name, run_args, call_id, handler),
-                run_request,
-            )
+        if own is not None:  # a resumed call continues the run that asked
+            with self.breaker.run(own):
+                return await self._atool_call(request, handler, call, name, args, call_id, agent, batch)
+        run = self._runs.run_for(key)
+        entered = None if run is None else enter_scope(self.breaker, run)
+        try:
+            return await self._atool_call(request, handler, call, name, args, call_id, agent, batch)
+        finally:
+            if run is not None and entered is not None:
+                leave_scope(self.breaker, run, *entered)
+
+    async def _atool_call(
+        self,
+        request: Any,
+        handler: Callable[[Any], Awaitable[Any]],
+        call: Any,
+        name: str,
+        args: Any,
+        call_id: str | None,
+        agent: str | None,
+        batch: str | None,
+    ) -> Any:
+        try:
+            approval = await acheck_tool(self.breaker, name, args, agent, call_id, batch)
+        except ApprovalRequired:
+            raise
+        except LoopGuardTripped as trip:
+            return await self._atool_refused(trip, call)
+        run_args, run_request = with_edits(request, args, approval)
+        return await arun_and_report(
+            self.breaker,
+            name,
+            args,
+            agent,
+            call_id,
+            atool_body(self.breaker, name, run_args, call_id, handler),
+            run_request,
+        )
 
     # -- model calls ------------------------------------------------------------------------------
     def _preflight_args(self, request: Any) -> dict[str, Any]:
@@ -320,8 +364,9 @@ class LoopGuardMiddleware(AgentMiddleware):
 
     def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         pre = self._preflight_args(request)
-        key, _ = current_invocation(request.runtime)
-        with self._runs.scope(key):
+        run = self._runs.run_for(current_invocation(request.runtime)[0])
+        entered = None if run is None else enter_scope(self.breaker, run)  # (not a RunScope: every turn)
+        try:
             ended = self._ended()
             if ended is not None:
                 return stop_message(ended)
@@ -336,11 +381,15 @@ class LoopGuardMiddleware(AgentMiddleware):
                 raise
             self.breaker.after_model(**self._usage_args(request, response, pre))
             return response
+        finally:
+            if run is not None and entered is not None:
+                leave_scope(self.breaker, run, *entered)
 
     async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         pre = self._preflight_args(request)
-        key, _ = current_invocation(request.runtime)
-        with self._runs.scope(key):
+        run = self._runs.run_for(current_invocation(request.runtime)[0])
+        entered = None if run is None else enter_scope(self.breaker, run)
+        try:
             ended = self._ended()
             if ended is not None:
                 return stop_message(ended)
@@ -355,6 +404,9 @@ class LoopGuardMiddleware(AgentMiddleware):
                 raise
             await self.breaker.aafter_model(**self._usage_args(request, response, pre))
             return response
+        finally:
+            if run is not None and entered is not None:
+                leave_scope(self.breaker, run, *entered)
 
 
 def _response_messages(response: Any) -> list[Any]:

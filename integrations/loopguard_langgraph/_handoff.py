@@ -61,19 +61,20 @@ class Handoff:
         return breaker.attachment("loopguard_langgraph.handoff", cls)
 
     def __init__(self, capacity: int = _CAPACITY) -> None:
-        # call id -> (the run that admitted it, the call, the runs in which a tool node reported it)
-        self._calls: OrderedDict[str, tuple[str, Admitted, tuple[str, ...]]] = OrderedDict()
+        # call id -> (the run that admitted it, the call, the runs in which a tool node reported it). Read-only
+        # outside this class: the nodes test its truth (any call waiting?) on every turn, one read and no lock.
+        self.calls: OrderedDict[str, tuple[str, Admitted, tuple[str, ...]]] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
-        return bool(self._calls)  # (one read of a dict's size: no lock needed)
+        return bool(self.calls)  # (one read of a dict's size: no lock needed)
 
     def admit(self, run_id: str, call_id: str | None, call: Admitted) -> None:
         # Without an id a call cannot be told from another: it is never claimed (checked as always), and only a
         # ToolMessage answering "" reports it.
         key = call_id or ""
-        calls = self._calls
+        calls = self.calls
         with self._lock:
             if key in calls:  # (a new id goes last as it is set)
                 calls.move_to_end(key)
@@ -88,29 +89,29 @@ class Handoff:
         if not call_id:
             return None
         with self._lock:
-            entry = self._calls.get(call_id)
+            entry = self.calls.get(call_id)
             if entry is None or entry[0] != run_id or not entry[1].checked:
                 return None
             found = entry[1]
             if found.args is args and found.name == name:  # the usual case, the very call: no caller's code to run
-                del self._calls[call_id]
+                del self.calls[call_id]
                 return found
         try:  # (compared outside the lock: arguments are the caller's objects)
             same = bool(found.name == name and found.args == args)
         except Exception:  # arguments whose comparison raises: not known to be the same call
             same = False
         with self._lock:
-            if self._calls.get(call_id) is not entry:  # admitted again meanwhile: that call is not this one
+            if self.calls.get(call_id) is not entry:  # admitted again meanwhile: that call is not this one
                 return None
             if same:
-                del self._calls[call_id]
+                del self.calls[call_id]
             else:  # another call under this id: checked as always from now on, reported by whoever reports it
-                self._calls[call_id] = (run_id, found._replace(checked=False), entry[2])
+                self.calls[call_id] = (run_id, found._replace(checked=False), entry[2])
         return found if same else None
 
     def run_of(self, call_id: str | None) -> str | None:
         """The run in which ``guard_node`` admitted ``call_id`` as it is (None for any other call)."""
-        entry = self._calls.get(call_id) if call_id else None  # (one read of a dict: no lock needed)
+        entry = self.calls.get(call_id) if call_id else None  # (one read of a dict: no lock needed)
         return entry[0] if entry is not None and entry[1].checked else None
 
     def reported(self, run_id: str, call_id: str | None) -> None:
@@ -118,9 +119,9 @@ class Handoff:
         does not again in that run."""
         if call_id:
             with self._lock:
-                entry = self._calls.get(call_id)
+                entry = self.calls.get(call_id)
                 if entry is not None and run_id not in entry[2]:
-                    self._calls[call_id] = (entry[0], entry[1], (*entry[2], run_id))
+                    self.calls[call_id] = (entry[0], entry[1], (*entry[2], run_id))
 
     def take(self, run_id: str, call_ids: list[str]) -> list[tuple[str, Admitted]]:
         """The calls among ``call_ids`` whose outcome run ``run_id`` has not had yet, each out of the registry
@@ -129,7 +130,7 @@ class Handoff:
         found = []
         with self._lock:
             for call_id in call_ids:
-                entry = self._calls.pop(call_id, None)
+                entry = self.calls.pop(call_id, None)
                 if entry is not None and run_id not in entry[2]:
                     found.append((call_id, entry[1]))
         return found

@@ -47,7 +47,7 @@ from langgraph.graph import END
 from langgraph.types import Command, Send, interrupt
 
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped
-from loopguard_core.runs import RunScope
+from loopguard_core.runs import enter_scope, leave_scope
 from loopguard_langchain._approval import acheck_tool, check_tool, declare, resumed_run
 from loopguard_langchain._common import agent_name, tool_outcome
 from loopguard_langchain._scope import InvocationRuns, config_invocation, current_invocation
@@ -132,7 +132,7 @@ class _GuardNode:
         inside the run."""
         with self._lock:  # (the mark moves on every visit: an old answer to a reused id is never read as new)
             start = self._unread(messages)
-        if not self.handoff:  # nothing to look for (guarded_tool_node reported every call it ran)
+        if not self.handoff.calls:  # nothing to look for (guarded_tool_node reported every call it ran)
             return []
         answers: dict[str, ToolMessage] = {}
         for message in messages[start:] if start else messages:
@@ -147,14 +147,13 @@ class _GuardNode:
         return found
 
     def _admit(
-        self, call: Mapping[str, Any], agent: str | None, run: RunScope | None = None, *, as_it_is: bool = False
+        self, call: Mapping[str, Any], agent: str | None, run: str | None = None, *, as_it_is: bool = False
     ) -> None:
-        """Remember an admitted call, to report its outcome (called inside the run: ``run``, the scope entered, else
-        the breaker's current one). ``as_it_is``: its check admitted it with no approval or edit, so
+        """Remember an admitted call, to report its outcome (called inside the run: ``run``, the id of the run
+        entered, else the breaker's current one). ``as_it_is``: its check admitted it with no approval or edit, so
         ``guarded_tool_node`` need not check it again (not so for calls a person let through unchecked)."""
         admitted = _new_admitted(Admitted, (call["name"], call.get("args") or {}, agent, as_it_is))
-        run_id = self.breaker.session_id if run is None else run.run_id
-        self.handoff.admit(run_id, call.get("id"), admitted)
+        self.handoff.admit(self.breaker.session_id if run is None else run, call.get("id"), admitted)
 
     def _stop(self, calls: Sequence[Mapping[str, Any]], trip: LoopGuardTripped) -> Command[Any]:
         answers: list[Any] = [refused_tool_message(trip, dict(call)) for call in calls]
@@ -261,7 +260,9 @@ class _GuardNode:
     def __call__(self, state: Any, config: RunnableConfig) -> Command[Any]:
         key, thread, agent, messages, calls = self._prepare(state, config)
         self._adopt(key, calls, config)
-        with self.runs.scope(key, touch=True) as run:
+        run = self.runs.run_for(key, touch=True)
+        entered = None if run is None else enter_scope(self.breaker, run)
+        try:
             for name, args, who, call_id, result, error in self._report(messages):
                 self.breaker.after_tool(name, args, result=result, error=error, agent=who, call_id=call_id)
             if not calls:
@@ -280,14 +281,14 @@ class _GuardNode:
                     self._admit(call, agent, run, as_it_is=approval is None)
                     admitted.append(_edited(call, approval))
                 return self._steered(admitted, answers) if answers else self._go_all(calls, admitted)
-            trip = self._awaited(thread, calls)  # a resumed interrupt: the person's answer decides
+            trip = None if thread is None else self._awaited(thread, calls)  # a resumed interrupt: the person decides
             admitted = []
             if trip is None:
                 try:
                     for call in calls:
                         approval = check_tool(self.breaker, call["name"], call.get("args") or {}, agent, call.get("id"))
                         self._admit(call, agent, run, as_it_is=approval is None)
-                        admitted.append(_edited(call, approval))
+                        admitted.append(call if approval is None else _edited(call, approval))
                 except ApprovalRequired:
                     raise  # no checkpointer to suspend on: the caller gets it, and runs again after the decision
                 except LoopGuardTripped as refused:
@@ -295,11 +296,16 @@ class _GuardNode:
             if trip is None:
                 return self._go_all(calls, admitted)
             return self._after_trip(calls, trip, thread, agent)
+        finally:
+            if run is not None and entered is not None:  # (a function pair, not a RunScope: every turn)
+                leave_scope(self.breaker, run, *entered)
 
     async def acall(self, state: Any, config: RunnableConfig) -> Command[Any]:
         key, thread, agent, messages, calls = self._prepare(state, config)
         self._adopt(key, calls, config)
-        with self.runs.scope(key, touch=True) as run:
+        run = self.runs.run_for(key, touch=True)
+        entered = None if run is None else enter_scope(self.breaker, run)
+        try:
             for name, args, who, call_id, result, error in self._report(messages):
                 await self.breaker.aafter_tool(name, args, result=result, error=error, agent=who, call_id=call_id)
             if not calls:
@@ -317,7 +323,7 @@ class _GuardNode:
                     self._admit(call, agent, run, as_it_is=approval is None)
                     admitted.append(_edited(call, approval))
                 return self._steered(admitted, answers) if answers else self._go_all(calls, admitted)
-            trip = self._awaited(thread, calls)
+            trip = None if thread is None else self._awaited(thread, calls)
             admitted = []
             if trip is None:
                 try:
@@ -326,7 +332,7 @@ class _GuardNode:
                             self.breaker, call["name"], call.get("args") or {}, agent, call.get("id")
                         )
                         self._admit(call, agent, run, as_it_is=approval is None)
-                        admitted.append(_edited(call, approval))
+                        admitted.append(call if approval is None else _edited(call, approval))
                 except ApprovalRequired:
                     raise
                 except LoopGuardTripped as refused:
@@ -334,6 +340,9 @@ class _GuardNode:
             if trip is None:
                 return self._go_all(calls, admitted)
             return self._after_trip(calls, trip, thread, agent)
+        finally:
+            if run is not None and entered is not None:  # (a function pair, not a RunScope: every turn)
+                leave_scope(self.breaker, run, *entered)
 
     def _go_all(self, calls: Sequence[Mapping[str, Any]], admitted: Sequence[Mapping[str, Any]]) -> Command[Any]:
         """On to the tools node; when a person edited a call's arguments, each call goes on its own (``Send``)

@@ -33,7 +33,7 @@ from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt import ToolNode
 
 from loopguard_core import ApprovalRequired, Breaker, LoopGuardTripped, LoopGuardWarning, ToolPolicy
-from loopguard_core.runs import RunScope
+from loopguard_core.runs import enter_scope, leave_scope
 from loopguard_langchain._approval import (
     ToolDeclarations,
     acheck_tool,
@@ -83,7 +83,7 @@ class _Guard:
         run, now out of the registry: this node runs it unchecked and reports its outcome in that run. None for any
         other call (gated, edited, unknown, another run's), which :meth:`_call` and the pre-flight handle. The usual
         turn of a graph with both nodes, so it reads no more of the request than that needs."""
-        if not self.handoff:
+        if not self.handoff.calls:  # (the map itself: no __bool__ call on every turn)
             return None
         call = request.tool_call
         call_id, name = call.get("id"), call["name"]
@@ -113,7 +113,7 @@ class _Guard:
                 self.runs.adopt(key, found, is_root=is_root)
             elif found is not None:
                 own = found
-        elif self.handoff and key is not None:
+        elif self.handoff.calls and key is not None:
             # guard_node(on_trip="interrupt") admitted it in the thread's run: it runs and is reported there.
             admitted_in = self.handoff.run_of(call_id)
             thread = (
@@ -181,20 +181,22 @@ class _Guard:
         if taken is not None:
             claimed, run_id, policy = taken
             name, call_id = claimed.name, request.tool_call["id"]
-            with RunScope(self.breaker, run_id):
-                try:
-                    return run_and_report(
-                        self.breaker,
-                        name,
-                        claimed.args,
-                        claimed.agent,
-                        call_id,
-                        tool_body(self.breaker, name, claimed.args, call_id, handler, policy),
-                        request,
-                    )
-                except GraphInterrupt:  # the body paused the graph: the admission waits for the resumed graph
-                    self.handoff.admit(run_id, call_id, claimed)
-                    raise
+            token, counted = enter_scope(self.breaker, run_id)  # (not a RunScope: every turn)
+            try:
+                return run_and_report(
+                    self.breaker,
+                    name,
+                    claimed.args,
+                    claimed.agent,
+                    call_id,
+                    tool_body(self.breaker, name, claimed.args, call_id, handler, policy),
+                    request,
+                )
+            except GraphInterrupt:  # the body paused the graph: the admission waits for the resumed graph
+                self.handoff.admit(run_id, call_id, claimed)
+                raise
+            finally:
+                leave_scope(self.breaker, run_id, token, counted)
         name, args, call_id, agent, key, own, gated = self._call(request)
         with self._scope(key, own):
             try:
@@ -226,20 +228,22 @@ class _Guard:
         if taken is not None:
             claimed, run_id, policy = taken
             name, call_id = claimed.name, request.tool_call["id"]
-            async with RunScope(self.breaker, run_id):
-                try:
-                    return await arun_and_report(
-                        self.breaker,
-                        name,
-                        claimed.args,
-                        claimed.agent,
-                        call_id,
-                        atool_body(self.breaker, name, claimed.args, call_id, handler, policy),
-                        request,
-                    )
-                except GraphInterrupt:  # the body paused the graph: the admission waits for the resumed graph
-                    self.handoff.admit(run_id, call_id, claimed)
-                    raise
+            token, counted = enter_scope(self.breaker, run_id)
+            try:
+                return await arun_and_report(
+                    self.breaker,
+                    name,
+                    claimed.args,
+                    claimed.agent,
+                    call_id,
+                    atool_body(self.breaker, name, claimed.args, call_id, handler, policy),
+                    request,
+                )
+            except GraphInterrupt:  # the body paused the graph: the admission waits for the resumed graph
+                self.handoff.admit(run_id, call_id, claimed)
+                raise
+            finally:
+                leave_scope(self.breaker, run_id, token, counted)
         name, args, call_id, agent, key, own, gated = self._call(request)
         with self._scope(key, own):
             claimed = self._guard_admitted(name, args, call_id, gated)

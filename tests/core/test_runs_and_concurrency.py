@@ -120,6 +120,25 @@ def test_a_late_hook_holds_a_closed_run_while_other_runs_start() -> None:
     assert breaker._runs._active == {}
 
 
+def test_the_scope_functions_do_what_a_run_scope_does_without_an_object() -> None:
+    from loopguard_core.runs import enter_scope, leave_scope
+
+    breaker = Breaker()
+    agent = breaker.begin_run("agent")
+    token, counted = enter_scope(breaker, "agent")  # the latest and held: only the context changes
+    assert (breaker.session_id, counted, breaker._runs._active) == ("agent", False, {"agent": 1})
+    leave_scope(breaker, "agent", token, counted)
+    with breaker.run("other"):  # another run is the latest now
+        pass
+    token, counted = enter_scope(breaker, "agent")  # the agent's run becomes the latest, held while inside
+    assert (breaker.session_id, counted, breaker._runs._active) == ("agent", True, {"agent": 2})
+    breaker.before_tool("t", {})
+    leave_scope(breaker, "agent", token, counted)
+    assert breaker._runs._active == {"agent": 1}
+    assert breaker.session_id == "agent"  # the latest run, for a context outside any run
+    assert agent.close().tool_calls == 1
+
+
 async def test_concurrent_asyncio_runs_are_isolated() -> None:
     breaker = Breaker(max_turns=3)
 
