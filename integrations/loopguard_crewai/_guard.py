@@ -50,7 +50,7 @@ from typing import Any
 from crewai.events.stream_context import add_stream_sink, reset_stream_sinks
 from crewai.events.types.llm_events import LLMCallCompletedEvent, LLMCallFailedEvent
 from crewai.execution import get_execution_uuid
-from crewai.hooks import InterceptionPoint
+from crewai.hooks import HookAborted, InterceptionPoint
 from crewai.hooks.dispatch import get_hooks, get_scoped_hooks, register_scoped, scoped_hooks
 from crewai.tools.tool_failure import ToolFailure
 
@@ -149,6 +149,10 @@ class CrewGuard:
         self._scope: Any = None
         self._token: contextvars.Token[CrewGuard | None] | None = None
         self._sink: contextvars.Token[Any] | None = None
+        # Set when the block ends. A CrewAI worker can outlive it: on max_execution_time CrewAI (1.15.44 and later)
+        # raises TimeoutError to the caller and abandons the worker, which keeps its copy of the context and so
+        # these hooks. From then on they let nothing more run, and report nothing into a run that has ended.
+        self._ended = False
 
     # -- the block ---------------------------------------------------------------------------------
     def __enter__(self) -> CrewGuard:
@@ -170,6 +174,7 @@ class CrewGuard:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._ended = True
         try:
             self._reconcile_all()
         finally:
@@ -246,6 +251,8 @@ class CrewGuard:
         return active is None or active is self or active.breaker is not self.breaker
 
     def _before_tool_call(self, ctx: Any) -> bool | None:
+        if self._ended:  # a worker that outlived the block: its tools no longer run
+            return False
         with self._lock:
             self._seen += 1
         if not self._mine():
@@ -293,6 +300,8 @@ class CrewGuard:
                 self._steered[call] = text
 
     def _after_tool_call(self, ctx: Any) -> str | None:
+        if self._ended:  # (the run it would be reported in has ended)
+            return None
         with self._lock:
             admitted = self._admitted.pop(id(ctx.tool_input), None)
             steered = self._steered.pop(id(ctx.tool_input), None)
@@ -317,6 +326,13 @@ class CrewGuard:
         return None
 
     def _before_llm_call(self, ctx: Any) -> bool | None:
+        if self._ended:  # a worker that outlived the block: it is stopped here (no caller waits for it any more)
+            raise self._held_here() or HookAborted(
+                "loopguard: the guard_crew block this CrewAI run was guarded by has ended (CrewAI abandoned the "
+                "worker, e.g. on max_execution_time, or the kickoff's context was copied inside the block): no "
+                "further model or tool call runs unguarded. Run each kickoff inside its own guard_crew block.",
+                source="loopguard",
+            )
         with self._lock:
             self._seen += 1
         if not self._mine():
@@ -363,7 +379,7 @@ class CrewGuard:
 
     # -- events (the block's stream sink: called synchronously where the event is emitted) ------------
     def _on_event(self, source: Any, event: Any) -> None:
-        if not isinstance(event, (LLMCallFailedEvent, LLMCallCompletedEvent)):
+        if self._ended or not isinstance(event, (LLMCallFailedEvent, LLMCallCompletedEvent)):
             return
         admitted = _ADMITTED.get()
         if admitted is None or admitted[0] is not self:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -207,8 +208,18 @@ def _refuse(trip: LoopGuardTripped) -> str:
     return _refusal(error)
 
 
+# Each refusal's text is its own: CrewAI stops a run after five identical (tool, arguments, result) in a row, and
+# under tool_failure_policy="raise" (before crewai 1.15.44, under every policy) with ToolExecutionFailedError,
+# before the next model call could raise the trip; it then ends the run instead of the trip. Refusals that differ
+# never make that streak, so the trip reaches the caller at the next model call.
+_REFUSALS = itertools.count(1)
+
+
 def _refusal(error: CrewAILoopGuardTripped) -> str:
-    return f"{error} This tool call was not made; stop calling tools and give your final answer."
+    return (
+        f"{error} This tool call was not made (refusal #{next(_REFUSALS)}); stop calling tools and give your final "
+        "answer."
+    )
 
 
 def _call_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -151,3 +151,66 @@ def test_importing_without_crewai_names_the_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "crewai", None)  # what an interpreter without CrewAI sees
     with pytest.raises(MissingExtra, match=r"loopguard-core\[crewai\]"):
         importlib.import_module("loopguard_crewai")
+
+
+def test_a_worker_crewai_abandons_on_timeout_runs_nothing_more_after_the_block() -> None:
+    # On max_execution_time CrewAI (1.15.44 and later) raises TimeoutError to the caller and abandons its worker,
+    # which keeps the block's hooks in its copy of the context. Once the block has ended they let nothing run.
+    import time
+
+    started: list[float] = []
+
+    @tool("lookup")
+    def lookup(q: str) -> str:
+        """Look something up."""
+        started.append(time.monotonic())
+        time.sleep(0.4)
+        words = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+        return f"news about {words[len(started) % 8]}"  # a new answer each time: no loop for the guard to find
+
+    crew = one_agent_crew([lookup], ScriptedLLM(loop=RUNAWAY), max_execution_time=1, max_retry_limit=0)
+    with pytest.raises((TimeoutError, LoopGuardTripped)), guard_crew(Breaker()):
+        crew.kickoff()
+    ended = time.monotonic()
+    time.sleep(1.5)  # the abandoned worker's next turns, were they allowed
+    assert started and all(at < ended for at in started)
+
+
+@pytest.mark.parametrize("policy", [None, "warn", "ignore", "raise"])
+def test_a_stand_alone_guarded_tool_trip_outlasts_crewais_repeated_call_stop(policy: str | None) -> None:
+    # No guard_crew block: the trip travels through the relay to the next model call. One model turn asks for ten
+    # identical calls; the refusals of #4-#10 each read differently, so CrewAI's stop on five identical results in a
+    # row (which, under "raise", would end the run with its own error before any model call) never fires on them.
+    counter = BodyCounter()
+    lookup = counted_tool(counter)
+    lookup.max_usage_count = 100  # one by one
+    llm = ScriptedLLM(script=[[RUNAWAY] * 10, "done"])
+    settings = {} if policy is None else {"tool_failure_policy": policy}
+    crew = one_agent_crew([guarded_tool(Breaker())(lookup)], llm, **settings)
+
+    with pytest.raises(LoopGuardTripped) as caught:
+        crew.kickoff()
+    assert caught.value.reason == "loop"
+    assert counter.count() == 3
+
+
+def test_a_planning_agents_stand_alone_guarded_tool_trip_reaches_the_caller() -> None:
+    # A one-step plan whose step asks for ten identical calls: no model call may follow the step (CrewAI skips the
+    # summary call), so without a refusal that reads differently each time CrewAI's repeated-call stop ended the
+    # step and kickoff returned the refusals as its answer (crewai 1.15.44).
+    import json
+
+    from crewai.agent.planning_config import PlanningConfig
+
+    plan = json.dumps({"plan": "look it up", "steps": [{"step_number": 1, "description": "look it up"}], "ready": True})
+    counter = BodyCounter()
+    lookup = counted_tool(counter)
+    lookup.max_usage_count = 100
+    llm = ScriptedLLM(script=[plan, [RUNAWAY] * 10, "answer", "answer", "answer"])
+    crew = one_agent_crew(
+        [guarded_tool(Breaker())(lookup)], llm, planning_config=PlanningConfig(reasoning_effort="low")
+    )
+    with pytest.raises(LoopGuardTripped) as caught:
+        crew.kickoff()
+    assert caught.value.reason == "loop"
+    assert counter.count() == 3
