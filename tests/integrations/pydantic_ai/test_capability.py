@@ -72,8 +72,10 @@ def test_parallel_identical_calls_in_one_response_are_refused_bare() -> None:
         agent.run_sync("find it")
 
     assert type(info.value) is LoopGuardTripped
-    # The fourth call is refused; a sibling already admitted may or may not have run before the raise.
-    assert 1 <= counter.count("lookup") <= 3
+    assert info.value.reason == "loop"
+    # The fourth call is refused; a sibling already admitted may or may not have run before the raise cancelled it
+    # (none had on a loaded CI machine: the siblings are tasks, and the raise can come before any of them starts).
+    assert counter.count("lookup") <= 3
 
 
 def test_legitimate_varied_run_completes_untouched(breaker: Breaker, loopguard_bodies: BodyCounter) -> None:
