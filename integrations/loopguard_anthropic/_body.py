@@ -139,14 +139,14 @@ def tool_results(body: Mapping[str, Any]) -> Iterator[ToolResult]:
                     yield ToolResult(tool_use_id, block.get("content"), bool(block.get("is_error")))
 
 
-def latest_tool_results(body: Mapping[str, Any]) -> Iterator[ToolResult]:
+def latest_tool_results(body: Mapping[str, Any]) -> list[ToolResult]:
     """The ``tool_result`` blocks of the latest exchange: those after the last assistant message that called a
     tool, which is where a request answers the calls of the reply before it (the API refuses a tool_use left
-    unanswered in the next message). Read from the end, so a long history costs nothing more."""
+    unanswered in the next message). Read from the end, so a long history costs nothing more. (A list, not a
+    generator: this runs on every request.)"""
     messages = body.get("messages") or ()
     if type(messages) is not list and (not isinstance(messages, Sequence) or isinstance(messages, (str, bytes))):
-        yield from tool_results(body)
-        return
+        return list(tool_results(body))
     found: list[ToolResult] = []
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
@@ -166,7 +166,7 @@ def latest_tool_results(body: Mapping[str, Any]) -> Iterator[ToolResult]:
                 if isinstance(tool_use_id, str):
                     batch.append(ToolResult(tool_use_id, block.get("content"), bool(block.get("is_error"))))
         found[:0] = batch  # keep the order they were sent in
-    yield from found
+    return found
 
 
 def _calls_a_tool(content: list[Any]) -> bool:

@@ -75,6 +75,8 @@ def test_cache_reads_and_writes_count_toward_the_runs_tokens() -> None:
         ('{"id": "msg_2"}'.encode("utf-16"), {"id": "msg_2"}),  # a byte-order mark: sniffed as json.loads does
         ('{"id": "msg_3"}'.encode("utf-16-le"), {"id": "msg_3"}),  # zero bytes, no mark
         (b'{"id": "\xff"}', {}),  # not UTF-8: nothing to read, never an exception
+        (b'{"id": "\\ud800"}', {"id": "\ud800"}),  # a lone surrogate escape: jiter refuses it, json reads it
+        (b'{"n": Infinity, "big": 1180591620717411303424}', {"n": float("inf"), "big": 2**70}),  # as json reads them
         (b"[1, 2]", {}),  # not an object
         (b"", {}),
     ],
@@ -83,3 +85,95 @@ def test_a_reply_body_is_read_in_any_encoding_json_accepts(content: bytes, expec
     from loopguard_anthropic._middleware import _json
 
     assert _json(content) == expected
+
+
+# A reply with what a parser can get wrong: text beyond ASCII, a float, an integer past 64 bits, an escape.
+ODD_INPUT = {"path": "caf\u00e9/\u2713.txt", "ratio": 0.1, "big": 2**70, "quote": 'say "hi"\n'}
+
+
+def _odd_reply(request: Any) -> Any:
+    message = {
+        "id": "msg_odd",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "tool_use", "id": "toolu_odd", "name": "write", "input": ODD_INPUT}],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+    }
+    return httpx2.Response(200, json=message)
+
+
+def _counting_json(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    parses: list[int] = []
+    original = httpx2.Response.json
+
+    def json(self: httpx2.Response, **kwargs: Any) -> Any:
+        parses.append(1)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(httpx2.Response, "json", json)
+    return parses
+
+
+def test_the_sdk_takes_the_guards_parse_of_a_reply_and_gets_what_the_api_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parses = _counting_json(monkeypatch)
+    client = anthropic.Anthropic(
+        api_key="test",
+        base_url="http://scripted.test",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(_odd_reply)),
+        max_retries=0,
+    )
+    plain = client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert parses == [1]  # unguarded, the SDK parses the reply itself
+    breaker = Breaker()
+    with breaker.run():
+        reply = guard(client, breaker).messages.create(
+            model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert parses == [1]  # guarded, the reply was parsed once, by the guard, and the SDK took that parse
+    assert reply.model_dump() == plain.model_dump()
+    assert reply.content[0].input == ODD_INPUT  # type: ignore[union-attr]
+    assert breaker.usage().tool_calls == 1
+
+
+def test_a_raw_response_lends_the_guards_parse_once_and_parses_afresh_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    parses = _counting_json(monkeypatch)
+    client = anthropic.Anthropic(
+        api_key="test",
+        base_url="http://scripted.test",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(_odd_reply)),
+        max_retries=0,
+    )
+    breaker = Breaker()
+    with breaker.run():
+        raw = guard(client, breaker).messages.with_raw_response.create(
+            model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+    first = raw.http_response.json()
+    second = raw.http_response.json()
+    assert first == second and first is not second  # a caller mutating one never changes the other
+    assert parses == [1]  # the second call is the response's own
+    assert raw.parse().content[0].input == ODD_INPUT  # type: ignore[union-attr]
+
+
+async def test_the_async_client_takes_the_guards_parse_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    parses = _counting_json(monkeypatch)
+    client = anthropic.AsyncAnthropic(
+        api_key="test",
+        base_url="http://scripted.test",
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(_odd_reply)),
+        max_retries=0,
+    )
+    breaker = Breaker()
+    with breaker.run():
+        reply = await guard(client, breaker).messages.create(
+            model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert parses == []
+    assert reply.content[0].input == ODD_INPUT  # type: ignore[union-attr]
