@@ -264,6 +264,8 @@ class LoopGuardMiddleware(Middleware):
             data = _edited_reply(response, data, edits, bool(refused))
             exchanges, again = self._after_judging(response, data, steps, refused, exchanges)
             if not again:
+                if not refused and not edits:  # the reply the API sent, untouched
+                    _lend_parse(response.http_response, data)
                 return response
             # Every call of the reply was refused: ask again at once, with the refusals.
             current_id, reask, retry_body = self._reask(request, body, exchanges, call_id, attempt)
@@ -311,6 +313,8 @@ class LoopGuardMiddleware(Middleware):
             data = _edited_reply(response, data, edits, bool(refused))
             exchanges, again = self._after_judging(response, data, steps, refused, exchanges)
             if not again:
+                if not refused and not edits:
+                    _lend_parse(response.http_response, data)
                 return response
             current_id, reask, retry_body = self._reask(request, body, exchanges, call_id, attempt)
             messages = retry_body.get("messages")

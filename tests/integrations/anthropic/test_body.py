@@ -117,8 +117,9 @@ def _counting_json(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return parses
 
 
+@pytest.mark.parametrize("on_trip", ["raise", "steer"])
 def test_the_sdk_takes_the_guards_parse_of_a_reply_and_gets_what_the_api_sent(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, on_trip: str
 ) -> None:
     parses = _counting_json(monkeypatch)
     client = anthropic.Anthropic(
@@ -133,7 +134,7 @@ def test_the_sdk_takes_the_guards_parse_of_a_reply_and_gets_what_the_api_sent(
     assert parses == [1]  # unguarded, the SDK parses the reply itself
     breaker = Breaker()
     with breaker.run():
-        reply = guard(client, breaker).messages.create(
+        reply = guard(client, breaker, on_trip=on_trip).messages.create(
             model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
         )
     assert parses == [1]  # guarded, the reply was parsed once, by the guard, and the SDK took that parse
