@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import operator
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from loopguard_core import estimate_tokens
@@ -48,6 +48,11 @@ class ToolResult(NamedTuple):
     tool_use_id: str
     content: Any
     is_error: bool
+
+
+# A NamedTuple's own constructor is a Python function; tuple.__new__ builds the same object without it (every turn).
+_new_use: Callable[[type[ToolUse], tuple[str, str, Any]], ToolUse] = tuple.__new__
+_new_result: Callable[[type[ToolResult], tuple[str, Any, bool]], ToolResult] = tuple.__new__
 
 
 def is_messages_call(method: str, url: str) -> bool:
@@ -164,7 +169,8 @@ def latest_tool_results(body: Mapping[str, Any]) -> list[ToolResult]:
             if (type(block) is dict or isinstance(block, Mapping)) and block.get("type") == "tool_result":
                 tool_use_id = block.get("tool_use_id")
                 if isinstance(tool_use_id, str):
-                    batch.append(ToolResult(tool_use_id, block.get("content"), bool(block.get("is_error"))))
+                    result = (tool_use_id, block.get("content"), bool(block.get("is_error")))
+                    batch.append(_new_result(ToolResult, result))
         found[:0] = batch  # keep the order they were sent in
     return found
 
@@ -181,7 +187,7 @@ def tool_uses(content: Any) -> list[ToolUse]:
     found = []
     for block in content or ():
         if (type(block) is dict or isinstance(block, Mapping)) and block.get("type") == "tool_use":
-            found.append(ToolUse(str(block.get("id", "")), str(block.get("name", "")), block.get("input")))
+            found.append(_new_use(ToolUse, (str(block.get("id", "")), str(block.get("name", "")), block.get("input"))))
     return found
 
 

@@ -576,9 +576,12 @@ def _replace_reply(response: Any, data: Mapping[str, Any]) -> None:
 
 
 def _reply_usage_of(data: Mapping[str, Any]) -> Usage:
-    input_tokens, cache_creation, cache_read, output_tokens = usage_tokens(data.get("usage"))
     model = data.get("model")
-    return Usage(input_tokens, cache_creation, cache_read, output_tokens, model if isinstance(model, str) else None)
+    return _new_usage(Usage, (*usage_tokens(data.get("usage")), model if type(model) is str else None))
+
+
+# A NamedTuple's own constructor is a Python function; tuple.__new__ builds the same object without it (every turn).
+_new_usage: Callable[[type[Usage], tuple[int, int, int, int, str | None]], Usage] = tuple.__new__
 
 
 def _message_steps(data: Mapping[str, Any]) -> list[ToolUse | Usage]:
