@@ -522,10 +522,15 @@ def _lend_parse(http: Any, data: Mapping[str, Any]) -> None:
     parse = http.json
 
     def json_once(**kwargs: Any) -> Any:
-        http.__dict__.pop("json", None)  # once: the next call is the response's own
+        vars(http).pop("json", None)  # once: the next call is the response's own
         return parse(**kwargs) if kwargs else data
 
-    http.json = json_once
+    # A response that takes no attribute of its own is parsed by the SDK again. (try, not contextlib.suppress: a
+    # context manager per turn costs more than the whole lend.)
+    try:  # noqa: SIM105
+        http.json = json_once
+    except (AttributeError, TypeError):
+        pass
 
 
 def _none(_: object) -> None:

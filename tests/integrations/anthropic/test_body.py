@@ -178,3 +178,17 @@ async def test_the_async_client_takes_the_guards_parse_too(monkeypatch: pytest.M
         )
     assert parses == []
     assert reply.content[0].input == ODD_INPUT  # type: ignore[union-attr]
+
+
+def test_a_response_that_takes_no_attribute_of_its_own_is_left_to_the_sdks_parse() -> None:
+    from loopguard_anthropic._middleware import _lend_parse
+
+    class Slotted:  # a response class with __slots__, as an HTTP library might one day have
+        __slots__ = ()
+
+        def json(self) -> Any:
+            return {"parsed": "by the SDK"}
+
+    response = Slotted()
+    _lend_parse(response, {"id": "msg_1"})  # never an exception: the request goes on
+    assert response.json() == {"parsed": "by the SDK"}
