@@ -183,12 +183,32 @@ def _calls_a_tool(content: list[Any]) -> bool:
 
 
 def tool_uses(content: Any) -> list[ToolUse]:
-    """The client-side ``tool_use`` blocks of a response's content (server tools run at Anthropic)."""
+    """The client-side ``tool_use`` blocks of a response's content (server tools run at Anthropic), each with its
+    own copy of the input: the SDK may build the caller's reply from the same parse (see ``_lend_parse``), and a
+    tool that changes its arguments in place must not change what the breaker records."""
     found = []
     for block in content or ():
         if (type(block) is dict or isinstance(block, Mapping)) and block.get("type") == "tool_use":
-            found.append(_new_use(ToolUse, (str(block.get("id", "")), str(block.get("name", "")), block.get("input"))))
+            use = (str(block.get("id", "")), str(block.get("name", "")), own_copy(block.get("input")))
+            found.append(_new_use(ToolUse, use))
     return found
+
+
+def own_copy(value: Any) -> Any:
+    """A copy of JSON data: its dicts and lists copied all the way down, the rest (immutable) shared."""
+    try:
+        return _copied(value)
+    except RecursionError:  # nested past Python's limit: a deep copy cannot do it either
+        return value
+
+
+def _copied(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is list:
+        return [_copied(item) for item in value]
+    return value
 
 
 def usage_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int, int, int]:

@@ -433,12 +433,12 @@ class LoopGuardMiddleware(Middleware):
             while len(self._pending) > _MAX_PENDING:
                 self._pending.popitem(last=False)
 
-    def _outcomes(self, body: Mapping[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]:
+    def _outcomes(self, body: Mapping[str, Any]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
         """``(tool, input, after_tool kwargs)`` for each tool_result answering a call admitted here (they answer the
-        reply before this request, so only the latest exchange is read, however long the history)."""
-        found: list[tuple[str, Any, dict[str, Any]]] = []
+        reply before this request, so only the latest exchange is read, however long the history). A generator:
+        each is taken from the pending calls only as it is reported, so a report that fails loses no other."""
         if not self._pending:
-            return found
+            return
         for result in latest_tool_results(body):
             with self._lock:
                 pending = self._pending.pop(result.tool_use_id, None)
@@ -449,8 +449,7 @@ class LoopGuardMiddleware(Middleware):
                 outcome = {"error": result.content if result.content not in (None, "", []) else "tool error"}
             else:
                 outcome = {"result": result.content}
-            found.append((tool, args, {"call_id": result.tool_use_id, **outcome}))
-        return found
+            yield tool, args, {"call_id": result.tool_use_id, **outcome}
 
 
 def declare_tools(breaker: Breaker, tools: Any) -> None:
@@ -513,9 +512,12 @@ def _json(content: bytes) -> Mapping[str, Any]:
 def _lend_parse(http: Any, data: Mapping[str, Any]) -> None:
     """Let the SDK take the guard's parse of a reply instead of parsing the same bytes again.
 
-    The SDK reads a reply with ``http_response.json()``; its first call without arguments gets ``data`` (the
-    objects the guard judged), every later call parses as before. An SDK that reads the reply another way just
-    parses it itself. Only a parsed object is lent: a body that is no JSON object stays the SDK's to report.
+    The SDK reads a reply with ``http_response.json()``: the first such call without arguments (the SDK's, or
+    whoever reads a raw response first) gets ``data``, every later call parses as before. The guard keeps its own
+    copy of each tool input (``tool_uses``), so nothing it records is shared with the caller's reply. An SDK that
+    reads the reply another way just parses it itself. Only a parsed object is lent: a body that is no JSON object
+    stays the SDK's to report. An unread lend holds a reference cycle (the response and its one-shot reader) until
+    the garbage collector frees it, and a response holding one cannot be pickled.
     """
     if not data:
         return
@@ -580,13 +582,13 @@ def _replace_reply(response: Any, data: Mapping[str, Any]) -> None:
     )
 
 
+# A Usage without its generated __new__ (a Python call): one per reply.
+_new_usage: Callable[[type[Usage], tuple[int, int, int, int, str | None]], Usage] = tuple.__new__
+
+
 def _reply_usage_of(data: Mapping[str, Any]) -> Usage:
     model = data.get("model")
     return _new_usage(Usage, (*usage_tokens(data.get("usage")), model if type(model) is str else None))
-
-
-# A NamedTuple's own constructor is a Python function; tuple.__new__ builds the same object without it (every turn).
-_new_usage: Callable[[type[Usage], tuple[int, int, int, int, str | None]], Usage] = tuple.__new__
 
 
 def _message_steps(data: Mapping[str, Any]) -> list[ToolUse | Usage]:

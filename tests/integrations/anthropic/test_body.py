@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx2
@@ -192,3 +193,75 @@ def test_a_response_that_takes_no_attribute_of_its_own_is_left_to_the_sdks_parse
     response = Slotted()
     _lend_parse(response, {"id": "msg_1"})  # never an exception: the request goes on
     assert response.json() == {"parsed": "by the SDK"}
+
+
+def _escaped_reply(request: Any) -> Any:  # json.dumps escapes every character beyond ASCII: \u00e9, \ud83d\ude00
+    message = {
+        "id": "msg_esc",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [
+            {"type": "tool_use", "id": "toolu_esc", "name": "write", "input": {**ODD_INPUT, "emoji": "\U0001f600"}}
+        ],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+    }
+    return httpx2.Response(200, content=json.dumps(message).encode(), headers={"content-type": "application/json"})
+
+
+def test_escaped_text_beyond_ascii_reaches_the_caller_as_the_api_sent_it() -> None:
+    escaped = anthropic.Anthropic(
+        api_key="test",
+        base_url="http://scripted.test",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(_escaped_reply)),
+        max_retries=0,
+    )
+    raw = anthropic.Anthropic(
+        api_key="test",
+        base_url="http://scripted.test",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(_odd_reply)),
+        max_retries=0,
+    )
+    breaker = Breaker()
+    hi = [{"role": "user", "content": "hi"}]
+    with breaker.run():
+        first = guard(escaped, breaker).messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=hi)
+    with breaker.run():  # a parser's string cache must not carry the first reply's text into the next
+        second = guard(raw, breaker).messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=hi)
+    assert first.content[0].input == {**ODD_INPUT, "emoji": "\U0001f600"}  # type: ignore[union-attr]
+    assert second.content[0].input == ODD_INPUT  # type: ignore[union-attr]
+
+
+def test_a_tool_changing_its_arguments_in_place_never_changes_what_the_guard_recorded() -> None:
+    def nested_reply(request: Any) -> Any:
+        message = {
+            "id": "msg_nested",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5",
+            "content": [{"type": "tool_use", "id": "toolu_n", "name": "plan", "input": {"opts": {"steps": [1, 2]}}}],
+            "stop_reason": "tool_use",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        }
+        return httpx2.Response(200, json=message)
+
+    client = anthropic.Anthropic(
+        api_key="test",
+        base_url="http://scripted.test",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(nested_reply)),
+        max_retries=0,
+    )
+    breaker = Breaker()
+    guarded = guard(client, breaker)
+    middleware = guarded._middleware[0]
+    with breaker.run():
+        reply = guarded.messages.create(
+            model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+    args = reply.content[0].input  # type: ignore[union-attr]
+    args["opts"]["steps"].append("changed by the tool")  # what a tool may do to the arguments it was given
+    args["opts"]["seen"] = True
+    assert middleware._pending["toolu_n"] == ("plan", {"opts": {"steps": [1, 2]}})  # reported by after_tool later
