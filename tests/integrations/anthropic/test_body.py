@@ -19,6 +19,38 @@ from loopguard_core import Breaker
 FULL = {"input_tokens": 100, "cache_creation_input_tokens": 7, "cache_read_input_tokens": 30, "output_tokens": 20}
 
 
+def _message(message_id: str, content: list[Any], *, stop: str = "tool_use", usage: Any = None) -> dict[str, Any]:
+    """A Messages API reply, as the API sends it."""
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": usage if usage is not None else {"input_tokens": 10, "output_tokens": 5},
+    }
+
+
+def _scripted(answer: Any) -> anthropic.Anthropic:
+    """A real client whose HTTP requests ``answer`` serves (no network)."""
+    transport = httpx2.MockTransport(answer)
+    return anthropic.Anthropic(
+        api_key="test", base_url="http://scripted.test", http_client=httpx2.Client(transport=transport), max_retries=0
+    )
+
+
+def _scripted_async(answer: Any) -> anthropic.AsyncAnthropic:
+    transport = httpx2.MockTransport(answer)
+    return anthropic.AsyncAnthropic(
+        api_key="test",
+        base_url="http://scripted.test",
+        http_client=httpx2.AsyncClient(transport=transport),
+        max_retries=0,
+    )
+
+
 @pytest.mark.parametrize(
     ("usage", "expected"),
     [
@@ -42,24 +74,10 @@ def test_usage_tokens_reads_every_count_and_zeroes_what_is_not_one(
 
 def test_cache_reads_and_writes_count_toward_the_runs_tokens() -> None:
     def answer(request: Any) -> Any:
-        message = {
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-sonnet-4-5",
-            "content": [{"type": "text", "text": "done"}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": FULL,
-        }
+        message = _message("msg_1", [{"type": "text", "text": "done"}], stop="end_turn", usage=FULL)
         return httpx2.Response(200, json=message)
 
-    client = anthropic.Anthropic(
-        api_key="test",
-        base_url="http://scripted.test",
-        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
-        max_retries=0,
-    )
+    client = _scripted(answer)
     breaker = Breaker()
     guarded = guard(client, breaker)
 
@@ -93,16 +111,7 @@ ODD_INPUT = {"path": "caf\u00e9/\u2713.txt", "ratio": 0.1, "big": 2**70, "quote"
 
 
 def _odd_reply(request: Any) -> Any:
-    message = {
-        "id": "msg_odd",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-sonnet-4-5",
-        "content": [{"type": "tool_use", "id": "toolu_odd", "name": "write", "input": ODD_INPUT}],
-        "stop_reason": "tool_use",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 5},
-    }
+    message = _message("msg_odd", [{"type": "tool_use", "id": "toolu_odd", "name": "write", "input": ODD_INPUT}])
     return httpx2.Response(200, json=message)
 
 
@@ -123,12 +132,7 @@ def test_the_sdk_takes_the_guards_parse_of_a_reply_and_gets_what_the_api_sent(
     monkeypatch: pytest.MonkeyPatch, on_trip: str
 ) -> None:
     parses = _counting_json(monkeypatch)
-    client = anthropic.Anthropic(
-        api_key="test",
-        base_url="http://scripted.test",
-        http_client=httpx2.Client(transport=httpx2.MockTransport(_odd_reply)),
-        max_retries=0,
-    )
+    client = _scripted(_odd_reply)
     plain = client.messages.create(
         model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
     )
@@ -146,12 +150,7 @@ def test_the_sdk_takes_the_guards_parse_of_a_reply_and_gets_what_the_api_sent(
 
 def test_a_raw_response_lends_the_guards_parse_once_and_parses_afresh_after(monkeypatch: pytest.MonkeyPatch) -> None:
     parses = _counting_json(monkeypatch)
-    client = anthropic.Anthropic(
-        api_key="test",
-        base_url="http://scripted.test",
-        http_client=httpx2.Client(transport=httpx2.MockTransport(_odd_reply)),
-        max_retries=0,
-    )
+    client = _scripted(_odd_reply)
     breaker = Breaker()
     with breaker.run():
         raw = guard(client, breaker).messages.with_raw_response.create(
@@ -166,12 +165,7 @@ def test_a_raw_response_lends_the_guards_parse_once_and_parses_afresh_after(monk
 
 async def test_the_async_client_takes_the_guards_parse_too(monkeypatch: pytest.MonkeyPatch) -> None:
     parses = _counting_json(monkeypatch)
-    client = anthropic.AsyncAnthropic(
-        api_key="test",
-        base_url="http://scripted.test",
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(_odd_reply)),
-        max_retries=0,
-    )
+    client = _scripted_async(_odd_reply)
     breaker = Breaker()
     with breaker.run():
         reply = await guard(client, breaker).messages.create(
@@ -196,34 +190,14 @@ def test_a_response_that_takes_no_attribute_of_its_own_is_left_to_the_sdks_parse
 
 
 def _escaped_reply(request: Any) -> Any:  # json.dumps escapes every character beyond ASCII: \u00e9, \ud83d\ude00
-    message = {
-        "id": "msg_esc",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-sonnet-4-5",
-        "content": [
-            {"type": "tool_use", "id": "toolu_esc", "name": "write", "input": {**ODD_INPUT, "emoji": "\U0001f600"}}
-        ],
-        "stop_reason": "tool_use",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 5},
-    }
+    use = {"type": "tool_use", "id": "toolu_esc", "name": "write", "input": {**ODD_INPUT, "emoji": "\U0001f600"}}
+    message = _message("msg_esc", [use])
     return httpx2.Response(200, content=json.dumps(message).encode(), headers={"content-type": "application/json"})
 
 
 def test_escaped_text_beyond_ascii_reaches_the_caller_as_the_api_sent_it() -> None:
-    escaped = anthropic.Anthropic(
-        api_key="test",
-        base_url="http://scripted.test",
-        http_client=httpx2.Client(transport=httpx2.MockTransport(_escaped_reply)),
-        max_retries=0,
-    )
-    raw = anthropic.Anthropic(
-        api_key="test",
-        base_url="http://scripted.test",
-        http_client=httpx2.Client(transport=httpx2.MockTransport(_odd_reply)),
-        max_retries=0,
-    )
+    escaped = _scripted(_escaped_reply)
+    raw = _scripted(_odd_reply)
     breaker = Breaker()
     hi = [{"role": "user", "content": "hi"}]
     with breaker.run():
@@ -236,24 +210,12 @@ def test_escaped_text_beyond_ascii_reaches_the_caller_as_the_api_sent_it() -> No
 
 def test_a_tool_changing_its_arguments_in_place_never_changes_what_the_guard_recorded() -> None:
     def nested_reply(request: Any) -> Any:
-        message = {
-            "id": "msg_nested",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-sonnet-4-5",
-            "content": [{"type": "tool_use", "id": "toolu_n", "name": "plan", "input": {"opts": {"steps": [1, 2]}}}],
-            "stop_reason": "tool_use",
-            "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 5},
-        }
+        message = _message(
+            "msg_nested", [{"type": "tool_use", "id": "toolu_n", "name": "plan", "input": {"opts": {"steps": [1, 2]}}}]
+        )
         return httpx2.Response(200, json=message)
 
-    client = anthropic.Anthropic(
-        api_key="test",
-        base_url="http://scripted.test",
-        http_client=httpx2.Client(transport=httpx2.MockTransport(nested_reply)),
-        max_retries=0,
-    )
+    client = _scripted(nested_reply)
     breaker = Breaker()
     guarded = guard(client, breaker)
     middleware = guarded._middleware[0]
