@@ -119,28 +119,16 @@ class LoopGuardMiddleware(Middleware):
         data = _json(http.read())
         if self.on_trip == "steer":
             return self._steer_sync(request, call_next, body, response, data, call_id)
-        edits = self._judge_sync(data, call_id, watch_input)
+        edits = self._apply_sync(_message_steps(data), None, call_id, watch_input)
         if edits:
             _replace_reply(response, with_inputs(data, edits))
         else:
             _lend_parse(http, data)
         return response
 
-    def _judge_sync(self, data: Mapping[str, Any], call_id: str | None, messages: Any) -> dict[str, Any]:
-        """A whole reply: its usage recorded, then each tool_use checked; the edits a person's approvals made."""
-        self.breaker.after_model(**self._usage(_reply_usage_of(data), call_id, messages))
-        edits: dict[str, Any] = {}
-        for use in tool_uses(data.get("content")):
-            approval = self.breaker.before_tool(use.name, use.input, agent=self.agent, call_id=use.id or None)
-            self._remember(use)
-            if approval is not None:
-                _edit(edits, use, approval, streamed=False)
-        return edits
-
     def _apply_sync(
-        self, steps: list[ToolUse | Usage], watch: StreamWatch, call_id: str | None, messages: Any
+        self, steps: list[ToolUse | Usage], watch: StreamWatch | None, call_id: str | None, messages: Any
     ) -> dict[str, Any]:
-        """What became decidable in a stream: its usage recorded, its tool_use blocks checked."""
         edits: dict[str, Any] = {}
         try:
             for step in steps:
@@ -151,10 +139,10 @@ class LoopGuardMiddleware(Middleware):
                         step.name, step.input, agent=self.agent, call_id=step.id or None
                     )
                     self._remember(step)
-                    _edit(edits, step, approval, streamed=True)
+                    _edit(edits, step, approval, streamed=watch is not None)
             return edits
         except LoopGuardTripped:
-            if not watch.usage_done:  # a trip mid-stream: what was spent still counts
+            if watch is not None and not watch.usage_done:  # a trip mid-stream: what was spent still counts
                 self.breaker.after_model(**self._usage(watch.take_usage(), call_id, messages))
             raise
 
@@ -190,25 +178,15 @@ class LoopGuardMiddleware(Middleware):
         data = _json(await http.aread())
         if self.on_trip == "steer":
             return await self._steer_async(request, call_next, body, response, data, call_id)
-        edits = await self._judge_async(data, call_id, watch_input)
+        edits = await self._apply_async(_message_steps(data), None, call_id, watch_input)
         if edits:
             _replace_reply(response, with_inputs(data, edits))
         else:
             _lend_parse(http, data)
         return response
 
-    async def _judge_async(self, data: Mapping[str, Any], call_id: str | None, messages: Any) -> dict[str, Any]:
-        await self.breaker.aafter_model(**self._usage(_reply_usage_of(data), call_id, messages))
-        edits: dict[str, Any] = {}
-        for use in tool_uses(data.get("content")):
-            approval = await self.breaker.abefore_tool(use.name, use.input, agent=self.agent, call_id=use.id or None)
-            self._remember(use)
-            if approval is not None:
-                _edit(edits, use, approval, streamed=False)
-        return edits
-
     async def _apply_async(
-        self, steps: list[ToolUse | Usage], watch: StreamWatch, call_id: str | None, messages: Any
+        self, steps: list[ToolUse | Usage], watch: StreamWatch | None, call_id: str | None, messages: Any
     ) -> dict[str, Any]:
         edits: dict[str, Any] = {}
         try:
@@ -220,10 +198,10 @@ class LoopGuardMiddleware(Middleware):
                         step.name, step.input, agent=self.agent, call_id=step.id or None
                     )
                     self._remember(step)
-                    _edit(edits, step, approval, streamed=True)
+                    _edit(edits, step, approval, streamed=watch is not None)
             return edits
         except LoopGuardTripped:
-            if not watch.usage_done:
+            if watch is not None and not watch.usage_done:
                 await self.breaker.aafter_model(**self._usage(watch.take_usage(), call_id, messages))
             raise
 
@@ -586,13 +564,10 @@ def _replace_reply(response: Any, data: Mapping[str, Any]) -> None:
 _new_usage: Callable[[type[Usage], tuple[int, int, int, int, str | None]], Usage] = tuple.__new__
 
 
-def _reply_usage_of(data: Mapping[str, Any]) -> Usage:
-    model = data.get("model")
-    return _new_usage(Usage, (*usage_tokens(data.get("usage")), model if type(model) is str else None))
-
-
 def _message_steps(data: Mapping[str, Any]) -> list[ToolUse | Usage]:
-    return [_reply_usage_of(data), *tool_uses(data.get("content"))]
+    model = data.get("model")
+    usage = _new_usage(Usage, (*usage_tokens(data.get("usage")), model if type(model) is str else None))
+    return [usage, *tool_uses(data.get("content"))]
 
 
 # -- streams: watch the decoded bytes as the SDK's Stream reads them ------------------------------------------
