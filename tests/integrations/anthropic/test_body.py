@@ -14,6 +14,7 @@ import anthropic
 
 from loopguard_anthropic import guard
 from loopguard_anthropic._body import usage_tokens
+from loopguard_anthropic.testing import ScriptedAPI
 from loopguard_core import Breaker
 
 FULL = {"input_tokens": 100, "cache_creation_input_tokens": 7, "cache_read_input_tokens": 30, "output_tokens": 20}
@@ -38,16 +39,6 @@ def _scripted(answer: Any) -> anthropic.Anthropic:
     transport = httpx2.MockTransport(answer)
     return anthropic.Anthropic(
         api_key="test", base_url="http://scripted.test", http_client=httpx2.Client(transport=transport), max_retries=0
-    )
-
-
-def _scripted_async(answer: Any) -> anthropic.AsyncAnthropic:
-    transport = httpx2.MockTransport(answer)
-    return anthropic.AsyncAnthropic(
-        api_key="test",
-        base_url="http://scripted.test",
-        http_client=httpx2.AsyncClient(transport=transport),
-        max_retries=0,
     )
 
 
@@ -108,11 +99,7 @@ def test_a_reply_body_is_read_in_any_encoding_json_accepts(content: bytes, expec
 
 # A reply with what a parser can get wrong: text beyond ASCII, a float, an integer past 64 bits, an escape.
 ODD_INPUT = {"path": "caf\u00e9/\u2713.txt", "ratio": 0.1, "big": 2**70, "quote": 'say "hi"\n'}
-
-
-def _odd_reply(request: Any) -> Any:
-    message = _message("msg_odd", [{"type": "tool_use", "id": "toolu_odd", "name": "write", "input": ODD_INPUT}])
-    return httpx2.Response(200, json=message)
+ODD_CALL = ("write", ODD_INPUT)
 
 
 def _counting_json(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -132,14 +119,15 @@ def test_the_sdk_takes_the_guards_parse_of_a_reply_and_gets_what_the_api_sent(
     monkeypatch: pytest.MonkeyPatch, on_trip: str
 ) -> None:
     parses = _counting_json(monkeypatch)
-    client = _scripted(_odd_reply)
-    plain = client.messages.create(
-        model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+    plain = (
+        ScriptedAPI([ODD_CALL])
+        .client(max_retries=0)
+        .messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
     )
     assert parses == [1]  # unguarded, the SDK parses the reply itself
     breaker = Breaker()
     with breaker.run():
-        reply = guard(client, breaker, on_trip=on_trip).messages.create(
+        reply = guard(ScriptedAPI([ODD_CALL]).client(max_retries=0), breaker, on_trip=on_trip).messages.create(
             model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
         )
     assert parses == [1]  # guarded, the reply was parsed once, by the guard, and the SDK took that parse
@@ -150,7 +138,7 @@ def test_the_sdk_takes_the_guards_parse_of_a_reply_and_gets_what_the_api_sent(
 
 def test_a_raw_response_lends_the_guards_parse_once_and_parses_afresh_after(monkeypatch: pytest.MonkeyPatch) -> None:
     parses = _counting_json(monkeypatch)
-    client = _scripted(_odd_reply)
+    client = ScriptedAPI([ODD_CALL]).client(max_retries=0)
     breaker = Breaker()
     with breaker.run():
         raw = guard(client, breaker).messages.with_raw_response.create(
@@ -165,7 +153,7 @@ def test_a_raw_response_lends_the_guards_parse_once_and_parses_afresh_after(monk
 
 async def test_the_async_client_takes_the_guards_parse_too(monkeypatch: pytest.MonkeyPatch) -> None:
     parses = _counting_json(monkeypatch)
-    client = _scripted_async(_odd_reply)
+    client = ScriptedAPI([ODD_CALL]).async_client(max_retries=0)
     breaker = Breaker()
     with breaker.run():
         reply = await guard(client, breaker).messages.create(
@@ -197,7 +185,7 @@ def _escaped_reply(request: Any) -> Any:  # json.dumps escapes every character b
 
 def test_escaped_text_beyond_ascii_reaches_the_caller_as_the_api_sent_it() -> None:
     escaped = _scripted(_escaped_reply)
-    raw = _scripted(_odd_reply)
+    raw = ScriptedAPI([ODD_CALL]).client(max_retries=0)
     breaker = Breaker()
     hi = [{"role": "user", "content": "hi"}]
     with breaker.run():
@@ -209,13 +197,7 @@ def test_escaped_text_beyond_ascii_reaches_the_caller_as_the_api_sent_it() -> No
 
 
 def test_a_tool_changing_its_arguments_in_place_never_changes_what_the_guard_recorded() -> None:
-    def nested_reply(request: Any) -> Any:
-        message = _message(
-            "msg_nested", [{"type": "tool_use", "id": "toolu_n", "name": "plan", "input": {"opts": {"steps": [1, 2]}}}]
-        )
-        return httpx2.Response(200, json=message)
-
-    client = _scripted(nested_reply)
+    client = ScriptedAPI([("plan", {"opts": {"steps": [1, 2]}})]).client(max_retries=0)
     breaker = Breaker()
     guarded = guard(client, breaker)
     middleware = guarded._middleware[0]
@@ -226,4 +208,4 @@ def test_a_tool_changing_its_arguments_in_place_never_changes_what_the_guard_rec
     args = reply.content[0].input  # type: ignore[union-attr]
     args["opts"]["steps"].append("changed by the tool")  # what a tool may do to the arguments it was given
     args["opts"]["seen"] = True
-    assert middleware._pending["toolu_n"] == ("plan", {"opts": {"steps": [1, 2]}})  # reported by after_tool later
+    assert middleware._pending["toolu_000_0"] == ("plan", {"opts": {"steps": [1, 2]}})  # reported by after_tool later
